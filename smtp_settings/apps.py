@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SmtpSettingsConfig(AppConfig):
+    name = "smtp_settings"
+    verbose_name = "SMTP settings"

@@ -1,0 +1,180 @@
+"""Opening an authenticated SMTP session for an SmtpServer, one reported step at a time.
+
+Both the settings page's "test connection" and the connection pool open sessions here, so
+they agree on TLS, verification and AUTH. Each step's reply and duration goes to `on_step`;
+a failing step raises `SmtpStepError`, which names the step and keeps the server's reply.
+"""
+
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+AUTH_METHODS = {"plain": "PLAIN", "login": "LOGIN", "cram-md5": "CRAM-MD5"}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    ok: bool
+    code: int | None
+    text: str
+    duration_s: float
+
+
+class SmtpStepError(Exception):
+    """A step of an SMTP exchange failed. `code`/`text` are the server's reply, if it sent one."""
+
+    def __init__(self, step: str, error: BaseException, code: int | None = None, text: str = ""):
+        super().__init__(f"{step}: {error}")
+        self.step = step
+        self.error = error
+        self.code = code
+        self.text = text
+
+
+def tls_context(skip_verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _decode(text: bytes | str) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
+def reply_of(error: BaseException) -> tuple[int | None, str]:
+    """The SMTP reply carried by an smtplib exception, if any."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(error.recipients.values()))
+        return code, _decode(text)
+    if isinstance(error, smtplib.SMTPResponseException):
+        return error.smtp_code, _decode(error.smtp_error)
+    return None, ""
+
+
+class Deadline:
+    """One budget for a whole exchange, so no sequence of slow steps outlasts it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.ends_at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.ends_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"timed out after {self.seconds:g} s")
+        return left
+
+
+class StepRunner:
+    """Runs named SMTP steps with a shared deadline, reporting each to `on_step`."""
+
+    def __init__(self, deadline: Deadline, on_step: Callable[[Step], None] | None = None):
+        self.deadline = deadline
+        self.on_step = on_step or (lambda step: None)
+        self.smtp: smtplib.SMTP | None = None
+
+    def run(self, name: str, action: Callable[[], tuple[int, bytes | str]], expect: tuple[int, ...]) -> str:
+        started = time.monotonic()
+        try:
+            if self.smtp is not None and self.smtp.sock is not None:
+                self.smtp.sock.settimeout(self.deadline.remaining())
+            code, text = action()
+        except (smtplib.SMTPException, OSError) as error:
+            code, text = reply_of(error)
+            self.on_step(Step(name, False, code, text, time.monotonic() - started))
+            raise SmtpStepError(name, error, code, text) from error
+        text = _decode(text)
+        ok = code in expect
+        self.on_step(Step(name, ok, code, text, time.monotonic() - started))
+        if not ok:
+            raise SmtpStepError(name, smtplib.SMTPResponseException(code, text), code, text)
+        return text
+
+
+def open_session(server, deadline: Deadline, on_step: Callable[[Step], None] | None = None) -> smtplib.SMTP:
+    """Connect, greet, EHLO, secure and authenticate as `server` says; return the live session.
+
+    `server` is anything with SmtpServer's connection fields. On failure the socket is closed
+    and SmtpStepError raised.
+    """
+    runner = StepRunner(deadline, on_step)
+    context = tls_context(server.tls_skip_verify)
+    local_hostname = server.helo_hostname or None
+    if server.tls == "ssl":
+        smtp = smtplib.SMTP_SSL(local_hostname=local_hostname, context=context)
+    else:
+        smtp = smtplib.SMTP(local_hostname=local_hostname)
+    # smtplib takes the TLS server name from the constructor's host, which we cannot pass
+    # without connecting outside a timed step.
+    smtp._host = server.host
+    try:
+        smtp.timeout = deadline.remaining()
+        runner.run("connect", lambda: smtp.connect(server.host, server.port), expect=(220,))
+        runner.smtp = smtp
+        features = runner.run("EHLO", smtp.ehlo, expect=(250,))
+        if server.tls == "starttls":
+            if not smtp.has_extn("starttls"):
+                error = smtplib.SMTPNotSupportedError("the server does not offer STARTTLS")
+                runner.on_step(Step("STARTTLS", False, None, features, 0.0))
+                raise SmtpStepError("STARTTLS", error)
+            runner.run("STARTTLS", lambda: smtp.starttls(context=context), expect=(220,))
+            runner.run("EHLO", smtp.ehlo, expect=(250,))
+        if server.auth_protocol != "none":
+            _authenticate(runner, smtp, server)
+        return smtp
+    except BaseException:
+        smtp.close()
+        raise
+
+
+def _authenticate(runner: StepRunner, smtp: smtplib.SMTP, server) -> None:
+    mechanism = AUTH_METHODS[server.auth_protocol]
+    offered = (smtp.esmtp_features.get("auth") or "").upper().split()
+    if mechanism not in offered:
+        error = smtplib.SMTPNotSupportedError(f"the server does not offer AUTH {mechanism}")
+        runner.on_step(Step("AUTH", False, None, f"offered: {' '.join(offered) or 'none'}", 0.0))
+        raise SmtpStepError("AUTH", error)
+    smtp.user, smtp.password = server.username, server.password
+    handler = {"PLAIN": smtp.auth_plain, "LOGIN": smtp.auth_login, "CRAM-MD5": smtp.auth_cram_md5}[mechanism]
+    runner.run(f"AUTH {mechanism}", lambda: smtp.auth(mechanism, handler), expect=(235, 503))
+
+
+def explain(error: SmtpStepError, server) -> str:
+    """One plain sentence saying why a step failed."""
+    cause, where = error.error, f"{server.host}:{server.port}"
+    if isinstance(cause, smtplib.SMTPServerDisconnected) and isinstance(cause.__context__, OSError):
+        cause = cause.__context__  # smtplib hides timeouts and resets behind "unexpectedly closed"
+    if isinstance(cause, TimeoutError | socket.timeout):
+        return f"Timed out after {server.send_timeout} s waiting for the server at the {error.step} step."
+    if isinstance(cause, socket.gaierror):
+        return f"DNS failure: the host name {server.host!r} could not be resolved."
+    if isinstance(cause, ConnectionRefusedError):
+        return f"Connection refused by {where}: nothing is listening there, or a firewall rejects it."
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"TLS verification failed: {cause.verify_message or cause.reason}. "
+            "Fix the server's certificate, or tick 'Skip TLS verification' if you trust it."
+        )
+    if isinstance(cause, ssl.SSLError):
+        return f"The TLS handshake failed ({cause.reason or cause}). Check the TLS mode and port."
+    if isinstance(cause, smtplib.SMTPNotSupportedError):
+        reason = str(cause)
+        return f"{reason[0].upper()}{reason[1:]}; choose another TLS mode or auth protocol."
+    if isinstance(cause, smtplib.SMTPAuthenticationError) or (error.step.startswith("AUTH") and error.code):
+        return f"Authentication failed ({error.code}): the server rejected the username or password."
+    if isinstance(cause, smtplib.SMTPServerDisconnected):
+        return f"The server closed the connection during {error.step}."
+    if error.code == 421:
+        return f"The server is closing the session (421) at {error.step}: it is busy or limiting this client."
+    if error.code:
+        kind = "temporarily refused" if 400 <= error.code < 500 else "refused"
+        return f"The server {kind} {error.step} with {error.code}."
+    if isinstance(cause, ConnectionError):
+        return f"The connection to {where} broke during {error.step}: {cause}."
+    return f"{error.step} failed: {cause}."

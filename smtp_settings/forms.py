@@ -1,0 +1,101 @@
+from django import forms
+
+from smtp_settings.models import SmtpServer
+from smtp_settings.validators import validate_custom_headers
+
+CONNECTION_FIELDS = [
+    "host",
+    "port",
+    "tls",
+    "tls_skip_verify",
+    "helo_hostname",
+    "auth_protocol",
+    "username",
+    "password",
+    "send_timeout",
+    "custom_headers",
+]
+LIMIT_FIELDS = [
+    "max_conns",
+    "max_msgs_per_conn",
+    "retries",
+    "idle_timeout",
+    "max_conn_age",
+    "wait_timeout",
+    "rate_limit",
+]
+
+
+class HeaderPairsWidget(forms.Widget):
+    """Rows of name/value inputs, posted as NAME_name and NAME_value lists; two blank rows to add more."""
+
+    template_name = "smtp_settings/widgets/header_pairs.html"
+    blank_rows = 2
+
+    def value_from_datadict(self, data, files, name):
+        names, values = data.getlist(f"{name}_name"), data.getlist(f"{name}_value")
+        return [[n.strip(), v.strip()] for n, v in zip(names, values, strict=False) if n.strip() or v.strip()]
+
+    def value_omitted_from_data(self, data, files, name):
+        return f"{name}_name" not in data
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        context["widget"]["rows"] = [*(value or []), *([["", ""]] * self.blank_rows)]
+        return context
+
+
+class HeaderPairsField(forms.Field):
+    widget = HeaderPairsWidget
+    default_validators = [validate_custom_headers]
+
+    def to_python(self, value):
+        return value or []
+
+    def prepare_value(self, value):
+        return value or []
+
+
+class SmtpServerForm(forms.ModelForm):
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=SmtpServer._meta.get_field("password").help_text,
+    )
+    clear_password = forms.BooleanField(required=False, label="Remove the stored password")
+    custom_headers = HeaderPairsField(
+        required=False, help_text="Name and value per row, added to every message, e.g. X-Mailer: Relaydeck."
+    )
+
+    class Meta:
+        model = SmtpServer
+        fields = ["name", "enabled", *CONNECTION_FIELDS, *LIMIT_FIELDS]
+
+    def clean(self):
+        cleaned = super().clean()
+        # The password is never sent to the browser, so a blank field means "keep it".
+        if cleaned.get("clear_password"):
+            cleaned["password"] = ""
+        elif not cleaned.get("password"):
+            cleaned["password"] = self.instance.password
+        return cleaned
+
+
+class ConnectionTestForm(SmtpServerForm):
+    """What "test connection" needs of a form that may not be saved (or complete) yet."""
+
+    to_email = forms.EmailField(
+        required=False, label="Send a test message to", help_text="Leave blank to test the connection only."
+    )
+    from_email = forms.EmailField(
+        required=False, label="From", help_text="Blank: the username if it is an address, else relaydeck@this host."
+    )
+
+    class Meta(SmtpServerForm.Meta):
+        fields = CONNECTION_FIELDS
+
+
+class TestMessageForm(forms.Form):
+    to_email = ConnectionTestForm.base_fields["to_email"]
+    from_email = ConnectionTestForm.base_fields["from_email"]

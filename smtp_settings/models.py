@@ -1,0 +1,155 @@
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from smtp_settings.fields import EncryptedTextField
+from smtp_settings.validators import validate_custom_headers, validate_host
+
+
+def _range(low: int, high: int) -> list:
+    return [MinValueValidator(low), MaxValueValidator(high)]
+
+
+class SmtpServer(models.Model):
+    """An SMTP server to send through, with the limits the connection pool must keep."""
+
+    class Tls(models.TextChoices):
+        NONE = "none", "None (plain text)"
+        STARTTLS = "starttls", "STARTTLS"
+        SSL = "ssl", "SSL/TLS (implicit)"
+
+    class Auth(models.TextChoices):
+        NONE = "none", "None"
+        PLAIN = "plain", "PLAIN"
+        LOGIN = "login", "LOGIN"
+        CRAM_MD5 = "cram-md5", "CRAM-MD5"
+
+    name = models.CharField(max_length=100, unique=True, help_text="A name to tell this server apart.")
+    enabled = models.BooleanField(default=True, help_text="Disabled servers are never used for sending.")
+
+    host = models.CharField(
+        max_length=255, validators=[validate_host], help_text="Host name or IP address of the SMTP server."
+    )
+    port = models.PositiveIntegerField(
+        default=587,
+        validators=_range(1, 65535),
+        help_text="TCP port, 1–65535: usually 587 (STARTTLS), 465 (SSL) or 25.",
+    )
+    tls = models.CharField(
+        "TLS",
+        max_length=10,
+        choices=Tls.choices,
+        default=Tls.STARTTLS,
+        help_text="STARTTLS upgrades a plain connection (port 587); SSL/TLS encrypts from the first byte (port 465).",
+    )
+    tls_skip_verify = models.BooleanField(
+        "Skip TLS verification",
+        default=False,
+        help_text="Accept any certificate. Only for servers with self-signed certificates you trust.",
+    )
+    helo_hostname = models.CharField(
+        "HELO hostname",
+        max_length=255,
+        blank=True,
+        help_text="Name sent in EHLO. Blank: this machine's fully qualified domain name.",
+    )
+
+    auth_protocol = models.CharField(
+        "Auth protocol",
+        max_length=10,
+        choices=Auth.choices,
+        default=Auth.LOGIN,
+        help_text="How to log in. None: send without authenticating (for relays that trust this host).",
+    )
+    username = models.CharField(max_length=255, blank=True)
+    password = EncryptedTextField(blank=True, help_text="Stored encrypted. Leave blank to keep the current password.")
+
+    max_conns = models.PositiveIntegerField(
+        "Max. connections",
+        default=10,
+        validators=_range(1, 1000),
+        help_text="Most simultaneous connections to this server, 1–1000 (Exchange allows about 20 per client).",
+    )
+    max_msgs_per_conn = models.PositiveIntegerField(
+        "Max. messages per connection",
+        default=0,
+        validators=_range(0, 1_000_000),
+        help_text="Close and reopen a connection after this many messages, 0–1,000,000. "
+        "0: no cap (Amazon SES ends sessions near 350 messages).",
+    )
+    retries = models.PositiveIntegerField(
+        default=2,
+        validators=_range(0, 100),
+        help_text="Extra attempts for a message after a temporary (4xx or network) failure, 0–100. 0: no retry.",
+    )
+    idle_timeout = models.PositiveIntegerField(
+        "Idle timeout (s)",
+        default=15,
+        validators=_range(0, 86_400),
+        help_text="Seconds: close a connection unused this long. 0: never close for idleness "
+        "(Amazon SES drops sessions idle for about 10 s).",
+    )
+    max_conn_age = models.PositiveIntegerField(
+        "Max. connection age (s)",
+        default=0,
+        validators=_range(0, 86_400),
+        help_text="Seconds: retire a connection this long after it opened, after its current message. 0: no limit.",
+    )
+    wait_timeout = models.PositiveIntegerField(
+        "Wait timeout (s)",
+        default=5,
+        validators=_range(0, 3_600),
+        help_text="Seconds a sender waits for a free connection before giving up. 0: do not wait.",
+    )
+    send_timeout = models.PositiveIntegerField(
+        "Send timeout (s)",
+        default=30,
+        validators=_range(1, 600),
+        help_text="Seconds to wait for the server's reply to one SMTP command, 1–600.",
+    )
+    rate_limit = models.FloatField(
+        "Rate limit (msg/s)",
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(100_000)],
+        help_text="Messages per second across all connections to this server. 0: unlimited.",
+    )
+    custom_headers = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_custom_headers],
+        help_text="Headers added to every message sent through this server.",
+    )
+
+    learned_msgs_per_conn = models.PositiveIntegerField(
+        "Learned messages per connection",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="A cap the pool learned from the server ending sessions with 421.",
+    )
+    learned_msgs_per_conn_at = models.DateTimeField(null=True, blank=True, editable=False)
+    learned_max_conns = models.PositiveIntegerField(
+        "Learned max. connections",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The concurrency the server accepted before refusing connections with 421.",
+    )
+    learned_max_conns_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "SMTP server"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password)

@@ -1,0 +1,112 @@
+"""Starting points for well-known providers: connection settings and limits kept safely
+below what each provider enforces. Each preset's `source` says where its numbers come from."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    host: str
+    port: int
+    tls: str
+    auth_protocol: str
+    source: str
+    limits: dict = field(default_factory=dict)
+
+    def initial(self) -> dict:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "tls": self.tls,
+            "auth_protocol": self.auth_protocol,
+            **self.limits,
+        }
+
+
+PRESETS = [
+    Preset(
+        key="ses",
+        label="Amazon SES",
+        host="email-smtp.us-east-1.amazonaws.com",
+        port=587,
+        tls="starttls",
+        auth_protocol="login",
+        limits={"max_conns": 10, "max_msgs_per_conn": 300, "idle_timeout": 5, "rate_limit": 14},
+        source="SES ends sessions with '421 … Maximum message count per session reached' "
+        "(seen at 350; AWS does not document the number), so rotate at 300. It drops sessions idle "
+        "for about 10 s with '451 4.4.2 Timeout waiting for data from client', so close idle ones at 5 s. "
+        "14 msg/s is a common starting quota: set your account's own rate, and your region's host.",
+    ),
+    Preset(
+        key="microsoft365",
+        label="Microsoft 365 / Exchange",
+        host="smtp.office365.com",
+        port=587,
+        tls="starttls",
+        auth_protocol="login",
+        limits={"max_conns": 10, "max_msgs_per_conn": 0, "idle_timeout": 15, "rate_limit": 0.5},
+        source="Exchange caps connections per client (MaxInboundConnectionPerSource, commonly 20) and answers "
+        "'421 4.3.2 The maximum number of concurrent connections has exceeded a limit' beyond it, so 10. "
+        "Exchange Online allows 30 messages a minute per mailbox (0.5 msg/s). For an on-premises relay "
+        "use its host and raise the rate.",
+    ),
+    Preset(
+        key="google",
+        label="Gmail / Google Workspace",
+        host="smtp.gmail.com",
+        port=587,
+        tls="starttls",
+        auth_protocol="login",
+        limits={"max_conns": 3, "max_msgs_per_conn": 100, "idle_timeout": 15, "rate_limit": 1},
+        source="Google documents daily limits (2,000 a day for Workspace, 500 for Gmail) but no per-session "
+        "numbers; it answers '421 4.7.0 Try again later' to bursts, so these are conservative. "
+        "Log in with an app password.",
+    ),
+    Preset(
+        key="mailgun",
+        label="Mailgun",
+        host="smtp.mailgun.org",
+        port=587,
+        tls="starttls",
+        auth_protocol="login",
+        limits={"max_conns": 10, "max_msgs_per_conn": 1000, "idle_timeout": 15},
+        source="Mailgun documents no per-session cap; 1,000 per connection matches Exim's default "
+        "and keeps sessions short. Use smtp.eu.mailgun.org for EU domains.",
+    ),
+    Preset(
+        key="sendgrid",
+        label="SendGrid",
+        host="smtp.sendgrid.net",
+        port=587,
+        tls="starttls",
+        auth_protocol="login",
+        limits={"max_conns": 10, "max_msgs_per_conn": 4500, "idle_timeout": 15},
+        source="SendGrid's SMTP docs allow up to 5,000 messages per connection and 10,000 concurrent "
+        "connections, so rotate at 4,500. The username is the literal string 'apikey', the password an API key.",
+    ),
+    Preset(
+        key="postmark",
+        label="Postmark",
+        host="smtp.postmarkapp.com",
+        port=587,
+        tls="starttls",
+        auth_protocol="login",
+        limits={"max_conns": 5, "max_msgs_per_conn": 500, "idle_timeout": 15},
+        source="Postmark documents no per-session cap; these values keep sessions short. "
+        "Username and password are both the server API token.",
+    ),
+    Preset(
+        key="sandbox",
+        label="Local sandbox",
+        host="127.0.0.1",
+        port=2525,
+        tls="none",
+        auth_protocol="none",
+        limits={"max_conns": 20, "max_msgs_per_conn": 0, "idle_timeout": 15},
+        source="Relaydeck's own test server (python manage.py smtp_sandbox): nothing leaves this machine.",
+    ),
+]
+
+PRESETS_BY_KEY = {preset.key: preset for preset in PRESETS}

@@ -1,0 +1,111 @@
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from smtp_settings.forms import ConnectionTestForm, SmtpServerForm, TestMessageForm
+from smtp_settings.models import SmtpServer
+from smtp_settings.presets import PRESETS, PRESETS_BY_KEY
+from smtp_settings.probe import probe
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _get_server_or_404(pk: int) -> SmtpServer:
+    return get_object_or_404(SmtpServer, pk=pk)
+
+
+def _render_form(request: HtmxHttpRequest, form: SmtpServerForm, server: SmtpServer | None, preset=None):
+    context = {"form": form, "server": server, "presets": PRESETS, "preset": preset}
+    template = "smtp_settings/_server_form.html" if request.htmx else "smtp_settings/form.html"
+    return render(request, template, context)
+
+
+def _saved(request: HtmxHttpRequest, server: SmtpServer, verb: str) -> HttpResponse:
+    messages.success(request, f"SMTP server “{server.name}” {verb}.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("smtp_settings:list"))
+    return redirect("smtp_settings:list")
+
+
+def server_list(request: HtmxHttpRequest) -> HttpResponse:
+    servers = SmtpServer.objects.all()
+    return render(request, "smtp_settings/list.html", {"servers": servers, "test_form": TestMessageForm()})
+
+
+@require_http_methods(["GET", "POST"])
+def server_create(request: HtmxHttpRequest) -> HttpResponse:
+    preset = PRESETS_BY_KEY.get(request.GET.get("preset", ""))
+    if request.method == "POST":
+        form = SmtpServerForm(request.POST)
+        if form.is_valid():
+            return _saved(request, form.save(), "added")
+    else:
+        initial = {**preset.initial(), "name": preset.label} if preset else {}
+        form = SmtpServerForm(initial=initial)
+    return _render_form(request, form, None, preset)
+
+
+@require_http_methods(["GET", "POST"])
+def server_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    server = _get_server_or_404(pk)
+    form = SmtpServerForm(request.POST or None, instance=server)
+    if request.method == "POST" and form.is_valid():
+        return _saved(request, form.save(), "saved")
+    return _render_form(request, form, server)
+
+
+@require_http_methods(["GET", "POST"])
+def server_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    server = _get_server_or_404(pk)
+    if request.method == "GET":
+        return render(request, "smtp_settings/confirm_delete.html", {"server": server})
+    server.delete()
+    if request.htmx:
+        return HttpResponse("")  # the card swaps itself out
+    messages.success(request, f"SMTP server “{server.name}” deleted.")
+    return redirect("smtp_settings:list")
+
+
+@require_POST
+def server_toggle(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    server = _get_server_or_404(pk)
+    server.enabled = not server.enabled
+    server.save(update_fields=["enabled", "updated_at"])
+    if request.htmx:
+        return render(request, "smtp_settings/_server_card.html", {"server": server, "test_form": TestMessageForm()})
+    return redirect("smtp_settings:list")
+
+
+def _render_test_result(request: HtmxHttpRequest, server, form, result, target: str) -> HttpResponse:
+    """The result panel (htmx) or a page around it; bad test input is a 400 naming the field."""
+    status = 200 if result or request.htmx else 400
+    context = {"server": server, "form": form, "result": result, "target": target}
+    template = "smtp_settings/_test_result.html" if request.htmx else "smtp_settings/test_result.html"
+    return render(request, template, context, status=status)
+
+
+@require_POST
+def server_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Test a saved server, optionally sending one message."""
+    server = _get_server_or_404(pk)
+    form = TestMessageForm(request.POST)
+    result = probe(server, **form.cleaned_data) if form.is_valid() else None
+    return _render_test_result(request, server, form, result, f"test-result-{pk}")
+
+
+@require_POST
+def form_test(request: HtmxHttpRequest) -> HttpResponse:
+    """Test the values of an add/edit form as they stand, saved or not."""
+    stored = SmtpServer.objects.filter(pk=request.POST.get("server_id") or None).first()
+    form = ConnectionTestForm(request.POST, instance=stored or SmtpServer())
+    result = None
+    if form.is_valid():
+        test = {key: form.cleaned_data[key] for key in ("to_email", "from_email")}
+        result = probe(form.instance, **test)
+    return _render_test_result(request, form.instance, form, result, "test-result-form")

@@ -1,0 +1,94 @@
+import ipaddress
+import socket
+import sys
+
+import pytest
+
+from smtp_settings.models import SmtpServer
+from smtp_settings.sandbox import SandboxServer
+from smtp_settings.validators import HOST_NAME
+from tests.certs import make_certificates
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _loopback_only(event: str, args: tuple) -> None:
+    """Tests talk to 127.0.0.1 only: fail any test that would resolve or reach another host.
+
+    Malformed names (with spaces, say) are let through: the resolver library rejects
+    them without sending a query, which is how the DNS-failure test stays offline.
+    """
+    if event == "socket.getaddrinfo":
+        host = args[0].decode() if isinstance(args[0], bytes) else args[0]
+        if host and HOST_NAME.match(host) and not _is_loopback(host):
+            raise RuntimeError(f"a test tried to resolve {host!r}; tests only use loopback addresses")
+    elif event == "socket.connect" and isinstance(args[1], tuple) and not _is_loopback(args[1][0]):
+        raise RuntimeError(f"a test tried to connect to {args[1]!r}; tests only use loopback addresses")
+
+
+def pytest_configure(config):
+    sys.addaudithook(_loopback_only)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def smtp_sandbox():
+    """Start SMTP sandboxes on random loopback ports: `smtp_sandbox(auth="u:p", ...)`."""
+    started = []
+
+    def start(**options) -> SandboxServer:
+        server = SandboxServer(**options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def trust_test_ca(certificates, monkeypatch):
+    """Make the test CA the only one the client trusts, as if it were a public CA."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_file))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def make_server(db):
+    def make(**overrides) -> SmtpServer:
+        fields = {
+            "name": f"server {SmtpServer.objects.count() + 1}",
+            "host": "127.0.0.1",
+            "port": 2525,
+            "tls": "none",
+            "auth_protocol": "none",
+            "send_timeout": 5,
+        }
+        server = SmtpServer(**(fields | overrides))
+        server.full_clean()
+        server.save()
+        return server
+
+    return make

@@ -1,0 +1,92 @@
+"""The "Test connection" buttons, on a saved server's card and on an unsaved form."""
+
+import pytest
+from django.urls import reverse
+
+from tests.smtp_settings.test_views import HTMX, SECRET, _form_data
+
+pytestmark = pytest.mark.django_db
+
+
+def test_saved_server_test_with_htmx_returns_the_result_panel(admin_client, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port)
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX)
+    content = response.content.decode()
+    assert content.startswith(f'<div id="test-result-{server.pk}" class="test-result ok"')
+    assert "Connection works" in content and "Relaydeck sandbox" in content
+
+
+def test_saved_server_test_sends_a_message_through_the_stored_password(admin_client, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="relay:" + SECRET)
+    server = make_server(port=sandbox.port, auth_protocol="plain", username="relay", password=SECRET)
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), {"to_email": "me@example.test"})
+    assert response.status_code == 200
+    assert "Connection works" in response.content.decode()
+    assert SECRET not in response.content.decode()
+    assert [m.rcpt_tos for m in sandbox.received] == [("me@example.test",)]
+
+
+def test_saved_server_test_rejects_a_bad_address(admin_client, make_server, smtp_sandbox):
+    server = make_server(port=smtp_sandbox().port)
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), {"to_email": "not-an-address"})
+    assert response.status_code == 400
+    assert "Send a test message to: Enter a valid email address." in response.content.decode()
+
+
+def test_unsaved_form_can_be_tested_before_saving(admin_client, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="relay:s3cret")
+    data = _form_data(
+        name="",
+        host="127.0.0.1",
+        port=str(sandbox.port),
+        tls="none",
+        auth_protocol="login",
+        username="relay",
+        password="s3cret",
+    )
+    response = admin_client.post(reverse("smtp_settings:form_test"), {**data, "to_email": "me@example.test"}, **HTMX)
+    content = response.content.decode()
+    assert 'id="test-result-form" class="test-result ok"' in content
+    assert len(sandbox.received) == 1
+    assert b"X-Mailer: Relaydeck" in sandbox.received[0].data
+
+
+def test_edit_form_test_uses_the_stored_password_when_the_field_is_blank(admin_client, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="relay:" + SECRET)
+    server = make_server(auth_protocol="login", username="relay", password=SECRET)
+    data = _form_data(
+        host="127.0.0.1", port=str(sandbox.port), tls="none", username="relay", password="", server_id=str(server.pk)
+    )
+    response = admin_client.post(reverse("smtp_settings:form_test"), data, **HTMX)
+    assert "Connection works" in response.content.decode()
+
+
+def test_unsaved_form_with_invalid_values_names_the_field(admin_client):
+    response = admin_client.post(reverse("smtp_settings:form_test"), _form_data(port="70000"), **HTMX)
+    assert "Port: Ensure this value is less than or equal to 65535." in response.content.decode()
+    plain = admin_client.post(reverse("smtp_settings:form_test"), _form_data(port="70000"))
+    assert plain.status_code == 400
+
+
+def test_failure_shows_one_sentence_and_the_raw_reply(admin_client, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="relay:s3cret")
+    server = make_server(port=sandbox.port, auth_protocol="login", username="relay", password="wrong")
+    content = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX).content.decode()
+    assert "test-result failed" in content
+    assert "Authentication failed (535): the server rejected the username or password." in content
+    assert "Server said: <code>535 5.7.8 Authentication credentials invalid</code>" in content
+
+
+def test_connection_refused_through_the_page(admin_client, make_server, closed_port):
+    server = make_server(port=closed_port)
+    content = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX).content.decode()
+    assert f"Connection refused by 127.0.0.1:{closed_port}" in content
+
+
+def test_server_text_is_escaped(admin_client, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox(refuse_with="554 <script>alert('pwned')</script> go away")
+    server = make_server(port=sandbox.port)
+    content = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX).content.decode()
+    assert "<script>alert" not in content
+    assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in content
