@@ -23,6 +23,10 @@ class Step:
     text: str
     duration_s: float
 
+    @property
+    def first_line(self) -> str:
+        return self.text.splitlines()[0] if self.text else ""
+
 
 class SmtpStepError(Exception):
     """A step of an SMTP exchange failed. `code`/`text` are the server's reply, if it sent one."""

@@ -20,6 +20,10 @@ class ProbeResult:
         return not self.error
 
     @property
+    def sent(self) -> bool:
+        return any(step.name == "DATA" and step.ok for step in self.steps)
+
+    @property
     def duration_s(self) -> float:
         return sum(step.duration_s for step in self.steps)
 

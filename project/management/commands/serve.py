@@ -1,7 +1,7 @@
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 from django.core.management.base import BaseCommand
 
@@ -18,25 +18,27 @@ class Command(BaseCommand):
             "dashboard": [*manage, "runserver", addrport, "--noreload"],
             "worker": [*manage, "qcluster"],
         }
-        processes = {name: subprocess.Popen(command) for name, command in commands.items()}
+        # Ctrl-C and SIGTERM reach only this process (the children have sessions of their own,
+        # and a shell may start us with SIGINT ignored); each child then gets one SIGTERM.
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        processes = {name: subprocess.Popen(command, start_new_session=True) for name, command in commands.items()}
         self.stdout.write(f"Relaydeck is running on http://{addrport}/ with its worker. Ctrl-C stops both.")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        exit_code = 0
-        try:
-            while all(process.poll() is None for process in processes.values()):
-                time.sleep(0.5)
-            stopped = next(name for name, process in processes.items() if process.poll() is not None)
-            exit_code = processes[stopped].returncode
-            self.stderr.write(f"The {stopped} stopped (exit code {exit_code}); stopping the rest.")
-        except (KeyboardInterrupt, SystemExit):
+
+        while not stop.wait(0.5) and all(process.poll() is None for process in processes.values()):
             pass
-        finally:
-            for process in processes.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGINT)
-            for process in processes.values():
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        exit_code = 0
+        for name, process in processes.items():
+            if process.poll() is not None and not stop.is_set():
+                exit_code = process.returncode or 1
+                self.stderr.write(f"The {name} stopped (exit code {process.returncode}); stopping the rest.")
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
         sys.exit(exit_code)
