@@ -203,4 +203,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"mail.log": {"level": "WARNING"}},  # aiosmtpd's per-command chatter in the sandbox
 }

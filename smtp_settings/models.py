@@ -1,5 +1,6 @@
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from smtp_settings.fields import EncryptedTextField
 from smtp_settings.validators import validate_custom_headers, validate_host
@@ -153,3 +154,24 @@ class SmtpServer(models.Model):
     @property
     def has_password(self) -> bool:
         return bool(self.password)
+
+    @property
+    def has_learned_limits(self) -> bool:
+        return bool(self.learned_msgs_per_conn or self.learned_max_conns)
+
+    def record_learned(self, limit: str, value: int) -> None:
+        """Store a limit the connection pool learned: "msgs_per_conn" or "max_conns"."""
+        values = {f"learned_{limit}": value, f"learned_{limit}_at": timezone.now()}
+        SmtpServer.objects.filter(pk=self.pk).update(**values)
+        for name, field_value in values.items():
+            setattr(self, name, field_value)
+
+    def apply_learned_limits(self) -> None:
+        """Make the learned limits the configured ones, and forget them as learned."""
+        if self.learned_msgs_per_conn:
+            self.max_msgs_per_conn = self.learned_msgs_per_conn
+        if self.learned_max_conns:
+            self.max_conns = self.learned_max_conns
+        self.learned_msgs_per_conn = self.learned_max_conns = None
+        self.learned_msgs_per_conn_at = self.learned_max_conns_at = None
+        self.save()

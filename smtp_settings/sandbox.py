@@ -2,16 +2,35 @@
 
 It runs aiosmtpd on its own event loop in a background thread, binds a random loopback port
 unless told otherwise, and records every message it accepts so tests can assert on what a
-real server received.
+real server received. Provider behaviours are opt-in:
+
+- max_msgs_per_session: answer the MAIL after N messages with Amazon SES's 421 and hang up;
+- max_conns: greet the connection beyond N concurrent ones with Exchange's 421 4.3.2;
+- tempfail_rate: answer 451 to that fraction of messages (after the final dot);
+- reject: answer 550 to recipients matching a regular expression;
+- latency_ms: wait before every reply;
+- limits: advertise RFC 9422 LIMITS (e.g. "MAILMAX=10 RCPTMAX=2") and enforce them;
+- fault: a callable(stage, sandbox) that may return "drop" to cut the connection at
+  "DATA" (before the content) or "dot" (after the final dot, before the reply: the message
+  is received, the client never hears so), or a reply to send instead.
 """
 
 import asyncio
+import random
+import re
 import ssl
 import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+SES_421 = "421 Connection closed by server. Maximum message count per session reached."
+EXCHANGE_421 = (
+    "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, closing transmission channel"
+)
 
 
 @dataclass(frozen=True)
@@ -27,18 +46,65 @@ class _Handler:
     def __init__(self, sandbox: "SandboxServer"):
         self.sandbox = sandbox
 
+    async def _reply(self, server, stage: str, default: str) -> str:
+        """The reply for `stage`, after the configured latency, unless a fault says otherwise."""
+        sandbox = self.sandbox
+        if sandbox.latency_ms:
+            await asyncio.sleep(sandbox.latency_ms / 1000)
+        action = sandbox.fault(stage, sandbox) if sandbox.fault else None
+        if action == "drop":
+            server.transport.abort()
+            return default  # written to a closed transport: the client hears nothing
+        return action or default
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        extra = ["250-PIPELINING"] if self.sandbox.pipelining else []
+        if self.sandbox.limits:
+            extra.append(f"250-LIMITS {self.sandbox.limits}")
+        return [*responses[:-1], *extra, responses[-1]]
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        sandbox = self.sandbox
+        cap = sandbox.max_msgs_per_session or sandbox.limit("MAILMAX")
+        if cap and sandbox.session_messages[id(session)] >= cap:
+            sandbox.count("421_sent")
+            server.loop.call_soon(server.transport.close)
+            return await self._reply(server, "MAIL", SES_421)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return await self._reply(server, "MAIL", "250 2.1.0 Ok")
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        sandbox = self.sandbox
+        if sandbox.reject and sandbox.reject.search(address):
+            sandbox.count("rejected")
+            return await self._reply(server, "RCPT", f"550 5.1.1 <{address}>: Recipient address rejected")
+        rcpt_max = sandbox.limit("RCPTMAX")
+        if rcpt_max and len(envelope.rcpt_tos) >= rcpt_max:
+            return await self._reply(server, "RCPT", "452 4.5.3 Too many recipients")
+        envelope.rcpt_tos.append(address)
+        return await self._reply(server, "RCPT", "250 2.1.5 Ok")
+
     async def handle_DATA(self, server, session, envelope):
-        headers = BytesHeaderParser().parsebytes(envelope.original_content or envelope.content)
-        self.sandbox._record(
-            ReceivedMessage(
-                session_id=id(session),
-                mail_from=envelope.mail_from,
-                rcpt_tos=tuple(envelope.rcpt_tos),
-                data=envelope.original_content or envelope.content,
-                message_id=str(headers.get("Message-ID", "")),
+        sandbox = self.sandbox
+        if sandbox.tempfail_rate and sandbox.random.random() < sandbox.tempfail_rate:
+            sandbox.count("tempfailed")
+            return await self._reply(server, "dot", "451 4.3.0 Temporary failure, please try again later")
+        reply = await self._reply(server, "dot", "250 2.0.0 Ok: queued")
+        if reply.startswith("250") or server.transport.is_closing():  # accepted, or dropped after the dot
+            content = envelope.original_content or envelope.content
+            sandbox.record(
+                session,
+                ReceivedMessage(
+                    session_id=id(session),
+                    mail_from=envelope.mail_from,
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    data=content,
+                    message_id=str(BytesHeaderParser().parsebytes(content).get("Message-ID", "")),
+                ),
             )
-        )
-        return "250 2.0.0 Message accepted for delivery"
+        return reply
 
 
 class _SandboxSMTP(SMTP):
@@ -47,15 +113,29 @@ class _SandboxSMTP(SMTP):
         self.sandbox = sandbox
 
     async def _handle_client(self):
-        if self.sandbox.refuse_with:
-            await self.push(self.sandbox.refuse_with)
+        sandbox = self.sandbox
+        refusal = sandbox.refuse_with or (sandbox.max_conns and sandbox.active >= sandbox.max_conns and EXCHANGE_421)
+        if refusal:
+            sandbox.count("refused")
+            await self.push(refusal)
             self.transport.close()
             return
-        await super()._handle_client()
+        sandbox.session_started()
+        try:
+            await super()._handle_client()
+        finally:
+            sandbox.session_ended(self.session)
+
+    async def smtp_DATA(self, arg):
+        fault = self.sandbox.fault
+        if fault and fault("DATA", self.sandbox) == "drop":
+            self.transport.abort()
+            return
+        await super().smtp_DATA(arg)
 
 
 class SandboxServer:
-    """An aiosmtpd server on 127.0.0.1 with provider-like behaviour.
+    """An aiosmtpd server on 127.0.0.1 with provider-like behaviour (see the module docstring).
 
     auth: "user:password" to offer and require AUTH PLAIN/LOGIN.
     tls_context: a server-side SSLContext; offered as STARTTLS, or from the first byte
@@ -72,21 +152,82 @@ class SandboxServer:
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         refuse_with: str | None = None,
+        max_msgs_per_session: int = 0,
+        max_conns: int = 0,
+        tempfail_rate: float = 0.0,
+        reject: str | None = None,
+        latency_ms: float = 0,
+        pipelining: bool = False,
+        limits: str = "",
+        fault: Callable[[str, "SandboxServer"], str | None] | None = None,
+        seed: int = 0,
     ):
         self.host, self.port = host, port
         self.credentials = tuple(auth.split(":", 1)) if auth else None
         self.tls_context = tls_context
         self.implicit_tls = implicit_tls
         self.refuse_with = refuse_with
+        self.max_msgs_per_session = max_msgs_per_session
+        self.max_conns = max_conns
+        self.tempfail_rate = tempfail_rate
+        self.reject = re.compile(reject) if reject else None
+        self.latency_ms = latency_ms
+        self.pipelining = pipelining
+        self.limits = limits
+        self.fault = fault
+        self.random = random.Random(seed)
+
         self.received: list[ReceivedMessage] = []
+        self.counters: Counter = Counter()
+        self.session_messages: Counter = Counter()
+        self.active = 0
+        self.max_active = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
 
-    def _record(self, message: ReceivedMessage) -> None:
+    # -- bookkeeping (called on the server's event loop; read from other threads) --
+
+    def limit(self, name: str) -> int:
+        match = re.search(rf"\b{name}=(\d+)", self.limits)
+        return int(match.group(1)) if match else 0
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
+    def record(self, session, message: ReceivedMessage) -> None:
         with self._lock:
             self.received.append(message)
+            self.session_messages[id(session)] += 1
+
+    def session_started(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.counters["sessions"] += 1
+
+    def session_ended(self, session) -> None:
+        with self._lock:
+            self.active -= 1
+            self.session_messages.pop(id(session), None)
+
+    def summary(self) -> dict:
+        """Counts a person or a test can check: sessions, messages, duplicates, replies sent."""
+        with self._lock:
+            ids = Counter(message.message_id for message in self.received)
+            return {
+                "sessions": self.counters["sessions"],
+                "refused_connections": self.counters["refused"],
+                "max_concurrent_sessions": self.max_active,
+                "received": len(self.received),
+                "unique_message_ids": len(ids),
+                "duplicates": sum(count - 1 for count in ids.values()),
+                "replied_421": self.counters["421_sent"],
+                "tempfailed": self.counters["tempfailed"],
+                "rejected_recipients": self.counters["rejected"],
+            }
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         ok = (
@@ -107,11 +248,13 @@ class SandboxServer:
             options["tls_context"] = self.tls_context
         return _SandboxSMTP(self, **options)
 
+    # -- lifecycle --
+
     def start(self) -> "SandboxServer":
         self._loop = asyncio.new_event_loop()
         ssl_context = self.tls_context if self.implicit_tls else None
         self._server = self._loop.run_until_complete(
-            self._loop.create_server(self._protocol, self.host, self.port, ssl=ssl_context)
+            self._loop.create_server(self._protocol, self.host, self.port, ssl=ssl_context, backlog=1024)
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"smtp-sandbox-{self.port}", daemon=True)

@@ -82,6 +82,17 @@ def server_toggle(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return redirect("smtp_settings:list")
 
 
+@require_POST
+def server_apply_learned(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Make the limits the pool learned from the server the configured ones."""
+    server = _get_server_or_404(pk)
+    server.apply_learned_limits()
+    if request.htmx:
+        return render(request, "smtp_settings/_server_card.html", {"server": server, "test_form": TestMessageForm()})
+    messages.success(request, f"Learned limits applied to “{server.name}”.")
+    return redirect("smtp_settings:list")
+
+
 def _render_test_result(request: HtmxHttpRequest, server, form, result, target: str) -> HttpResponse:
     """The result panel (htmx) or a page around it; bad test input is a 400 naming the field."""
     status = 200 if result or request.htmx else 400

@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
+from smtp_settings.events import smtp_event
 from smtp_settings.models import SmtpServer
+from smtp_settings.pool import close_all_pools
 from smtp_settings.sandbox import SandboxServer
 from smtp_settings.validators import HOST_NAME
 from tests.certs import make_certificates
@@ -38,6 +40,26 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pools():
+    """Pools live as long as their process; each test starts and ends without any."""
+    yield
+    close_all_pools()
+
+
+@pytest.fixture
+def pool_events():
+    """Every PoolEvent sent while the test runs, in order."""
+    events = []
+
+    def receive(sender, event, **kwargs):
+        events.append(event)
+
+    smtp_event.connect(receive, weak=False)
+    yield events
+    smtp_event.disconnect(receive)
 
 
 @pytest.fixture

@@ -218,3 +218,23 @@ def test_admin_registers_servers_with_a_write_only_password(admin_client, server
     response = admin_client.get(reverse("admin:smtp_settings_smtpserver_change", args=[server.pk]))
     assert response.status_code == 200
     assert 'type="password"' in response.content.decode()
+
+
+def test_learned_limits_show_on_the_card_and_apply_in_one_click(admin_client, server):
+    server.record_learned("msgs_per_conn", 45)
+    server.record_learned("max_conns", 5)
+    content = admin_client.get(reverse("smtp_settings:list")).content.decode()
+    assert "45 messages per connection" in content and "5 connections" in content
+    response = admin_client.post(reverse("smtp_settings:apply_learned", args=[server.pk]), **HTMX)
+    assert response.content.decode().lstrip().startswith(f'<article class="card" id="server-{server.pk}"')
+    server.refresh_from_db()
+    assert (server.max_msgs_per_conn, server.max_conns, server.learned_msgs_per_conn) == (45, 5, None)
+
+
+def test_apply_learned_without_htmx_redirects(admin_client, server):
+    server.record_learned("msgs_per_conn", 300)
+    response = admin_client.post(reverse("smtp_settings:apply_learned", args=[server.pk]))
+    assert response.status_code == 302
+    server.refresh_from_db()
+    assert server.max_msgs_per_conn == 300
+    assert admin_client.get(reverse("smtp_settings:apply_learned", args=[server.pk])).status_code == 405

@@ -1,0 +1,286 @@
+"""RotatingEmailBackend: a Django email backend that sends through a ConnectionPool.
+
+    get_connection("smtp_settings.backends.RotatingEmailBackend", server="SES")
+
+`send_messages` sends over up to the server's connection ceiling at once, and sets
+`message.smtp_result` (an `SmtpResult`) on every message. What it does on each reply:
+
+- 421, at any stage: the session is over. Reconnect and resend the same bytes (same
+  Message-ID). Not counted against `retries`; consecutive 421s back off 0, 1, 2, 4… s and
+  give up after ConnectionPool.MAX_421_IN_A_ROW, leaving the message `deferred`.
+- Other 4xx, and network errors: retry with exponential backoff and jitter, up to `retries`,
+  then `deferred` with the last reply.
+- 5xx: `failed` for that recipient at once. Other recipients of the message still go.
+- The link breaks after the final dot, before the reply (RFC 1047): the server may hold the
+  message. Policy: record it `sent` with `ambiguous=True` rather than risk a duplicate
+  (pass resend_ambiguous=True to prefer a duplicate over a possible loss).
+
+A failure never raises out of the batch, except that with fail_silently=False a batch in
+which nothing at all was sent raises DeliveryFailed.
+"""
+
+import random
+import smtplib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.message import sanitize_address
+
+from smtp_settings.events import Kind, enhanced_code
+from smtp_settings.models import SmtpServer
+from smtp_settings.pool import (
+    ConnectFailed,
+    ConnectionLost,
+    ConnectionPool,
+    PoolTimeout,
+    SessionClosed,
+    get_pool,
+    prepare_data,
+)
+
+SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
+
+
+class DeliveryFailed(smtplib.SMTPException):
+    """Nothing in the batch could be sent (raised only when fail_silently is False)."""
+
+
+@dataclass
+class RecipientResult:
+    status: str
+    code: int | None = None
+    text: str = ""
+
+
+@dataclass
+class SmtpResult:
+    status: str
+    code: int | None
+    text: str
+    attempts: int
+    ambiguous: bool = False
+    server: str = ""
+    recipients: dict[str, RecipientResult] = field(default_factory=dict)
+
+    @property
+    def enhanced_code(self) -> str:
+        return enhanced_code(self.text)
+
+
+class RotatingEmailBackend(BaseEmailBackend):
+    def __init__(
+        self,
+        fail_silently: bool = False,
+        server: SmtpServer | str | int | None = None,
+        event_context: dict | None = None,
+        retry_backoff_s: float = 1.0,
+        resend_ambiguous: bool = False,
+        max_threads: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.server = server
+        self.event_context = dict(event_context or {})
+        self.retry_backoff_s = retry_backoff_s
+        self.resend_ambiguous = resend_ambiguous
+        self.max_threads = max_threads
+
+    def _resolve_server(self) -> SmtpServer:
+        server = self.server
+        if isinstance(server, SmtpServer):
+            return SmtpServer.objects.get(pk=server.pk)  # fresh: its settings may have changed
+        servers = SmtpServer.objects.filter(enabled=True)
+        found = (
+            servers.filter(pk=server).first()
+            if isinstance(server, int)
+            else servers.filter(name=server).first()
+            if server
+            else servers.order_by("pk").first()
+        )
+        if found is None:
+            raise ImproperlyConfigured(f"No enabled SMTP server {server!r}" if server else "No enabled SMTP server")
+        return found
+
+    def send_messages(self, email_messages) -> int:
+        if not email_messages:
+            return 0
+        try:
+            server = self._resolve_server()
+        except ImproperlyConfigured:
+            if self.fail_silently:
+                return 0
+            raise
+        pool = get_pool(server)
+        queue = deque(email_messages)
+        threads_wanted = min(pool.limits.ceiling(), len(email_messages), self.max_threads or len(email_messages))
+        workers = [threading.Thread(target=self._work, args=(pool, queue)) for _ in range(threads_wanted - 1)]
+        for worker in workers:
+            worker.start()
+        self._work(pool, queue)
+        for worker in workers:
+            worker.join()
+        for limit, value in pool.take_learned().items():
+            server.record_learned(limit, value)
+
+        sent = sum(message.smtp_result.status == SENT for message in email_messages)
+        if sent == 0 and not self.fail_silently:
+            reasons = {message.smtp_result.text for message in email_messages}
+            raise DeliveryFailed(f"none of {len(email_messages)} messages was sent: {'; '.join(sorted(reasons))}")
+        return sent
+
+    def _work(self, pool: ConnectionPool, queue: deque) -> None:
+        while True:
+            try:
+                message = queue.popleft()
+            except IndexError:
+                return
+            message.smtp_result = _Delivery(self, pool, message).run()
+
+
+class _Delivery:
+    """Everything that happens to one message until it is sent, deferred or failed."""
+
+    def __init__(self, backend: RotatingEmailBackend, pool: ConnectionPool, message):
+        self.backend, self.pool, self.config = backend, pool, pool.config
+        self.context = {**backend.event_context, **getattr(message, "event_context", {})}
+        encoding = message.encoding or "utf-8"
+        self.mail_from = sanitize_address(message.from_email, encoding)
+        self.outcome: dict[str, RecipientResult | None] = {
+            sanitize_address(address, encoding): None for address in message.recipients()
+        }
+        mime = message.message()
+        for name, value in self.config.custom_headers:
+            if name not in mime:
+                mime[name] = value
+        self.message_id = str(mime["Message-ID"])
+        self.data = prepare_data(mime.as_bytes(linesep="\r\n"))
+        self.attempts = self.temp_failures = self.in_a_row_421 = 0
+        self.last: tuple[int | None, str] = (None, "")
+        self.ambiguous = False
+
+    def pending(self) -> list[str]:
+        return [address for address, result in self.outcome.items() if result is None]
+
+    def emit(self, kind: str, conn=None, **fields) -> None:
+        self.pool.emit(kind, conn, self.context, message_id=self.message_id, **fields)
+
+    def run(self) -> SmtpResult:
+        while pending := self.pending():
+            self.attempts += 1
+            if not self._attempt(pending):
+                break
+        for address in self.pending():
+            self.outcome[address] = RecipientResult(DEFERRED, *self.last)
+        statuses = {result.status for result in self.outcome.values()}
+        status = DEFERRED if DEFERRED in statuses else SENT if SENT in statuses else FAILED
+        if status == DEFERRED:
+            self.emit(Kind.DEFERRED, code=self.last[0], text=self.last[1], detail={"attempts": self.attempts})
+        return SmtpResult(
+            status=status,
+            code=self.last[0],
+            text=self.last[1],
+            attempts=self.attempts,
+            ambiguous=self.ambiguous,
+            server=self.config.name,
+            recipients=dict(self.outcome),
+        )
+
+    def _attempt(self, pending: list[str]) -> bool:
+        """One try at the pending recipients; False when it is time to give up."""
+        try:
+            conn = self.pool.checkout(self.context)
+        except PoolTimeout as error:
+            self.last = (None, str(error))
+            return False
+        except SessionClosed as error:
+            return self._after_421(None, error)
+        except ConnectFailed as error:
+            self.last = (error.code, error.text or str(error.error))
+            return self._retry_later(None, stage=error.step)
+
+        batch = pending[: conn.rcptmax] if conn.rcptmax else pending
+        try:
+            self.pool.limits.wait_to_send()
+            result = conn.transact(self.mail_from, batch, self.data)
+        except SessionClosed as error:
+            self.pool.session_closed(conn, error, self.context)
+            self.pool.checkin(conn, self.context)
+            return self._after_421(conn, error)
+        except ConnectionLost as error:
+            self.pool.checkin(conn, self.context)
+            return self._after_lost(conn, error, batch)
+        self.pool.checkin(conn, self.context)
+        self.in_a_row_421 = 0
+        return self._judge(conn, result, batch)
+
+    def _judge(self, conn, result, batch: list[str]) -> bool:
+        """Decide each recipient of a finished transaction; retry the temporary failures."""
+        temporary_at = None
+        for address in batch:
+            rcpt = result.rcpts.get(address)
+            if result.mail[0] >= 300:
+                (code, text), stage = result.mail, "MAIL"
+            elif rcpt[0] >= 300:
+                (code, text), stage = rcpt, "RCPT"
+            else:
+                (code, text), stage = result.data, result.stage
+            self.last = (code, text)
+            if code < 300:
+                self.outcome[address] = RecipientResult(SENT, code, text)
+            elif code >= 500:
+                self.outcome[address] = RecipientResult(FAILED, code, text)
+                self.emit(Kind.FAILURE, conn, stage=stage, code=code, text=text, recipient=address)
+            else:
+                temporary_at = stage
+        return True if temporary_at is None else self._retry_later(conn, stage=temporary_at)
+
+    def _retry_later(self, conn, stage: str) -> bool:
+        """A 4xx or a network error: back off and go again, unless retries are used up."""
+        self.temp_failures += 1
+        if self.temp_failures > self.config.retries:
+            return False
+        delay = self.backend.retry_backoff_s * 2 ** (self.temp_failures - 1) * random.uniform(0.5, 1.5)
+        self.emit(
+            Kind.RETRY,
+            conn,
+            stage=stage,
+            code=self.last[0],
+            text=self.last[1],
+            detail={"retry": self.temp_failures, "of": self.config.retries, "delay_s": round(delay, 3)},
+        )
+        time.sleep(delay)
+        return True
+
+    def _after_421(self, conn, error: SessionClosed) -> bool:
+        self.last = (error.code, error.text)
+        return self._reconnect(conn, error.stage)
+
+    def _reconnect(self, conn, stage: str) -> bool:
+        """The server ended the session: resend on a new one, backing off if it keeps doing so."""
+        self.in_a_row_421 += 1
+        if self.in_a_row_421 >= ConnectionPool.MAX_421_IN_A_ROW:
+            return False
+        delay = 0 if self.in_a_row_421 == 1 else self.backend.retry_backoff_s * 2 ** (self.in_a_row_421 - 2)
+        self.emit(Kind.RECONNECT, conn, stage=stage, code=self.last[0], text=self.last[1], detail={"delay_s": delay})
+        time.sleep(delay)
+        return True
+
+    def _after_lost(self, conn, error: ConnectionLost, batch: list[str]) -> bool:
+        self.last = (None, f"connection lost at {error.stage}: {error.error}")
+        if error.after_dot and not self.backend.resend_ambiguous:
+            self.ambiguous = True
+            for address in batch:
+                self.outcome[address] = RecipientResult(SENT, None, self.last[1])
+            self.emit(Kind.AMBIGUOUS, conn, stage=error.stage, text=self.last[1])
+            return True
+        kind = Kind.TIMEOUT if error.timed_out else Kind.NETWORK_ERROR
+        self.emit(kind, conn, stage=error.stage, text=str(error.error))
+        if error.stage == "MAIL" and conn.sent and not error.timed_out:
+            # The server had closed a session we reused (an idle drop): a new session is owed,
+            # not a retry.
+            return self._reconnect(conn, error.stage)
+        return self._retry_later(conn, stage=error.stage)

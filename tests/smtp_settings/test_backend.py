@@ -1,0 +1,331 @@
+"""RotatingEmailBackend and its pool, against the sandbox: what the server received, exactly."""
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+from django.core.mail import EmailMessage, get_connection, send_mail
+
+from smtp_settings.backends import DeliveryFailed
+from smtp_settings.events import Kind
+from smtp_settings.pool import get_pool
+from smtp_settings.sandbox import EXCHANGE_421, SES_421
+
+pytestmark = pytest.mark.django_db
+
+BACKEND = "smtp_settings.backends.RotatingEmailBackend"
+
+
+def _messages(count: int, to=None) -> list[EmailMessage]:
+    return [
+        EmailMessage(f"Hello {n}", "A campaign message.\n", "news@example.test", to or [f"r{n}@example.test"])
+        for n in range(count)
+    ]
+
+
+def _backend(server, **options):
+    return get_connection(BACKEND, server=server, retry_backoff_s=0.01, **options)
+
+
+def _assert_received_once(sandbox, messages):
+    sent_ids = {message.smtp_result and message.message().get("Message-ID") for message in messages}
+    received = Counter(message.message_id for message in sandbox.received)
+    assert len(sandbox.received) == len(messages), sandbox.summary()
+    assert max(received.values()) == 1, "a message was received twice"
+    assert len(sent_ids) == len(messages)
+
+
+def _kinds(events) -> Counter:
+    return Counter(event.kind for event in events)
+
+
+def test_learns_the_session_cap_and_delivers_each_message_exactly_once(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(max_msgs_per_session=50)
+    server = make_server(port=sandbox.port, max_msgs_per_conn=0)
+    messages = _messages(1000)
+
+    assert _backend(server).send_messages(messages) == 1000
+
+    assert {m.smtp_result.status for m in messages} == {"sent"}
+    received = Counter(m.message_id for m in sandbox.received)
+    assert len(received) == 1000 and set(received.values()) == {1}
+    server.refresh_from_db()
+    assert server.learned_msgs_per_conn == 45 and server.learned_msgs_per_conn_at
+    learned_at = next(i for i, e in enumerate(pool_events) if e.kind == Kind.LEARNED_LIMIT)
+    opened_before = {e.connection_id for e in pool_events[:learned_at] if e.kind == Kind.CONNECT}
+    late_421s = [e for e in pool_events[learned_at:] if e.kind == "421" and e.connection_id not in opened_before]
+    assert late_421s == [], "a connection opened after learning hit the server's cap"
+    assert all(e.text == SES_421[4:] for e in pool_events if e.kind == "421")
+
+
+def test_rotates_before_the_server_cap(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(max_msgs_per_session=50)
+    server = make_server(port=sandbox.port, max_msgs_per_conn=40, max_conns=1)
+    messages = _messages(1000)
+
+    assert _backend(server).send_messages(messages) == 1000
+
+    kinds = _kinds(pool_events)
+    assert kinds["421"] == 0 and sandbox.summary()["replied_421"] == 0
+    assert kinds[Kind.ROTATION] == 25
+    assert all(e.messages_on_connection == 40 for e in pool_events if e.kind == Kind.ROTATION)
+    _assert_received_once(sandbox, messages)
+
+
+@pytest.mark.django_db(transaction=True)  # the sending threads read the server with connections of their own
+def test_learns_the_servers_concurrency_from_421_refusals(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(max_conns=5, latency_ms=5)
+    server = make_server(port=sandbox.port, max_conns=20, wait_timeout=30)
+    backend = _backend(server)
+    messages = _messages(800)
+    chunks = [messages[n::16] for n in range(16)]
+
+    def send(chunk):
+        for message in chunk:
+            backend.send_messages([message])
+
+    threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert {m.smtp_result.status for m in messages} == {"sent"}
+    _assert_received_once(sandbox, messages)
+    summary = sandbox.summary()
+    assert summary["max_concurrent_sessions"] <= 5
+    assert 0 < summary["refused_connections"] < 16  # only the opening burst, never again
+    assert all(e.text == EXCHANGE_421[4:] for e in pool_events if e.kind == "421")
+    assert get_pool(server).limits.ceiling() <= 5
+    learned = [e.detail["value"] for e in pool_events if e.kind == Kind.LEARNED_LIMIT]
+    assert learned and max(learned) <= 5
+    server.refresh_from_db()
+    assert server.learned_max_conns is not None and server.learned_max_conns <= 5
+
+
+def test_5xx_recipients_fail_at_once_and_the_others_still_get_the_message(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(reject=r"^bounce")
+    server = make_server(port=sandbox.port, retries=3)
+    [message] = _messages(1, to=["ok@example.test", "bounce@example.test"])
+
+    assert _backend(server).send_messages([message]) == 1
+
+    result = message.smtp_result
+    assert (result.status, result.attempts) == ("sent", 1)
+    assert result.recipients["ok@example.test"].status == "sent"
+    bounced = result.recipients["bounce@example.test"]
+    assert (bounced.status, bounced.code) == ("failed", 550)
+    assert [m.rcpt_tos for m in sandbox.received] == [("ok@example.test",)]
+
+
+def test_a_rejected_single_recipient_fails_without_retry(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(reject=r"^bounce")
+    server = make_server(port=sandbox.port, retries=3)
+    [message] = _messages(1, to=["bounce@example.test"])
+    _backend(server, fail_silently=True).send_messages([message])
+    result = message.smtp_result
+    assert (result.status, result.code, result.enhanced_code, result.attempts) == ("failed", 550, "5.1.1", 1)
+    assert _kinds(pool_events)[Kind.RETRY] == 0 and _kinds(pool_events)[Kind.FAILURE] == 1
+
+
+def test_4xx_is_retried_with_backoff_then_deferred(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    server = make_server(port=sandbox.port, retries=2)
+    [message] = _messages(1)
+
+    assert _backend(server, fail_silently=True).send_messages([message]) == 0
+
+    result = message.smtp_result
+    assert (result.status, result.code, result.attempts) == ("deferred", 451, 3)
+    assert result.text == "4.3.0 Temporary failure, please try again later"
+    retries = [e for e in pool_events if e.kind == Kind.RETRY]
+    assert [e.detail["retry"] for e in retries] == [1, 2]
+    assert 0.005 <= retries[0].detail["delay_s"] <= 0.015 and 0.01 <= retries[1].detail["delay_s"] <= 0.03
+    assert _kinds(pool_events)[Kind.DEFERRED] == 1
+    assert sandbox.received == []
+
+
+def test_a_4xx_then_success_is_sent_once(smtp_sandbox, make_server):
+    replies = iter(["451 4.7.1 Greylisted, come back later"])
+    sandbox = smtp_sandbox(fault=lambda stage, _: next(replies, None) if stage == "dot" else None)
+    server = make_server(port=sandbox.port, retries=2)
+    [message] = _messages(1)
+    assert _backend(server).send_messages([message]) == 1
+    assert (message.smtp_result.status, message.smtp_result.attempts) == ("sent", 2)
+    assert len(sandbox.received) == 1
+
+
+def test_idle_connections_are_closed_after_idle_timeout(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port, idle_timeout=1)
+    _backend(server).send_messages(_messages(1))
+    assert get_pool(server).idle_count() == 1
+    time.sleep(1.6)
+    assert get_pool(server).idle_count() == 0
+    assert _kinds(pool_events)[Kind.IDLE_CLOSE] == 1
+    assert sandbox.active == 0
+
+
+def test_connections_older_than_max_conn_age_are_retired(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port, max_conn_age=1, idle_timeout=0)
+    backend = _backend(server)
+    backend.send_messages(_messages(1))
+    time.sleep(1.1)
+    backend.send_messages(_messages(1))
+    assert _kinds(pool_events)[Kind.AGE_CLOSE] == 1
+    backend.send_messages(_messages(1))
+    assert _kinds(pool_events)[Kind.CONNECT] == 2
+
+
+def test_wait_timeout_is_honoured(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port, max_conns=1, wait_timeout=1)
+    pool = get_pool(server)
+    held = pool.checkout()
+    started = time.monotonic()
+    [message] = _messages(1)
+    _backend(server, fail_silently=True).send_messages([message])
+    assert 1 <= time.monotonic() - started < 2
+    assert message.smtp_result.status == "deferred"
+    assert message.smtp_result.text == f"no free connection to {server.name} within 1 s"
+    assert _kinds(pool_events)[Kind.POOL_WAIT_TIMEOUT] == 1
+    pool.checkin(held)
+
+
+def test_a_connection_killed_mid_data_is_resent_once(smtp_sandbox, make_server, pool_events):
+    drops = iter(["drop"])
+    sandbox = smtp_sandbox(fault=lambda stage, _: next(drops, None) if stage == "DATA" else None)
+    server = make_server(port=sandbox.port, retries=2)
+    messages = _messages(3)
+    assert _backend(server, max_threads=1).send_messages(messages) == 3
+    assert messages[0].smtp_result.attempts == 2
+    assert _kinds(pool_events)[Kind.NETWORK_ERROR] == 1
+    _assert_received_once(sandbox, messages)
+
+
+def test_a_link_lost_after_the_final_dot_is_sent_but_ambiguous(smtp_sandbox, make_server, pool_events):
+    drops = iter(["drop"])
+    sandbox = smtp_sandbox(fault=lambda stage, _: next(drops, None) if stage == "dot" else None)
+    server = make_server(port=sandbox.port, retries=2)
+    messages = _messages(2)
+    assert _backend(server, max_threads=1).send_messages(messages) == 2
+    first = messages[0].smtp_result
+    assert (first.status, first.ambiguous, first.attempts) == ("sent", True, 1)
+    assert not messages[1].smtp_result.ambiguous
+    assert _kinds(pool_events)[Kind.AMBIGUOUS] == 1
+    _assert_received_once(sandbox, messages)  # the server had it: no blind resend
+
+
+def test_resend_ambiguous_is_a_choice(smtp_sandbox, make_server):
+    drops = iter(["drop"])
+    sandbox = smtp_sandbox(fault=lambda stage, _: next(drops, None) if stage == "dot" else None)
+    server = make_server(port=sandbox.port, retries=2)
+    [message] = _messages(1)
+    _backend(server, resend_ambiguous=True).send_messages([message])
+    assert (message.smtp_result.status, message.smtp_result.ambiguous) == ("sent", False)
+    assert len(sandbox.received) == 2  # the duplicate that policy accepts
+
+
+def test_421_at_every_connect_backs_off_then_defers(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(refuse_with="421 4.7.0 Try again later, closing connection")
+    server = make_server(port=sandbox.port, retries=0)
+    [message] = _messages(1)
+    with pytest.raises(DeliveryFailed, match="none of 1 messages was sent"):
+        _backend(server).send_messages([message])
+    result = message.smtp_result
+    assert (result.status, result.code, result.attempts) == ("deferred", 421, 5)
+    assert [e.detail["delay_s"] for e in pool_events if e.kind == Kind.RECONNECT] == [0, 0.01, 0.02, 0.04]
+
+
+def test_rfc_9422_limits_are_honoured(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(limits="MAILMAX=10 RCPTMAX=2")
+    server = make_server(port=sandbox.port)
+    messages = _messages(30)
+    [wide] = _messages(1, to=[f"w{n}@example.test" for n in range(5)])
+    assert _backend(server, max_threads=1).send_messages([*messages, wide]) == 31
+    assert _kinds(pool_events)["421"] == 0
+    assert {e.detail["cap"] for e in pool_events if e.kind == Kind.ROTATION} == {10}
+    wide_copies = [m for m in sandbox.received if m.rcpt_tos[0].startswith("w")]
+    assert [len(m.rcpt_tos) for m in wide_copies] == [2, 2, 1]
+    assert wide.smtp_result.attempts == 3 and wide.smtp_result.status == "sent"
+
+
+def test_pipelining_is_used_when_offered(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(pipelining=True, reject=r"^bounce", max_msgs_per_session=7)
+    server = make_server(port=sandbox.port)
+    messages = [*_messages(20), *_messages(1, to=["bounce@example.test", "ok@example.test"])]
+    assert _backend(server, max_threads=2).send_messages(messages) == 21
+    assert all(e.detail["pipelining"] for e in pool_events if e.kind == Kind.CONNECT)
+    assert messages[-1].smtp_result.recipients["bounce@example.test"].status == "failed"
+    _assert_received_once(sandbox, messages)
+
+
+def test_rate_limit_holds_across_connections(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port, max_conns=4, rate_limit=20)
+    started = time.monotonic()
+    assert _backend(server).send_messages(_messages(21)) == 21
+    assert time.monotonic() - started >= 1.0  # 21 messages at 20/s: the 21st waits a full second
+
+
+def test_starttls_and_auth(smtp_sandbox, make_server, certificates, trust_test_ca):
+    sandbox = smtp_sandbox(tls_context=certificates.server_context(), auth="relay:s3cret")
+    server = make_server(port=sandbox.port, tls="starttls", auth_protocol="login", username="relay", password="s3cret")
+    messages = _messages(5)
+    assert _backend(server).send_messages(messages) == 5
+    _assert_received_once(sandbox, messages)
+
+
+def test_implicit_tls(smtp_sandbox, make_server, certificates, trust_test_ca):
+    sandbox = smtp_sandbox(tls_context=certificates.server_context(), implicit_tls=True)
+    server = make_server(port=sandbox.port, tls="ssl")
+    assert _backend(server).send_messages(_messages(3)) == 3
+
+
+def test_wrong_password_defers_with_the_servers_reply(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(auth="relay:s3cret")
+    server = make_server(port=sandbox.port, auth_protocol="login", username="relay", password="wrong", retries=1)
+    [message] = _messages(1)
+    _backend(server, fail_silently=True).send_messages([message])
+    assert (message.smtp_result.status, message.smtp_result.code) == ("deferred", 535)
+    assert _kinds(pool_events)[Kind.CONNECT_FAILED] == 2
+
+
+def test_custom_headers_are_added_and_message_ids_kept_across_resends(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(max_msgs_per_session=2)
+    server = make_server(port=sandbox.port, custom_headers=[["X-Relaydeck-Test", "yes"]])
+    messages = _messages(5)
+    _backend(server, max_threads=1).send_messages(messages)
+    assert all(b"X-Relaydeck-Test: yes" in m.data for m in sandbox.received)
+    assert len({m.message_id for m in sandbox.received}) == 5
+
+
+def test_events_carry_the_callers_context(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port)
+    _backend(server, event_context={"campaign_id": 7}).send_messages(_messages(1))
+    [connect] = [e for e in pool_events if e.kind == Kind.CONNECT]
+    assert connect.context == {"campaign_id": 7}
+    assert connect.server_id == server.pk and connect.connection_id and connect.duration_s is not None
+
+
+def test_server_by_name_pk_or_first_enabled(smtp_sandbox, make_server, settings):
+    sandbox = smtp_sandbox()
+    make_server(name="off", port=1, enabled=False)
+    server = make_server(name="relay", port=sandbox.port)
+    for choice in ("relay", server.pk, None):
+        assert get_connection(BACKEND, server=choice).send_messages(_messages(1)) == 1
+    settings.EMAIL_BACKEND = BACKEND
+    assert send_mail("Hi", "Body", "a@example.test", ["b@example.test"]) == 1
+    assert len(sandbox.received) == 4
+
+
+def test_pool_is_shared_and_reused_across_get_connection_calls(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port)
+    for _ in range(3):
+        _backend(server).send_messages(_messages(1))
+    assert _kinds(pool_events)[Kind.CONNECT] == 1
+    assert sandbox.summary()["sessions"] == 1
