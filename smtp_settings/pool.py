@@ -127,6 +127,7 @@ class PooledConnection:
         self.opened_at = self.last_used = time.monotonic()
         self.sent = 0  # messages the server accepted on this session
         self.usable = True
+        smtp.sock.settimeout(timeout_s)  # the open's shrinking deadline no longer applies
         self.pipelining = smtp.has_extn("pipelining")
         limits = dict(re.findall(r"(\w+)=(\d+)", smtp.esmtp_features.get("limits", "")))
         self.mailmax = int(limits.get("MAILMAX", 0))
@@ -137,7 +138,6 @@ class PooledConnection:
         connection is closed and marked unusable, and SessionClosed/ConnectionLost raised."""
         smtp, stage, dot_sent = self.smtp, "MAIL", False
         try:
-            smtp.sock.settimeout(self.timeout_s)
             mail_cmd = f"MAIL FROM:<{mail_from}>\r\n".encode()
             rcpt_cmds = [f"RCPT TO:<{rcpt}>\r\n".encode() for rcpt in recipients]
             if self.pipelining:  # RFC 2920: one write, then the replies in order

@@ -40,6 +40,12 @@ def _kinds(events) -> Counter:
     return Counter(event.kind for event in events)
 
 
+def _once(stage: str, action: str):
+    """A sandbox fault that does `action` the first time `stage` comes round, then nothing."""
+    actions = iter([action])
+    return lambda at, _sandbox: next(actions, None) if at == stage else None
+
+
 def test_learns_the_session_cap_and_delivers_each_message_exactly_once(smtp_sandbox, make_server, pool_events):
     sandbox = smtp_sandbox(max_msgs_per_session=50)
     server = make_server(port=sandbox.port, max_msgs_per_conn=0)
@@ -147,8 +153,7 @@ def test_4xx_is_retried_with_backoff_then_deferred(smtp_sandbox, make_server, po
 
 
 def test_a_4xx_then_success_is_sent_once(smtp_sandbox, make_server):
-    replies = iter(["451 4.7.1 Greylisted, come back later"])
-    sandbox = smtp_sandbox(fault=lambda stage, _: next(replies, None) if stage == "dot" else None)
+    sandbox = smtp_sandbox(fault=_once("dot", "451 4.7.1 Greylisted, come back later"))
     server = make_server(port=sandbox.port, retries=2)
     [message] = _messages(1)
     assert _backend(server).send_messages([message]) == 1
@@ -195,8 +200,7 @@ def test_wait_timeout_is_honoured(smtp_sandbox, make_server, pool_events):
 
 
 def test_a_connection_killed_mid_data_is_resent_once(smtp_sandbox, make_server, pool_events):
-    drops = iter(["drop"])
-    sandbox = smtp_sandbox(fault=lambda stage, _: next(drops, None) if stage == "DATA" else None)
+    sandbox = smtp_sandbox(fault=_once("DATA", "drop"))
     server = make_server(port=sandbox.port, retries=2)
     messages = _messages(3)
     assert _backend(server, max_threads=1).send_messages(messages) == 3
@@ -206,8 +210,7 @@ def test_a_connection_killed_mid_data_is_resent_once(smtp_sandbox, make_server, 
 
 
 def test_a_link_lost_after_the_final_dot_is_sent_but_ambiguous(smtp_sandbox, make_server, pool_events):
-    drops = iter(["drop"])
-    sandbox = smtp_sandbox(fault=lambda stage, _: next(drops, None) if stage == "dot" else None)
+    sandbox = smtp_sandbox(fault=_once("dot", "drop"))
     server = make_server(port=sandbox.port, retries=2)
     messages = _messages(2)
     assert _backend(server, max_threads=1).send_messages(messages) == 2
@@ -219,8 +222,7 @@ def test_a_link_lost_after_the_final_dot_is_sent_but_ambiguous(smtp_sandbox, mak
 
 
 def test_resend_ambiguous_is_a_choice(smtp_sandbox, make_server):
-    drops = iter(["drop"])
-    sandbox = smtp_sandbox(fault=lambda stage, _: next(drops, None) if stage == "dot" else None)
+    sandbox = smtp_sandbox(fault=_once("dot", "drop"))
     server = make_server(port=sandbox.port, retries=2)
     [message] = _messages(1)
     _backend(server, resend_ambiguous=True).send_messages([message])

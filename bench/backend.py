@@ -1,0 +1,163 @@
+"""Messages per second through each way of sending, side by side, against one fast SMTP sink.
+
+    python bench/backend.py [--messages 20000] [--rounds 2] [--sink smtp-sink|sandbox]
+
+Sends the same N identical ~2 KB messages through (a) Django's stock SMTP backend on one
+connection, (b) RotatingEmailBackend with max_conns=1 and =4, (c) a bare smtplib loop,
+all rendering each message with EmailMessage.message() as an application would. The sink
+is Postfix's smtp-sink (C, advertises PIPELINING), fetched from Debian's `postfix` package
+into var/bench/ on first use; `--sink sandbox` uses the aiosmtpd sandbox instead (slower:
+it measures the sandbox more than the clients). Rounds alternate the variants and the best
+round of each counts, so the ratios come from one run on one machine.
+"""
+
+import argparse
+import os
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+os.environ.setdefault("RELAYDECK_VAR_DIR", tempfile.mkdtemp(prefix="relaydeck-bench-"))
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.mail import EmailMessage, get_connection  # noqa: E402
+from django.core.mail.backends.smtp import EmailBackend  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from smtp_settings.models import SmtpServer  # noqa: E402
+from smtp_settings.pool import close_all_pools  # noqa: E402
+from smtp_settings.sandbox import SandboxServer  # noqa: E402
+
+BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor. " * 26)[:2000]
+POSTFIX_DIR = ROOT / "var" / "bench" / "postfix"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def smtp_sink_binary() -> Path:
+    binary = POSTFIX_DIR / "usr" / "sbin" / "smtp-sink"
+    if not binary.exists():
+        download = POSTFIX_DIR.parent / "download"
+        download.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", "postfix"], cwd=download, check=True, capture_output=True)
+        package = next(download.glob("postfix_*.deb"))
+        subprocess.run(["dpkg", "-x", str(package), str(POSTFIX_DIR)], check=True)
+    return binary
+
+
+class Sink:
+    def __init__(self, kind: str):
+        self.port = free_port()
+        self.process = self.sandbox = None
+        if kind == "smtp-sink":
+            binary = smtp_sink_binary()
+            env = os.environ | {"LD_LIBRARY_PATH": str(POSTFIX_DIR / "usr" / "lib" / "postfix")}
+            user = ["-u", "nobody"] if os.geteuid() == 0 else []
+            self.process = subprocess.Popen([str(binary), *user, f"127.0.0.1:{self.port}", "1024"], env=env)
+            self._wait_ready()
+        else:
+            self.sandbox = SandboxServer(port=self.port, pipelining=True).start()
+
+    def _wait_ready(self) -> None:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("smtp-sink did not start")
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait()
+        if self.sandbox:
+            self.sandbox.stop()
+
+
+def messages(count: int) -> list[EmailMessage]:
+    return [EmailMessage("Weekly news", BODY, "news@example.test", ["reader@example.test"]) for _ in range(count)]
+
+
+def django_stock(port: int, batch: list[EmailMessage]) -> int:
+    backend = EmailBackend(host="127.0.0.1", port=port, use_tls=False, use_ssl=False, username="", password="")
+    sent = backend.send_messages(batch)
+    backend.close()
+    return sent
+
+
+def bare_smtplib(port: int, batch: list[EmailMessage]) -> int:
+    smtp = smtplib.SMTP("127.0.0.1", port)
+    for message in batch:
+        smtp.sendmail(message.from_email, message.recipients(), message.message().as_bytes(linesep="\r\n"))
+    smtp.quit()
+    return len(batch)
+
+
+def rotating(conns: int):
+    def send(port: int, batch: list[EmailMessage]) -> int:
+        server, _ = SmtpServer.objects.update_or_create(
+            name=f"bench-{conns}",
+            defaults={"host": "127.0.0.1", "port": port, "tls": "none", "auth_protocol": "none", "max_conns": conns},
+        )
+        sent = get_connection("smtp_settings.backends.RotatingEmailBackend", server=server).send_messages(batch)
+        close_all_pools()
+        return sent
+
+    return send
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sink", choices=["smtp-sink", "sandbox"], default="smtp-sink")
+    args = parser.parse_args()
+    if args.sink == "smtp-sink" and not shutil.which("dpkg") and not (POSTFIX_DIR / "usr").exists():
+        sys.exit("smtp-sink needs Debian's dpkg to unpack postfix; use --sink sandbox")
+    call_command("migrate", verbosity=0)
+
+    variants = {
+        "django stock, 1 conn": django_stock,
+        "rotating, 1 conn": rotating(1),
+        "rotating, 4 conns": rotating(4),
+        "bare smtplib loop": bare_smtplib,
+    }
+    best = dict.fromkeys(variants, 0.0)
+    sink = Sink(args.sink)
+    try:
+        for round_number in range(1, args.rounds + 1):
+            for name, send in variants.items():
+                batch = messages(args.messages)
+                started = time.perf_counter()
+                sent = send(sink.port, batch)
+                rate = sent / (time.perf_counter() - started)
+                assert sent == args.messages, f"{name}: only {sent} of {args.messages} sent"
+                best[name] = max(best[name], rate)
+                print(f"round {round_number}  {name:<22} {rate:8.0f} msg/s", flush=True)
+    finally:
+        sink.stop()
+
+    stock = best["django stock, 1 conn"]
+    print(f"\n{args.messages} messages of ~2 KB to {args.sink} on loopback, best of {args.rounds} rounds:")
+    for name, rate in best.items():
+        print(f"  {name:<22} {rate:8.0f} msg/s  {rate / stock:5.2f}x Django's stock backend")
+
+
+if __name__ == "__main__":
+    main()
