@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
@@ -43,6 +44,11 @@ from smtp_settings.pool import (
 )
 
 SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
+
+
+# Parsing an address is a fifth of the CPU a message costs, and a campaign repeats its From
+# on every message: remember the envelope form of recent addresses.
+envelope_address = lru_cache(maxsize=4096)(sanitize_address)
 
 
 class DeliveryFailed(smtplib.SMTPException):
@@ -138,7 +144,14 @@ class RotatingEmailBackend(BaseEmailBackend):
                 message = queue.popleft()
             except IndexError:
                 return
-            message.smtp_result = _Delivery(self, pool, message).run()
+            try:
+                delivery = _Delivery(self, pool, message)
+            except (ValueError, TypeError, UnicodeError) as error:  # an address or header that cannot go out
+                message.smtp_result = SmtpResult(
+                    FAILED, None, f"not sent: {error}", attempts=0, server=pool.config.name
+                )
+                continue
+            message.smtp_result = delivery.run()
 
 
 class _Delivery:
@@ -148,9 +161,9 @@ class _Delivery:
         self.backend, self.pool, self.config = backend, pool, pool.config
         self.context = {**backend.event_context, **getattr(message, "event_context", {})}
         encoding = message.encoding or "utf-8"
-        self.mail_from = sanitize_address(message.from_email, encoding)
+        self.mail_from = envelope_address(message.from_email, encoding)
         self.outcome: dict[str, RecipientResult | None] = {
-            sanitize_address(address, encoding): None for address in message.recipients()
+            envelope_address(address, encoding): None for address in message.recipients()
         }
         mime = message.message()
         for name, value in self.config.custom_headers:
