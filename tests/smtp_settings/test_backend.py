@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 from django.core.mail import EmailMessage, get_connection, send_mail
+from django.db import connection
 
 from smtp_settings.backends import DeliveryFailed
 from smtp_settings.events import Kind
@@ -88,8 +89,11 @@ def test_learns_the_servers_concurrency_from_421_refusals(smtp_sandbox, make_ser
     chunks = [messages[n::16] for n in range(16)]
 
     def send(chunk):
-        for message in chunk:
-            backend.send_messages([message])
+        try:
+            for message in chunk:
+                backend.send_messages([message])
+        finally:
+            connection.close()  # this thread's own database connection
 
     threads = [threading.Thread(target=send, args=(chunk,)) for chunk in chunks]
     for thread in threads:
