@@ -139,26 +139,35 @@ class RotatingEmailBackend(BaseEmailBackend):
         return sent
 
     def _work(self, pool: ConnectionPool, queue: deque) -> None:
+        """Send messages from the queue until it is empty, one ahead so the next message's
+        envelope can be pipelined behind the current one's content."""
+        current = self._next_delivery(pool, queue)
+        while current is not None:
+            current.following = self._next_delivery(pool, queue)
+            current.message.smtp_result = current.run()
+            current = current.following
+
+    def _next_delivery(self, pool: ConnectionPool, queue: deque) -> "_Delivery | None":
         while True:
             try:
                 message = queue.popleft()
             except IndexError:
-                return
+                return None
             try:
-                delivery = _Delivery(self, pool, message)
+                return _Delivery(self, pool, message)
             except (ValueError, TypeError, UnicodeError) as error:  # an address or header that cannot go out
                 message.smtp_result = SmtpResult(
                     FAILED, None, f"not sent: {error}", attempts=0, server=pool.config.name
                 )
-                continue
-            message.smtp_result = delivery.run()
 
 
 class _Delivery:
     """Everything that happens to one message until it is sent, deferred or failed."""
 
     def __init__(self, backend: RotatingEmailBackend, pool: ConnectionPool, message):
-        self.backend, self.pool, self.config = backend, pool, pool.config
+        self.backend, self.pool, self.config, self.message = backend, pool, pool.config, message
+        self.following: _Delivery | None = None  # the next message this thread sends
+        self.handed_over = None  # a connection the previous message left with our envelope in flight
         self.context = {**backend.event_context, **getattr(message, "event_context", {})}
         encoding = message.encoding or "utf-8"
         self.mail_from = envelope_address(message.from_email, encoding)
@@ -204,21 +213,23 @@ class _Delivery:
 
     def _attempt(self, pending: list[str]) -> bool:
         """One try at the pending recipients; False when it is time to give up."""
-        try:
-            conn = self.pool.checkout(self.context)
-        except PoolTimeout as error:
-            self.last = (None, str(error))
-            return False
-        except SessionClosed as error:
-            return self._after_421(None, error)
-        except ConnectFailed as error:
-            self.last = (error.code, error.text or str(error.error))
-            return self._retry_later(None, stage=error.step)
+        conn, self.handed_over = self.handed_over, None
+        if conn is None:
+            try:
+                conn = self.pool.checkout(self.context)
+            except PoolTimeout as error:
+                self.last = (None, str(error))
+                return False
+            except SessionClosed as error:
+                return self._after_421(None, error)
+            except ConnectFailed as error:
+                self.last = (error.code, error.text or str(error.error))
+                return self._retry_later(None, stage=error.step)
 
         batch = pending[: conn.rcptmax] if conn.rcptmax else pending
         try:
             self.pool.limits.wait_to_send()
-            result = conn.transact(self.mail_from, batch, self.data)
+            result = conn.transact(self.mail_from, batch, self.data, then=self._next_envelope(conn, batch, pending))
         except SessionClosed as error:
             self.pool.session_closed(conn, error, self.context)
             self.pool.checkin(conn, self.context)
@@ -226,21 +237,32 @@ class _Delivery:
         except ConnectionLost as error:
             self.pool.checkin(conn, self.context)
             return self._after_lost(conn, error, batch)
-        self.pool.checkin(conn, self.context)
         self.in_a_row_421 = 0
+        finished = len(batch) == len(pending) and not any(400 <= code < 500 for code, _ in _verdicts(result, batch))
+        if conn.in_flight and finished:
+            self.following.handed_over = conn  # its envelope is on the wire already
+        else:
+            self.pool.checkin(conn, self.context)
         return self._judge(conn, result, batch)
+
+    def _next_envelope(self, conn, batch: list[str], pending: list[str]):
+        """The following message's envelope, if it may ride on this connection right after us."""
+        following = self.following
+        if following is None or not conn.pipelining or len(batch) < len(pending):
+            return None
+        cap = self.pool.msgs_cap(conn)
+        if cap and conn.sent + 1 >= cap:
+            return None  # we rotate after this message
+        age = self.config.max_conn_age
+        if age and time.monotonic() - conn.opened_at >= age:
+            return None
+        recipients = following.pending()
+        return following.mail_from, recipients[: conn.rcptmax] if conn.rcptmax else recipients
 
     def _judge(self, conn, result, batch: list[str]) -> bool:
         """Decide each recipient of a finished transaction; retry the temporary failures."""
         temporary_at = None
-        for address in batch:
-            rcpt = result.rcpts.get(address)
-            if result.mail[0] >= 300:
-                (code, text), stage = result.mail, "MAIL"
-            elif rcpt[0] >= 300:
-                (code, text), stage = rcpt, "RCPT"
-            else:
-                (code, text), stage = result.data, result.stage
+        for address, (code, text), stage in zip(batch, _verdicts(result, batch), _stages(result, batch), strict=True):
             self.last = (code, text)
             if code < 300:
                 self.outcome[address] = RecipientResult(SENT, code, text)
@@ -297,3 +319,17 @@ class _Delivery:
             # not a retry.
             return self._reconnect(conn, error.stage)
         return self._retry_later(conn, stage=error.stage)
+
+
+def _stages(result, batch: list[str]) -> list[str]:
+    """Where each recipient's fate was decided: MAIL, RCPT, DATA or dot."""
+    if result.mail[0] >= 300:
+        return ["MAIL"] * len(batch)
+    return ["RCPT" if result.rcpts[address][0] >= 300 else result.stage for address in batch]
+
+
+def _verdicts(result, batch: list[str]) -> list[tuple[int, str]]:
+    """The reply that decides each recipient: a failed MAIL, its RCPT, or the end of DATA."""
+    if result.mail[0] >= 300:
+        return [result.mail] * len(batch)
+    return [result.rcpts[address] if result.rcpts[address][0] >= 300 else result.data for address in batch]

@@ -108,6 +108,19 @@ class TxResult:
     stage: str  # where the transaction ended: MAIL, RCPT, DATA or dot
 
 
+def _mail_command(mail_from: str) -> bytes:
+    return f"MAIL FROM:<{mail_from}>\r\n".encode()
+
+
+def _rcpt_command(rcpt: str) -> bytes:
+    return f"RCPT TO:<{rcpt}>\r\n".encode()
+
+
+def _envelope(mail_from: str, recipients: list[str]) -> bytes:
+    """MAIL, RCPTs and DATA as one pipelined group."""
+    return b"".join([_mail_command(mail_from), *map(_rcpt_command, recipients), b"DATA\r\n"])
+
+
 def _reply(smtp: smtplib.SMTP) -> tuple[int, str]:
     code, text = smtp.getreply()
     return code, text.decode("utf-8", "replace")
@@ -127,34 +140,43 @@ class PooledConnection:
         self.opened_at = self.last_used = time.monotonic()
         self.sent = 0  # messages the server accepted on this session
         self.usable = True
+        self.in_flight: tuple[str, list[str]] | None = None  # an envelope pipelined for the next message
         smtp.sock.settimeout(timeout_s)  # the open's shrinking deadline no longer applies
         self.pipelining = smtp.has_extn("pipelining")
         limits = dict(re.findall(r"(\w+)=(\d+)", smtp.esmtp_features.get("limits", "")))
         self.mailmax = int(limits.get("MAILMAX", 0))
         self.rcptmax = int(limits.get("RCPTMAX", 0))
 
-    def transact(self, mail_from: str, recipients: list[str], data: bytes) -> TxResult:
+    def transact(self, mail_from: str, recipients: list[str], data: bytes, then=None) -> TxResult:
         """One transaction; `data` comes from `prepare_data`. On a 421 or a broken link the
-        connection is closed and marked unusable, and SessionClosed/ConnectionLost raised."""
+        connection is closed and marked unusable, and SessionClosed/ConnectionLost raised.
+
+        `then`, the next message's (mail_from, recipients), is pipelined behind this message's
+        content (RFC 2920 lets the content open a command group, as Postfix does), saving a
+        round trip per message; the next transact with that envelope reads its replies
+        instead of sending it. Until then the server is in DATA for it, so a connection with
+        an envelope in flight must be closed, never reused for anything else."""
         smtp, stage, dot_sent = self.smtp, "MAIL", False
         try:
-            mail_cmd = f"MAIL FROM:<{mail_from}>\r\n".encode()
-            rcpt_cmds = [f"RCPT TO:<{rcpt}>\r\n".encode() for rcpt in recipients]
             if self.pipelining:  # RFC 2920: one write, then the replies in order
-                smtp.send(b"".join([mail_cmd, *rcpt_cmds, b"DATA\r\n"]))
+                if self.in_flight is None:
+                    smtp.send(_envelope(mail_from, recipients))
+                elif self.in_flight != (mail_from, recipients):
+                    raise ConnectionError("a different envelope is in flight on this connection")
+                self.in_flight = None
                 mail = self._check(stage, _reply(smtp))
                 stage = "RCPT"
                 rcpts = {rcpt: self._check(stage, _reply(smtp)) for rcpt in recipients}
                 stage = "DATA"
                 data_cmd = self._check(stage, _reply(smtp))
             else:
-                smtp.send(mail_cmd)
+                smtp.send(_mail_command(mail_from))
                 mail = self._check(stage, _reply(smtp))
                 if mail[0] >= 300:
                     return self._abandon(TxResult(mail, {}, None, stage))
                 stage, rcpts = "RCPT", {}
-                for rcpt, command in zip(recipients, rcpt_cmds, strict=True):
-                    smtp.send(command)
+                for rcpt in recipients:
+                    smtp.send(_rcpt_command(rcpt))
                     rcpts[rcpt] = self._check(stage, _reply(smtp))
                 if not any(code < 300 for code, _ in rcpts.values()):
                     return self._abandon(TxResult(mail, rcpts, None, stage))
@@ -168,17 +190,21 @@ class PooledConnection:
                 smtp.send(b".\r\n")
                 return self._abandon(TxResult(mail, rcpts, self._check(stage, _reply(smtp)), stage))
             stage = "dot"
-            smtp.send(data)
+            follow = then is not None and self.pipelining
+            smtp.send(data + _envelope(*then) if follow else data)
             dot_sent = True
+            if follow:
+                self.in_flight = then
             final = self._check(stage, _reply(smtp))
         except (smtplib.SMTPServerDisconnected, OSError) as error:
             self.close()
             raise ConnectionLost(stage, error, after_dot=dot_sent) from error
+        # The final reply ends the transaction whatever it says: no RSET (and none may be
+        # sent while another envelope is in flight: it would become message content).
         if final[0] < 300:
             self.sent += 1
-            self.last_used = time.monotonic()
-            return TxResult(mail, rcpts, final, stage)
-        return self._abandon(TxResult(mail, rcpts, final, stage))
+        self.last_used = time.monotonic()
+        return TxResult(mail, rcpts, final, stage)
 
     def _check(self, stage: str, reply: tuple[int, str]) -> tuple[int, str]:
         if reply[0] == 421:
@@ -329,8 +355,8 @@ class ConnectionPool:
 
     def checkin(self, conn: PooledConnection, context: dict | None = None) -> None:
         """Return a connection after use: idle it, or close it if it is spent, dead or surplus."""
-        if not conn.usable:
-            self._discard(conn)
+        if not conn.usable or conn.in_flight:
+            self._discard(conn)  # closed without QUIT: a server in DATA discards what it has
             return
         cap = self.msgs_cap(conn)
         if cap and conn.sent >= cap:

@@ -10,7 +10,7 @@ from django.db import connection
 
 from smtp_settings.backends import DeliveryFailed
 from smtp_settings.events import Kind
-from smtp_settings.pool import get_pool
+from smtp_settings.pool import get_pool, prepare_data
 from smtp_settings.sandbox import EXCHANGE_421, SES_421
 
 pytestmark = pytest.mark.django_db
@@ -346,3 +346,37 @@ def test_a_message_that_cannot_be_rendered_fails_alone(smtp_sandbox, make_server
     assert bad.smtp_result.status == "failed" and bad.smtp_result.attempts == 0
     assert bad.smtp_result.text.startswith("not sent: ")
     assert len(sandbox.received) == 2
+
+
+def test_the_next_envelope_rides_behind_the_current_content(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(pipelining=True)
+    server = make_server(port=sandbox.port)
+    first, second = _messages(2)
+    conn = get_pool(server).checkout()
+    then = ("news@example.test", ["r1@example.test"])
+    result = conn.transact("news@example.test", ["r0@example.test"], prepare_data(first.message().as_bytes()), then)
+    assert result.data[0] == 250 and conn.in_flight == then
+    result = conn.transact(*then, prepare_data(second.message().as_bytes()))
+    assert result.data[0] == 250 and conn.in_flight is None
+    assert [m.rcpt_tos for m in sandbox.received] == [("r0@example.test",), ("r1@example.test",)]
+    get_pool(server).checkin(conn)
+
+
+def test_a_retried_message_never_turns_the_envelope_in_flight_into_a_message(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(pipelining=True, fault=_once("dot", "451 4.3.0 Try again"))
+    server = make_server(port=sandbox.port, retries=2)
+    messages = _messages(5)
+    assert _backend(server, max_threads=1).send_messages(messages) == 5
+    assert messages[0].smtp_result.attempts == 2
+    _assert_received_once(sandbox, messages)
+    assert all(b"A campaign message." in m.data for m in sandbox.received)
+
+
+def test_rotation_with_pipelining_never_reaches_the_server_cap(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(pipelining=True, max_msgs_per_session=7)
+    server = make_server(port=sandbox.port, max_msgs_per_conn=5, max_conns=2)
+    messages = _messages(60)
+    assert _backend(server).send_messages(messages) == 60
+    assert sandbox.summary()["replied_421"] == 0
+    assert all(e.messages_on_connection == 5 for e in pool_events if e.kind == Kind.ROTATION)
+    _assert_received_once(sandbox, messages)
