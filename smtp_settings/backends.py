@@ -15,6 +15,9 @@
   message. Policy: record it `sent` with `ambiguous=True` rather than risk a duplicate
   (pass resend_ambiguous=True to prefer a duplicate over a possible loss).
 
+Events carry the backend's `event_context`, updated with a message's own `event_context`
+attribute if it has one (a subscriber id, say).
+
 A failure never raises out of the batch, except that with fail_silently=False a batch in
 which nothing at all was sent raises DeliveryFailed.
 """
