@@ -10,7 +10,7 @@ from django.db import connection
 
 from smtp_settings.backends import DeliveryFailed
 from smtp_settings.events import Kind
-from smtp_settings.pool import get_pool, prepare_data
+from smtp_settings.pool import ConnectionPool, ServerConfig, SessionClosed, get_pool, prepare_data
 from smtp_settings.sandbox import EXCHANGE_421, SES_421
 
 pytestmark = pytest.mark.django_db
@@ -380,3 +380,21 @@ def test_rotation_with_pipelining_never_reaches_the_server_cap(smtp_sandbox, mak
     assert sandbox.summary()["replied_421"] == 0
     assert all(e.messages_on_connection == 5 for e in pool_events if e.kind == Kind.ROTATION)
     _assert_received_once(sandbox, messages)
+
+
+def test_concurrency_is_probed_upward_after_a_quiet_spell(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(max_conns=2)
+    server = make_server(port=sandbox.port, max_conns=4)
+    pool = ConnectionPool(ServerConfig.of(server), probe_interval_s=0.3)
+    held = [pool.checkout(), pool.checkout()]
+    with pytest.raises(SessionClosed):
+        pool.checkout()  # the server's third session: refused with 421 4.3.2
+    assert pool.limits.ceiling() == 2
+    for conn in held:
+        pool.checkin(conn)
+    assert pool.limits.ceiling() == 2  # no sooner than the quiet spell
+    time.sleep(0.35)
+    pool.checkin(pool.checkout())
+    assert pool.limits.ceiling() == 3
+    assert [e.detail["value"] for e in pool_events if e.kind == Kind.CONCURRENCY_RAISED] == [3]
+    pool.close()
