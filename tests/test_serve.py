@@ -55,6 +55,11 @@ def test_serve_runs_dashboard_and_worker_and_ctrl_c_stops_both(tmp_path):
         [*manage, "serve", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
+        seen = []
+        while not any("] running." in line for line in seen):  # django-q2: "Q Cluster … [relaydeck] running."
+            line = serve.stdout.readline().decode()
+            assert line, "serve exited before its worker was running:\n" + "".join(seen)
+            seen.append(line)
         assert _wait_for_http(f"http://127.0.0.1:{port}/settings/smtp/", timeout_s=30) == 302  # to the login page
         children = _children(serve.pid)
         assert sorted(command[2] for command in children.values()) == ["qcluster", "runserver"]
