@@ -20,6 +20,10 @@ def _get_server_or_404(pk: int) -> SmtpServer:
     return get_object_or_404(SmtpServer, pk=pk)
 
 
+def _render_card(request: HtmxHttpRequest, server: SmtpServer) -> HttpResponse:
+    return render(request, "smtp_settings/_server_card.html", {"server": server})
+
+
 def _render_form(request: HtmxHttpRequest, form: SmtpServerForm, server: SmtpServer | None, preset=None):
     context = {"form": form, "server": server, "presets": PRESETS, "preset": preset}
     template = "smtp_settings/_server_form.html" if request.htmx else "smtp_settings/form.html"
@@ -35,7 +39,7 @@ def _saved(request: HtmxHttpRequest, server: SmtpServer, verb: str) -> HttpRespo
 
 def server_list(request: HtmxHttpRequest) -> HttpResponse:
     servers = SmtpServer.objects.all()
-    return render(request, "smtp_settings/list.html", {"servers": servers, "test_form": TestMessageForm()})
+    return render(request, "smtp_settings/list.html", {"servers": servers})
 
 
 @require_http_methods(["GET", "POST"])
@@ -78,7 +82,7 @@ def server_toggle(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     server.enabled = not server.enabled
     server.save(update_fields=["enabled", "updated_at"])
     if request.htmx:
-        return render(request, "smtp_settings/_server_card.html", {"server": server, "test_form": TestMessageForm()})
+        return _render_card(request, server)
     return redirect("smtp_settings:list")
 
 
@@ -88,7 +92,7 @@ def server_apply_learned(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     server = _get_server_or_404(pk)
     server.apply_learned_limits()
     if request.htmx:
-        return render(request, "smtp_settings/_server_card.html", {"server": server, "test_form": TestMessageForm()})
+        return _render_card(request, server)
     messages.success(request, f"Learned limits applied to “{server.name}”.")
     return redirect("smtp_settings:list")
 
