@@ -241,12 +241,13 @@ class _Delivery:
             self.pool.checkin(conn, self.context)
             return self._after_lost(conn, error, batch)
         self.in_a_row_421 = 0
-        finished = len(batch) == len(pending) and not any(400 <= code < 500 for code, _ in _verdicts(result, batch))
+        verdicts = _verdicts(result, batch)
+        finished = len(batch) == len(pending) and not any(400 <= code < 500 for code, _, _ in verdicts)
         if conn.in_flight and finished:
             self.following.handed_over = conn  # its envelope is on the wire already
         else:
             self.pool.checkin(conn, self.context)
-        return self._judge(conn, result, batch)
+        return self._judge(conn, batch, verdicts)
 
     def _next_envelope(self, conn, batch: list[str], pending: list[str]):
         """The following message's envelope, if it may ride on this connection right after us."""
@@ -262,10 +263,10 @@ class _Delivery:
         recipients = following.pending()
         return following.mail_from, recipients[: conn.rcptmax] if conn.rcptmax else recipients
 
-    def _judge(self, conn, result, batch: list[str]) -> bool:
+    def _judge(self, conn, batch: list[str], verdicts: list[tuple[int, str, str]]) -> bool:
         """Decide each recipient of a finished transaction; retry the temporary failures."""
         temporary_at = None
-        for address, (code, text), stage in zip(batch, _verdicts(result, batch), _stages(result, batch), strict=True):
+        for address, (code, text, stage) in zip(batch, verdicts, strict=True):
             self.last = (code, text)
             if code < 300:
                 self.outcome[address] = RecipientResult(SENT, code, text)
@@ -324,15 +325,12 @@ class _Delivery:
         return self._retry_later(conn, stage=error.stage)
 
 
-def _stages(result, batch: list[str]) -> list[str]:
-    """Where each recipient's fate was decided: MAIL, RCPT, DATA or dot."""
+def _verdicts(result, batch: list[str]) -> list[tuple[int, str, str]]:
+    """For each recipient, the reply that decides it and its stage: a failed MAIL, its RCPT,
+    or the end of DATA."""
     if result.mail[0] >= 300:
-        return ["MAIL"] * len(batch)
-    return ["RCPT" if result.rcpts[address][0] >= 300 else result.stage for address in batch]
-
-
-def _verdicts(result, batch: list[str]) -> list[tuple[int, str]]:
-    """The reply that decides each recipient: a failed MAIL, its RCPT, or the end of DATA."""
-    if result.mail[0] >= 300:
-        return [result.mail] * len(batch)
-    return [result.rcpts[address] if result.rcpts[address][0] >= 300 else result.data for address in batch]
+        return [(*result.mail, "MAIL")] * len(batch)
+    return [
+        (*result.rcpts[address], "RCPT") if result.rcpts[address][0] >= 300 else (*result.data, result.stage)
+        for address in batch
+    ]
