@@ -1,14 +1,18 @@
 """Messages per second through each way of sending, side by side, against one fast SMTP sink.
 
-    python bench/backend.py [--messages 20000] [--rounds 2] [--sink smtp-sink|sandbox]
+    python bench/backend.py [--messages 20000] [--rounds 2] [--sink smtp-sink|sandbox] [--latency MS]
 
 Sends the same N identical ~2 KB messages through (a) Django's stock SMTP backend on one
 connection, (b) RotatingEmailBackend with max_conns=1 and =4, (c) a bare smtplib loop,
 all rendering each message with EmailMessage.message() as an application would. The sink
 is Postfix's smtp-sink (C, advertises PIPELINING), fetched from Debian's `postfix` package
-into var/bench/ on first use; `--sink sandbox` uses the aiosmtpd sandbox instead (slower:
-it measures the sandbox more than the clients). Rounds alternate the variants and the best
-round of each counts, so the ratios come from one run on one machine.
+into var/bench/ on first use; `--sink sandbox` uses the aiosmtpd sandbox in its own process
+instead (slower: it measures the sandbox more than the clients). Rounds alternate the variants
+and the best round of each counts, so the ratios come from one run on one machine.
+
+A sink on loopback answers at once, so there the clients are bound by their own CPU (mostly
+Django rendering each message). `--latency MS` makes the sandbox wait before every reply, as a
+real provider does while it stores a message: that is where connections and pipelining pay.
 """
 
 import argparse
@@ -37,7 +41,6 @@ from django.core.management import call_command  # noqa: E402
 
 from smtp_settings.models import SmtpServer  # noqa: E402
 from smtp_settings.pool import close_all_pools  # noqa: E402
-from smtp_settings.sandbox import SandboxServer  # noqa: E402
 
 BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor. " * 26)[:2000]
 POSTFIX_DIR = ROOT / "var" / "bench" / "postfix"
@@ -61,17 +64,19 @@ def smtp_sink_binary() -> Path:
 
 
 class Sink:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, latency_ms: float):
         self.port = free_port()
-        self.process = self.sandbox = None
         if kind == "smtp-sink":
             binary = smtp_sink_binary()
             env = os.environ | {"LD_LIBRARY_PATH": str(POSTFIX_DIR / "usr" / "lib" / "postfix")}
             user = ["-u", "nobody"] if os.geteuid() == 0 else []
-            self.process = subprocess.Popen([str(binary), *user, f"127.0.0.1:{self.port}", "1024"], env=env)
-            self._wait_ready()
+            command = [str(binary), *user, f"127.0.0.1:{self.port}", "1024"]
         else:
-            self.sandbox = SandboxServer(port=self.port, pipelining=True).start()
+            env = os.environ
+            command = [sys.executable, str(ROOT / "manage.py"), "smtp_sandbox", "--port", str(self.port)]
+            command += ["--pipelining", "--quiet", "--latency", str(latency_ms)]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        self._wait_ready()
 
     def _wait_ready(self) -> None:
         for _ in range(100):
@@ -83,11 +88,8 @@ class Sink:
         raise RuntimeError("smtp-sink did not start")
 
     def stop(self) -> None:
-        if self.process:
-            self.process.terminate()
-            self.process.wait()
-        if self.sandbox:
-            self.sandbox.stop()
+        self.process.terminate()
+        self.process.wait()
 
 
 def messages(count: int) -> list[EmailMessage]:
@@ -127,7 +129,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sink", choices=["smtp-sink", "sandbox"], default="smtp-sink")
+    parser.add_argument("--latency", type=float, default=0, metavar="MS", help="sandbox only: wait before each reply")
     args = parser.parse_args()
+    if args.latency and args.sink != "sandbox":
+        parser.error("--latency needs --sink sandbox")
     if args.sink == "smtp-sink" and not shutil.which("dpkg") and not (POSTFIX_DIR / "usr").exists():
         sys.exit("smtp-sink needs Debian's dpkg to unpack postfix; use --sink sandbox")
     call_command("migrate", verbosity=0)
@@ -139,7 +144,7 @@ def main() -> None:
         "bare smtplib loop": bare_smtplib,
     }
     best = dict.fromkeys(variants, 0.0)
-    sink = Sink(args.sink)
+    sink = Sink(args.sink, args.latency)
     try:
         for round_number in range(1, args.rounds + 1):
             for name, send in variants.items():
@@ -154,7 +159,8 @@ def main() -> None:
         sink.stop()
 
     stock = best["django stock, 1 conn"]
-    print(f"\n{args.messages} messages of ~2 KB to {args.sink} on loopback, best of {args.rounds} rounds:")
+    latency = f" answering after {args.latency:g} ms" if args.latency else ""
+    print(f"\n{args.messages} messages of ~2 KB to {args.sink}{latency} on loopback, best of {args.rounds} rounds:")
     for name, rate in best.items():
         print(f"  {name:<22} {rate:8.0f} msg/s  {rate / stock:5.2f}x Django's stock backend")
 
