@@ -205,3 +205,23 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"mail.log": {"level": "WARNING"}},  # aiosmtpd's per-command chatter in the sandbox
 }
+
+# Uploaded files (CSV imports) are kept here until imported.
+MEDIA_ROOT = VAR_DIR / "media"
+MEDIA_URL = "media/"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# The address subscribers reach this dashboard at: unsubscribe links in messages point here.
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# Campaign sending (campaigns/sending.py).
+CAMPAIGN_BATCH_SIZE = env_int("CAMPAIGN_BATCH_SIZE", 200)  # deliveries claimed and sent at a time
+CAMPAIGN_LEASE_S = env_int("CAMPAIGN_LEASE_S", 60)  # a silent sender loses its campaign after this
+CAMPAIGN_TASK_BUDGET_S = env_int("CAMPAIGN_TASK_BUDGET_S", 120)  # then a task hands over to a fresh one
+CAMPAIGN_RETRY_DELAY_S = env_int("CAMPAIGN_RETRY_DELAY_S", 60)  # first wait for a deferred delivery, then doubled
+# A delivery whose final dot went out before its sender died: "sent" (flag it ambiguous, never
+# a duplicate) or "resend" (never a loss).
+CAMPAIGN_AMBIGUOUS_POLICY = env_str("CAMPAIGN_AMBIGUOUS_POLICY", "sent")
+if CAMPAIGN_AMBIGUOUS_POLICY not in ("sent", "resend"):
+    raise ImproperlyConfigured("CAMPAIGN_AMBIGUOUS_POLICY must be 'sent' or 'resend'")

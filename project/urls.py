@@ -1,12 +1,16 @@
+from campaigns.views.unsubscribe import unsubscribe
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="smtp_settings:list"), name="home"),
+    path("", RedirectView.as_view(pattern_name="campaigns:list"), name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("campaigns/", include("campaigns.urls")),
+    path("lists/", include("campaigns.list_urls")),
+    path("u/<str:token>/", unsubscribe, name="unsubscribe"),
     path("settings/smtp/", include("smtp_settings.urls")),
     path("admin/", admin.site.urls),
 ]

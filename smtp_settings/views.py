@@ -1,19 +1,15 @@
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
-from django_htmx.middleware import HtmxDetails
 
+from project.htmx import HtmxHttpRequest
 from smtp_settings.forms import ConnectionTestForm, SmtpServerForm, TestMessageForm
 from smtp_settings.models import SmtpServer
 from smtp_settings.presets import PRESETS, PRESETS_BY_KEY
 from smtp_settings.probe import probe
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 def _get_server_or_404(pk: int) -> SmtpServer:

@@ -1,0 +1,235 @@
+"""Subscribers, lists, campaigns and their deliveries.
+
+A campaign's state changes are methods here, each a conditional UPDATE so that two clicks,
+a click and a worker, or two workers can never both win; whoever wins enqueues the work.
+Sending itself lives in `campaigns/sending.py`.
+"""
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from smtp_settings.models import SmtpServer
+
+
+class MailingList(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Subscriber(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        BLOCKLISTED = "blocklisted", "Blocklisted"
+
+    email = models.EmailField(max_length=254, unique=True, help_text="Stored lower-cased and trimmed.")
+    name = models.CharField(max_length=200, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=Status, default=Status.ACTIVE)
+    lists = models.ManyToManyField(MailingList, related_name="subscribers", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @staticmethod
+    def normalise_email(address: str) -> str:
+        return address.strip().lower()
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self.unsubscribed_at = None if status == self.Status.ACTIVE else timezone.now()
+        self.save(update_fields=["status", "unsubscribed_at"])
+
+
+class SubscriberImport(models.Model):
+    """A CSV file being imported into a list, with its progress and its rejected rows."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    mailing_list = models.ForeignKey(MailingList, on_delete=models.CASCADE, related_name="imports")
+    file = models.FileField(upload_to="imports/")
+    original_name = models.CharField(max_length=255)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    status = models.CharField(max_length=8, choices=Status, default=Status.QUEUED)
+    bytes_read = models.PositiveBigIntegerField(default=0)
+    rows_read = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0, help_text="New subscribers.")
+    merged = models.PositiveIntegerField(default=0, help_text="Rows matching an existing subscriber.")
+    invalid = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="[{'line': n, 'reason': ...}], the first 1,000.")
+    failure = models.TextField(blank=True, help_text="Why the whole import stopped, if it did.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class Campaign(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        CANCELLED = "cancelled", "Cancelled"
+        FINISHED = "finished", "Finished"
+
+    name = models.CharField(max_length=200)
+    subject = models.CharField(max_length=500, help_text="A template: {{ subscriber.name }} works here.")
+    from_email = models.CharField("From", max_length=255, help_text="An address, or Name <address>.")
+    reply_to = models.CharField("Reply-To", max_length=255, blank=True)
+    html_body = models.TextField("HTML body", blank=True)
+    text_body = models.TextField("Text body", blank=True, help_text="Blank: made from the HTML body.")
+    lists = models.ManyToManyField(MailingList, related_name="campaigns")
+    servers = models.ManyToManyField(
+        SmtpServer,
+        related_name="campaigns",
+        help_text="Several share the sending in proportion to their connections, and stand in for each other.",
+    )
+    scheduled_at = models.DateTimeField("Send at", null=True, blank=True, help_text="Blank: when launched.")
+    rate_limit = models.FloatField(default=0, help_text="Messages per second for this campaign; 0 = no limit.")
+    auto_pause_after = models.PositiveIntegerField(
+        default=50, help_text="Pause after this many failures in a row; 0 = never."
+    )
+
+    status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
+    pause_reason = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    # What the connection pools reported while sending this campaign.
+    sessions_closed_421 = models.PositiveIntegerField(default=0)
+    reconnects = models.PositiveIntegerField(default=0)
+    rotations = models.PositiveIntegerField(default=0)
+    # The sender holding this campaign: one at a time (see campaigns/sending.py).
+    populated_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status in (self.Status.DRAFT, self.Status.SCHEDULED)
+
+    def _transition(self, allowed: tuple[str, ...], **changes) -> bool:
+        """Apply `changes` if the campaign is still in one of `allowed`; True if this call won."""
+        changes["updated_at"] = timezone.now()
+        won = Campaign.objects.filter(pk=self.pk, status__in=allowed).update(**changes) == 1
+        self.refresh_from_db()
+        return won
+
+    def _enqueue_sending(self) -> None:
+        from django_q.tasks import async_task
+
+        transaction.on_commit(lambda: async_task("campaigns.tasks.send_campaign", self.pk, group=f"campaign-{self.pk}"))
+
+    def launch(self) -> bool:
+        """Start sending now, or at `scheduled_at` if that is still ahead. Idempotent."""
+        if self.scheduled_at and self.scheduled_at > timezone.now():
+            return self._transition((self.Status.DRAFT,), status=self.Status.SCHEDULED)
+        won = self._transition(
+            (self.Status.DRAFT, self.Status.SCHEDULED), status=self.Status.RUNNING, started_at=timezone.now()
+        )
+        if won:
+            self._enqueue_sending()
+        return won
+
+    def unschedule(self) -> bool:
+        return self._transition((self.Status.SCHEDULED,), status=self.Status.DRAFT)
+
+    def pause(self, reason: str = "") -> bool:
+        return self._transition((self.Status.RUNNING,), status=self.Status.PAUSED, pause_reason=reason)
+
+    def resume(self) -> bool:
+        won = self._transition(
+            (self.Status.PAUSED,), status=self.Status.RUNNING, pause_reason="", consecutive_failures=0
+        )
+        if won:
+            self._enqueue_sending()
+        return won
+
+    def cancel(self) -> bool:
+        won = self._transition(
+            (self.Status.DRAFT, self.Status.SCHEDULED, self.Status.RUNNING, self.Status.PAUSED),
+            status=self.Status.CANCELLED,
+            finished_at=timezone.now(),
+        )
+        if won:
+            self.deliveries.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.DEFERRED)).update(
+                status=Delivery.Status.SKIPPED, last_reply="campaign cancelled"
+            )
+        return won
+
+    def retry_failed(self) -> int:
+        """Put failed deliveries back in line; sending picks them up (restarting a finished
+        campaign). Returns how many were requeued."""
+        with transaction.atomic():
+            requeued = self.deliveries.filter(status=Delivery.Status.FAILED).update(
+                status=Delivery.Status.PENDING, attempts=0, next_attempt_at=None
+            )
+            if requeued and self._transition(
+                (self.Status.FINISHED,), status=self.Status.RUNNING, finished_at=None, consecutive_failures=0
+            ):
+                self._enqueue_sending()
+        return requeued
+
+
+class Delivery(models.Model):
+    """One message of a campaign to one subscriber: claimed, sent once, and accounted for."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DEFERRED = "deferred", "Deferred"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=8, choices=Status, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_reply = models.TextField(blank=True)
+    server = models.ForeignKey(SmtpServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message_id = models.CharField(max_length=255, blank=True)
+    ambiguous = models.BooleanField(default=False, help_text="The link broke after the final dot: maybe delivered.")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set just before the final dot goes out: from then on the server may hold the message.
+    final_dot_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "subscriber"], name="one_delivery_per_subscriber"),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "status", "id"], name="delivery_campaign_status"),
+            models.Index(fields=["campaign", "sent_at"], name="delivery_campaign_sent_at"),
+        ]

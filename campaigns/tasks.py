@@ -1,0 +1,15 @@
+"""django-q2 tasks: thin, taking ids; the work is in importing.py and sending.py."""
+
+from campaigns import importing, sending
+
+
+def import_csv(import_id: int) -> None:
+    importing.run_import(import_id)
+
+
+def send_campaign(campaign_id: int) -> None:
+    sending.send_campaign(campaign_id)
+
+
+def watchdog() -> None:
+    sending.watchdog()
