@@ -1,4 +1,4 @@
-# `make run`: set everything up and run the dashboard with its worker.
+# `make run`: set everything up and run the dashboard with its worker, the SMTP sandbox and demo data.
 # `make test`: the whole test suite (lint, migrations, SQLite, then PostgreSQL + Redis).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -17,7 +17,9 @@ $(VENV)/installed: requirements.txt
 run: $(VENV)/installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_admin
-	$(PY) manage.py serve 127.0.0.1:8000
+	$(PY) manage.py setup_schedules
+	$(PY) manage.py demo
+	$(PY) manage.py serve 127.0.0.1:8000 --sandbox
 
 lint: $(VENV)/installed
 	$(VENV)/bin/ruff check .

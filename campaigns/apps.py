@@ -3,3 +3,12 @@ from django.apps import AppConfig
 
 class CampaignsConfig(AppConfig):
     name = "campaigns"
+
+    def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        from campaigns import sending  # connects its smtp_event receiver
+
+        # A worker that starts (after a crash, say) takes over stalled campaigns at once
+        # rather than at the next scheduled watchdog run.
+        post_spawn.connect(lambda **kwargs: sending.watchdog(), weak=False, dispatch_uid="campaigns.watchdog")

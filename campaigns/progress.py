@@ -57,6 +57,17 @@ class Progress:
             return None
         return timedelta(seconds=round(self.remaining / self.rate_per_s))
 
+    @property
+    def eta_text(self) -> str:
+        """ "1 h 05 min", "4 min 10 s", "12 s"."""
+        if self.eta is None:
+            return ""
+        minutes, seconds = divmod(int(self.eta.total_seconds()), 60)
+        hours, minutes = divmod(minutes, 60)
+        if hours:
+            return f"{hours} h {minutes:02d} min"
+        return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
 
 def progress(campaign: Campaign) -> Progress:
     deliveries = Delivery.objects.filter(campaign=campaign)

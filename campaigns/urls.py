@@ -1,9 +1,16 @@
 from django.urls import path
 
-from campaigns.views import control
+from campaigns.views import compose, control
 
 app_name = "campaigns"
 urlpatterns = [
+    path("", compose.campaign_list, name="list"),
+    path("new/", compose.campaign_create, name="create"),
+    path("<int:pk>/", compose.campaign_detail, name="detail"),
+    path("<int:pk>/edit/", compose.campaign_edit, name="edit"),
+    path("<int:pk>/preview/", compose.campaign_preview, name="preview"),
+    path("<int:pk>/test-send/", compose.campaign_test_send, name="test_send"),
+    path("<int:pk>/delete/", compose.campaign_delete, name="delete"),
     path("<int:pk>/launch/", control.launch, name="launch"),
     path("<int:pk>/pause/", control.pause, name="pause"),
     path("<int:pk>/resume/", control.resume, name="resume"),

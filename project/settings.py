@@ -128,7 +128,7 @@ def _database() -> dict:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     return {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": VAR_DIR / "db.sqlite3",
+        "NAME": env_str("SQLITE_PATH") or VAR_DIR / "db.sqlite3",
         "OPTIONS": {
             # WAL lets the dashboard read while workers write; IMMEDIATE transactions take
             # the write lock up front so concurrent writers wait (busy timeout) instead of

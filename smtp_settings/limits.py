@@ -27,15 +27,33 @@ class Limits(Protocol):
         """Block until one more message may go without exceeding the rate limit."""
 
 
+class RateLimiter:
+    """Strict send spacing for one process: `wait_to_send` returns at most `rate` times a second."""
+
+    def __init__(self, rate: float):
+        self._interval_s = 1 / rate if rate > 0 else 0.0
+        self._next_send_at = 0.0
+        self._lock = threading.Lock()
+
+    def wait_to_send(self) -> None:
+        if not self._interval_s:
+            return
+        with self._lock:
+            now = time.monotonic()
+            send_at = max(now, self._next_send_at)
+            self._next_send_at = send_at + self._interval_s
+        if send_at > now:
+            time.sleep(send_at - now)
+
+
 class LocalLimits:
-    """Limits for one process: a slot counter and a strict send-spacing rate limiter."""
+    """Limits for one process: a slot counter and a RateLimiter."""
 
     def __init__(self, max_conns: int, rate_limit: float = 0, ceiling: int | None = None):
         self.max_conns = max_conns
         self._ceiling = min(max_conns, ceiling or max_conns)
         self._open = 0
-        self._interval_s = 1 / rate_limit if rate_limit > 0 else 0.0
-        self._next_send_at = 0.0
+        self._rate = RateLimiter(rate_limit)
         self._lock = threading.Lock()
 
     def try_open(self) -> bool:
@@ -60,11 +78,4 @@ class LocalLimits:
         return self._open
 
     def wait_to_send(self) -> None:
-        if not self._interval_s:
-            return
-        with self._lock:
-            now = time.monotonic()
-            send_at = max(now, self._next_send_at)
-            self._next_send_at = send_at + self._interval_s
-        if send_at > now:
-            time.sleep(send_at - now)
+        self._rate.wait_to_send()

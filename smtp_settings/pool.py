@@ -147,7 +147,7 @@ class PooledConnection:
         self.mailmax = int(limits.get("MAILMAX", 0))
         self.rcptmax = int(limits.get("RCPTMAX", 0))
 
-    def transact(self, mail_from: str, recipients: list[str], data: bytes, then=None) -> TxResult:
+    def transact(self, mail_from: str, recipients: list[str], data: bytes, then=None, before_dot=None) -> TxResult:
         """One transaction; `data` comes from `prepare_data`. On a 421 or a broken link the
         connection is closed and marked unusable, and SessionClosed/ConnectionLost raised.
 
@@ -155,7 +155,10 @@ class PooledConnection:
         content (RFC 2920 lets the content open a command group, as Postfix does), saving a
         round trip per message; the next transact with that envelope reads its replies
         instead of sending it. Until then the server is in DATA for it, so a connection with
-        an envelope in flight must be closed, never reused for anything else."""
+        an envelope in flight must be closed, never reused for anything else.
+
+        `before_dot()`, if given, is called just before the content and its final dot are
+        written: until then the server cannot have accepted the message."""
         smtp, stage, dot_sent = self.smtp, "MAIL", False
         try:
             if self.pipelining:  # RFC 2920: one write, then the replies in order
@@ -190,6 +193,8 @@ class PooledConnection:
                 smtp.send(b".\r\n")
                 return self._abandon(TxResult(mail, rcpts, self._check(stage, _reply(smtp)), stage))
             stage = "dot"
+            if before_dot is not None:
+                before_dot()
             follow = then is not None and self.pipelining
             smtp.send(data + _envelope(*then) if follow else data)
             dot_sent = True

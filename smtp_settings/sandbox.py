@@ -46,12 +46,14 @@ class _Handler:
     def __init__(self, sandbox: "SandboxServer"):
         self.sandbox = sandbox
 
-    async def _reply(self, server, stage: str, default: str) -> str:
-        """The reply for `stage`, after the configured latency, unless a fault says otherwise."""
+    async def _reply(self, server, stage: str, default: str, action: str | None = None) -> str:
+        """The reply for `stage`, after the configured latency, unless a fault says otherwise
+        (`action`: the fault's answer if the caller asked it already)."""
         sandbox = self.sandbox
+        if action is None and sandbox.fault:
+            action = sandbox.fault(stage, sandbox)
         if sandbox.latency_ms:
             await asyncio.sleep(sandbox.latency_ms / 1000)
-        action = sandbox.fault(stage, sandbox) if sandbox.fault else None
         if action == "drop":
             server.transport.abort()
             return default  # written to a closed transport: the client hears nothing
@@ -91,8 +93,10 @@ class _Handler:
         if sandbox.tempfail_rate and sandbox.random.random() < sandbox.tempfail_rate:
             sandbox.count("tempfailed")
             return await self._reply(server, "dot", "451 4.3.0 Temporary failure, please try again later")
-        reply = await self._reply(server, "dot", "250 2.0.0 Ok: queued")
-        if reply.startswith("250") or server.transport.is_closing():  # accepted, or dropped after the dot
+        action = sandbox.fault("dot", sandbox) if sandbox.fault else None
+        if action in (None, "drop"):
+            # Queued before the reply, as an MTA does: a client that vanishes after its final
+            # dot still has its message delivered (the RFC 1047 duplicate risk).
             content = envelope.original_content or envelope.content
             sandbox.record(
                 session,
@@ -104,7 +108,7 @@ class _Handler:
                     message_id=str(BytesHeaderParser().parsebytes(content).get("Message-ID", "")),
                 ),
             )
-        return reply
+        return await self._reply(server, "dot", "250 2.0.0 Ok: queued", action)
 
 
 class _SandboxSMTP(SMTP):

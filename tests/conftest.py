@@ -114,3 +114,18 @@ def make_server(db):
         return server
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_redis_task_queue():
+    """Tests that enqueue leave tasks behind; with Redis as the broker (the ORM broker's queue
+    is in the test database) they would outlive the run and reach the next run's workers."""
+    from django.conf import settings
+    from django_q.brokers import get_broker
+
+    broker = get_broker() if "redis" in settings.Q_CLUSTER else None
+    if broker:
+        broker.purge_queue()
+    yield
+    if broker:
+        broker.purge_queue()

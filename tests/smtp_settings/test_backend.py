@@ -156,6 +156,30 @@ def test_4xx_is_retried_with_backoff_then_deferred(smtp_sandbox, make_server, po
     assert sandbox.received == []
 
 
+def test_a_caller_that_retries_later_itself_gets_deferred_at_once(smtp_sandbox, make_server, pool_events):
+    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    server = make_server(port=sandbox.port, retries=2)
+    [message] = _messages(1)
+
+    _backend(server, fail_silently=True, retries=0).send_messages([message])
+
+    assert (message.smtp_result.status, message.smtp_result.attempts) == ("deferred", 1)
+    assert Kind.RETRY not in _kinds(pool_events)
+
+
+def test_final_dot_hook_runs_before_the_content_is_written(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(pipelining=True)
+    messages = _messages(3)
+    seen = []
+
+    def on_final_dot(message):
+        seen.append((message.subject, len(sandbox.received)))  # nothing of it received yet
+
+    _backend(make_server(port=sandbox.port, max_conns=1), on_final_dot=on_final_dot).send_messages(messages)
+
+    assert seen == [("Hello 0", 0), ("Hello 1", 1), ("Hello 2", 2)]
+
+
 def test_a_4xx_then_success_is_sent_once(smtp_sandbox, make_server):
     sandbox = smtp_sandbox(fault=_once("dot", "451 4.7.1 Greylisted, come back later"))
     server = make_server(port=sandbox.port, retries=2)
@@ -398,3 +422,13 @@ def test_concurrency_is_probed_upward_after_a_quiet_spell(smtp_sandbox, make_ser
     assert pool.limits.ceiling() == 3
     assert [e.detail["value"] for e in pool_events if e.kind == Kind.CONCURRENCY_RAISED] == [3]
     pool.close()
+
+
+def test_envelope_carries_bare_addresses_when_headers_have_display_names(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(pipelining=True)
+    message = EmailMessage("Hi", "Body\n", "News Desk <news@example.test>", ["Ann Reader <ann@example.test>"])
+
+    assert _backend(make_server(port=sandbox.port)).send_messages([message]) == 1
+
+    (received,) = sandbox.received
+    assert (received.mail_from, received.rcpt_tos) == ("news@example.test", ("ann@example.test",))

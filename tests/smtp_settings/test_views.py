@@ -67,11 +67,6 @@ def test_login_page_is_public_and_styled(client):
     assert b"relaydeck.css" in response.content
 
 
-def test_home_redirects_to_settings(admin_client):
-    response = admin_client.get("/")
-    assert response.status_code == 302 and response.url == reverse("smtp_settings:list")
-
-
 def test_list_shows_each_server_with_its_limits(admin_client, make_server):
     make_server(name="SES", max_msgs_per_conn=300, max_conns=10, rate_limit=14)
     make_server(name="Exchange", max_conns=15, enabled=False)

@@ -1,0 +1,84 @@
+from email.utils import getaddresses, parseaddr
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from campaigns.models import Campaign, MailingList
+from campaigns.rendering import template_error
+from smtp_settings.models import SmtpServer
+
+TEMPLATE_FIELDS = ("subject", "html_body", "text_body")
+
+
+def validate_address(value: str) -> None:
+    """An address, or a display name and an address: "News <news@example.test>"."""
+    if "\r" in value or "\n" in value:
+        raise ValidationError("Enter the address on one line.")
+    _name, address = parseaddr(value)
+    one_address = len(getaddresses([value])) == 1 and (value == address or value.endswith(f"<{address}>"))
+    if not address or not one_address:
+        raise ValidationError("Enter an address, or a name and an address like News <news@example.com>.")
+    try:
+        validate_email(address)
+    except ValidationError:
+        raise ValidationError(f"“{address}” is not a valid email address.") from None
+
+
+def validate_template(source: str) -> None:
+    error = template_error(source)
+    if error:
+        raise ValidationError(f"Template error on {error}")
+
+
+class CampaignForm(forms.ModelForm):
+    lists = forms.ModelMultipleChoiceField(
+        MailingList.objects.all(), widget=forms.CheckboxSelectMultiple, help_text="Who receives this campaign."
+    )
+    servers = forms.ModelMultipleChoiceField(
+        SmtpServer.objects.filter(enabled=True),
+        widget=forms.CheckboxSelectMultiple,
+        help_text=Campaign._meta.get_field("servers").help_text + " Only enabled servers are listed.",
+    )
+    rate_limit = forms.FloatField(min_value=0, help_text=Campaign._meta.get_field("rate_limit").help_text)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "name",
+            "subject",
+            "from_email",
+            "reply_to",
+            "html_body",
+            "text_body",
+            "lists",
+            "servers",
+            "scheduled_at",
+            "rate_limit",
+            "auto_pause_after",
+        ]
+        widgets = {
+            "subject": forms.TextInput(attrs={"class": "code"}),
+            "html_body": forms.Textarea(attrs={"rows": 16, "class": "code", "spellcheck": "false"}),
+            "text_body": forms.Textarea(attrs={"rows": 8, "class": "code"}),
+            "scheduled_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scheduled_at"].help_text = f"Blank: when launched. {timezone.get_current_timezone_name()} time."
+        self.fields["from_email"].validators.append(validate_address)
+        self.fields["reply_to"].validators.append(validate_address)
+        for name in TEMPLATE_FIELDS:
+            self.fields[name].validators.append(validate_template)
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("html_body") and not cleaned.get("text_body") and "html_body" not in self.errors:
+            self.add_error("html_body", "Write an HTML body, a text body, or both.")
+        return cleaned
+
+
+class TestSendForm(forms.Form):
+    to_email = forms.EmailField(label="Send a test to")

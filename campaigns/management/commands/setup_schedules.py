@@ -1,0 +1,19 @@
+from django.core.management.base import BaseCommand
+from django_q.models import Schedule
+
+SCHEDULES = [
+    # name, function, every N minutes
+    ("campaigns watchdog", "campaigns.tasks.watchdog", 1),
+]
+
+
+class Command(BaseCommand):
+    help = "Register Relaydeck's recurring tasks with django-q2 (safe to run again)."
+
+    def handle(self, *args, **options):
+        for name, func, minutes in SCHEDULES:
+            _, created = Schedule.objects.update_or_create(
+                name=name,
+                defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
+            )
+            self.stdout.write(f"{'registered' if created else 'kept'} {name}: every {minutes} min")

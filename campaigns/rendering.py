@@ -1,0 +1,326 @@
+"""Turning a campaign into one email per subscriber.
+
+`CampaignRenderer(campaign).message(subscriber, message_id)` is called for every delivery, so
+all the work that does not depend on the subscriber happens once, in `__init__`: the
+subject and bodies are compiled once, and when the text body is blank the HTML template
+itself is converted to a text template once (see `_text_template_from_html`), instead of
+converting every rendered HTML body.
+
+Campaign templates are Django templates with their own engine: only the built-in tags and
+filters, no loaders (so no `{% include %}` of files on the server), `debug=True` so that
+errors carry a line number. Their context holds plain values, never model instances, so a
+template cannot call a model method.
+"""
+
+import re
+from html.parser import HTMLParser
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.core.signing import BadSignature, Signer
+from django.template import Context, Engine, Template, TemplateDoesNotExist, TemplateSyntaxError
+from django.template.base import DebugLexer, Parser, Token, TokenType
+from django.urls import NoReverseMatch, reverse
+
+from campaigns.models import Campaign, Subscriber
+
+ENGINE = Engine(debug=True, loaders=[], autoescape=True)
+
+UNSUBSCRIBE_SALT = "relaydeck.unsubscribe"
+
+SAMPLE_SUBSCRIBER = {
+    "email": "jane@example.test",
+    "name": "Jane Example",
+    "attributes": {"first_name": "Jane", "city": "Lisbon", "company": "Example Ltd"},
+}
+
+
+class RenderError(Exception):
+    """A campaign template does not compile, or failed while rendering for one subscriber
+    (a filter raising on that subscriber's data, say): the message cannot be built."""
+
+
+# -- unsubscribe links --
+
+
+def unsubscribe_url(subscriber_id: int, campaign_id: int | None) -> str:
+    """The absolute, signed, login-free unsubscribe link; it never expires."""
+    token = Signer(salt=UNSUBSCRIBE_SALT).sign(f"{subscriber_id}.{campaign_id or ''}")
+    return settings.SITE_URL + reverse("unsubscribe", args=[token])
+
+
+def read_unsubscribe_token(token: str) -> tuple[int, int | None]:
+    """(subscriber id, campaign id or None) from a token; BadSignature if it was not ours."""
+    subscriber_id, _, campaign_id = Signer(salt=UNSUBSCRIBE_SALT).unsign(token).partition(".")
+    try:
+        return int(subscriber_id), int(campaign_id) if campaign_id else None
+    except ValueError:
+        raise BadSignature("malformed unsubscribe token") from None
+
+
+# -- templates --
+
+
+# Django's hints about loading tag libraries do not apply: campaign templates cannot load any.
+_NOT_HERE = re.compile(r" Did you forget to register or load this tag\?|(?<=library)\. Must be one of:.*", re.DOTALL)
+
+
+def template_error(source: str) -> str | None:
+    """None if `source` is a usable campaign template, else what is wrong and on which line.
+
+    The template is also rendered once for a sample subscriber, which catches what fails
+    whatever the data, such as `{% include %}` or `{% url %}`; a filter failing on the
+    sample's data (`divisibleby` on a blank attribute) may well work for real subscribers.
+    """
+    try:
+        template = ENGINE.from_string(source)
+    except Exception as error:
+        return _describe(error)
+    try:
+        template.render(Context(_context(SAMPLE_SUBSCRIBER, {"name": "Sample"}, "")))
+    except (TemplateSyntaxError, TemplateDoesNotExist, NoReverseMatch) as error:
+        return _describe(error)
+    except Exception:
+        return None  # it failed on the sample's data: the message says so per subscriber
+    return None
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, TemplateDoesNotExist):
+        message = f"there is no template “{error}”: campaign templates cannot include or extend files"
+    else:
+        message = _NOT_HERE.sub("", str(error))
+    debug = getattr(error, "template_debug", None)
+    if not debug:
+        return message
+    line = debug["line"]
+    return f"line {line}: {message.replace(f' on line {line}', '', 1)}"
+
+
+def _context(subscriber: dict, campaign: dict, unsubscribe: str) -> dict:
+    return {"subscriber": subscriber, "campaign": campaign, "unsubscribe_url": unsubscribe}
+
+
+# -- HTML to text --
+
+_PARAGRAPH = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "dl", "table", "pre", "hr"}
+_LINE = {"div", "li", "tr", "dt", "dd", "section", "article", "header", "footer", "main", "nav", "aside"}
+_LINE |= {"address", "figure", "figcaption", "center", "form", "fieldset", "tbody", "thead", "tfoot", "caption"}
+_HIDDEN = {"head", "title", "script", "style", "template"}
+_SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+class _TextParser(HTMLParser):
+    """Collects text; block boundaries become pending line breaks (1, or 2 for a blank
+    line), written out only before the next text, so whitespace between blocks adds none."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.breaks = 0  # line breaks owed before the next text
+        self.hidden = 0  # depth inside script, style, head…
+        self.pre = 0
+        self.links: list[tuple[str, int]] = []  # (href, where its text starts in parts)
+
+    def _break(self, lines: int) -> None:
+        self.breaks = max(self.breaks, lines)
+
+    def _text(self, text: str) -> None:
+        if self.breaks:
+            self.parts.append("\n" * self.breaks)
+            self.breaks = 0
+        self.parts.append(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _HIDDEN:
+            self.hidden += 1
+        if self.hidden:
+            return
+        if tag in _PARAGRAPH:
+            self._break(2)
+        elif tag in _LINE:
+            self._break(1)
+        if tag == "br":
+            self._text("\n")
+        elif tag == "li":
+            self._text("- ")
+        elif tag in ("td", "th"):
+            self._text(" ")
+        elif tag == "pre":
+            self.pre += 1
+        elif tag == "hr":
+            self._text("---")
+            self._break(2)
+        elif tag == "img":
+            alt = _SPACES.sub(" ", dict(attrs).get("alt") or "").strip()
+            if alt:
+                self._text(alt)
+        elif tag == "a":
+            self.links.append((dict(attrs).get("href") or "", len(self.parts)))
+
+    def handle_endtag(self, tag):
+        if tag in _HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+            return
+        if self.hidden:
+            return
+        if tag == "a" and self.links:
+            self._end_link(*self.links.pop())
+        elif tag == "pre":
+            self.pre = max(0, self.pre - 1)
+        if tag in _PARAGRAPH:
+            self._break(2)
+        elif tag in _LINE:
+            self._break(1)
+
+    def _end_link(self, href: str, start: int) -> None:
+        href = href.strip()
+        if not href or href.startswith(("#", "javascript:")):
+            return
+        text = _SPACES.sub(" ", "".join(self.parts[start:])).strip()
+        if not text:
+            self._text(href)
+        elif text != href and text != href.removeprefix("mailto:"):
+            self._text(f" ({href})")
+
+    def handle_data(self, data):
+        if self.hidden:
+            return
+        if self.pre:
+            self._text(data.replace("\r\n", "\n"))
+        elif not data.strip(" \t\r\n\f\v\xa0"):
+            if not self.breaks:
+                self.parts.append(" ")
+        else:
+            self._text(_SPACES.sub(" ", data))
+
+
+def _tidy(text: str) -> str:
+    """Spaces collapsed and trimmed on every line, at most one blank line in a row."""
+    text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text for an HTML document: blocks, line breaks and list items on their
+    own lines, links as "text (url)", images as their alt text, scripts and styles dropped."""
+    parser = _TextParser()
+    parser.feed(html)
+    parser.close()
+    return _tidy("".join(parser.parts))
+
+
+# The HTML template's tags and variables are replaced by markers that HTMLParser passes
+# through as text, the result is converted, and the markers are put back as the original
+# tokens: a text template that renders what converting each rendered HTML body would give.
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_MARK = re.compile(f"{_MARK_OPEN}(\\d+){_MARK_CLOSE}")
+_CONTROL_ONLY_LINE = re.compile(f"^((?:{_MARK_OPEN}\\d+{_MARK_CLOSE})+)\n", re.MULTILINE)
+
+
+def _text_template_from_html(source: str) -> Template | None:
+    """A text template equivalent to html_to_text(rendered HTML), or None if this HTML
+    template cannot be converted safely (a tag in an HTML comment or attribute, say)."""
+    tokens = DebugLexer(source).tokenize()
+    marked: list[str] = []
+    for index, token in enumerate(tokens):
+        if token.token_type == TokenType.TEXT:
+            marked.append(token.contents.replace(_MARK_OPEN, "").replace(_MARK_CLOSE, ""))
+        else:
+            marked.append(f"{_MARK_OPEN}{index}{_MARK_CLOSE}")
+    text = html_to_text("".join(marked))
+    # A line holding only {% for %}, {% if %}… leaves no blank line behind when rendered.
+    text = _CONTROL_ONLY_LINE.sub(
+        lambda m: m.group(0) if _has_variable(m.group(1), tokens) else m.group(1),
+        text,
+    )
+    pieces = _MARK.split(text)  # text, index, text, index, …, text
+    block_order = [int(i) for i in pieces[1::2] if tokens[int(i)].token_type == TokenType.BLOCK]
+    if block_order != [i for i, t in enumerate(tokens) if t.token_type == TokenType.BLOCK]:
+        return None  # a tag was dropped (in a comment or a script) or repeated (in a link's URL)
+    derived: list[Token] = []
+    for position, piece in enumerate(pieces):
+        if position % 2:
+            derived.append(tokens[int(piece)])
+        elif piece:
+            derived.append(Token(TokenType.TEXT, piece, position=(0, 0)))
+    template = Template("", engine=ENGINE)
+    template.source = source  # errors point at lines of the HTML body the tokens came from
+    parser = Parser(derived, ENGINE.template_libraries, ENGINE.template_builtins, template.origin)
+    try:
+        template.nodelist = parser.parse()
+    except Exception:
+        return None
+    return template
+
+
+def _has_variable(marks: str, tokens: list[Token]) -> bool:
+    return any(tokens[int(i)].token_type == TokenType.VAR for i in _MARK.findall(marks))
+
+
+# -- the renderer --
+
+
+class CampaignRenderer:
+    """Builds each subscriber's message for one campaign; templates are compiled once."""
+
+    def __init__(self, campaign: Campaign):
+        """Raises RenderError if a template does not compile (forms check them, the admin does not)."""
+        self.campaign_id = campaign.pk
+        self.from_email = campaign.from_email
+        self.reply_to = [campaign.reply_to] if campaign.reply_to else []
+        self.campaign = {"name": campaign.name}
+        try:
+            self.subject = ENGINE.from_string(campaign.subject)
+            self.html = ENGINE.from_string(campaign.html_body) if campaign.html_body else None
+            if campaign.text_body or not campaign.html_body:
+                self.text, self.text_from_html = ENGINE.from_string(campaign.text_body), False
+            else:
+                self.text, self.text_from_html = _text_template_from_html(campaign.html_body), True
+        except Exception as error:
+            raise RenderError(_describe(error)) from error
+
+    def message(self, subscriber: Subscriber, message_id: str) -> EmailMultiAlternatives:
+        """The message to `subscriber.email`; raises RenderError if a template fails for them."""
+        unsubscribe = unsubscribe_url(subscriber.pk or 0, self.campaign_id)
+        subscriber_values = {"name": subscriber.name, "email": subscriber.email, "attributes": subscriber.attributes}
+        context = _context(subscriber_values, self.campaign, unsubscribe)
+        try:
+            # Header values cannot hold line breaks; a subject is one line.
+            subject = " ".join(self.subject.render(Context(context, autoescape=False)).split())
+            html = self.html.render(Context(context)) if self.html else None
+            if self.text is None:  # an HTML template that could not be converted ahead
+                text = html_to_text(html)
+            elif self.text_from_html:
+                text = _tidy(self.text.render(Context(context, autoescape=False)))
+            else:
+                text = self.text.render(Context(context, autoescape=False))
+        except Exception as error:
+            raise RenderError(_describe(error)) from error
+        message = EmailMultiAlternatives(
+            subject,
+            text,
+            self.from_email,
+            [subscriber.email],
+            reply_to=self.reply_to,
+            headers={
+                "Message-ID": message_id,
+                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+        )
+        if html is not None:
+            message.attach_alternative(html, "text/html")
+        return message
+
+
+def sample_subscriber(campaign: Campaign) -> Subscriber:
+    """Whom previews and test messages are rendered for: the campaign's first active
+    subscriber, or an unsaved example."""
+    found = None
+    if campaign.pk:
+        found = (
+            Subscriber.objects.filter(lists__campaigns=campaign, status=Subscriber.Status.ACTIVE).order_by("pk").first()
+        )
+    return found or Subscriber(**SAMPLE_SUBSCRIBER)

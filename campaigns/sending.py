@@ -1,0 +1,430 @@
+"""Sending a campaign in the background, every recipient exactly once.
+
+How a campaign goes out
+- `send_campaign(id)` (a django-q2 task) first takes the campaign's *lease*: one sender at a
+  time per campaign, whatever the number of workers or hosts. It creates the delivery rows
+  in chunks (keyset over subscribers, bulk inserts), then claims batches of deliveries
+  (pending → sending, in one transaction) and sends each batch through RotatingEmailBackend,
+  recording every outcome. After CAMPAIGN_TASK_BUDGET_S it enqueues its successor and stops,
+  so no task outlives django-q2's timeout (and is never handed to a second worker).
+- Pause and cancel are seen between batches; a paused campaign resumes with what is left.
+
+Exactly once
+- The backend calls `on_final_dot` just before a message's content and final dot go out;
+  we record that moment on the delivery (`final_dot_at`). Before it, the server cannot have
+  accepted the message (an SMTP server drops a transaction that ends without the dot).
+- A sender that dies (SIGKILL, lost host) leaves rows in `sending`. The next holder of the
+  lease, which a dead sender cannot renew, puts those without `final_dot_at` back to
+  pending, and decides the others by CAMPAIGN_AMBIGUOUS_POLICY: "sent" flags them
+  `ambiguous` (no duplicate, the default), "resend" sends them again (no loss).
+- A lease is free when it has expired, or when its holder was a process on this host that
+  no longer exists: a restarted worker carries on at once, not after the lease runs out.
+
+Servers: batches go to the campaign's enabled servers in proportion to their connection
+capacity (smooth weighted round robin); a server whose batch could not connect at all is
+left out for SERVER_DOWN_S while the others carry on. Deferred deliveries come back after
+CAMPAIGN_RETRY_DELAY_S, doubling, until the server's `retries` are used up: then failed.
+"""
+
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from datetime import timedelta
+from threading import Lock
+
+from django.conf import settings
+from django.core.mail import get_connection
+from django.db import transaction
+from django.db.models import F, Q
+from django.dispatch import receiver
+from django.utils import timezone
+
+from campaigns.models import Campaign, Delivery, Subscriber
+from campaigns.rendering import CampaignRenderer, RenderError
+from smtp_settings.events import Kind, smtp_event
+from smtp_settings.limits import RateLimiter
+from smtp_settings.models import SmtpServer
+
+log = logging.getLogger(__name__)
+Status = Delivery.Status
+
+POPULATE_CHUNK = 2000
+SERVER_DOWN_S = 60
+BACKEND = "smtp_settings.backends.RotatingEmailBackend"
+
+
+# -- the lease: one sender per campaign --
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _holder_is_gone(holder: str) -> bool:
+    """True if `holder` was a process on this host that has exited."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+
+def lease_is_free(campaign: Campaign, now=None) -> bool:
+    now = now or timezone.now()
+    holder = campaign.lease_owner
+    return not holder or not campaign.lease_until or campaign.lease_until < now or _holder_is_gone(holder)
+
+
+def take_lease(campaign_id: int) -> bool:
+    """Become the campaign's sender, unless a live one holds it (compare-and-swap)."""
+    now = timezone.now()
+    row = Campaign.objects.filter(pk=campaign_id).only("lease_owner", "lease_until").first()
+    if row is None or (row.lease_owner != _me() and not lease_is_free(row, now)):
+        return False
+    until = now + timedelta(seconds=settings.CAMPAIGN_LEASE_S)
+    taken = Campaign.objects.filter(pk=campaign_id, lease_owner=row.lease_owner, lease_until=row.lease_until)
+    return taken.update(lease_owner=_me(), lease_until=until) == 1
+
+
+def renew_lease(campaign_id: int) -> bool:
+    until = timezone.now() + timedelta(seconds=settings.CAMPAIGN_LEASE_S)
+    return Campaign.objects.filter(pk=campaign_id, lease_owner=_me()).update(lease_until=until) == 1
+
+
+def release_lease(campaign_id: int) -> None:
+    Campaign.objects.filter(pk=campaign_id, lease_owner=_me()).update(lease_owner="", lease_until=None)
+
+
+# -- what the pools report, counted per campaign --
+
+_TALLIED = {Kind.SESSION_CLOSED_421: "sessions_closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}
+_tally: Counter = Counter()
+_tally_lock = Lock()
+
+
+@receiver(smtp_event, dispatch_uid="campaigns.sending.tally")
+def _count_event(sender, event, **kwargs) -> None:
+    field = _TALLIED.get(event.kind)
+    campaign_id = event.context.get("campaign_id")
+    if field and campaign_id:
+        with _tally_lock:
+            _tally[(campaign_id, field)] += 1
+
+
+def _flush_tally(campaign_id: int) -> None:
+    with _tally_lock:
+        counts = {field: _tally.pop((campaign_id, field), 0) for field in _TALLIED.values()}
+    changes = {field: F(field) + n for field, n in counts.items() if n}
+    if changes:
+        Campaign.objects.filter(pk=campaign_id).update(**changes)
+
+
+# -- the task --
+
+
+def send_campaign(campaign_id: int) -> None:
+    if not take_lease(campaign_id):
+        log.info("campaign %s: another sender holds it", campaign_id)
+        return
+    more = False
+    try:
+        campaign = Campaign.objects.get(pk=campaign_id)
+        recover_orphans(campaign)
+        if campaign.status == Campaign.Status.RUNNING:
+            populate(campaign)
+            more = CampaignSender(campaign).run()
+    finally:
+        release_lease(campaign_id)
+    if more:
+        from django_q.tasks import async_task
+
+        async_task("campaigns.tasks.send_campaign", campaign_id, group=f"campaign-{campaign_id}")
+
+
+def recover_orphans(campaign: Campaign) -> None:
+    """Decide the fate of deliveries a dead sender left in `sending` (we hold the lease, so
+    every such row is an orphan)."""
+    orphans = campaign.deliveries.filter(status=Status.SENDING)
+    now = timezone.now()
+    past_dot = orphans.exclude(final_dot_at=None)
+    if settings.CAMPAIGN_AMBIGUOUS_POLICY == "sent":
+        maybe = past_dot.update(
+            status=Status.SENT,
+            ambiguous=True,
+            sent_at=now,
+            updated_at=now,
+            last_reply="The sender stopped after the final dot went out: probably delivered, not sent again.",
+        )
+    else:
+        maybe = past_dot.update(status=Status.PENDING, ambiguous=True, final_dot_at=None, updated_at=now)
+    never = orphans.update(status=Status.PENDING, claimed_at=None, updated_at=now)
+    if maybe or never:
+        log.warning("campaign %s: recovered %s unsent and %s ambiguous deliveries", campaign.pk, never, maybe)
+
+
+def populate(campaign: Campaign) -> None:
+    """One delivery per active subscriber of the campaign's lists, in chunks, resumable."""
+    if campaign.populated_at:
+        return
+    list_ids = list(campaign.lists.values_list("pk", flat=True))
+    members = Subscriber.lists.through.objects.filter(
+        mailinglist_id__in=list_ids, subscriber__status=Subscriber.Status.ACTIVE
+    )
+    after = campaign.deliveries.order_by("-subscriber_id").values_list("subscriber_id", flat=True).first() or 0
+    while True:
+        chunk = list(
+            members.filter(subscriber_id__gt=after)
+            .order_by("subscriber_id")
+            .values_list("subscriber_id", flat=True)
+            .distinct()[:POPULATE_CHUNK]
+        )
+        if not chunk:
+            break
+        Delivery.objects.bulk_create(
+            [Delivery(campaign=campaign, subscriber_id=pk) for pk in chunk], ignore_conflicts=True
+        )
+        after = chunk[-1]
+        renew_lease(campaign.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(populated_at=timezone.now())
+
+
+class ServerRotation:
+    """Which server sends the next batch: smooth weighted round robin over the campaign's
+    enabled servers, weighted by connection capacity, skipping servers that were down."""
+
+    def __init__(self, campaign: Campaign):
+        self.servers = list(campaign.servers.filter(enabled=True).order_by("pk"))
+        self.current = dict.fromkeys((s.pk for s in self.servers), 0.0)
+        self.down_until: dict[int, float] = {}
+
+    @staticmethod
+    def weight(server: SmtpServer) -> int:
+        return min(server.max_conns, server.learned_max_conns or server.max_conns)
+
+    def next(self) -> SmtpServer | None:
+        now = time.monotonic()
+        up = [s for s in self.servers if self.down_until.get(s.pk, 0) <= now]
+        if not up:
+            return min(self.servers, key=lambda s: self.down_until[s.pk], default=None)
+        total = sum(self.weight(s) for s in up)
+        for server in up:
+            self.current[server.pk] += self.weight(server)
+        chosen = max(up, key=lambda s: self.current[s.pk])
+        self.current[chosen.pk] -= total
+        return chosen
+
+    def mark_down(self, server: SmtpServer) -> bool:
+        """Leave `server` out for a while; True if another one can take over."""
+        self.down_until[server.pk] = time.monotonic() + SERVER_DOWN_S
+        return any(self.down_until.get(s.pk, 0) <= time.monotonic() for s in self.servers)
+
+
+def _message_id(campaign: Campaign, delivery: Delivery) -> str:
+    domain = campaign.from_email.rpartition("@")[2].strip(" >") or "relaydeck.invalid"
+    return f"<relaydeck.{campaign.pk}.{delivery.pk}@{domain}>"
+
+
+def _record_final_dot(message) -> None:
+    """The backend's on_final_dot hook: one small write, from the sending thread."""
+    Delivery.objects.filter(pk=message.delivery_id).update(final_dot_at=timezone.now())
+
+
+class CampaignSender:
+    """Claims and sends batches of one campaign until it is done, stopped, or the task's
+    time is up. `run()` returns True when a successor task should carry on."""
+
+    def __init__(self, campaign: Campaign):
+        self.campaign = campaign
+        self.renderer = CampaignRenderer(campaign)
+        self.rotation = ServerRotation(campaign)
+        self.rate_limiter = RateLimiter(campaign.rate_limit) if campaign.rate_limit else None
+        self.batch_size = settings.CAMPAIGN_BATCH_SIZE
+
+    def run(self) -> bool:
+        deadline = time.monotonic() + settings.CAMPAIGN_TASK_BUDGET_S
+        campaign = self.campaign
+        while time.monotonic() < deadline:
+            campaign.refresh_from_db(fields=["status", "consecutive_failures", "auto_pause_after"])
+            if campaign.status != Campaign.Status.RUNNING or not renew_lease(campaign.pk):
+                return False
+            batch = self.claim()
+            if batch:
+                self.send(batch)
+                continue
+            if self.finish_if_done():
+                return False
+            wait_s = self.seconds_to_next_retry()
+            if wait_s is None or time.monotonic() + wait_s > deadline:
+                return False  # the watchdog starts a sender when the retries are due
+            time.sleep(min(wait_s, 1.0))
+        return True
+
+    def claim(self) -> list[Delivery]:
+        now = timezone.now()
+        deliveries = self.campaign.deliveries
+        with transaction.atomic():
+            ids = list(
+                deliveries.filter(status=Status.PENDING).order_by("id").values_list("id", flat=True)[: self.batch_size]
+            )
+            if len(ids) < self.batch_size:
+                due = deliveries.filter(status=Status.DEFERRED, next_attempt_at__lte=now).order_by("id")
+                ids += due.values_list("id", flat=True)[: self.batch_size - len(ids)]
+            Delivery.objects.filter(id__in=ids).update(status=Status.SENDING, claimed_at=now, final_dot_at=None)
+        return list(Delivery.objects.filter(id__in=ids).select_related("subscriber").order_by("id"))
+
+    def send(self, batch: list[Delivery]) -> None:
+        server = self.rotation.next()
+        now = timezone.now()
+        messages, settled = [], []
+        for delivery in batch:
+            delivery.updated_at = now
+            if delivery.subscriber.status != Subscriber.Status.ACTIVE:
+                delivery.status, delivery.last_reply = Status.SKIPPED, "not subscribed any more"
+                settled.append(delivery)
+                continue
+            delivery.message_id = delivery.message_id or _message_id(self.campaign, delivery)
+            try:
+                message = self.renderer.message(delivery.subscriber, delivery.message_id)
+            except RenderError as error:
+                delivery.status, delivery.last_reply = Status.FAILED, f"the template failed for them: {error}"
+                settled.append(delivery)
+                continue
+            message.delivery_id = delivery.pk
+            message.event_context = {"delivery_id": delivery.pk}
+            messages.append((delivery, message))
+
+        if server is not None and messages:
+            backend = get_connection(
+                BACKEND,
+                server=server,
+                fail_silently=True,
+                event_context={"campaign_id": self.campaign.pk},
+                on_final_dot=_record_final_dot,
+                rate_limiter=self.rate_limiter,
+                retries=0,  # deferred deliveries come back in a later pass, not in this batch
+            )
+            backend.send_messages([message for _, message in messages])
+            _flush_tally(self.campaign.pk)
+
+        if server is None or self._unreachable(messages):
+            self._fail_over(server, messages, now)
+        else:
+            self._record(server, messages, now)
+        Delivery.objects.bulk_update(settled, ["status", "last_reply", "message_id", "updated_at"])
+
+    @staticmethod
+    def _unreachable(messages) -> bool:
+        """Nothing got through and no server reply says why: the server could not be reached."""
+        results = [getattr(message, "smtp_result", None) for _, message in messages]
+        return all(result is None or (result.status == "deferred" and result.code is None) for result in results)
+
+    def _fail_over(self, server: SmtpServer | None, messages, now) -> None:
+        if server is not None and self.rotation.mark_down(server):
+            deliveries = [delivery for delivery, _ in messages]
+            for delivery in deliveries:
+                delivery.status, delivery.updated_at = Status.PENDING, now
+            Delivery.objects.bulk_update(deliveries, ["status", "message_id", "updated_at"])
+            log.warning("campaign %s: %s unreachable, its batch goes to another server", self.campaign.pk, server)
+            return
+        self._record(server, messages, now)
+
+    def _record(self, server: SmtpServer | None, messages, now) -> None:
+        failures_in_a_row = self.campaign.consecutive_failures
+        last_failure = ""
+        for delivery, message in messages:
+            result = getattr(message, "smtp_result", None)
+            status = result.status if result else "deferred"
+            delivery.attempts += 1
+            delivery.server = server
+            delivery.last_code = result.code if result else None
+            delivery.last_reply = (result.text if result else "no enabled SMTP server")[:2000]
+            delivery.updated_at = now
+            if status == "sent":
+                delivery.status, delivery.sent_at, delivery.ambiguous = Status.SENT, now, result.ambiguous
+                failures_in_a_row = 0
+                continue
+            retries = server.retries if server else 0
+            if status == "failed" or delivery.attempts > retries:
+                delivery.status = Status.FAILED
+            else:
+                delivery.status = Status.DEFERRED
+                delay_s = settings.CAMPAIGN_RETRY_DELAY_S * 2 ** (delivery.attempts - 1)
+                delivery.next_attempt_at = now + timedelta(seconds=delay_s)
+            failures_in_a_row += 1
+            last_failure = f"{delivery.last_code or ''} {delivery.last_reply}".strip()
+        Delivery.objects.bulk_update(
+            [delivery for delivery, _ in messages],
+            [
+                "status",
+                "attempts",
+                "server",
+                "last_code",
+                "last_reply",
+                "message_id",
+                "sent_at",
+                "ambiguous",
+                "next_attempt_at",
+                "updated_at",
+            ],
+        )
+        self._count_failures(failures_in_a_row, last_failure)
+
+    def _count_failures(self, in_a_row: int, last_failure: str) -> None:
+        campaign = self.campaign
+        Campaign.objects.filter(pk=campaign.pk).update(consecutive_failures=in_a_row)
+        campaign.consecutive_failures = in_a_row
+        if campaign.auto_pause_after and in_a_row >= campaign.auto_pause_after:
+            campaign.pause(f"Paused after {in_a_row} failed deliveries in a row. Last reply: {last_failure}")
+            log.warning("campaign %s auto-paused after %s failures in a row", campaign.pk, in_a_row)
+
+    def finish_if_done(self) -> bool:
+        unfinished = self.campaign.deliveries.filter(status__in=(Status.PENDING, Status.SENDING, Status.DEFERRED))
+        if unfinished.exists():
+            return False
+        self.campaign._transition(
+            (Campaign.Status.RUNNING,), status=Campaign.Status.FINISHED, finished_at=timezone.now()
+        )
+        return True
+
+    def seconds_to_next_retry(self) -> float | None:
+        deferred = self.campaign.deliveries.filter(status=Status.DEFERRED).order_by("next_attempt_at")
+        due_at = deferred.values_list("next_attempt_at", flat=True).first()
+        return None if due_at is None else max(0.0, (due_at - timezone.now()).total_seconds())
+
+
+# -- the watchdog: scheduled launches, stalled senders, orphaned rows --
+
+
+def watchdog() -> None:
+    """Run every minute (see `setup_schedules`) and when a worker starts."""
+    from django_q.tasks import async_task
+
+    now = timezone.now()
+    for campaign in Campaign.objects.filter(status=Campaign.Status.SCHEDULED, scheduled_at__lte=now):
+        campaign.launch()
+    stalled = Campaign.objects.filter(
+        Q(status=Campaign.Status.RUNNING) | Q(deliveries__status=Status.SENDING)
+    ).distinct()
+    for campaign in stalled:
+        if not lease_is_free(campaign, now):
+            continue
+        if campaign.status == Campaign.Status.RUNNING:
+            async_task("campaigns.tasks.send_campaign", campaign.pk, group=f"campaign-{campaign.pk}")
+        elif take_lease(campaign.pk):
+            try:
+                recover_orphans(campaign)
+            finally:
+                release_lease(campaign.pk)

@@ -1,0 +1,209 @@
+"""Writing campaigns: the list, the form, the detail page, the preview and a test message.
+
+Launching and the live progress block are in `control.py`.
+"""
+
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from django.contrib import messages
+from django.core.mail import get_connection, make_msgid
+from django.db import transaction
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from campaigns.forms import CampaignForm, TestSendForm
+from campaigns.models import Campaign, Subscriber
+from campaigns.progress import Progress, counts_by_campaign
+from campaigns.progress import progress as campaign_progress
+from campaigns.rendering import CampaignRenderer, RenderError, sample_subscriber
+from project.htmx import HtmxHttpRequest
+from smtp_settings.backends import SmtpResult
+from smtp_settings.models import SmtpServer
+
+BACKEND = "smtp_settings.backends.RotatingEmailBackend"
+DELETABLE = (Campaign.Status.DRAFT, Campaign.Status.FINISHED, Campaign.Status.CANCELLED)
+EDITABLE = (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
+SAVED_FIELDS = [name for name in CampaignForm.Meta.fields if name not in ("lists", "servers")]
+
+
+def _get_campaign_or_404(pk: int) -> Campaign:
+    return get_object_or_404(Campaign, pk=pk)
+
+
+def _render_form(request: HtmxHttpRequest, form: CampaignForm, campaign: Campaign | None) -> HttpResponse:
+    template = "campaigns/_form.html" if request.htmx else "campaigns/form.html"
+    return render(request, template, {"form": form, "campaign": campaign})
+
+
+def _to_detail(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("campaigns:detail", args=[campaign.pk]))
+    return redirect("campaigns:detail", pk=campaign.pk)
+
+
+def _not_editable(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+    messages.error(
+        request, f"“{campaign.name}” is {campaign.get_status_display().lower()}: it can no longer be edited."
+    )
+    return _to_detail(request, campaign)
+
+
+def _save_if_editable(form: CampaignForm) -> bool:
+    """Save the form, fields and lists together, unless the campaign left draft/scheduled
+    meanwhile (launched in another tab, say). Only the form's fields are written, so a
+    counter or status a sender just changed is never overwritten."""
+    with transaction.atomic():
+        if not Campaign.objects.select_for_update().filter(pk=form.instance.pk, status__in=EDITABLE).exists():
+            return False
+        campaign = form.save(commit=False)
+        campaign.save(update_fields=[*SAVED_FIELDS, "updated_at"])
+        form.save_m2m()
+        if campaign.scheduled_at is None:
+            campaign.unschedule()  # a scheduled campaign without a time goes back to draft
+    return True
+
+
+def campaign_list(request: HtmxHttpRequest) -> HttpResponse:
+    campaigns = list(Campaign.objects.all())
+    counts = counts_by_campaign([campaign.pk for campaign in campaigns])
+    rows = [(campaign, Progress(counts=counts[campaign.pk])) for campaign in campaigns]
+    return render(request, "campaigns/list.html", {"rows": rows})
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_create(request: HtmxHttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _render_form(request, CampaignForm(), None)
+    form = CampaignForm(request.POST)
+    if not form.is_valid():
+        return _render_form(request, form, None)
+    with transaction.atomic():
+        campaign = form.save()
+    messages.success(request, f"Campaign “{campaign.name}” created.")
+    return _to_detail(request, campaign)
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    if not campaign.is_editable:
+        return _not_editable(request, campaign)
+    if request.method == "GET":
+        return _render_form(request, CampaignForm(instance=campaign), campaign)
+    form = CampaignForm(request.POST, instance=campaign)
+    if not form.is_valid():
+        return _render_form(request, form, campaign)
+    if not _save_if_editable(form):
+        return _not_editable(request, _get_campaign_or_404(pk))
+    messages.success(request, f"Campaign “{campaign.name}” saved.")
+    return _to_detail(request, campaign)
+
+
+def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = get_object_or_404(Campaign.objects.prefetch_related("lists", "servers"), pk=pk)
+    context = {
+        "campaign": campaign,
+        "progress": campaign_progress(campaign),
+        "test_form": TestSendForm(),
+        "deletable": campaign.status in DELETABLE,
+    }
+    return render(request, "campaigns/detail.html", context)
+
+
+def campaign_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The message as the sample subscriber would receive it: built by the same renderer."""
+    campaign = _get_campaign_or_404(pk)
+    subscriber = sample_subscriber(campaign)
+    context = {"campaign": campaign, "subscriber": subscriber}
+    try:
+        message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=_domain(campaign)))
+    except RenderError as error:
+        context["error"] = str(error)
+    else:
+        html = next((content for content, mimetype in message.alternatives if mimetype == "text/html"), None)
+        context.update(message=message, html=html, list_unsubscribe=message.extra_headers["List-Unsubscribe"])
+    return render(request, "campaigns/preview.html", context)
+
+
+@dataclass
+class TestSend:
+    to_email: str
+    error: str = ""
+    server: SmtpServer | None = None
+    message_id: str = ""
+    result: SmtpResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.result.status == "sent"
+
+
+def _domain(campaign: Campaign) -> str:
+    return parseaddr(campaign.from_email)[1].rpartition("@")[2] or "relaydeck.invalid"
+
+
+def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
+    """Send one message of the campaign to `to_email`, now, through its first enabled server.
+
+    It is rendered for the subscriber with that address if there is one (so its unsubscribe
+    link is theirs), else with the sample subscriber's name and attributes and a link that
+    unsubscribes nobody.
+    """
+    test = TestSend(to_email)
+    test.server = campaign.servers.filter(enabled=True).order_by("pk").first()
+    if test.server is None:
+        test.error = "This campaign has no enabled SMTP server to send through."
+        return test
+    recipient = Subscriber.objects.filter(email=Subscriber.normalise_email(to_email)).first()
+    if recipient is None:
+        sample = sample_subscriber(campaign)
+        recipient = Subscriber(email=to_email, name=sample.name, attributes=sample.attributes)
+    test.message_id = make_msgid("relaydeck-test", domain=_domain(campaign))
+    try:
+        message = CampaignRenderer(campaign).message(recipient, test.message_id)
+    except RenderError as error:
+        test.error = f"The message could not be rendered: {error}"
+        return test
+    get_connection(BACKEND, server=test.server, fail_silently=True).send_messages([message])
+    test.result = getattr(message, "smtp_result", None)
+    if test.result is None:
+        test.error = f"The server “{test.server.name}” is not available."
+    return test
+
+
+@require_POST
+def campaign_test_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    form = TestSendForm(request.POST)
+    test = send_test_message(campaign, form.cleaned_data["to_email"]) if form.is_valid() else None
+    context = {"campaign": campaign, "test_form": form, "test": test}
+    if request.htmx:
+        return render(request, "campaigns/_test_send_result.html", context)
+    status = 400 if test is None else 200
+    return render(request, "campaigns/test_send.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def campaign_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    if campaign.status not in DELETABLE:
+        return _not_deletable(request, campaign)
+    if request.method == "GET":
+        return render(request, "campaigns/confirm_delete.html", {"campaign": campaign})
+    # Conditional, so that a campaign launched meanwhile is not deleted.
+    deleted, _ = Campaign.objects.filter(pk=pk, status__in=DELETABLE).delete()
+    if not deleted:
+        return _not_deletable(request, _get_campaign_or_404(pk))
+    messages.success(request, f"Campaign “{campaign.name}” deleted.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("campaigns:list"))
+    return redirect("campaigns:list")
+
+
+def _not_deletable(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+    messages.error(request, f"“{campaign.name}” is {campaign.get_status_display().lower()}: cancel it to delete it.")
+    return _to_detail(request, campaign)

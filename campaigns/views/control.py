@@ -1,0 +1,72 @@
+"""Launch, pause, resume, cancel and retry a campaign, and its live progress block.
+
+Each action is a conditional state change on the model: a double click, or a click racing a
+worker, changes nothing twice. htmx gets the progress block back; a plain POST redirects.
+"""
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from campaigns.models import Campaign
+from campaigns.progress import progress as campaign_progress
+from project.htmx import HtmxHttpRequest
+
+
+def _get_campaign_or_404(pk: int) -> Campaign:
+    return get_object_or_404(Campaign, pk=pk)
+
+
+def _render_progress(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+    context = {"campaign": campaign, "progress": campaign_progress(campaign)}
+    return render(request, "campaigns/_progress.html", context)
+
+
+def _acted(request: HtmxHttpRequest, campaign: Campaign, done: bool, verb: str) -> HttpResponse:
+    if not done:
+        messages.error(request, f"“{campaign.name}” is {campaign.get_status_display().lower()}: nothing to {verb}.")
+    if request.htmx:
+        return _render_progress(request, campaign)
+    return redirect("campaigns:detail", pk=campaign.pk)
+
+
+@require_POST
+def launch(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    if not campaign.servers.filter(enabled=True).exists():
+        messages.error(request, "Choose at least one enabled SMTP server before launching.")
+        return _acted(request, campaign, True, "launch")
+    return _acted(request, campaign, campaign.launch(), "launch")
+
+
+@require_POST
+def pause(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    return _acted(request, campaign, campaign.pause("Paused by hand."), "pause")
+
+
+@require_POST
+def resume(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    return _acted(request, campaign, campaign.resume(), "resume")
+
+
+@require_POST
+def cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    return _acted(request, campaign, campaign.cancel(), "cancel")
+
+
+@require_POST
+def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    campaign = _get_campaign_or_404(pk)
+    requeued = campaign.retry_failed()
+    if requeued:
+        messages.success(request, f"{requeued} failed deliveries queued again.")
+    return _acted(request, campaign, bool(requeued), "retry")
+
+
+@require_GET
+def progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    return _render_progress(request, _get_campaign_or_404(pk))

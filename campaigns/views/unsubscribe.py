@@ -1,0 +1,41 @@
+"""The page an unsubscribe link leads to: no login, no CSRF token; the signed token is the
+authentication. GET only asks (mail scanners follow links); POST unsubscribes, which is
+also what a mailbox provider's RFC 8058 one-click unsubscribe sends, without cookies."""
+
+from django.contrib.auth.decorators import login_not_required
+from django.core.signing import BadSignature
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from campaigns.models import Subscriber
+from campaigns.rendering import read_unsubscribe_token
+
+
+def _not_found(request: HttpRequest, reason: str) -> HttpResponse:
+    return render(request, "campaigns/unsubscribe.html", {"reason": reason}, status=404)
+
+
+def _unsubscribe(subscriber: Subscriber) -> None:
+    """Active → unsubscribed, once; an unsubscribed or blocklisted subscriber stays as is."""
+    Subscriber.objects.filter(pk=subscriber.pk, status=Subscriber.Status.ACTIVE).update(
+        status=Subscriber.Status.UNSUBSCRIBED, unsubscribed_at=timezone.now()
+    )
+
+
+@login_not_required
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        subscriber_id, _campaign_id = read_unsubscribe_token(token)
+    except BadSignature:
+        return _not_found(request, "This unsubscribe link is not valid. Please copy the whole link from the email.")
+    subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
+    if subscriber is None:
+        return _not_found(request, "This address is no longer on our lists: there is nothing to unsubscribe.")
+    if request.method == "POST":
+        _unsubscribe(subscriber)
+    return render(request, "campaigns/unsubscribe.html", {"subscriber": subscriber, "done": request.method == "POST"})

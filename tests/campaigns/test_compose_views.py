@@ -1,0 +1,460 @@
+"""Writing campaigns: list, create, edit, detail, preview, test message and delete, with and without htmx."""
+
+from email import message_from_bytes, policy
+
+import pytest
+from django.urls import reverse
+
+from campaigns.forms import CampaignForm
+from campaigns.models import Campaign, Delivery, MailingList, Subscriber
+from campaigns.rendering import read_unsubscribe_token
+from campaigns.views.compose import _save_if_editable
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+SITE = "https://mail.example.test"
+
+
+@pytest.fixture(autouse=True)
+def _site_url(settings):
+    settings.SITE_URL = SITE
+
+
+@pytest.fixture
+def news():
+    mailing_list = MailingList.objects.create(name="News")
+    for email, name in [("ana@example.test", "Ana"), ("ben@example.test", "Ben")]:
+        Subscriber.objects.create(email=email, name=name, attributes={"city": "Porto"}).lists.add(mailing_list)
+    return mailing_list
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server(name="Relay")
+
+
+@pytest.fixture
+def make_campaign(news, server):
+    def make(**overrides) -> Campaign:
+        fields = {
+            "name": "Spring news",
+            "subject": "Hello {{ subscriber.name }}",
+            "from_email": "News <news@example.test>",
+            "html_body": "<p>Hi {{ subscriber.name }} from {{ subscriber.attributes.city }}</p>",
+        }
+        campaign = Campaign.objects.create(**(fields | overrides))
+        campaign.lists.add(news)
+        campaign.servers.add(server)
+        return campaign
+
+    return make
+
+
+@pytest.fixture
+def campaign(make_campaign):
+    return make_campaign()
+
+
+def _form_data(news, server, **overrides) -> dict:
+    data = {
+        "name": "Autumn news",
+        "subject": "News for {{ subscriber.name }}",
+        "from_email": "Relaydeck <news@example.test>",
+        "reply_to": "",
+        "html_body": "<h1>Hi {{ subscriber.name }}</h1>\n<p>News from {{ subscriber.attributes.city }}.</p>",
+        "text_body": "",
+        "lists": [news.pk],
+        "servers": [server.pk],
+        "scheduled_at": "",
+        "rate_limit": "0",
+        "auto_pause_after": "50",
+    }
+    return data | overrides
+
+
+def test_every_page_requires_login(client, campaign):
+    pages = ["list", "create"] + [(name, campaign.pk) for name in ("detail", "edit", "preview", "delete")]
+    for page in pages:
+        name, args = (page, []) if isinstance(page, str) else (page[0], [page[1]])
+        response = client.get(reverse(f"campaigns:{name}", args=args))
+        assert response.status_code == 302 and response.url.startswith(reverse("login")), name
+    for name in ("test_send", "delete", "edit"):
+        response = client.post(reverse(f"campaigns:{name}", args=[campaign.pk]), {"to_email": "a@example.test"})
+        assert response.status_code == 302 and response.url.startswith(reverse("login")), name
+    response = client.post(reverse("campaigns:create"), {"name": "x"})
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
+    assert Campaign.objects.get().name == "Spring news"
+
+
+def test_home_is_the_campaign_list(admin_client):
+    response = admin_client.get("/")
+    assert response.status_code == 302 and response.url == reverse("campaigns:list")
+
+
+def test_list_shows_each_campaign_with_its_status_and_progress(admin_client, make_campaign):
+    draft = make_campaign(name="Draft one")
+    running = make_campaign(name="Running one", status=Campaign.Status.RUNNING)
+    for subscriber, status in zip(
+        Subscriber.objects.all(), [Delivery.Status.SENT, Delivery.Status.PENDING], strict=True
+    ):
+        Delivery.objects.create(campaign=running, subscriber=subscriber, status=status)
+
+    response = admin_client.get(reverse("campaigns:list"))
+
+    content = response.content.decode()
+    assert reverse("campaigns:detail", args=[draft.pk]) in content
+    assert 'class="badge status-draft">Draft' in content and 'class="badge status-running">Running' in content
+    assert "1 / 2" in content and 'value="50.0"' in content
+    assert reverse("campaigns:create") in content
+
+
+def test_an_empty_list_invites_to_write_a_campaign(admin_client):
+    response = admin_client.get(reverse("campaigns:list"))
+    assert "No campaigns yet" in response.content.decode()
+
+
+def test_the_form_offers_only_enabled_servers(admin_client, make_server):
+    make_server(name="Enabled relay")
+    make_server(name="Switched off", enabled=False)
+
+    content = admin_client.get(reverse("campaigns:create")).content.decode()
+
+    assert "Enabled relay" in content and "Switched off" not in content
+    assert 'type="datetime-local"' in content
+
+
+def test_create_saves_the_campaign_with_its_lists_and_servers(admin_client, news, server):
+    data = _form_data(news, server, scheduled_at="2031-05-04T09:30", rate_limit="12.5", reply_to="help@example.test")
+
+    response = admin_client.post(reverse("campaigns:create"), data)
+
+    campaign = Campaign.objects.get()
+    assert response.status_code == 302 and response.url == reverse("campaigns:detail", args=[campaign.pk])
+    assert (campaign.name, campaign.status, campaign.rate_limit) == ("Autumn news", "draft", 12.5)
+    assert campaign.reply_to == "help@example.test"
+    assert campaign.scheduled_at.isoformat() == "2031-05-04T09:30:00+00:00"
+    assert list(campaign.lists.all()) == [news] and list(campaign.servers.all()) == [server]
+
+
+def test_create_with_htmx_answers_with_a_client_redirect(admin_client, news, server):
+    response = admin_client.post(reverse("campaigns:create"), _form_data(news, server), **HTMX)
+
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == reverse("campaigns:detail", args=[Campaign.objects.get().pk])
+
+
+@pytest.mark.parametrize(
+    "field, source, label, line",
+    [
+        ("subject", "Hi {{ subscriber.name|shout }}", "Subject", 1),
+        ("html_body", "<p>Hi</p>\n<ul>\n{% for t in subscriber.attributes.tags %}\n<li>{{ t }}</ul>", "HTML body", 3),
+        ("text_body", "Hi\n\n{% endif %}", "Text body", 3),
+    ],
+)
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+def test_a_template_syntax_error_names_the_field_and_line_and_saves_nothing(
+    admin_client, news, server, field, source, label, line, headers
+):
+    response = admin_client.post(reverse("campaigns:create"), _form_data(news, server, **{field: source}), **headers)
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Nothing was saved" in content
+    assert f">{label}</a>: Template error on line {line}: " in content
+    assert Campaign.objects.count() == 0
+    assert MailingList.campaigns.through.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, label, message",
+    [
+        ({"from_email": "news at example"}, "From", "Enter an address, or a name and an address"),
+        ({"from_email": "News <news@example>"}, "From", "“news@example” is not a valid email address."),
+        ({"from_email": "a@example.test, b@example.test"}, "From", "Enter an address, or a name and an address"),
+        ({"reply_to": "Help <help@example>"}, "Reply-To", "is not a valid email address"),
+        ({"html_body": "", "text_body": ""}, "HTML body", "Write an HTML body, a text body, or both."),
+        ({"servers": []}, "Servers", "This field is required."),
+        ({"lists": []}, "Lists", "This field is required."),
+        ({"rate_limit": "-1"}, "Rate limit", "greater than or equal to 0"),
+        ({"auto_pause_after": "-5"}, "Auto pause after", "greater than or equal to 0"),
+        ({"scheduled_at": "next tuesday"}, "Send at", "Enter a valid date/time."),
+        ({"name": ""}, "Name", "This field is required."),
+    ],
+)
+def test_invalid_input_names_the_field_and_saves_nothing(admin_client, news, server, overrides, label, message):
+    response = admin_client.post(reverse("campaigns:create"), _form_data(news, server, **overrides))
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert f">{label}</a>: " in content and message in content
+    assert Campaign.objects.count() == 0
+
+
+def test_a_disabled_server_cannot_be_chosen(admin_client, news, make_server):
+    disabled = make_server(name="Off", enabled=False)
+
+    response = admin_client.post(reverse("campaigns:create"), _form_data(news, disabled))
+
+    assert "Select a valid choice" in response.content.decode()
+    assert Campaign.objects.count() == 0
+
+
+def test_edit_saves_the_changes(admin_client, campaign, news, server):
+    other = MailingList.objects.create(name="Other")
+    data = _form_data(news, server, name="Renamed", lists=[other.pk], text_body="Plain {{ subscriber.name }}")
+
+    response = admin_client.post(reverse("campaigns:edit", args=[campaign.pk]), data)
+
+    assert response.status_code == 302 and response.url == reverse("campaigns:detail", args=[campaign.pk])
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.text_body) == ("Renamed", "Plain {{ subscriber.name }}")
+    assert list(campaign.lists.all()) == [other]
+
+
+def test_edit_form_shows_the_current_values(admin_client, make_campaign):
+    campaign = make_campaign(html_body="<p>{{ subscriber.name }}</p>")
+
+    content = admin_client.get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+
+    assert "&lt;p&gt;{{ subscriber.name }}&lt;/p&gt;" in content
+    assert 'value="News &lt;news@example.test&gt;"' in content
+
+
+@pytest.mark.parametrize("status", [Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED])
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+def test_edit_is_refused_once_launched(admin_client, make_campaign, news, server, status, headers):
+    campaign = make_campaign(status=status)
+    detail = reverse("campaigns:detail", args=[campaign.pk])
+    url = reverse("campaigns:edit", args=[campaign.pk])
+
+    get = admin_client.get(url, **headers)
+    post = admin_client.post(url, _form_data(news, server, name="Changed"), **headers)
+
+    for response in (get, post):
+        if headers:
+            assert response["HX-Redirect"] == detail
+        else:
+            assert response.status_code == 302 and response.url == detail
+    campaign.refresh_from_db()
+    assert campaign.name == "Spring news" and campaign.status == status
+    assert "can no longer be edited" in admin_client.get(detail).content.decode()
+
+
+def test_an_edit_loses_to_a_launch_in_between(campaign, news, server):
+    form = CampaignForm(_form_data(news, server, name="Changed"), instance=campaign)
+    assert form.is_valid()
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.RUNNING)
+
+    assert _save_if_editable(form) is False
+
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.status) == ("Spring news", "running")
+
+
+def test_an_edit_never_overwrites_what_a_sender_changed(campaign, news, server):
+    form = CampaignForm(_form_data(news, server, name="Changed"), instance=campaign)
+    assert form.is_valid()
+    Campaign.objects.filter(pk=campaign.pk).update(reconnects=3)
+
+    assert _save_if_editable(form) is True
+
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.reconnects) == ("Changed", 3)
+
+
+def test_clearing_the_time_of_a_scheduled_campaign_makes_it_a_draft(admin_client, make_campaign, news, server):
+    campaign = make_campaign(status=Campaign.Status.SCHEDULED)
+
+    admin_client.post(reverse("campaigns:edit", args=[campaign.pk]), _form_data(news, server, scheduled_at=""))
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.scheduled_at) == ("draft", None)
+
+
+def test_detail_shows_settings_progress_and_test_form(admin_client, make_campaign, server):
+    campaign = make_campaign(reply_to="help@example.test", rate_limit=5)
+
+    response = admin_client.get(reverse("campaigns:detail", args=[campaign.pk]))
+
+    content = response.content.decode()
+    assert 'id="campaign-progress"' in content  # the live progress and actions block
+    assert "News &lt;news@example.test&gt;" in content and "help@example.test" in content
+    assert "News" in content and server.name in content and "5 msg/s" in content
+    assert reverse("campaigns:preview", args=[campaign.pk]) in content
+    assert reverse("campaigns:test_send", args=[campaign.pk]) in content
+    assert reverse("campaigns:edit", args=[campaign.pk]) in content
+
+
+def test_detail_of_a_running_campaign_offers_no_edit(admin_client, make_campaign):
+    campaign = make_campaign(status=Campaign.Status.RUNNING)
+
+    content = admin_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+
+    assert reverse("campaigns:edit", args=[campaign.pk]) not in content
+    assert reverse("campaigns:delete", args=[campaign.pk]) not in content
+
+
+def test_preview_renders_the_message_for_the_first_subscriber(admin_client, make_campaign):
+    campaign = make_campaign(html_body='<p>Hi {{ subscriber.name }}</p><script>alert("x")</script>')
+
+    response = admin_client.get(reverse("campaigns:preview", args=[campaign.pk]))
+
+    content = response.content.decode()
+    assert "Hello Ana" in content  # the subject
+    assert "ana@example.test" in content
+    # The HTML part is shown in a sandboxed frame, escaped into its srcdoc attribute.
+    assert '<iframe class="html-part" sandbox srcdoc="&lt;p&gt;Hi Ana&lt;/p&gt;&lt;script&gt;' in content
+    assert "<script>alert" not in content
+    assert '<pre class="text-part">Hi Ana</pre>' in content
+
+
+def test_preview_escapes_what_subscribers_typed_in_every_part(admin_client, make_campaign):
+    campaign = make_campaign(subject="For {{ subscriber.name }}", text_body="Text for {{ subscriber.name }}")
+    Subscriber.objects.filter(email="ana@example.test").update(name='<script>alert("x")</script>')
+
+    content = admin_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
+
+    assert "<script>" not in content
+    assert "For &lt;script&gt;" in content and "Text for &lt;script&gt;" in content
+    assert 'srcdoc="&lt;p&gt;Hi &amp;lt;script&amp;gt;' in content  # escaped in the HTML, then into the attribute
+    assert f"&lt;{SITE}/u/" in content  # List-Unsubscribe
+
+
+def test_preview_without_subscribers_uses_an_example(admin_client, make_campaign):
+    campaign = make_campaign()
+    campaign.lists.clear()
+
+    content = admin_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
+
+    assert "Hello Jane Example" in content and "an example subscriber" in content
+
+
+def test_preview_of_a_template_that_fails_says_why(admin_client, make_campaign):
+    campaign = make_campaign(html_body="<p>Hi</p>\n{{ subscriber.attributes.city|divisibleby:0 }}")
+
+    response = admin_client.get(reverse("campaigns:preview", args=[campaign.pk]))
+
+    assert response.status_code == 200
+    assert "cannot be rendered" in response.content.decode() and "line 2" in response.content.decode()
+
+
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+def test_test_send_delivers_one_message_through_the_first_enabled_server(
+    admin_client, make_campaign, make_server, smtp_sandbox, headers
+):
+    sandbox = smtp_sandbox()
+    campaign = make_campaign()
+    campaign.servers.set([make_server(name="Off", enabled=False), make_server(name="Sandbox", port=sandbox.port)])
+
+    response = admin_client.post(
+        reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "tester@example.test"}, **headers
+    )
+
+    assert response.status_code == 200
+    assert len(sandbox.received) == 1
+    received = sandbox.received[0]
+    assert received.rcpt_tos == ("tester@example.test",) and received.mail_from == "news@example.test"
+    parsed = message_from_bytes(received.data, policy=policy.default)
+    assert parsed["Subject"] == "Hello Ana"  # rendered for the sample subscriber
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    token = parsed["List-Unsubscribe"].strip().removeprefix(f"<{SITE}/u/").removesuffix("/>")
+    assert read_unsubscribe_token(token) == (0, campaign.pk)  # unsubscribes nobody
+    content = response.content.decode()
+    assert "✔ Accepted for tester@example.test" in content and "Sandbox" in content
+    assert "250" in content and received.message_id.strip().replace("<", "&lt;").replace(">", "&gt;") in content
+    assert ('id="test-send-result"' in content) and (("<html" in content) != bool(headers))
+
+
+def test_test_send_to_a_subscriber_renders_for_them_with_their_own_unsubscribe_link(
+    admin_client, make_campaign, make_server, smtp_sandbox
+):
+    sandbox = smtp_sandbox()
+    campaign = make_campaign()
+    campaign.servers.set([make_server(name="Sandbox", port=sandbox.port)])
+    ben = Subscriber.objects.get(email="ben@example.test")
+
+    admin_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "Ben@Example.test"})
+
+    parsed = message_from_bytes(sandbox.received[0].data, policy=policy.default)
+    assert parsed["Subject"] == "Hello Ben"
+    token = parsed["List-Unsubscribe"].strip().removeprefix(f"<{SITE}/u/").removesuffix("/>")
+    assert read_unsubscribe_token(token) == (ben.pk, campaign.pk)
+
+
+def test_test_send_shows_the_servers_refusal_escaped(admin_client, make_campaign, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox(reject="refused@")
+    campaign = make_campaign()
+    campaign.servers.set([make_server(name="Sandbox", port=sandbox.port)])
+
+    response = admin_client.post(
+        reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "refused@example.test"}, **HTMX
+    )
+
+    content = response.content.decode()
+    assert sandbox.received == []
+    assert "✘ Not sent to refused@example.test (failed)" in content
+    assert "550" in content and "5.1.1 &lt;refused@example.test&gt;: Recipient address rejected" in content
+    assert "<refused@example.test>" not in content
+
+
+def test_test_send_without_an_enabled_server_says_so(admin_client, campaign, server):
+    server.enabled = False
+    server.save()
+
+    response = admin_client.post(
+        reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "tester@example.test"}, **HTMX
+    )
+
+    assert "no enabled SMTP server" in response.content.decode()
+
+
+@pytest.mark.parametrize("headers, status", [({}, 400), (HTMX, 200)], ids=["plain", "htmx"])
+def test_test_send_to_a_bad_address_names_the_field(admin_client, campaign, headers, status):
+    response = admin_client.post(
+        reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "not an address"}, **headers
+    )
+
+    assert response.status_code == status
+    assert "Send a test to: Enter a valid email address." in response.content.decode()
+
+
+def test_test_send_refuses_get(admin_client, campaign):
+    assert admin_client.get(reverse("campaigns:test_send", args=[campaign.pk])).status_code == 405
+
+
+def test_delete_asks_first(admin_client, campaign):
+    response = admin_client.get(reverse("campaigns:delete", args=[campaign.pk]))
+
+    assert "Delete “Spring news”?" in response.content.decode()
+    assert Campaign.objects.filter(pk=campaign.pk).exists()
+
+
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+@pytest.mark.parametrize("status", [Campaign.Status.DRAFT, Campaign.Status.FINISHED, Campaign.Status.CANCELLED])
+def test_delete_removes_a_campaign_that_is_not_under_way(admin_client, make_campaign, status, headers):
+    campaign = make_campaign(status=status)
+    Delivery.objects.create(campaign=campaign, subscriber=Subscriber.objects.first(), status=Delivery.Status.SENT)
+
+    response = admin_client.post(reverse("campaigns:delete", args=[campaign.pk]), **headers)
+
+    if headers:
+        assert response["HX-Redirect"] == reverse("campaigns:list")
+    else:
+        assert response.status_code == 302 and response.url == reverse("campaigns:list")
+    assert not Campaign.objects.exists() and not Delivery.objects.exists()
+
+
+@pytest.mark.parametrize("status", [Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED])
+def test_delete_is_refused_while_under_way(admin_client, make_campaign, status):
+    campaign = make_campaign(status=status)
+
+    response = admin_client.post(reverse("campaigns:delete", args=[campaign.pk]), follow=True)
+
+    assert Campaign.objects.filter(pk=campaign.pk).exists()
+    assert "cancel it to delete it" in response.content.decode()
+
+
+def test_unknown_campaign_is_404(admin_client):
+    for name in ("detail", "edit", "preview", "delete"):
+        assert admin_client.get(reverse(f"campaigns:{name}", args=[999])).status_code == 404

@@ -1,0 +1,373 @@
+"""Sending a campaign: every subscriber exactly once, through the servers' limits, whatever
+happens to the worker. Asserts on what a real SMTP server (the sandbox) received."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from campaigns import sending
+from campaigns.models import Campaign, Delivery, MailingList, Subscriber
+from smtp_settings.pool import close_all_pools
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+# Sending writes from the backend's threads, each with its own database connection: the
+# test's data must be committed for them to see it.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_campaign(servers, subscribers: int, **fields) -> Campaign:
+    mailing_list = MailingList.objects.create(name=f"list {MailingList.objects.count() + 1}")
+    Subscriber.objects.bulk_create(
+        [Subscriber(email=f"reader{n}@example.test", name=f"Reader {n}") for n in range(subscribers)],
+        ignore_conflicts=True,
+    )
+    members = Subscriber.objects.filter(email__in=[f"reader{n}@example.test" for n in range(subscribers)])
+    mailing_list.subscribers.add(*members)
+    campaign = Campaign.objects.create(
+        name="News",
+        subject="Hello {{ subscriber.name }}",
+        from_email="News <news@example.test>",
+        html_body="<p>Hello {{ subscriber.name }}</p>",
+        **fields,
+    )
+    campaign.lists.add(mailing_list)
+    campaign.servers.add(*servers)
+    return campaign
+
+
+def received_by_address(sandbox) -> Counter:
+    return Counter(rcpt for message in sandbox.received for rcpt in message.rcpt_tos)
+
+
+def assert_everyone_received_once(sandbox, campaign: Campaign) -> None:
+    expected = set(
+        Subscriber.objects.filter(lists__campaigns=campaign, status="active").values_list("email", flat=True)
+    )
+    counts = received_by_address(sandbox)
+    missing = expected - set(counts)
+    assert not missing, list(
+        Delivery.objects.filter(campaign=campaign, subscriber__email__in=missing).values(
+            "status", "ambiguous", "attempts", "last_code", "last_reply", "final_dot_at", "claimed_at", "sent_at"
+        )
+    )
+    assert set(counts) == expected
+    duplicates = {address: n for address, n in counts.items() if n > 1}
+    assert not duplicates
+    assert len({message.message_id for message in sandbox.received}) == len(expected)
+
+
+def start_sending(campaign: Campaign) -> None:
+    """What a worker does with the task that launch() enqueues."""
+    assert Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.RUNNING) == 1
+    sending.send_campaign(campaign.pk)
+
+
+@pytest.fixture
+def quick_retries(settings):
+    settings.CAMPAIGN_RETRY_DELAY_S = 0
+
+
+def test_every_subscriber_gets_the_campaign_once_through_a_capped_server(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(max_msgs_per_session=50, pipelining=True)
+    server = make_server(port=sandbox.port, max_conns=5, max_msgs_per_conn=0)
+    campaign = make_campaign([server], 2000)
+
+    start_sending(campaign)
+
+    assert_everyone_received_once(sandbox, campaign)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.FINISHED
+    assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent"}
+    assert campaign.sessions_closed_421 == sandbox.summary()["replied_421"] > 0
+    assert campaign.rotations > 0  # once the cap was learned
+    server.refresh_from_db()
+    assert server.learned_msgs_per_conn == 45
+
+
+def test_each_message_is_personal_and_carries_a_one_click_unsubscribe(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    campaign = make_campaign([make_server(port=sandbox.port)], 3)
+
+    start_sending(campaign)
+
+    assert len(sandbox.received) == 3
+    for received in sandbox.received:
+        message = message_from_bytes(received.data, policy=policy.default)
+        delivery = Delivery.objects.get(campaign=campaign, subscriber__email=received.rcpt_tos[0])
+        assert message["Subject"] == f"Hello {delivery.subscriber.name}"
+        assert message["Message-ID"] == delivery.message_id
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Unsubscribe"].strip().startswith(f"<{settings.SITE_URL}/u/")
+
+
+def test_rejected_recipients_fail_and_temporary_failures_are_retried_in_a_later_pass(
+    smtp_sandbox, make_server, quick_retries
+):
+    sandbox = smtp_sandbox(reject=r"reader1\d@", tempfail_rate=0.3, seed=7)
+    server = make_server(port=sandbox.port, retries=5)
+    campaign = make_campaign([server], 40, auto_pause_after=0)
+
+    start_sending(campaign)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.FINISHED
+    failed = campaign.deliveries.filter(status="failed")
+    assert set(failed.values_list("subscriber__email", flat=True)) == {f"reader{n}@example.test" for n in range(10, 20)}
+    assert {d.last_code for d in failed} == {550}
+    retried = campaign.deliveries.filter(status="sent", attempts__gt=1)
+    assert retried.exists()  # 451s came back in a later pass and went through
+    counts = received_by_address(sandbox)
+    assert all(n == 1 for n in counts.values()) and len(counts) == 30
+
+
+def test_deferred_deliveries_fail_once_the_servers_retries_are_used_up(smtp_sandbox, make_server, quick_retries):
+    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    server = make_server(port=sandbox.port, retries=2)
+    campaign = make_campaign([server], 3, auto_pause_after=0)
+
+    start_sending(campaign)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.FINISHED
+    assert list(campaign.deliveries.values_list("status", "attempts", "last_code").distinct()) == [("failed", 3, 451)]
+
+
+def test_auto_pauses_after_consecutive_failures_and_says_why(smtp_sandbox, make_server, settings):
+    settings.CAMPAIGN_BATCH_SIZE = 5
+    sandbox = smtp_sandbox(reject=".")
+    campaign = make_campaign([make_server(port=sandbox.port)], 30, auto_pause_after=10)
+
+    start_sending(campaign)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert "10 failed deliveries in a row" in campaign.pause_reason and "550" in campaign.pause_reason
+    assert campaign.deliveries.filter(status="failed").count() == 10
+    assert campaign.deliveries.filter(status="pending").count() == 20
+
+
+def test_fails_over_to_another_server_when_one_is_down(smtp_sandbox, make_server, closed_port):
+    sandbox = smtp_sandbox()
+    down = make_server(name="down", port=closed_port, max_conns=10)
+    up = make_server(name="up", port=sandbox.port, max_conns=2)
+    campaign = make_campaign([down, up], 500)
+
+    start_sending(campaign)
+
+    assert_everyone_received_once(sandbox, campaign)
+    assert set(campaign.deliveries.values_list("server__name", flat=True)) == {"up"}
+
+
+def test_several_servers_share_the_sending_by_capacity(smtp_sandbox, make_server, settings):
+    settings.CAMPAIGN_BATCH_SIZE = 10
+    big, small = smtp_sandbox(), smtp_sandbox()
+    campaign = make_campaign(
+        [make_server(name="big", port=big.port, max_conns=3), make_server(name="small", port=small.port, max_conns=1)],
+        400,
+    )
+
+    start_sending(campaign)
+
+    assert (len(big.received), len(small.received)) == (300, 100)
+
+
+def test_subscribers_who_left_before_their_turn_are_skipped(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    campaign = make_campaign([make_server(port=sandbox.port)], 5)
+    sending.populate(campaign)
+    Subscriber.objects.filter(email="reader3@example.test").update(status="unsubscribed")
+
+    start_sending(campaign)
+
+    assert "reader3@example.test" not in received_by_address(sandbox)
+    assert campaign.deliveries.get(subscriber__email="reader3@example.test").status == "skipped"
+
+
+def test_campaign_rate_limit_holds(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    campaign = make_campaign([make_server(port=sandbox.port, max_conns=4)], 21, rate_limit=20)
+
+    started = time.monotonic()
+    start_sending(campaign)
+
+    assert time.monotonic() - started >= 1.0  # 21 messages at 20/s: the last one a second after the first
+    assert len(sandbox.received) == 21
+
+
+def test_a_sender_that_died_is_replaced_without_loss_or_duplicates(smtp_sandbox, make_server):
+    """Rows a dead sender left in `sending`: those before their final dot are sent again,
+    those past it are counted sent and flagged ambiguous (the default policy)."""
+    sandbox = smtp_sandbox()
+    campaign = make_campaign([make_server(port=sandbox.port)], 6)
+    sending.populate(campaign)
+    deliveries = list(campaign.deliveries.order_by("id"))
+    now = timezone.now()
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries[:2]]).update(status="sending", claimed_at=now)
+    Delivery.objects.filter(pk=deliveries[2].pk).update(status="sending", claimed_at=now, final_dot_at=now)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    Campaign.objects.filter(pk=campaign.pk).update(
+        lease_owner=f"{socket.gethostname()}:{dead.pid}", lease_until=now + timedelta(hours=1)
+    )
+
+    start_sending(campaign)
+
+    assert sorted(received_by_address(sandbox)) == sorted(
+        d.subscriber.email for d in deliveries if d.pk != deliveries[2].pk
+    )
+    ambiguous = Delivery.objects.get(pk=deliveries[2].pk)
+    assert (ambiguous.status, ambiguous.ambiguous) == ("sent", True)
+
+
+def test_a_live_sender_keeps_its_campaign(make_server):
+    campaign = make_campaign([make_server()], 1)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        status="running",
+        lease_owner=f"{socket.gethostname()}:{os.getppid()}",
+        lease_until=timezone.now() + timedelta(minutes=1),
+    )
+
+    sending.send_campaign(campaign.pk)
+
+    assert campaign.deliveries.count() == 0  # it did not even start
+
+
+def test_cancel_skips_what_is_left_and_retry_failed_requeues(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(reject="reader0@")
+    campaign = make_campaign([make_server(port=sandbox.port)], 3)
+    start_sending(campaign)
+    campaign.refresh_from_db()
+    assert campaign.status == "finished" and campaign.deliveries.filter(status="failed").count() == 1
+
+    sandbox.reject = None
+    assert campaign.retry_failed() == 1
+    assert campaign.status == "running"
+    sending.send_campaign(campaign.pk)
+    assert received_by_address(sandbox)["reader0@example.test"] == 1
+
+    other = make_campaign([make_server(name="other", port=sandbox.port)], 4)
+    sending.populate(other)
+    assert other.cancel()
+    assert set(other.deliveries.values_list("status", flat=True)) == {"skipped"}
+    assert not other.launch()
+
+
+# -- with real django-q2 workers --
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="project.settings", CAMPAIGN_LEASE_S="30")
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        env["SQLITE_PATH"] = str(db["NAME"])
+    else:
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return env
+
+
+@pytest.fixture
+def workers():
+    """Start `manage.py qcluster` processes against the test database; all killed at the end."""
+    started = []
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=_worker_env(),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def sent_count(campaign: Campaign) -> int:
+    return campaign.deliveries.filter(status="sent").count()
+
+
+def status_of(campaign: Campaign) -> str:
+    return Campaign.objects.values_list("status", flat=True).get(pk=campaign.pk)
+
+
+def test_a_worker_sends_the_launched_campaign_to_everyone_once(smtp_sandbox, make_server, workers):
+    sandbox = smtp_sandbox(max_msgs_per_session=50, pipelining=True)
+    campaign = make_campaign([make_server(port=sandbox.port, max_conns=5)], 2000)
+
+    started = time.monotonic()
+    assert campaign.launch()
+    assert time.monotonic() - started < 1
+    workers()
+    wait_for(lambda: status_of(campaign) == "finished", 120, "the campaign to finish")
+
+    assert_everyone_received_once(sandbox, campaign)
+
+
+def test_killing_the_worker_mid_campaign_loses_and_duplicates_nothing(smtp_sandbox, make_server, workers):
+    sandbox = smtp_sandbox(max_msgs_per_session=50, latency_ms=1)
+    campaign = make_campaign([make_server(port=sandbox.port, max_conns=5)], 1500)
+    campaign.launch()
+    first = workers()
+    wait_for(lambda: sent_count(campaign) >= 300, 60, "300 messages out")
+
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    close_all_pools()
+    stopped_at = len(sandbox.received)
+    workers()
+    wait_for(lambda: status_of(campaign) == "finished", 120, "the campaign to finish after the restart")
+
+    assert 300 <= stopped_at < 1500
+    assert_everyone_received_once(sandbox, campaign)
+    assert campaign.deliveries.filter(ambiguous=True).count() <= settings.CAMPAIGN_BATCH_SIZE
+
+
+def test_pause_stops_within_a_batch_and_resume_sends_only_the_rest(smtp_sandbox, make_server, settings):
+    settings.CAMPAIGN_BATCH_SIZE = 50
+    sandbox = smtp_sandbox(latency_ms=1)
+    campaign = make_campaign([make_server(port=sandbox.port, max_conns=2)], 600)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.RUNNING)
+    sender = threading.Thread(target=lambda: (sending.send_campaign(campaign.pk), connection.close()))
+    sender.start()
+    wait_for(lambda: sent_count(campaign) >= 100, 60, "100 messages out")
+
+    assert campaign.pause("by the test")
+    sender.join(timeout=30)
+    paused_at = len(sandbox.received)
+    time.sleep(0.5)
+
+    assert len(sandbox.received) == paused_at < 600
+    assert paused_at - 100 <= 2 * 50  # the batch in hand, at most, went out after the pause
+    assert not campaign.deliveries.filter(status="sending").exists()
+    campaign.resume()
+    sending.send_campaign(campaign.pk)
+    assert_everyone_received_once(sandbox, campaign)
