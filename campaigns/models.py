@@ -80,6 +80,9 @@ class SubscriberImport(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"{self.original_name} into {self.mailing_list}"
+
 
 class Campaign(models.Model):
     class Status(models.TextChoices):
@@ -233,3 +236,6 @@ class Delivery(models.Model):
             models.Index(fields=["campaign", "status", "id"], name="delivery_campaign_status"),
             models.Index(fields=["campaign", "sent_at"], name="delivery_campaign_sent_at"),
         ]
+
+    def __str__(self) -> str:
+        return f"campaign {self.campaign_id} to subscriber {self.subscriber_id}: {self.status}"

@@ -13,6 +13,7 @@ template cannot call a model method.
 """
 
 import re
+from email.utils import parseaddr
 from html.parser import HTMLParser
 
 from django.conf import settings
@@ -313,6 +314,11 @@ class CampaignRenderer:
         if html is not None:
             message.attach_alternative(html, "text/html")
         return message
+
+
+def message_domain(campaign: Campaign) -> str:
+    """The domain Message-IDs of this campaign end with: its From address's."""
+    return parseaddr(campaign.from_email)[1].rpartition("@")[2] or "relaydeck.invalid"
 
 
 def sample_subscriber(campaign: Campaign) -> Subscriber:

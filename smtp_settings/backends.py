@@ -48,6 +48,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import sanitize_address
 
 from smtp_settings.events import Kind, enhanced_code
+from smtp_settings.mime import message_bytes
 from smtp_settings.models import SmtpServer
 from smtp_settings.pool import (
     ConnectFailed,
@@ -211,7 +212,7 @@ class _Delivery:
             if name not in mime:
                 mime[name] = value
         self.message_id = str(mime["Message-ID"])
-        self.data = prepare_data(mime.as_bytes(linesep="\r\n"))
+        self.data = prepare_data(message_bytes(mime))
         self.attempts = self.temp_failures = self.in_a_row_421 = 0
         self.last: tuple[int | None, str] = (None, "")
         self.ambiguous = False

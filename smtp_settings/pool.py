@@ -128,7 +128,12 @@ def _reply(smtp: smtplib.SMTP) -> tuple[int, str]:
 
 def prepare_data(message_bytes: bytes) -> bytes:
     """CRLF line endings, dot-stuffing and the terminating dot, as RFC 5321 §4.5.2 wants."""
-    data = _LEADING_DOT.sub(b"..", _BARE_EOL.sub(b"\r\n", message_bytes))
+    crlf = message_bytes.count(b"\r\n")
+    if message_bytes.count(b"\n") == crlf == message_bytes.count(b"\r"):  # CRLF throughout, as rendered
+        data = message_bytes.replace(b"\r\n.", b"\r\n..")
+        data = b"." + data if data.startswith(b".") else data
+    else:
+        data = _LEADING_DOT.sub(b"..", _BARE_EOL.sub(b"\r\n", message_bytes))
     return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
 
 

@@ -4,7 +4,6 @@ Launching and the live progress block are in `control.py`.
 """
 
 from dataclasses import dataclass
-from email.utils import parseaddr
 
 from django.contrib import messages
 from django.core.mail import get_connection, make_msgid
@@ -19,7 +18,7 @@ from campaigns.forms import CampaignForm, TestSendForm
 from campaigns.models import Campaign, Subscriber
 from campaigns.progress import Progress, counts_by_campaign
 from campaigns.progress import progress as campaign_progress
-from campaigns.rendering import CampaignRenderer, RenderError, sample_subscriber
+from campaigns.rendering import CampaignRenderer, RenderError, message_domain, sample_subscriber
 from project.htmx import HtmxHttpRequest
 from smtp_settings.backends import SmtpResult
 from smtp_settings.models import SmtpServer
@@ -120,7 +119,7 @@ def campaign_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     subscriber = sample_subscriber(campaign)
     context = {"campaign": campaign, "subscriber": subscriber}
     try:
-        message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=_domain(campaign)))
+        message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=message_domain(campaign)))
     except RenderError as error:
         context["error"] = str(error)
     else:
@@ -142,10 +141,6 @@ class TestSend:
         return self.result is not None and self.result.status == "sent"
 
 
-def _domain(campaign: Campaign) -> str:
-    return parseaddr(campaign.from_email)[1].rpartition("@")[2] or "relaydeck.invalid"
-
-
 def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
     """Send one message of the campaign to `to_email`, now, through its first enabled server.
 
@@ -162,7 +157,7 @@ def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
     if recipient is None:
         sample = sample_subscriber(campaign)
         recipient = Subscriber(email=to_email, name=sample.name, attributes=sample.attributes)
-    test.message_id = make_msgid("relaydeck-test", domain=_domain(campaign))
+    test.message_id = make_msgid("relaydeck-test", domain=message_domain(campaign))
     try:
         message = CampaignRenderer(campaign).message(recipient, test.message_id)
     except RenderError as error:

@@ -9,16 +9,11 @@ from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, Delivery, MailingList, Subscriber
 from campaigns.rendering import read_unsubscribe_token
 from campaigns.views.compose import _save_if_editable
+from tests.campaigns.conftest import SITE
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("site_url")]
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-SITE = "https://mail.example.test"
-
-
-@pytest.fixture(autouse=True)
-def _site_url(settings):
-    settings.SITE_URL = SITE
 
 
 @pytest.fixture

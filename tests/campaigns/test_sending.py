@@ -371,3 +371,13 @@ def test_pause_stops_within_a_batch_and_resume_sends_only_the_rest(smtp_sandbox,
     campaign.resume()
     sending.send_campaign(campaign.pk)
     assert_everyone_received_once(sandbox, campaign)
+
+
+def test_the_watchdog_launches_campaigns_whose_time_has_come(make_server):
+    due = make_campaign([make_server()], 1, scheduled_at=timezone.now() - timedelta(seconds=1))
+    later = make_campaign([make_server(name="later")], 1, scheduled_at=timezone.now() + timedelta(hours=1))
+    Campaign.objects.filter(pk__in=[due.pk, later.pk]).update(status=Campaign.Status.SCHEDULED)
+
+    sending.watchdog()
+
+    assert status_of(due) == "running" and status_of(later) == "scheduled"

@@ -6,15 +6,9 @@ from django.urls import reverse
 
 from campaigns.models import Campaign, Subscriber
 from campaigns.rendering import CampaignRenderer, unsubscribe_url
+from tests.campaigns.conftest import SITE
 
-pytestmark = pytest.mark.django_db
-
-SITE = "https://mail.example.test"
-
-
-@pytest.fixture(autouse=True)
-def _site_url(settings):
-    settings.SITE_URL = SITE
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("site_url")]
 
 
 @pytest.fixture

@@ -432,3 +432,17 @@ def test_envelope_carries_bare_addresses_when_headers_have_display_names(smtp_sa
 
     (received,) = sandbox.received
     assert (received.mail_from, received.rcpt_tos) == ("news@example.test", ("ann@example.test",))
+
+
+@pytest.mark.parametrize(
+    "content, on_the_wire",
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n.\r\n"),
+        (b".top\r\n.x\r\nend", b"..top\r\n..x\r\nend\r\n.\r\n"),
+        (b"a\nb\n.c\n", b"a\r\nb\r\n..c\r\n.\r\n"),
+        (b"a\rb\r\n.\r\n", b"a\r\nb\r\n..\r\n.\r\n"),
+        (b"", b"\r\n.\r\n"),
+    ],
+)
+def test_message_data_has_crlf_lines_dot_stuffing_and_the_final_dot(content, on_the_wire):
+    assert prepare_data(content) == on_the_wire
