@@ -1,8 +1,9 @@
-from campaigns.views.unsubscribe import unsubscribe
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
+
+from campaigns.views.unsubscribe import unsubscribe
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="campaigns:list"), name="home"),
