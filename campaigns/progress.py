@@ -69,13 +69,27 @@ class Progress:
         return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
+def _rate_per_s(campaign: Campaign, deliveries, counts: dict[str, int]) -> float:
+    """Messages a second: over the last minute while running (or since the start, if that is
+    sooner), over the whole run once it is over."""
+    now = timezone.now()
+    if campaign.started_at is None:
+        return 0.0
+    if campaign.finished_at:
+        seconds = (campaign.finished_at - campaign.started_at).total_seconds()
+        return counts[Status.SENT] / seconds if seconds > 0 else 0.0
+    seconds = min(RATE_WINDOW_S, (now - campaign.started_at).total_seconds())
+    recent = deliveries.filter(sent_at__gte=now - timedelta(seconds=seconds)).count()
+    return recent / seconds if seconds > 0 else 0.0
+
+
 def progress(campaign: Campaign) -> Progress:
     deliveries = Delivery.objects.filter(campaign=campaign)
-    since = timezone.now() - timedelta(seconds=RATE_WINDOW_S)
+    counts = counts_by_campaign([campaign.pk])[campaign.pk]
     return Progress(
-        counts=counts_by_campaign([campaign.pk])[campaign.pk],
+        counts=counts,
         ambiguous=deliveries.filter(ambiguous=True).count(),
-        rate_per_s=deliveries.filter(sent_at__gte=since).count() / RATE_WINDOW_S,
+        rate_per_s=_rate_per_s(campaign, deliveries, counts),
         last_errors=list(
             deliveries.filter(status__in=(Status.FAILED, Status.DEFERRED))
             .exclude(updated_at=None)

@@ -115,3 +115,22 @@ def test_progress_shows_counts_and_escapes_what_servers_said(admin_client, campa
     assert "&lt;script&gt;alert(1)&lt;/script&gt; no such user" in html and "<script>alert" not in html
     assert "1 of 3 done" in html
     assert "Retry failed" in html
+
+
+def test_progress_rate_is_the_runs_average_once_finished(admin_client, campaign):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from campaigns import sending
+
+    sending.populate(campaign)
+    now = timezone.now()
+    campaign.deliveries.update(status="sent", sent_at=now)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        status="finished", started_at=now - timedelta(seconds=2), finished_at=now
+    )
+
+    html = admin_client.get(reverse("campaigns:progress", args=[campaign.pk])).content.decode()
+
+    assert "1.5 msg/s on average" in html

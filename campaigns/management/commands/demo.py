@@ -10,7 +10,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--subscribers", type=int, default=2000, help="How many fake subscribers (default 2000).")
+        parser.add_argument(
+            "--subscribers",
+            type=int,
+            default=20_000,
+            help="How many fake subscribers (default 20,000: enough for 20 sessions to reach the sandbox's cap).",
+        )
 
     def handle(self, *args, subscribers, **options):
         if subscribers < 1:
