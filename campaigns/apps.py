@@ -7,7 +7,7 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
-        from campaigns import sending  # connects its smtp_event receiver
+        from campaigns import eventlog, sending  # noqa: F401  (they connect their smtp_event receivers)
 
         # A worker that starts (after a crash, say) takes over stalled campaigns at once
         # rather than at the next scheduled watchdog run.

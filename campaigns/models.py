@@ -239,3 +239,41 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"campaign {self.campaign_id} to subscriber {self.subscriber_id}: {self.status}"
+
+
+class Event(models.Model):
+    """Something a connection pool (or a campaign's sender) did or heard, kept for the log.
+
+    Written in bulk off the sending path by `campaigns/eventlog.py`; identical events close
+    together (a storm of 421s, say) are stored once with a `count`.
+    """
+
+    at = models.DateTimeField(help_text="When it happened (the first time, for an aggregated row).")
+    last_at = models.DateTimeField(help_text="When it happened last, for an aggregated row.")
+    count = models.PositiveIntegerField(default=1)
+    kind = models.CharField(max_length=24)
+    server = models.ForeignKey(SmtpServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    server_name = models.CharField(max_length=100, blank=True)
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    connection_id = models.PositiveBigIntegerField(null=True, blank=True)
+    messages_on_connection = models.PositiveIntegerField(default=0)
+    stage = models.CharField(max_length=16, blank=True)
+    code = models.PositiveSmallIntegerField(null=True, blank=True)
+    enhanced_code = models.CharField(max_length=16, blank=True)
+    text = models.TextField(blank=True, help_text="What the server said, as it said it.")
+    duration_ms = models.FloatField(null=True, blank=True)
+    recipient = models.CharField(max_length=254, blank=True)
+    message_id = models.CharField(max_length=255, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["at"], name="event_at"),
+            models.Index(fields=["kind", "id"], name="event_kind"),
+            models.Index(fields=["campaign", "id"], name="event_campaign"),
+            models.Index(fields=["server", "id"], name="event_server"),
+            models.Index(fields=["code", "id"], name="event_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.server_name}"

@@ -40,7 +40,9 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.dispatch import receiver
 from django.utils import timezone
+from django_q.tasks import async_task
 
+from campaigns import eventlog
 from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain
 from smtp_settings.events import Kind, smtp_event
@@ -153,9 +155,8 @@ def send_campaign(campaign_id: int) -> None:
                 more = sender.run()
     finally:
         release_lease(campaign_id)
+        eventlog.flush()
     if more:
-        from django_q.tasks import async_task
-
         async_task("campaigns.tasks.send_campaign", campaign_id, group=f"campaign-{campaign_id}")
 
 
@@ -176,6 +177,15 @@ def recover_orphans(campaign: Campaign) -> None:
     else:
         maybe = past_dot.update(status=Status.PENDING, ambiguous=True, final_dot_at=None, updated_at=now)
     never = orphans.update(status=Status.PENDING, claimed_at=None, updated_at=now)
+    if maybe:
+        eventlog.record_campaign_event(
+            campaign,
+            Kind.AMBIGUOUS,
+            f"{maybe} deliveries had gone past their final dot when their sender stopped: "
+            + ("counted as sent." if settings.CAMPAIGN_AMBIGUOUS_POLICY == "sent" else "sent again."),
+            deliveries=maybe,
+            policy=settings.CAMPAIGN_AMBIGUOUS_POLICY,
+        )
     if maybe or never:
         log.warning("campaign %s: recovered %s unsent and %s ambiguous deliveries", campaign.pk, never, maybe)
 
@@ -414,7 +424,9 @@ class CampaignSender:
         Campaign.objects.filter(pk=campaign.pk).update(consecutive_failures=in_a_row)
         campaign.consecutive_failures = in_a_row
         if campaign.auto_pause_after and in_a_row >= campaign.auto_pause_after:
-            campaign.pause(f"Paused after {in_a_row} failed deliveries in a row. Last reply: {last_failure}")
+            reason = f"Paused after {in_a_row} failed deliveries in a row. Last reply: {last_failure}"
+            if campaign.pause(reason):
+                eventlog.record_campaign_event(campaign, eventlog.AUTO_PAUSE, reason)
             log.warning("campaign %s auto-paused after %s failures in a row", campaign.pk, in_a_row)
 
     def finish_if_done(self) -> bool:
@@ -437,8 +449,6 @@ class CampaignSender:
 
 def watchdog() -> None:
     """Run every minute (see `setup_schedules`) and when a worker starts."""
-    from django_q.tasks import async_task
-
     now = timezone.now()
     for campaign in Campaign.objects.filter(status=Campaign.Status.SCHEDULED, scheduled_at__lte=now):
         campaign.launch()

@@ -1,6 +1,8 @@
 """django-q2 tasks: thin, taking ids; the work is in importing.py and sending.py."""
 
-from campaigns import importing, sending
+from django.conf import settings
+
+from campaigns import eventlog, importing, sending
 
 
 def import_csv(import_id: int) -> None:
@@ -13,3 +15,7 @@ def send_campaign(campaign_id: int) -> None:
 
 def watchdog() -> None:
     sending.watchdog()
+
+
+def prune_events() -> None:
+    eventlog.prune(settings.EVENT_RETENTION_DAYS)

@@ -225,3 +225,7 @@ CAMPAIGN_RETRY_DELAY_S = env_int("CAMPAIGN_RETRY_DELAY_S", 60)  # first wait for
 CAMPAIGN_AMBIGUOUS_POLICY = env_str("CAMPAIGN_AMBIGUOUS_POLICY", "sent")
 if CAMPAIGN_AMBIGUOUS_POLICY not in ("sent", "resend"):
     raise ImproperlyConfigured("CAMPAIGN_AMBIGUOUS_POLICY must be 'sent' or 'resend'")
+
+# The event log (campaigns/eventlog.py): events are written in bulk this often, kept this long.
+EVENT_LOG_FLUSH_S = env_int("EVENT_LOG_FLUSH_S", 1)
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)

@@ -43,6 +43,12 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _events_written_on_flush(settings):
+    """No event-log thread in tests: events are written when a test or the sender flushes."""
+    settings.EVENT_LOG_FLUSH_S = 0
+
+
+@pytest.fixture(autouse=True)
 def _fresh_pools():
     """Pools live as long as their process; each test starts and ends without any."""
     yield

@@ -19,7 +19,7 @@ from django.db import connection
 from django.utils import timezone
 
 from campaigns import sending
-from campaigns.models import Campaign, Delivery, MailingList, Subscriber
+from campaigns.models import Campaign, Delivery, Event, MailingList, Subscriber
 from smtp_settings.pool import close_all_pools
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -231,6 +231,8 @@ def test_a_sender_that_died_is_replaced_without_loss_or_duplicates(smtp_sandbox,
     )
     ambiguous = Delivery.objects.get(pk=deliveries[2].pk)
     assert (ambiguous.status, ambiguous.ambiguous) == ("sent", True)
+    logged = Event.objects.get(kind="ambiguous", campaign=campaign)
+    assert logged.detail == {"deliveries": 1, "policy": "sent"} and "counted as sent" in logged.text
 
 
 def test_a_live_sender_keeps_its_campaign(make_server):

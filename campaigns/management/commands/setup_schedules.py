@@ -4,6 +4,7 @@ from django_q.models import Schedule
 SCHEDULES = [
     # name, function, every N minutes
     ("campaigns watchdog", "campaigns.tasks.watchdog", 1),
+    ("prune events", "campaigns.tasks.prune_events", 24 * 60),
 ]
 
 
