@@ -70,11 +70,11 @@ class _Buffer:
         while True:
             time.sleep(settings.EVENT_LOG_FLUSH_S)
             try:
-                self.flush()
-            except Exception:  # the database is away: keep the events for the next round
+                if self.flush():
+                    connection.close()  # hold no connection between rounds
+            except Exception:  # the database is away: these events are lost, not the sending
                 log.exception("could not write events")
-            finally:
-                connection.close_if_unusable_or_obsolete()
+                connection.close()
 
     def flush(self) -> int:
         with self._lock:

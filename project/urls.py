@@ -11,6 +11,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("campaigns/", include("campaigns.urls")),
     path("lists/", include("campaigns.list_urls")),
+    path("logs/", include("campaigns.log_urls")),
     path("u/<str:token>/", unsubscribe, name="unsubscribe"),
     path("settings/smtp/", include("smtp_settings.urls")),
     path("admin/", admin.site.urls),

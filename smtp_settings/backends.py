@@ -22,6 +22,7 @@ Two hooks for callers that keep their own books (campaigns do):
 - `on_final_dot(message)` is called from the sending thread just before a message's content
   and final dot are written: before it the server cannot hold the message, after it it may.
   Recording that durably lets a caller that crashes tell "never delivered" from "maybe".
+  If it raises, the message is not sent (its session is closed mid-DATA) and is `deferred`.
 - `rate_limiter`, an object with `wait_to_send()`, paces every message on top of the
   server's own rate limit (a campaign's rate, say).
 `retries` overrides the server's for 4xx and network errors: a caller that retries in later
@@ -51,6 +52,7 @@ from smtp_settings.events import Kind, enhanced_code
 from smtp_settings.mime import message_bytes
 from smtp_settings.models import SmtpServer
 from smtp_settings.pool import (
+    BeforeDotFailed,
     ConnectFailed,
     ConnectionLost,
     ConnectionPool,
@@ -278,6 +280,10 @@ class _Delivery:
         except ConnectionLost as error:
             self.pool.checkin(conn, self.context)
             return self._after_lost(conn, error, batch)
+        except BeforeDotFailed as error:
+            self.pool.checkin(conn, self.context)
+            self.last = (None, f"not sent: on_final_dot failed: {error}")
+            return False
         self.in_a_row_421 = 0
         verdicts = _verdicts(result, batch)
         finished = len(batch) == len(pending) and not any(400 <= code < 500 for code, _, _ in verdicts)

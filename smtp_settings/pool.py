@@ -86,6 +86,11 @@ class ConnectionLost(Exception):
         return isinstance(cause, TimeoutError)
 
 
+class BeforeDotFailed(Exception):
+    """The caller's `before_dot` hook raised: the message was not sent and the session, left
+    mid-DATA, was closed (the server discards a transaction without its final dot)."""
+
+
 class ConnectFailed(Exception):
     """A session could not be opened: refused, DNS, TLS or AUTH (not a 421)."""
 
@@ -199,7 +204,11 @@ class PooledConnection:
                 return self._abandon(TxResult(mail, rcpts, self._check(stage, _reply(smtp)), stage))
             stage = "dot"
             if before_dot is not None:
-                before_dot()
+                try:
+                    before_dot()
+                except Exception as error:
+                    self.close()
+                    raise BeforeDotFailed(str(error)) from error
             follow = then is not None and self.pipelining
             smtp.send(data + _envelope(*then) if follow else data)
             dot_sent = True

@@ -130,6 +130,22 @@ class _SandboxSMTP(SMTP):
         finally:
             sandbox.session_ended(self.session)
 
+    def eof_received(self):
+        """aiosmtpd ends the session the moment the client's FIN arrives, dropping a message
+        whose final dot is already in its buffer. An MTA reads what came before the FIN first
+        and delivers that message (RFC 1047's duplicate risk): so does the sandbox."""
+        if self.session.ssl is not None:
+            return super().eof_received()
+        asyncio.get_running_loop().create_task(self._end_when_read())
+        return True  # keep the transport until then
+
+    async def _end_when_read(self) -> None:
+        while self._reader._buffer:  # private, but the only way to see what is still unread
+            await asyncio.sleep(0.001)
+        self._handler_coroutine.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
     async def smtp_DATA(self, arg):
         fault = self.sandbox.fault
         if fault and fault("DATA", self.sandbox) == "drop":

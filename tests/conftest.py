@@ -43,9 +43,13 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
-def _events_written_on_flush(settings):
-    """No event-log thread in tests: events are written when a test or the sender flushes."""
+def _events_written_on_flush(settings, monkeypatch):
+    """No event-log thread in tests, and each test buffers its own events: they are written
+    when the test or the sender flushes."""
+    from campaigns import eventlog
+
     settings.EVENT_LOG_FLUSH_S = 0
+    monkeypatch.setattr(eventlog, "_buffer", eventlog._Buffer())
 
 
 @pytest.fixture(autouse=True)

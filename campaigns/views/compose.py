@@ -19,6 +19,7 @@ from campaigns.models import Campaign, Subscriber
 from campaigns.progress import Progress, counts_by_campaign
 from campaigns.progress import progress as campaign_progress
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain, sample_subscriber
+from campaigns.views.logs import campaign_events_context
 from project.htmx import HtmxHttpRequest
 from smtp_settings.backends import SmtpResult
 from smtp_settings.models import SmtpServer
@@ -109,6 +110,7 @@ def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "progress": campaign_progress(campaign),
         "test_form": TestSendForm(),
         "deletable": campaign.status in DELETABLE,
+        **campaign_events_context(campaign),
     }
     return render(request, "campaigns/detail.html", context)
 

@@ -334,7 +334,13 @@ def test_a_worker_sends_the_launched_campaign_to_everyone_once(smtp_sandbox, mak
     assert_everyone_received_once(sandbox, campaign)
 
 
-def test_killing_the_worker_mid_campaign_loses_and_duplicates_nothing(smtp_sandbox, make_server, workers):
+def test_killing_the_worker_mid_campaign_duplicates_nothing_and_flags_what_it_cannot_know(
+    smtp_sandbox, make_server, workers
+):
+    """SIGKILL mid-run, then a new worker: every message the server got, it got once, and all
+    others went out after the restart, except a message whose final dot was being recorded
+    at the instant of the kill (a database round trip: the record may commit after its
+    writer is dead). At most one per connection, and flagged ambiguous."""
     sandbox = smtp_sandbox(max_msgs_per_session=50, latency_ms=1)
     campaign = make_campaign([make_server(port=sandbox.port, max_conns=5)], 1500)
     campaign.launch()
@@ -349,8 +355,13 @@ def test_killing_the_worker_mid_campaign_loses_and_duplicates_nothing(smtp_sandb
     wait_for(lambda: status_of(campaign) == "finished", 120, "the campaign to finish after the restart")
 
     assert 300 <= stopped_at < 1500
-    assert_everyone_received_once(sandbox, campaign)
-    assert campaign.deliveries.filter(ambiguous=True).count() <= settings.CAMPAIGN_BATCH_SIZE
+    counts = received_by_address(sandbox)
+    assert max(counts.values()) == 1, "a message was received twice"
+    everyone = set(campaign.deliveries.values_list("subscriber__email", flat=True))
+    flagged = set(campaign.deliveries.filter(ambiguous=True).values_list("subscriber__email", flat=True))
+    missing = everyone - set(counts)
+    assert missing <= flagged and len(missing) <= 5
+    assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent"}
 
 
 def test_pause_stops_within_a_batch_and_resume_sends_only_the_rest(smtp_sandbox, make_server, settings):

@@ -3,6 +3,7 @@
 import threading
 import time
 from collections import Counter
+from email import message_from_bytes
 
 import pytest
 from django.core.mail import EmailMessage, get_connection, send_mail
@@ -178,6 +179,22 @@ def test_final_dot_hook_runs_before_the_content_is_written(smtp_sandbox, make_se
     _backend(make_server(port=sandbox.port, max_conns=1), on_final_dot=on_final_dot).send_messages(messages)
 
     assert seen == [("Hello 0", 0), ("Hello 1", 1), ("Hello 2", 2)]
+
+
+def test_a_failing_final_dot_hook_holds_that_message_back(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(pipelining=True)
+    messages = _messages(3)
+
+    def on_final_dot(message):
+        if message.subject == "Hello 1":
+            raise RuntimeError("database is locked")
+
+    server = make_server(port=sandbox.port, max_conns=1)
+    _backend(server, fail_silently=True, on_final_dot=on_final_dot).send_messages(messages)
+
+    assert [m.smtp_result.status for m in messages] == ["sent", "deferred", "sent"]
+    assert messages[1].smtp_result.text == "not sent: on_final_dot failed: database is locked"
+    assert sorted(message_from_bytes(m.data)["Subject"] for m in sandbox.received) == ["Hello 0", "Hello 2"]
 
 
 def test_a_4xx_then_success_is_sent_once(smtp_sandbox, make_server):

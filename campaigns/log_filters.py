@@ -1,0 +1,352 @@
+"""The event log's queries: the filter form, keyset pages, counts per kind, a campaign's timeline
+and the CSV export.
+
+The log holds millions of rows, so every query keeps to an index. Pages are keyset pages on
+`id` (below or above a bound, never OFFSET, never a COUNT of the table). Every composite
+index on Event ends in `id`, so a time range is also applied as the range of ids it holds,
+which those indexes can seek to. What must read every row it covers — the counts per kind
+and a text search — is kept to a time window (`time_window()`): a chosen campaign's events,
+else at most the last week of the filter's range, or the last 24 hours without a start.
+"""
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django import forms
+from django.db import connection
+from django.db.models import CharField, Count, F, Max, Min, QuerySet, Sum
+from django.db.models.functions import Lower, Substr, TruncMinute
+from django.utils import timezone
+
+from campaigns.eventlog import AUTO_PAUSE
+from campaigns.models import Campaign, Delivery, Event
+from smtp_settings.events import Kind
+from smtp_settings.models import SmtpServer
+
+PAGE_SIZE = 50
+EXPORT_CHUNK = 2000
+DEFAULT_WINDOW = timedelta(hours=24)
+MAX_WINDOW = timedelta(days=7)
+KINDS = [value for name, value in vars(Kind).items() if name.isupper()] + [AUTO_PAUSE]
+EXPORT_COLUMNS = [
+    "at",
+    "last_at",
+    "count",
+    "kind",
+    "server",
+    "campaign",
+    "connection_id",
+    "messages_on_connection",
+    "stage",
+    "code",
+    "enhanced_code",
+    "text",
+    "duration_ms",
+    "recipient",
+    "message_id",
+]
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CHART_WINDOW = timedelta(hours=24)
+MAX_BARS = 240
+BUCKET_MINUTES = (1, 2, 3, 5, 6, 10, 15, 20, 30, 60)
+
+DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
+
+
+def _datetime_field(label: str, help_text: str) -> forms.DateTimeField:
+    return forms.DateTimeField(
+        label=label,
+        required=False,
+        help_text=help_text,
+        input_formats=[DATETIME_LOCAL, "%Y-%m-%dT%H:%M:%S"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_LOCAL),
+    )
+
+
+class LogFilterForm(forms.Form):
+    """The log's filters, from the query string. `before` and `after` are the keyset bounds."""
+
+    server = forms.ModelChoiceField(
+        queryset=SmtpServer.objects.only("name").order_by("name"), required=False, empty_label="All servers"
+    )
+    campaign = forms.ModelChoiceField(
+        queryset=Campaign.objects.only("name").order_by("-created_at"), required=False, empty_label="All campaigns"
+    )
+    kind = forms.ChoiceField(
+        choices=[("", "All kinds"), *((kind, kind.replace("_", " ")) for kind in KINDS)], required=False
+    )
+    code = forms.IntegerField(label="Reply code", min_value=100, max_value=599, required=False)
+    since = _datetime_field("From", "Inclusive.")
+    until = _datetime_field("Until", "Exclusive.")
+    q = forms.CharField(
+        label="Server said",
+        max_length=200,
+        required=False,
+        help_text="Searches the last 24 hours, a week at most from “From”, or a chosen campaign's events.",
+    )
+    before = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
+    after = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
+
+    FILTERS = ("server", "campaign", "kind", "code", "since", "until", "q")
+
+    def clean(self):
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since >= until:
+            self.add_error("until", "Must be after “From”.")
+        if cleaned.get("before") is not None and cleaned.get("after") is not None:
+            self.add_error("after", "Ask for older or newer events, not both.")
+        return cleaned
+
+    @property
+    def filter_fields(self):
+        return [self[name] for name in self.FILTERS]
+
+
+def time_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+    """The time range the counts per kind and a text search cover, since both read every row
+    in it: a chosen campaign's events as filtered (a campaign bounds them itself); else the
+    filter's range, at most its last MAX_WINDOW; without a start, the DEFAULT_WINDOW up to
+    `until` (or now)."""
+    since, until = cleaned.get("since"), cleaned.get("until")
+    if cleaned.get("campaign"):
+        return since, until
+    end = until or now or timezone.now()
+    return max(since or end - DEFAULT_WINDOW, end - MAX_WINDOW), until
+
+
+def filtered_events(cleaned: dict, *, windowed: bool = False, now: datetime | None = None) -> QuerySet:
+    """The events the filter selects. With `windowed` (and always with a text search), only
+    those within `time_window()`."""
+    events = Event.objects.all()
+    if cleaned.get("server"):
+        events = events.filter(server=cleaned["server"])
+    if cleaned.get("campaign"):
+        events = events.filter(campaign=cleaned["campaign"])
+    if cleaned.get("kind"):
+        events = events.filter(kind=cleaned["kind"])
+    if cleaned.get("code") is not None:
+        events = events.filter(code=cleaned["code"])
+    if cleaned.get("q"):
+        events = events.filter(text__icontains=cleaned["q"])
+        windowed = True
+    if windowed:
+        return within(events, *time_window(cleaned, now), id_range=True)
+    # A page newest first finds its rows at once after a start; only an end needs the ids.
+    return within(events, cleaned.get("since"), cleaned.get("until"), id_range=cleaned.get("until") is not None)
+
+
+def within(events: QuerySet, since: datetime | None, until: datetime | None, *, id_range: bool) -> QuerySet:
+    """`events` from `since` (inclusive) to `until` (exclusive). With `id_range` and a start,
+    also as the range of ids those rows hold: what that costs (reading the `at` index over the
+    range) pays when every row in range is read, or when the range ends in the past."""
+    if until is not None:
+        events = events.filter(at__lt=until)
+    if since is None:
+        return events
+    events = events.filter(at__gte=since)
+    if not id_range:
+        return events
+    span = Event.objects.filter(at__gte=since)
+    if until is not None:
+        span = span.filter(at__lt=until)
+    # The ids of the rows in range, read from the `at` index alone (+0: otherwise SQLite finds
+    # MIN(id) by walking the table from its first row). Exact, so no row is lost; and it lets
+    # the (kind, id), (server, id)... indexes skip everything outside the range.
+    ids = span.aggregate(first=Min(F("id") + 0), last=Max(F("id") + 0))
+    if ids["first"] is not None:
+        events = events.filter(id__gte=ids["first"])
+        if until is not None:  # without an end, rows still to come belong too
+            events = events.filter(id__lte=ids["last"])
+    return events
+
+
+@dataclass
+class Page:
+    """Up to PAGE_SIZE events, newest first, and the bounds of the pages either side."""
+
+    events: list[Event]
+    older: int | None = None  # ?before= this for the next older page
+    newer: int | None = None  # ?after= this for the next newer page; None on the newest
+
+    @property
+    def newest_id(self) -> int | None:
+        return self.events[0].pk if self.events else None
+
+
+def page(events: QuerySet, before: int | None = None, after: int | None = None) -> Page:
+    """A keyset page: the newest events below `before`, or the oldest above `after` (the
+    next newer page, or what the live tail has not shown yet), newest first either way."""
+    if after is not None:
+        rows = newer_than(events, after, PAGE_SIZE + 1)
+        more = len(rows) > PAGE_SIZE
+        rows = rows[-PAGE_SIZE:]
+        oldest = rows[-1].pk if rows else after + 1
+        older = oldest if events.filter(id__lt=oldest).exists() else None
+        return Page(rows, older=older, newer=rows[0].pk if more else None)
+    if before is not None:
+        events = events.filter(id__lt=before)
+    rows = list(_for_table(events).order_by("-id")[: PAGE_SIZE + 1])
+    older = rows[PAGE_SIZE - 1].pk if len(rows) > PAGE_SIZE else None
+    rows = rows[:PAGE_SIZE]
+    newer = rows[0].pk if before is not None and rows else None
+    return Page(rows, older=older, newer=newer)
+
+
+def newer_than(events: QuerySet, after: int, limit: int = PAGE_SIZE) -> list[Event]:
+    """The oldest `limit` events above `after`, newest first: what the live tail adds on top."""
+    return list(_for_table(events).filter(id__gt=after).order_by("id")[:limit])[::-1]
+
+
+def _for_table(events: QuerySet) -> QuerySet:
+    return events.select_related("campaign").defer("campaign__html_body", "campaign__text_body")
+
+
+def summary(events: QuerySet) -> list[tuple[str, int]]:
+    """[(kind, how many times it happened)], most frequent first. A storm row counts `count` times."""
+    # Grouped by an expression so that SQLite does not group by walking the (kind, id) index,
+    # which reads the table's rows in random order (four times slower over a week of events)
+    # where reading the id range in order is all it takes. Kinds are lower case already.
+    totals = events.order_by().annotate(group=Lower("kind")).values_list("group").annotate(total=Sum("count"))
+    return sorted(totals, key=lambda row: (-row[1], row[0]))
+
+
+# CSV
+
+
+def _cell(value) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_chunks(events: QuerySet) -> Iterator[str]:
+    """The events as CSV, newest first, EXPORT_CHUNK rows a piece read by keyset: never the
+    whole table in memory."""
+    columns = [name for name in EXPORT_COLUMNS if name not in ("server", "campaign")]
+    fields = [*columns, "server_name", "campaign__name", "id"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_COLUMNS)
+    before = None
+    while True:
+        chunk = events.order_by("-id") if before is None else events.filter(id__lt=before).order_by("-id")
+        rows = list(chunk.values(*fields)[:EXPORT_CHUNK])
+        for row in rows:
+            row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
+            writer.writerow([_cell(row[name]) for name in EXPORT_COLUMNS])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        if len(rows) < EXPORT_CHUNK:
+            return
+        before = rows[-1]["id"]
+
+
+# A campaign's timeline
+
+
+@dataclass
+class Bucket:
+    start: datetime
+    sent: int = 0
+    closed_421: int = 0
+    reconnects: int = 0
+
+
+@dataclass
+class Timeline:
+    """Messages sent, 421s and reconnects per bucket of `minutes`, over at most CHART_WINDOW."""
+
+    minutes: int
+    buckets: list[Bucket] = field(default_factory=list)
+
+    @property
+    def start(self) -> datetime:
+        return self.buckets[0].start
+
+    @property
+    def end(self) -> datetime:
+        return self.buckets[-1].start + timedelta(minutes=self.minutes)
+
+    @property
+    def sent(self) -> int:
+        return sum(bucket.sent for bucket in self.buckets)
+
+    @property
+    def closed_421(self) -> int:
+        return sum(bucket.closed_421 for bucket in self.buckets)
+
+    @property
+    def reconnects(self) -> int:
+        return sum(bucket.reconnects for bucket in self.buckets)
+
+
+def _minute(column: str):
+    """The minute of a datetime column, to group by. TruncMinute is native on PostgreSQL but a
+    Python function called per row on SQLite (175 ms for 50,000 deliveries); there, the stored
+    text (UTC, "YYYY-MM-DD HH:MM:SS...") cut after the minute gives the same groups natively."""
+    if connection.vendor == "sqlite":
+        return Substr(column, 1, 16, output_field=CharField())
+    return TruncMinute(column, tzinfo=UTC)
+
+
+def _as_minute(value) -> datetime:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value
+
+
+def _floor(moment: datetime, minutes: int) -> datetime:
+    """The start of the bucket of `minutes` that `moment` falls in (buckets start on the hour)."""
+    epoch_minute = int(moment.timestamp() // 60)
+    return datetime.fromtimestamp((epoch_minute - epoch_minute % minutes) * 60, tz=UTC)
+
+
+def campaign_timeline(campaign: Campaign) -> Timeline | None:
+    """The campaign's last CHART_WINDOW of sending, in at most MAX_BARS buckets; None before it
+    sent or heard anything."""
+    sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
+    events = Event.objects.filter(campaign=campaign)
+    ends = [
+        sent.order_by("-sent_at").values_list("sent_at", flat=True).first(),
+        events.order_by("-id").values_list("last_at", flat=True).first(),
+    ]
+    starts = [
+        sent.order_by("sent_at").values_list("sent_at", flat=True).first(),
+        events.order_by("id").values_list("at", flat=True).first(),
+    ]
+    if not any(ends):
+        return None
+    end = max(moment for moment in ends if moment)
+    start = max(min(moment for moment in starts if moment), end - CHART_WINDOW)
+    span_minutes = (end - start).total_seconds() / 60
+    minutes = next((size for size in BUCKET_MINUTES if span_minutes / size <= MAX_BARS), BUCKET_MINUTES[-1])
+    last = _floor(end, minutes)
+    first = max(_floor(start, minutes), last - timedelta(minutes=minutes * (MAX_BARS - 1)))
+    count = int((last - first).total_seconds() // (minutes * 60)) + 1
+    timeline = Timeline(minutes, [Bucket(first + timedelta(minutes=minutes * n)) for n in range(count)])
+
+    def bucket(minute) -> Bucket:
+        index = int((_as_minute(minute) - first).total_seconds() // (minutes * 60))
+        return timeline.buckets[min(max(index, 0), count - 1)]
+
+    per_minute = sent.filter(sent_at__gte=first).annotate(minute=_minute("sent_at"))
+    for minute, n in per_minute.order_by().values_list("minute").annotate(n=Count("id")):
+        bucket(minute).sent += n
+    marked = within(events.filter(kind__in=(Kind.SESSION_CLOSED_421, Kind.RECONNECT)), first, None, id_range=True)
+    marked = marked.annotate(minute=_minute("at")).order_by().values_list("minute", "kind")
+    for minute, kind, n in marked.annotate(n=Sum("count")):
+        if kind == Kind.SESSION_CLOSED_421:
+            bucket(minute).closed_421 += n
+        else:
+            bucket(minute).reconnects += n
+    return timeline

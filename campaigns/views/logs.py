@@ -1,0 +1,85 @@
+"""The event log: the filtered table with its counts per kind and live tail, the CSV export,
+and a campaign's own events for its page. The queries are in `campaigns/log_filters.py`."""
+
+from django.http import HttpResponse, QueryDict, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from campaigns.charts import campaign_chart
+from campaigns.log_filters import (
+    LogFilterForm,
+    csv_chunks,
+    filtered_events,
+    newer_than,
+    page,
+    summary,
+    time_window,
+)
+from campaigns.models import Campaign
+from project.htmx import HtmxHttpRequest
+
+
+def _filters(request: HtmxHttpRequest) -> QueryDict:
+    """The filters in use, without empty ones or the page bounds: the base of every link."""
+    filters = QueryDict(mutable=True)
+    for name in LogFilterForm.FILTERS:
+        if value := request.GET.get(name, "").strip():
+            filters[name] = value
+    return filters
+
+
+def _bad_filters(request: HtmxHttpRequest, form: LogFilterForm) -> HttpResponse:
+    return render(request, "logs/list.html", {"form": form, "filters": _filters(request)}, status=400)
+
+
+def campaign_events_context(campaign: Campaign) -> dict:
+    """What `campaigns/_events.html` shows on the campaign's page."""
+    return {
+        "event_counts": summary(campaign.events.all()),
+        "event_filters": QueryDict(f"campaign={campaign.pk}"),
+        "chart": campaign_chart(campaign),
+    }
+
+
+@require_GET
+def event_list(request: HtmxHttpRequest) -> HttpResponse:
+    form = LogFilterForm(request.GET)
+    if not form.is_valid():
+        return _bad_filters(request, form)
+    cleaned = form.cleaned_data
+    events = filtered_events(cleaned)
+    if request.htmx and cleaned["after"] is not None:  # the live tail: only what is new
+        return render(request, "logs/_rows.html", {"events": newer_than(events, cleaned["after"]), "live": True})
+    campaign = cleaned["campaign"]
+    window = time_window(cleaned)
+    context = {
+        "form": form,
+        "filters": _filters(request),
+        "page": page(events, before=cleaned["before"], after=cleaned["after"]),
+        "paged": cleaned["before"] is not None or cleaned["after"] is not None,
+        # A text search is in the window already.
+        "counts": summary(events if cleaned["q"] else filtered_events(cleaned, windowed=True)),
+        "window": window if window != (cleaned["since"], cleaned["until"]) else None,
+        "campaign": campaign,
+        "chart": campaign_chart(campaign) if campaign else None,
+    }
+    return render(request, "logs/list.html", context)
+
+
+@require_GET
+def event_export(request: HtmxHttpRequest) -> HttpResponse:
+    form = LogFilterForm(request.GET)
+    if not form.is_valid():
+        return _bad_filters(request, form)
+    response = StreamingHttpResponse(
+        csv_chunks(filtered_events(form.cleaned_data)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = 'attachment; filename="relaydeck-events.csv"'
+    return response
+
+
+@require_GET
+def campaign_events(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The campaign page's events block, polled while the campaign runs."""
+    campaign = get_object_or_404(Campaign, pk=pk)
+    return render(request, "campaigns/_events.html", {"campaign": campaign, **campaign_events_context(campaign)})

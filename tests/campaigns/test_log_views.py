@@ -1,0 +1,533 @@
+"""The event log page: filters, keyset pages, the live tail, counts per kind, the CSV export,
+a campaign's events and chart; server text shown as text, never as HTML."""
+
+import csv
+import io
+import re
+from datetime import timedelta
+from html import unescape
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns import eventlog, log_filters
+from campaigns.models import Delivery, Event
+from smtp_settings.events import Kind
+from smtp_settings.sandbox import SES_421
+from tests.campaigns.test_sending import make_campaign, start_sending
+
+LOG = reverse("logs:list")
+EXPORT = reverse("logs:export")
+
+pytestmark = pytest.mark.django_db
+
+
+def make_events(n: int = 1, ago: timedelta = timedelta(minutes=1), **fields) -> list[Event]:
+    """`n` events, one second apart, the last `ago` before now."""
+    last = timezone.now() - ago
+    rows = []
+    for i in range(n):
+        at = last - timedelta(seconds=n - 1 - i)
+        at = fields.get("at", at)
+        rows.append(Event(**({"at": at, "last_at": at, "kind": Kind.CONNECT, "server_name": "ses"} | fields)))
+    return Event.objects.bulk_create(rows)
+
+
+def shown_ids(response) -> list[int]:
+    return [int(pk) for pk in re.findall(r'<tr id="event-(\d+)"', response.content.decode())]
+
+
+def counts(response) -> dict[str, int]:
+    return dict(response.context["counts"])
+
+
+@pytest.fixture
+def campaign(make_server):
+    return make_campaign([make_server(name="ses")], 3)
+
+
+# Access and input
+
+
+@pytest.mark.parametrize("url", [LOG, EXPORT, "/logs/campaign/1/"])
+def test_the_log_requires_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
+
+
+def test_logs_is_a_link_in_the_navigation_marked_current(admin_client):
+    html = admin_client.get(LOG).content.decode()
+    assert f'<a href="{LOG}" aria-current="page">Logs</a>' in html
+
+
+@pytest.mark.parametrize(
+    "query, named",
+    [
+        ("code=abc", "Reply code"),
+        ("code=999", "Reply code"),
+        ("since=yesterday", "From"),
+        ("until=2026-13-45T10:00", "Until"),
+        ("since=2026-01-02T00:00&until=2026-01-01T00:00", "Until"),
+        ("kind=<b>bogus</b>", "Kind"),
+        ("server=abc", "Server"),
+        ("campaign=999999", "Campaign"),
+        ("before=-5", "before"),
+        ("after=x", "after"),
+    ],
+)
+@pytest.mark.parametrize("url", [LOG, EXPORT])
+def test_bad_filter_input_is_a_400_naming_the_field(admin_client, url, query, named):
+    response = admin_client.get(f"{url}?{query}")
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "These filters cannot be used" in html
+    assert re.search(rf">{named}</a>: |<li>{named}: ", html)
+    assert "<b>bogus</b>" not in html
+
+
+# Filters
+
+
+def test_each_filter_selects_its_events(admin_client, make_server, campaign):
+    other_server = make_server(name="exchange")
+    other_campaign = make_campaign([other_server], 1)
+    ses = campaign.servers.get()
+    week_ago = timedelta(days=7)
+    wanted = {
+        "server": make_events(server=ses, server_name="ses")[0],
+        "campaign": make_events(campaign=campaign)[0],
+        "kind": make_events(kind=Kind.LEARNED_LIMIT)[0],
+        "code": make_events(kind=Kind.FAILURE, code=550, text="5.1.1 User unknown")[0],
+        "since": make_events(ago=timedelta(seconds=5))[0],
+        "until": make_events(ago=week_ago)[0],
+        "q": make_events(kind=Kind.DEFERRED, code=454, text="Throttling failure: Maximum sending rate exceeded")[0],
+    }
+    make_events(5, server=other_server, server_name="exchange", campaign=other_campaign, code=250)
+    cut = timezone.localtime() - timedelta(seconds=30)
+    queries = {
+        "server": f"server={ses.pk}",
+        "campaign": f"campaign={campaign.pk}",
+        "kind": "kind=learned_limit",
+        "code": "code=550",
+        "since": f"since={cut:%Y-%m-%dT%H:%M:%S}",
+        "until": f"until={timezone.localtime() - week_ago + timedelta(minutes=1):%Y-%m-%dT%H:%M}",
+        "q": "q=throttling",
+    }
+
+    for name, query in queries.items():
+        response = admin_client.get(f"{LOG}?{query}")
+        assert response.status_code == 200
+        assert shown_ids(response) == [wanted[name].pk], name
+
+
+def test_filters_combine(admin_client, campaign):
+    ses = campaign.servers.get()
+    make_events(3, server=ses, kind=Kind.ROTATION)
+    [wanted] = make_events(server=ses, campaign=campaign, kind=Kind.ROTATION)
+    make_events(2, campaign=campaign, kind=Kind.CONNECT)
+
+    response = admin_client.get(f"{LOG}?server={ses.pk}&campaign={campaign.pk}&kind=rotation")
+
+    assert shown_ids(response) == [wanted.pk]
+
+
+def test_kind_choices_are_the_pool_kinds_and_auto_pause():
+    choices = {value for value, _ in log_filters.LogFilterForm().fields["kind"].choices}
+    assert {"", "connect", "421", "reconnect", "rotation", "learned_limit", "auto_pause"} <= choices
+
+
+# Keyset pages
+
+
+def test_pages_go_older_without_overlap_and_stay_put_when_new_events_arrive(admin_client):
+    events = make_events(120)
+    newest_first = [event.pk for event in reversed(events)]
+
+    first = admin_client.get(LOG)
+    older_url = first.context["page"].older and f"{LOG}?before={first.context['page'].older}"
+    make_events(7, ago=timedelta(seconds=1))  # arrive while the reader is on the first page
+    second = admin_client.get(older_url)
+    third = admin_client.get(f"{LOG}?before={second.context['page'].older}")
+
+    assert shown_ids(first) == newest_first[:50]
+    assert shown_ids(second) == newest_first[50:100]
+    assert shown_ids(third) == newest_first[100:]
+    assert third.context["page"].older is None
+    assert f'href="{LOG}?before={first.context["page"].older}"' in first.content.decode()
+
+
+def test_newer_pages_come_back_the_same_way(admin_client):
+    events = make_events(120)
+    newest_first = [event.pk for event in reversed(events)]
+    second = admin_client.get(f"{LOG}?before={newest_first[49]}")
+
+    back = admin_client.get(f"{LOG}?after={second.context['page'].newer}")
+
+    assert shown_ids(back) == newest_first[:50]
+    assert back.context["page"].older == newest_first[49]
+
+
+def test_pages_keep_their_filters(admin_client):
+    make_events(60, kind=Kind.ROTATION)
+    make_events(60, kind=Kind.CONNECT)
+
+    first = admin_client.get(f"{LOG}?kind=rotation")
+    html = first.content.decode()
+
+    assert f"?kind=rotation&amp;before={first.context['page'].older}" in html
+    assert f"{EXPORT}?kind=rotation" in html
+
+
+def test_pages_never_count_the_table_or_skip_with_offset(admin_client):
+    make_events(60)
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(f"{LOG}?before=30")
+        admin_client.get(LOG)
+    sql = " ".join(query["sql"] for query in queries.captured_queries).upper()
+    assert "OFFSET" not in sql and "COUNT(" not in sql
+
+
+# Live tail
+
+
+def test_the_live_tail_returns_only_the_newer_rows(admin_client):
+    old = make_events(3)
+    new = make_events(2, kind=Kind.ROTATION, ago=timedelta(seconds=1))
+
+    response = admin_client.get(f"{LOG}?after={old[-1].pk}", HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+
+    assert response.status_code == 200
+    assert shown_ids(response) == [new[1].pk, new[0].pk]
+    assert "<html" not in html and "<table" not in html
+    # the next poll asks for what is newer than these
+    assert f'id="live-after" name="after" value="{new[1].pk}" hx-swap-oob="true"' in html
+
+
+def test_the_live_tail_keeps_the_filters(admin_client):
+    [start] = make_events()
+    make_events(2, kind=Kind.CONNECT)
+    [rotation] = make_events(kind=Kind.ROTATION)
+
+    response = admin_client.get(f"{LOG}?kind=rotation&after={start.pk}", HTTP_HX_REQUEST="true")
+
+    assert shown_ids(response) == [rotation.pk]
+
+
+def test_nothing_new_for_the_live_tail_is_an_empty_answer(admin_client):
+    [newest] = make_events()
+    response = admin_client.get(f"{LOG}?after={newest.pk}", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and response.content.decode().strip() == ""
+
+
+def test_the_first_page_polls_for_new_rows_into_the_table_top(admin_client):
+    [newest] = make_events()
+    html = admin_client.get(f"{LOG}?kind=connect").content.decode()
+    assert 'hx-trigger="every 2s [this.checked]"' in html
+    assert f'hx-get="{LOG}?kind=connect"' in html
+    assert 'hx-target="#event-rows" hx-swap="afterbegin"' in html
+    assert f'id="live-after" name="after" value="{newest.pk}"' in html
+
+
+def test_older_pages_do_not_poll(admin_client):
+    make_events(60)
+    html = admin_client.get(f"{LOG}?before=30").content.decode()
+    assert "every 2s" not in html
+
+
+# What a row shows
+
+
+def test_server_text_is_escaped(admin_client):
+    make_events(kind=Kind.FAILURE, code=550, text='<script>alert("x")</script><img src=x onerror=alert(1)>')
+    html = admin_client.get(LOG).content.decode()
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+
+
+def test_long_server_text_is_folded_with_its_start_as_summary(admin_client):
+    text = "5.7.1 " + "<b>blocked</b> " * 60
+    make_events(kind=Kind.FAILURE, code=550, text=text)
+    html = admin_client.get(LOG).content.decode()
+    folded = re.search(r"<details><summary>(.*?)</summary>(.*?)</details>", html, re.S)
+    assert folded
+    summary, full = folded.groups()
+    assert summary.startswith("5.7.1 &lt;b&gt;blocked&lt;/b&gt;") and len(unescape(summary)) <= 200
+    assert full.count("&lt;b&gt;blocked&lt;/b&gt;") == 60
+    assert "<b>blocked" not in html
+
+
+def test_a_storm_row_shows_how_many_times_and_until_when(admin_client):
+    at = timezone.now() - timedelta(minutes=3)
+    Event.objects.bulk_create(
+        [Event(at=at, last_at=at + timedelta(seconds=42), count=17, kind=Kind.SESSION_CLOSED_421, code=421)]
+    )
+    html = admin_client.get(LOG).content.decode()
+    assert "×17" in html
+    assert f'to <time datetime="{timezone.localtime(at + timedelta(seconds=42)):%Y-%m-%dT%H:%M:%S}' in html
+
+
+def test_each_event_links_to_its_campaign_and_server(admin_client, campaign):
+    server = campaign.servers.get()
+    make_events(server=server, server_name=server.name, campaign=campaign)
+    html = admin_client.get(LOG).content.decode()
+    assert f'href="{reverse("campaigns:detail", args=[campaign.pk])}">{campaign.name}</a>' in html
+    assert f'href="{reverse("smtp_settings:list")}#server-{server.pk}">{server.name}</a>' in html
+
+
+# Counts per kind
+
+
+def test_counts_per_kind_add_up_storm_rows(admin_client):
+    make_events(3, kind=Kind.CONNECT)
+    make_events(2, kind=Kind.SESSION_CLOSED_421, count=40)
+    make_events(kind=Kind.RECONNECT, count=5)
+
+    response = admin_client.get(LOG)
+
+    assert response.context["counts"] == [("421", 80), ("reconnect", 5), ("connect", 3)]
+    assert f'href="{LOG}?kind=421">421</a></dt><dd>80</dd>' in response.content.decode()
+
+
+def test_counts_follow_the_filter(admin_client, campaign):
+    make_events(3, kind=Kind.CONNECT, campaign=campaign)
+    make_events(4, kind=Kind.CONNECT)
+    make_events(kind=Kind.SESSION_CLOSED_421, count=9, campaign=campaign)
+
+    response = admin_client.get(f"{LOG}?campaign={campaign.pk}")
+
+    assert counts(response) == {"connect": 3, "421": 9}
+
+
+def test_without_a_start_the_counts_cover_the_last_24_hours_and_say_so(admin_client):
+    make_events(2, kind=Kind.ROTATION, ago=timedelta(days=2))
+    make_events(3, kind=Kind.CONNECT)
+
+    response = admin_client.get(LOG)
+
+    assert counts(response) == {"connect": 3}
+    assert len(shown_ids(response)) == 5  # the table shows them all
+    assert "choose a campaign to count all of its events" in response.content.decode()
+
+
+def test_a_chosen_campaign_counts_all_its_events(admin_client, campaign):
+    make_events(2, kind=Kind.ROTATION, ago=timedelta(days=20), campaign=campaign)
+    make_events(1, kind=Kind.CONNECT, campaign=campaign)
+
+    response = admin_client.get(f"{LOG}?campaign={campaign.pk}")
+
+    assert counts(response) == {"rotation": 2, "connect": 1}
+
+
+def test_a_time_range_is_counted_up_to_a_week(admin_client):
+    make_events(1, kind=Kind.ROTATION, ago=timedelta(days=10))
+    make_events(2, kind=Kind.RETRY, ago=timedelta(days=3))
+    since = timezone.localtime() - timedelta(days=30)
+
+    response = admin_client.get(f"{LOG}?since={since:%Y-%m-%dT%H:%M}")
+
+    assert counts(response) == {"retry": 2}
+    assert len(shown_ids(response)) == 3
+
+
+def test_a_text_search_looks_at_the_last_24_hours_without_a_start(admin_client):
+    make_events(kind=Kind.RETRY, text="4.4.2 Timeout waiting for data", ago=timedelta(days=2))
+    [recent] = make_events(kind=Kind.RETRY, text="4.4.2 Timeout waiting for data")
+
+    response = admin_client.get(f"{LOG}?q=timeout")
+
+    assert shown_ids(response) == [recent.pk]
+
+
+# CSV export
+
+
+def read_csv(response) -> list[dict]:
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_export_streams_the_filtered_events_as_csv(admin_client, campaign):
+    server = campaign.servers.get()
+    make_events(2, kind=Kind.CONNECT)
+    [storm] = make_events(
+        kind=Kind.SESSION_CLOSED_421,
+        count=12,
+        server=server,
+        server_name=server.name,
+        campaign=campaign,
+        code=421,
+        stage="MAIL",
+        text=SES_421[4:],
+        connection_id=7,
+        messages_on_connection=50,
+    )
+
+    response = admin_client.get(f"{EXPORT}?kind=421")
+    rows = read_csv(response)
+
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == 'attachment; filename="relaydeck-events.csv"'
+    assert list(rows[0]) == log_filters.EXPORT_COLUMNS
+    assert rows == [
+        {
+            "at": storm.at.isoformat(),
+            "last_at": storm.last_at.isoformat(),
+            "count": "12",
+            "kind": "421",
+            "server": "ses",
+            "campaign": campaign.name,
+            "connection_id": "7",
+            "messages_on_connection": "50",
+            "stage": "MAIL",
+            "code": "421",
+            "enhanced_code": "",
+            "text": SES_421[4:],
+            "duration_ms": "",
+            "recipient": "",
+            "message_id": "",
+        }
+    ]
+
+
+def test_export_reads_in_keyset_chunks_newest_first(admin_client, monkeypatch):
+    monkeypatch.setattr(log_filters, "EXPORT_CHUNK", 4)
+    events = make_events(10, kind=Kind.ROTATION)
+
+    response = admin_client.get(EXPORT)
+    chunks = list(response.streaming_content)
+
+    assert len(chunks) == 3  # 4 + 4 + 2 rows, the header with the first
+    rows = list(csv.DictReader(io.StringIO(b"".join(chunks).decode())))
+    assert [row["at"] for row in rows] == [event.at.isoformat() for event in reversed(events)]
+
+
+def test_export_defuses_spreadsheet_formulas(admin_client):
+    for text in ('=HYPERLINK("http://evil")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "ok = fine"):
+        make_events(kind=Kind.FAILURE, text=text, recipient="=cmd|' /C calc'!A0")
+
+    rows = read_csv(admin_client.get(EXPORT))
+
+    assert [row["text"] for row in rows] == [
+        "ok = fine",
+        "'\t=1",
+        "'@SUM(A1)",
+        "'-2+3",
+        "'+1+1",
+        '\'=HYPERLINK("http://evil")',
+    ]
+    assert {row["recipient"] for row in rows} == {"'=cmd|' /C calc'!A0"}
+
+
+# A campaign's events
+
+
+def test_the_campaign_page_shows_its_event_counts_and_links_into_the_log(admin_client, campaign):
+    make_events(4, kind=Kind.CONNECT, campaign=campaign)
+    make_events(kind=Kind.SESSION_CLOSED_421, count=6, campaign=campaign)
+    make_events(9, kind=Kind.ROTATION)  # another campaign's, or none
+
+    response = admin_client.get(reverse("campaigns:detail", args=[campaign.pk]))
+    html = response.content.decode()
+
+    assert response.context["event_counts"] == [("421", 6), ("connect", 4)]
+    assert f'<a href="{LOG}?campaign={campaign.pk}">See all in the log</a>' in html
+    assert f'href="{LOG}?campaign={campaign.pk}&amp;kind=421">421</a></dt><dd>6</dd>' in html
+    assert 'id="campaign-events"' in html
+
+
+def test_the_campaign_events_block_can_be_fetched_alone(admin_client, campaign):
+    make_events(2, kind=Kind.CONNECT, campaign=campaign)
+    response = admin_client.get(reverse("logs:campaign", args=[campaign.pk]), HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="campaign-events"' in html and "<html" not in html
+
+
+def send_at(campaign, moments) -> None:
+    subscribers = list(campaign.lists.get().subscribers.all())
+    Delivery.objects.bulk_create(
+        [
+            Delivery(campaign=campaign, subscriber=subscriber, status="sent", sent_at=moment)
+            for subscriber, moment in zip(subscribers, moments, strict=False)
+        ]
+    )
+
+
+def test_the_chart_has_a_bar_per_minute_with_sends_and_marks_for_421s(admin_client, make_server):
+    campaign = make_campaign([make_server()], 6)
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(
+        campaign, [minute, minute + timedelta(seconds=20), minute + timedelta(minutes=2), minute + timedelta(minutes=5)]
+    )
+    make_events(at=minute + timedelta(minutes=2, seconds=5), kind=Kind.SESSION_CLOSED_421, count=3, campaign=campaign)
+    make_events(at=minute + timedelta(minutes=2, seconds=6), kind=Kind.RECONNECT, count=3, campaign=campaign)
+
+    html = admin_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    svg = re.search(r"<svg.*?</svg>", html, re.S).group(0)
+
+    assert 'role="img"' in svg and "<title>Messages sent per minute, with 421s and reconnects</title>" in svg
+    assert re.search(r'aria-label="[^"]*4 sent, 3 sessions closed with a 421, 3 reconnects', svg)
+    bars = re.findall(
+        r'<rect class="sent" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"><title>([^<]*)</title>', svg
+    )
+    assert [title.split(": ")[1] for _, title in bars] == ["2 sent", "1 sent", "1 sent"]
+    assert float(bars[0][0]) == pytest.approx(2 * float(bars[1][0]))
+    assert re.findall(r'class="mark-421"[^>]*><title>([^<]*)</title>', svg) == [
+        f"{timezone.localtime(minute + timedelta(minutes=2)):%H:%M}: 3 × 421"
+    ]
+    assert len(re.findall(r'class="mark-reconnect"[^>]*><title>', svg)) == 1
+
+
+def test_the_chart_covers_the_last_day_in_at_most_240_bars(make_server):
+    campaign = make_campaign([make_server()], 5)
+    now = timezone.now()
+    send_at(campaign, [now - timedelta(days=3), now - timedelta(hours=20), now - timedelta(hours=2), now])
+
+    timeline = log_filters.campaign_timeline(campaign)
+
+    assert timeline.minutes == 6 and len(timeline.buckets) <= 240
+    assert timeline.sent == 3  # the one three days ago is outside the last 24 hours
+    assert timeline.start > now - timedelta(hours=24, minutes=6)
+
+
+def test_the_log_shows_the_chart_when_a_campaign_is_chosen(admin_client, campaign):
+    send_at(campaign, [timezone.now() - timedelta(minutes=3)])
+    assert "<svg" not in admin_client.get(LOG).content.decode()
+    assert "<svg" in admin_client.get(f"{LOG}?campaign={campaign.pk}").content.decode()
+
+
+def test_a_campaign_that_sent_nothing_has_no_chart(admin_client, campaign):
+    html = admin_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "<svg" not in html and "No events." in html
+
+
+# A real campaign
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_capped_servers_421s_reconnects_and_rotations_show_in_the_log(admin_client, smtp_sandbox, make_server):
+    eventlog.flush()  # what earlier tests left in the buffer, before any campaign id could match it
+    sandbox = smtp_sandbox(max_msgs_per_session=50, pipelining=True)
+    server = make_server(port=sandbox.port, max_conns=5, max_msgs_per_conn=0)
+    campaign = make_campaign([server], 600)
+
+    start_sending(campaign)
+    eventlog.flush()
+
+    campaign.refresh_from_db()
+    response = admin_client.get(f"{LOG}?campaign={campaign.pk}")
+    html = response.content.decode()
+    seen = counts(response)
+    assert seen["421"] == sandbox.summary()["replied_421"] > 0
+    assert seen["reconnect"] == campaign.reconnects > 0
+    assert seen["rotation"] == campaign.rotations > 0
+    assert seen["learned_limit"] == 1
+    assert seen["connect"] == sandbox.summary()["sessions"]
+    assert "Connection closed by server. Maximum message count per session reached." in html
+    assert 'class="mark-421"' in html  # and the chart marks them
+    by_kind = admin_client.get(f"{LOG}?campaign={campaign.pk}&kind=421")
+    assert {event.kind for event in by_kind.context["page"].events} == {"421"}
