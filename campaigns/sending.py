@@ -29,10 +29,10 @@ CAMPAIGN_RETRY_DELAY_S, doubling, until the server's `retries` are used up: then
 import logging
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
-from threading import Lock
 
 from django.conf import settings
 from django.core.mail import get_connection
@@ -114,7 +114,7 @@ def release_lease(campaign_id: int) -> None:
 
 _TALLIED = {Kind.SESSION_CLOSED_421: "sessions_closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}
 _tally: Counter = Counter()
-_tally_lock = Lock()
+_tally_lock = threading.Lock()
 
 
 @receiver(smtp_event, dispatch_uid="campaigns.sending.tally")
@@ -229,11 +229,11 @@ class ServerRotation:
     def weight(server: SmtpServer) -> int:
         return min(server.max_conns, server.learned_max_conns or server.max_conns)
 
-    def next(self) -> SmtpServer | None:
+    def next(self) -> SmtpServer:
         now = time.monotonic()
         up = [s for s in self.servers if self.down_until.get(s.pk, 0) <= now]
         if not up:
-            return min(self.servers, key=lambda s: self.down_until[s.pk], default=None)
+            return min(self.servers, key=lambda s: self.down_until[s.pk])
         total = sum(self.weight(s) for s in up)
         for server in up:
             self.current[server.pk] += self.weight(server)
@@ -253,10 +253,15 @@ def _message_id(campaign: Campaign, delivery: Delivery) -> str:
 
 
 _FINAL_DOT = "UPDATE campaigns_delivery SET final_dot_at = %s WHERE id = %s"
+_SENT_EARLY = (
+    "UPDATE campaigns_delivery SET status = 'sent', sent_at = %s, last_code = %s, last_reply = %s, ambiguous = %s"
+    " WHERE id = %s AND status = 'sending'"
+)
 _OUTCOME = (
     "UPDATE campaigns_delivery SET status = %s, attempts = %s, server_id = %s, last_code = %s, last_reply = %s,"
     " message_id = %s, sent_at = %s, ambiguous = %s, next_attempt_at = %s, updated_at = %s WHERE id = %s"
 )
+_thread = threading.local()
 
 
 def _db_time(value):
@@ -264,10 +269,20 @@ def _db_time(value):
 
 
 def _record_final_dot(message) -> None:
-    """The backend's on_final_dot hook: one small write, from the sending thread (plain SQL:
-    the ORM's update costs more than the message itself)."""
+    """The backend's on_final_dot hook, run in the sending thread (plain SQL: the ORM's
+    update costs more than the message itself).
+
+    It first records that this thread's previous message was accepted, so a sender that
+    dies leaves at most one message per thread whose fate is unknown, not a whole batch
+    whose outcomes were waiting to be written. (Two statements, each committed: a crash
+    between them leaves both rows telling the truth.)"""
+    now = _db_time(timezone.now())
+    previous, _thread.previous = getattr(_thread, "previous", None), message
+    result = getattr(previous, "smtp_result", None)
     with connection.cursor() as cursor:
-        cursor.execute(_FINAL_DOT, [_db_time(timezone.now()), message.delivery_id])
+        if result is not None and result.status == "sent":
+            cursor.execute(_SENT_EARLY, [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id])
+        cursor.execute(_FINAL_DOT, [now, message.delivery_id])
 
 
 def _save_outcomes(deliveries: list[Delivery]) -> None:
@@ -307,6 +322,9 @@ class CampaignSender:
     def run(self) -> bool:
         deadline = time.monotonic() + settings.CAMPAIGN_TASK_BUDGET_S
         campaign = self.campaign
+        if not self.rotation.servers:
+            campaign.pause("None of the campaign's SMTP servers is enabled.")
+            return False
         while time.monotonic() < deadline:
             campaign.refresh_from_db(fields=["status", "consecutive_failures", "auto_pause_after"])
             if campaign.status != Campaign.Status.RUNNING or not renew_lease(campaign.pk):
@@ -357,7 +375,7 @@ class CampaignSender:
             message.event_context = {"delivery_id": delivery.pk}
             messages.append((delivery, message))
 
-        if server is not None and messages:
+        if messages:
             backend = get_connection(
                 BACKEND,
                 server=server,
@@ -370,9 +388,9 @@ class CampaignSender:
             backend.send_messages([message for _, message in messages])
             _flush_tally(self.campaign.pk)
 
-        if server is None or self._unreachable(messages):
+        if messages and self._unreachable(messages):
             self._fail_over(server, messages, now)
-        else:
+        elif messages:
             self._record(server, messages, now)
         _save_outcomes(settled)
 
@@ -382,8 +400,8 @@ class CampaignSender:
         results = [getattr(message, "smtp_result", None) for _, message in messages]
         return all(result is None or (result.status == "deferred" and result.code is None) for result in results)
 
-    def _fail_over(self, server: SmtpServer | None, messages, now) -> None:
-        if server is not None and self.rotation.mark_down(server):
+    def _fail_over(self, server: SmtpServer, messages, now) -> None:
+        if self.rotation.mark_down(server):
             deliveries = [delivery for delivery, _ in messages]
             for delivery in deliveries:
                 delivery.status, delivery.updated_at = Status.PENDING, now
@@ -392,7 +410,7 @@ class CampaignSender:
             return
         self._record(server, messages, now)
 
-    def _record(self, server: SmtpServer | None, messages, now) -> None:
+    def _record(self, server: SmtpServer, messages, now) -> None:
         failures_in_a_row = self.campaign.consecutive_failures
         last_failure = ""
         for delivery, message in messages:
@@ -401,14 +419,13 @@ class CampaignSender:
             delivery.attempts += 1
             delivery.server = server
             delivery.last_code = result.code if result else None
-            delivery.last_reply = (result.text if result else "no enabled SMTP server")[:2000]
+            delivery.last_reply = (result.text if result else f"not sent: {server} is disabled or gone")[:2000]
             delivery.updated_at = now
             if status == "sent":
                 delivery.status, delivery.sent_at, delivery.ambiguous = Status.SENT, now, result.ambiguous
                 failures_in_a_row = 0
                 continue
-            retries = server.retries if server else 0
-            if status == "failed" or delivery.attempts > retries:
+            if status == "failed" or delivery.attempts > server.retries:
                 delivery.status = Status.FAILED
             else:
                 delivery.status = Status.DEFERRED

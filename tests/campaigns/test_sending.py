@@ -361,6 +361,7 @@ def test_killing_the_worker_mid_campaign_duplicates_nothing_and_flags_what_it_ca
     flagged = set(campaign.deliveries.filter(ambiguous=True).values_list("subscriber__email", flat=True))
     missing = everyone - set(counts)
     assert missing <= flagged and len(missing) <= 5
+    assert len(flagged) <= 2 * 5  # per connection: the message in flight, and one awaiting its record
     assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent"}
 
 
@@ -394,3 +395,25 @@ def test_the_watchdog_launches_campaigns_whose_time_has_come(make_server):
     sending.watchdog()
 
     assert status_of(due) == "running" and status_of(later) == "scheduled"
+
+
+def test_a_campaign_whose_servers_are_all_disabled_pauses_and_says_why(make_server):
+    campaign = make_campaign([make_server(enabled=False)], 2)
+
+    start_sending(campaign)
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.pause_reason) == ("paused", "None of the campaign's SMTP servers is enabled.")
+    assert set(campaign.deliveries.values_list("status", flat=True)) == {"pending"}
+
+
+def test_a_batch_of_people_who_all_left_finishes_without_sending(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    campaign = make_campaign([make_server(port=sandbox.port)], 3)
+    sending.populate(campaign)
+    Subscriber.objects.update(status="unsubscribed")
+
+    start_sending(campaign)
+
+    assert sandbox.received == [] and status_of(campaign) == "finished"
+    assert set(campaign.deliveries.values_list("status", flat=True)) == {"skipped"}
