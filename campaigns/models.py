@@ -134,9 +134,11 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    EDITABLE = (Status.DRAFT, Status.SCHEDULED)  # before sending starts
+
     @property
     def is_editable(self) -> bool:
-        return self.status in (self.Status.DRAFT, self.Status.SCHEDULED)
+        return self.status in self.EDITABLE
 
     def _transition(self, allowed: tuple[str, ...], **changes) -> bool:
         """Apply `changes` if the campaign is still in one of `allowed`; True if this call won."""

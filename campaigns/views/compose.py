@@ -19,6 +19,7 @@ from campaigns.models import Campaign, Subscriber
 from campaigns.progress import Progress, counts_by_campaign
 from campaigns.progress import progress as campaign_progress
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain, sample_subscriber
+from campaigns.views import get_campaign_or_404
 from campaigns.views.logs import campaign_events_context
 from project.htmx import HtmxHttpRequest
 from smtp_settings.backends import SmtpResult
@@ -26,12 +27,7 @@ from smtp_settings.models import SmtpServer
 
 BACKEND = "smtp_settings.backends.RotatingEmailBackend"
 DELETABLE = (Campaign.Status.DRAFT, Campaign.Status.FINISHED, Campaign.Status.CANCELLED)
-EDITABLE = (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
 SAVED_FIELDS = [name for name in CampaignForm.Meta.fields if name not in ("lists", "servers")]
-
-
-def _get_campaign_or_404(pk: int) -> Campaign:
-    return get_object_or_404(Campaign, pk=pk)
 
 
 def _render_form(request: HtmxHttpRequest, form: CampaignForm, campaign: Campaign | None) -> HttpResponse:
@@ -57,7 +53,7 @@ def _save_if_editable(form: CampaignForm) -> bool:
     meanwhile (launched in another tab, say). Only the form's fields are written, so a
     counter or status a sender just changed is never overwritten."""
     with transaction.atomic():
-        if not Campaign.objects.select_for_update().filter(pk=form.instance.pk, status__in=EDITABLE).exists():
+        if not Campaign.objects.select_for_update().filter(pk=form.instance.pk, status__in=Campaign.EDITABLE).exists():
             return False
         campaign = form.save(commit=False)
         campaign.save(update_fields=[*SAVED_FIELDS, "updated_at"])
@@ -89,7 +85,7 @@ def campaign_create(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def campaign_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     if not campaign.is_editable:
         return _not_editable(request, campaign)
     if request.method == "GET":
@@ -98,7 +94,7 @@ def campaign_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _render_form(request, form, campaign)
     if not _save_if_editable(form):
-        return _not_editable(request, _get_campaign_or_404(pk))
+        return _not_editable(request, get_campaign_or_404(pk))
     messages.success(request, f"Campaign “{campaign.name}” saved.")
     return _to_detail(request, campaign)
 
@@ -117,7 +113,7 @@ def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 def campaign_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The message as the sample subscriber would receive it: built by the same renderer."""
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     subscriber = sample_subscriber(campaign)
     context = {"campaign": campaign, "subscriber": subscriber}
     try:
@@ -174,7 +170,7 @@ def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
 
 @require_POST
 def campaign_test_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     form = TestSendForm(request.POST)
     test = send_test_message(campaign, form.cleaned_data["to_email"]) if form.is_valid() else None
     context = {"campaign": campaign, "test_form": form, "test": test}
@@ -186,7 +182,7 @@ def campaign_test_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def campaign_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     if campaign.status not in DELETABLE:
         return _not_deletable(request, campaign)
     if request.method == "GET":
@@ -194,7 +190,7 @@ def campaign_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     # Conditional, so that a campaign launched meanwhile is not deleted.
     deleted, _ = Campaign.objects.filter(pk=pk, status__in=DELETABLE).delete()
     if not deleted:
-        return _not_deletable(request, _get_campaign_or_404(pk))
+        return _not_deletable(request, get_campaign_or_404(pk))
     messages.success(request, f"Campaign “{campaign.name}” deleted.")
     if request.htmx:
         return HttpResponseClientRedirect(reverse("campaigns:list"))

@@ -6,16 +6,13 @@ worker, changes nothing twice. htmx gets the progress block back; a plain POST r
 
 from django.contrib import messages
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from campaigns.models import Campaign
 from campaigns.progress import progress as campaign_progress
+from campaigns.views import get_campaign_or_404
 from project.htmx import HtmxHttpRequest
-
-
-def _get_campaign_or_404(pk: int) -> Campaign:
-    return get_object_or_404(Campaign, pk=pk)
 
 
 def _render_progress(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
@@ -33,7 +30,7 @@ def _acted(request: HtmxHttpRequest, campaign: Campaign, done: bool, verb: str) 
 
 @require_POST
 def launch(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     if not campaign.servers.filter(enabled=True).exists():
         messages.error(request, "Choose at least one enabled SMTP server before launching.")
         return _acted(request, campaign, True, "launch")
@@ -42,25 +39,25 @@ def launch(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def pause(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     return _acted(request, campaign, campaign.pause("Paused by hand."), "pause")
 
 
 @require_POST
 def resume(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     return _acted(request, campaign, campaign.resume(), "resume")
 
 
 @require_POST
 def cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     return _acted(request, campaign, campaign.cancel(), "cancel")
 
 
 @require_POST
 def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    campaign = _get_campaign_or_404(pk)
+    campaign = get_campaign_or_404(pk)
     requeued = campaign.retry_failed()
     if requeued:
         messages.success(request, f"{requeued} failed deliveries queued again.")
@@ -69,4 +66,4 @@ def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    return _render_progress(request, _get_campaign_or_404(pk))
+    return _render_progress(request, get_campaign_or_404(pk))
