@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -39,6 +39,7 @@ AGGREGATED = {
     Kind.POOL_WAIT_TIMEOUT,
 }
 AUTO_PAUSE = "auto_pause"  # not a pool event: the campaign sender's own
+TASK_ERROR = "task_error"  # likewise: a sending task stopped on an unexpected error
 PRUNE_CHUNK = 5000
 
 
@@ -82,8 +83,25 @@ class _Buffer:
         if not rows:
             return 0
         _drop_vanished_references(rows)
-        Event.objects.bulk_create(rows, batch_size=500)
-        return len(rows)
+        try:
+            with transaction.atomic():
+                Event.objects.bulk_create(rows, batch_size=500)
+            return len(rows)
+        except (DatabaseError, ValueError):  # a row the database refuses: keep the others
+            return _write_one_by_one(rows)
+
+
+def _write_one_by_one(rows: list[Event]) -> int:
+    written = 0
+    for row in rows:
+        row.pk = None  # a rolled-back bulk insert may have numbered it
+        try:
+            with transaction.atomic():
+                Event.objects.bulk_create([row])
+            written += 1
+        except (DatabaseError, ValueError) as error:
+            log.warning("dropped a %s event the database refused: %s", row.kind, error)
+    return written
 
 
 def _drop_vanished_references(rows: list[Event]) -> None:

@@ -21,7 +21,7 @@ from django.db.models import CharField, Count, F, Max, Min, QuerySet, Sum
 from django.db.models.functions import Lower, Substr, TruncMinute
 from django.utils import timezone
 
-from campaigns.eventlog import AUTO_PAUSE
+from campaigns.eventlog import AUTO_PAUSE, TASK_ERROR
 from campaigns.models import Campaign, Delivery, Event
 from smtp_settings.events import Kind
 from smtp_settings.models import SmtpServer
@@ -30,7 +30,7 @@ PAGE_SIZE = 50
 EXPORT_CHUNK = 2000
 DEFAULT_WINDOW = timedelta(hours=24)
 MAX_WINDOW = timedelta(days=7)
-KINDS = [value for name, value in vars(Kind).items() if name.isupper()] + [AUTO_PAUSE]
+KINDS = [value for name, value in vars(Kind).items() if name.isupper()] + [AUTO_PAUSE, TASK_ERROR]
 EXPORT_COLUMNS = [
     "at",
     "last_at",

@@ -114,6 +114,9 @@ class Campaign(models.Model):
     status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
     pause_reason = models.TextField(blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    task_failures = models.PositiveSmallIntegerField(
+        default=0, help_text="Sending tasks in a row that stopped on an error; the campaign pauses after a few."
+    )
     # What the connection pools reported while sending this campaign.
     sessions_closed_421 = models.PositiveIntegerField(default=0)
     reconnects = models.PositiveIntegerField(default=0)
@@ -122,6 +125,9 @@ class Campaign(models.Model):
     populated_at = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # The fencing token: raised by one at every take of the lease, never lowered. A delivery
+    # claimed under an older token belongs to a sender that lost the campaign.
+    lease_token = models.PositiveBigIntegerField(default=0)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -224,6 +230,9 @@ class Delivery(models.Model):
     message_id = models.CharField(max_length=255, blank=True)
     ambiguous = models.BooleanField(default=False, help_text="The link broke after the final dot: maybe delivered.")
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The lease token of the sender that claimed it: only that sender may send it, and only
+    # while it still holds the lease (see campaigns/sending.py, the final-dot fence).
+    claim_token = models.PositiveBigIntegerField(null=True, blank=True)
     # Set just before the final dot goes out: from then on the server may hold the message.
     final_dot_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -2,21 +2,32 @@
 
 How a campaign goes out
 - `send_campaign(id)` (a django-q2 task) first takes the campaign's *lease*: one sender at a
-  time per campaign, whatever the number of workers or hosts. It creates the delivery rows
-  in chunks (keyset over subscribers, bulk inserts), then claims batches of deliveries
-  (pending → sending, in one transaction) and sends each batch through RotatingEmailBackend,
-  recording every outcome. After CAMPAIGN_TASK_BUDGET_S it enqueues its successor and stops,
-  so no task outlives django-q2's timeout (and is never handed to a second worker).
+  time per campaign, whatever the number of workers or hosts. A thread renews the lease every
+  third of CAMPAIGN_LEASE_S for as long as the sender lives, however long a batch takes.
+- It creates the delivery rows in chunks (keyset over subscribers, bulk inserts), then claims
+  batches of deliveries (pending → sending, in one transaction) and sends each batch through
+  RotatingEmailBackend, rendering each message only when a connection is ready for it, and
+  records every outcome. A claim holds no more than the slowest applicable rate sends in a
+  quarter of the lease, nor more than CAMPAIGN_BATCH_MEMORY_MB of messages.
+- After CAMPAIGN_TASK_BUDGET_S it enqueues its successor and stops, so no task outlives
+  django-q2's timeout (and is never handed to a second worker).
 - Pause and cancel are seen between batches; a paused campaign resumes with what is left.
+- A task that fails on an unexpected error puts its deliveries back and records why; after
+  TASK_FAILURES_BEFORE_PAUSE such failures in a row the campaign pauses, saying why.
 
-Exactly once
-- The backend calls `on_final_dot` just before a message's content and final dot go out;
-  we record that moment on the delivery (`final_dot_at`). Before it, the server cannot have
-  accepted the message (an SMTP server drops a transaction that ends without the dot).
-- A sender that dies (SIGKILL, lost host) leaves rows in `sending`. The next holder of the
-  lease, which a dead sender cannot renew, puts those without `final_dot_at` back to
-  pending, and decides the others by CAMPAIGN_AMBIGUOUS_POLICY: "sent" flags them
-  `ambiguous` (no duplicate, the default), "resend" sends them again (no loss).
+Exactly once: fencing, not timing
+- Every take of the lease raises the campaign's `lease_token`; deliveries are claimed under
+  the taker's token (`claim_token`).
+- The backend calls `on_final_dot` just before a message's content and final dot go out. We
+  record that moment (`final_dot_at`) with one conditional UPDATE, the fence: it succeeds
+  only if the row is still claimed under our token, the campaign's token is still ours, and
+  our lease has not run out. Otherwise the message is held back before its dot (a server
+  discards a transaction without it) and the batch stops. A sender that was paused, slowed
+  or cut off past its lease therefore cannot complete a message it may have lost.
+- Recovery (by the next holder of the lease, or the watchdog) takes the deliveries left in
+  `sending` under an older token: those without `final_dot_at` go back to pending; the
+  others are decided by CAMPAIGN_AMBIGUOUS_POLICY: "sent" flags them `ambiguous` (no
+  duplicate, the default), "resend" sends them again (no loss).
 - A lease is free when it has expired, or when its holder was a process on this host that
   no longer exists: a restarted worker carries on at once, not after the lease runs out.
 
@@ -32,11 +43,12 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.dispatch import receiver
 from django.utils import timezone
@@ -45,6 +57,7 @@ from django_q.tasks import async_task
 from campaigns import eventlog
 from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain
+from smtp_settings.backends import DEFERRED, FAILED, SENT, StopBatch
 from smtp_settings.events import Kind, smtp_event
 from smtp_settings.limits import RateLimiter
 from smtp_settings.models import SmtpServer
@@ -54,10 +67,22 @@ Status = Delivery.Status
 
 POPULATE_CHUNK = 2000
 SERVER_DOWN_S = 60
+CLAIM_LEASE_FRACTION = 0.25  # a claim holds what the slowest rate sends in this much of a lease
+TASK_FAILURES_BEFORE_PAUSE = 3
 BACKEND = "smtp_settings.backends.RotatingEmailBackend"
 
 
-# -- the lease: one sender per campaign --
+# -- the lease: one sender per campaign, fenced --
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A sender's hold on a campaign. `token` is the fencing token: the campaign's lease_token
+    when this sender took it. A later take raises the campaign's token, and from then on
+    nothing this sender writes under its own token matches any more."""
+
+    campaign_id: int
+    token: int
 
 
 def _me() -> str:
@@ -90,24 +115,62 @@ def lease_is_free(campaign: Campaign, now=None) -> bool:
     return not holder or not campaign.lease_until or campaign.lease_until < now or _holder_is_gone(holder)
 
 
-def take_lease(campaign_id: int) -> bool:
-    """Become the campaign's sender, unless a live one holds it (compare-and-swap)."""
+def take_lease(campaign_id: int) -> Lease | None:
+    """Become the campaign's sender, unless a live one holds it (compare-and-swap on the token,
+    which the take raises: whoever held the campaign before is fenced off from then on)."""
     now = timezone.now()
-    row = Campaign.objects.filter(pk=campaign_id).only("lease_owner", "lease_until").first()
-    if row is None or (row.lease_owner != _me() and not lease_is_free(row, now)):
-        return False
+    row = Campaign.objects.filter(pk=campaign_id).only("lease_owner", "lease_until", "lease_token").first()
+    if row is None or not lease_is_free(row, now):
+        return None
     until = now + timedelta(seconds=settings.CAMPAIGN_LEASE_S)
-    taken = Campaign.objects.filter(pk=campaign_id, lease_owner=row.lease_owner, lease_until=row.lease_until)
-    return taken.update(lease_owner=_me(), lease_until=until) == 1
+    # A renewal since our read changes lease_until: then the holder lives, and the take fails.
+    unchanged = Campaign.objects.filter(pk=campaign_id, lease_token=row.lease_token, lease_until=row.lease_until)
+    taken = unchanged.update(lease_owner=_me(), lease_until=until, lease_token=row.lease_token + 1)
+    return Lease(campaign_id, row.lease_token + 1) if taken == 1 else None
 
 
-def renew_lease(campaign_id: int) -> bool:
+def renew_lease(lease: Lease) -> bool:
     until = timezone.now() + timedelta(seconds=settings.CAMPAIGN_LEASE_S)
-    return Campaign.objects.filter(pk=campaign_id, lease_owner=_me()).update(lease_until=until) == 1
+    return Campaign.objects.filter(pk=lease.campaign_id, lease_token=lease.token).update(lease_until=until) == 1
 
 
-def release_lease(campaign_id: int) -> None:
-    Campaign.objects.filter(pk=campaign_id, lease_owner=_me()).update(lease_owner="", lease_until=None)
+def release_lease(lease: Lease) -> None:
+    Campaign.objects.filter(pk=lease.campaign_id, lease_token=lease.token).update(lease_owner="", lease_until=None)
+
+
+class LeaseKeeper:
+    """Renews a lease from its own thread every third of CAMPAIGN_LEASE_S, however long a
+    batch takes, until stopped or until the lease is found lost (`lost` is then set).
+
+    Renewal only makes a takeover rare. What makes a duplicate impossible is the fence at
+    each final dot, which a stopped or slowed sender fails once its lease is gone."""
+
+    def __init__(self, lease: Lease):
+        self.lease = lease
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.campaign_id}", daemon=True)
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        interval_s = settings.CAMPAIGN_LEASE_S / 3
+        try:
+            while not self._stop.wait(interval_s):
+                try:
+                    if not renew_lease(self.lease):
+                        self.lost.set()
+                        return
+                except DatabaseError:  # try again next round; the fence holds meanwhile
+                    log.warning("campaign %s: could not renew the lease", self.lease.campaign_id, exc_info=True)
+        finally:
+            connection.close()
 
 
 # -- what the pools report, counted per campaign --
@@ -138,32 +201,72 @@ def _flush_tally(campaign_id: int) -> None:
 
 
 def send_campaign(campaign_id: int) -> None:
-    if not take_lease(campaign_id):
+    lease = take_lease(campaign_id)
+    if lease is None:
         log.info("campaign %s: another sender holds it", campaign_id)
         return
     more = False
     try:
-        campaign = Campaign.objects.get(pk=campaign_id)
-        recover_orphans(campaign)
-        if campaign.status == Campaign.Status.RUNNING:
-            populate(campaign)
-            try:
-                sender = CampaignSender(campaign)
-            except RenderError as error:  # templates saved around the form's checks (the admin, say)
-                campaign.pause(f"The campaign's templates do not compile: {error}")
-            else:
-                more = sender.run()
+        with LeaseKeeper(lease) as keeper:
+            more = _send_under_lease(lease, keeper)
+    except Exception as error:
+        log.exception("campaign %s: the sending task failed", campaign_id)
+        lease = _after_task_error(lease, error)
     finally:
-        release_lease(campaign_id)
+        if lease is not None:
+            release_lease(lease)
         eventlog.flush()
     if more:
         async_task("campaigns.tasks.send_campaign", campaign_id, group=f"campaign-{campaign_id}")
 
 
-def recover_orphans(campaign: Campaign) -> None:
-    """Decide the fate of deliveries a dead sender left in `sending` (we hold the lease, so
-    every such row is an orphan)."""
-    orphans = campaign.deliveries.filter(status=Status.SENDING)
+def _send_under_lease(lease: Lease, keeper: LeaseKeeper) -> bool:
+    """Send what is left of the campaign; True when a successor task should carry on."""
+    campaign = Campaign.objects.get(pk=lease.campaign_id)
+    recover_orphans(campaign, lease)
+    if campaign.status != Campaign.Status.RUNNING:
+        return False
+    populate(campaign)
+    try:
+        sender = CampaignSender(campaign, lease, keeper)
+    except RenderError as error:  # templates saved around the form's checks (the admin, say)
+        campaign.pause(f"The campaign's templates do not compile: {error}")
+        return False
+    return sender.run()
+
+
+def _after_task_error(lease: Lease, error: Exception) -> Lease | None:
+    """A sending task stopped on an unexpected error: put its deliveries back, say why, and
+    pause the campaign if that keeps happening (the watchdog would restart it for ever).
+
+    The sender first fences itself off by raising the token it holds the campaign with, so
+    that no thread of the failed task can still finish a message; its rows are then orphans
+    like a dead sender's. Returns the lease to release (None if it was lost meanwhile)."""
+    try:
+        fenced = Lease(lease.campaign_id, lease.token + 1)
+        if not Campaign.objects.filter(pk=lease.campaign_id, lease_token=lease.token).update(lease_token=fenced.token):
+            return None
+        campaign = Campaign.objects.get(pk=lease.campaign_id)
+        recover_orphans(campaign, fenced)
+        Campaign.objects.filter(pk=campaign.pk).update(task_failures=F("task_failures") + 1)
+        campaign.refresh_from_db(fields=["task_failures"])
+        reason = f"{type(error).__name__}: {error}"[:2000]
+        text, failures = f"The sending task stopped: {reason}", campaign.task_failures
+        eventlog.record_campaign_event(campaign, eventlog.TASK_ERROR, text, failures_in_a_row=failures)
+        if campaign.task_failures >= TASK_FAILURES_BEFORE_PAUSE:
+            campaign.pause(f"Paused after {campaign.task_failures} sending tasks in a row failed. Last error: {reason}")
+        return fenced
+    except Exception:  # the database itself is away: the watchdog recovers later
+        log.exception("campaign %s: could not record the failure", lease.campaign_id)
+        return lease
+
+
+def recover_orphans(campaign: Campaign, lease: Lease) -> None:
+    """Decide the fate of deliveries that senders before `lease` left in `sending`: their
+    claims carry an older token, so no such sender can finish them any more."""
+    orphans = campaign.deliveries.filter(status=Status.SENDING).filter(
+        Q(claim_token__lt=lease.token) | Q(claim_token=None)
+    )
     now = timezone.now()
     past_dot = orphans.exclude(final_dot_at=None)
     if settings.CAMPAIGN_AMBIGUOUS_POLICY == "sent":
@@ -175,8 +278,10 @@ def recover_orphans(campaign: Campaign) -> None:
             last_reply="The sender stopped after the final dot went out: probably delivered, not sent again.",
         )
     else:
-        maybe = past_dot.update(status=Status.PENDING, ambiguous=True, final_dot_at=None, updated_at=now)
-    never = orphans.update(status=Status.PENDING, claimed_at=None, updated_at=now)
+        maybe = past_dot.update(
+            status=Status.PENDING, ambiguous=True, final_dot_at=None, claim_token=None, updated_at=now
+        )
+    never = orphans.update(status=Status.PENDING, claimed_at=None, claim_token=None, updated_at=now)
     if maybe:
         eventlog.record_campaign_event(
             campaign,
@@ -212,7 +317,6 @@ def populate(campaign: Campaign) -> None:
             [Delivery(campaign=campaign, subscriber_id=pk) for pk in chunk], ignore_conflicts=True
         )
         after = chunk[-1]
-        renew_lease(campaign.pk)
     Campaign.objects.filter(pk=campaign.pk).update(populated_at=timezone.now())
 
 
@@ -252,14 +356,29 @@ def _message_id(campaign: Campaign, delivery: Delivery) -> str:
     return f"<relaydeck.{campaign.pk}.{delivery.pk}@{message_domain(campaign)}>"
 
 
-_FINAL_DOT = "UPDATE campaigns_delivery SET final_dot_at = %s WHERE id = %s"
+def _bytes_per_message(campaign: Campaign) -> int:
+    """A generous guess at the memory one message of this campaign holds while its batch is
+    out: the rendered parts (a text part made from the HTML is about as large), their MIME
+    encoding and the bytes on the wire."""
+    template_chars = len(campaign.subject) + len(campaign.html_body) + len(campaign.text_body or campaign.html_body)
+    return 4 * template_chars + 4096
+
+
+# The fence: a final dot may go out only for a row this sender claimed, while it still holds
+# the campaign's lease under the same token, and before that lease runs out.
+_FINAL_DOT = (
+    "UPDATE campaigns_delivery SET final_dot_at = %s"
+    " WHERE id = %s AND status = 'sending' AND claim_token = %s AND EXISTS ("
+    "SELECT 1 FROM campaigns_campaign WHERE id = %s AND lease_token = %s AND lease_until > %s)"
+)
 _SENT_EARLY = (
     "UPDATE campaigns_delivery SET status = 'sent', sent_at = %s, last_code = %s, last_reply = %s, ambiguous = %s"
-    " WHERE id = %s AND status = 'sending'"
+    " WHERE id = %s AND status = 'sending' AND claim_token = %s"
 )
 _OUTCOME = (
     "UPDATE campaigns_delivery SET status = %s, attempts = %s, server_id = %s, last_code = %s, last_reply = %s,"
-    " message_id = %s, sent_at = %s, ambiguous = %s, next_attempt_at = %s, updated_at = %s WHERE id = %s"
+    " message_id = %s, sent_at = %s, ambiguous = %s, next_attempt_at = %s, updated_at = %s"
+    " WHERE id = %s AND status IN ('sending', 'sent') AND claim_token = %s"  # 'sent': by _SENT_EARLY
 )
 _thread = threading.local()
 
@@ -268,26 +387,9 @@ def _db_time(value):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _record_final_dot(message) -> None:
-    """The backend's on_final_dot hook, run in the sending thread (plain SQL: the ORM's
-    update costs more than the message itself).
-
-    It first records that this thread's previous message was accepted, so a sender that
-    dies leaves at most one message per thread whose fate is unknown, not a whole batch
-    whose outcomes were waiting to be written. (Two statements, each committed: a crash
-    between them leaves both rows telling the truth.)"""
-    now = _db_time(timezone.now())
-    previous, _thread.previous = getattr(_thread, "previous", None), message
-    result = getattr(previous, "smtp_result", None)
-    with connection.cursor() as cursor:
-        if result is not None and result.status == "sent":
-            cursor.execute(_SENT_EARLY, [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id])
-        cursor.execute(_FINAL_DOT, [now, message.delivery_id])
-
-
-def _save_outcomes(deliveries: list[Delivery]) -> None:
+def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
     """Write each delivery's outcome in one statement run many times (bulk_update's CASE
-    expressions cost milliseconds per row)."""
+    expressions cost milliseconds per row), and only where this sender's claim still stands."""
     rows = [
         [
             d.status,
@@ -301,6 +403,7 @@ def _save_outcomes(deliveries: list[Delivery]) -> None:
             _db_time(d.next_attempt_at),
             _db_time(d.updated_at),
             d.pk,
+            lease.token,
         ]
         for d in deliveries
     ]
@@ -312,12 +415,15 @@ class CampaignSender:
     """Claims and sends batches of one campaign until it is done, stopped, or the task's
     time is up. `run()` returns True when a successor task should carry on."""
 
-    def __init__(self, campaign: Campaign):
+    def __init__(self, campaign: Campaign, lease: Lease, keeper: LeaseKeeper):
         self.campaign = campaign
+        self.lease = lease
+        self.keeper = keeper
         self.renderer = CampaignRenderer(campaign)
         self.rotation = ServerRotation(campaign)
         self.rate_limiter = RateLimiter(campaign.rate_limit) if campaign.rate_limit else None
-        self.batch_size = settings.CAMPAIGN_BATCH_SIZE
+        memory_cap = settings.CAMPAIGN_BATCH_MEMORY_MB * 2**20 // _bytes_per_message(campaign)
+        self.batch_size = max(1, min(settings.CAMPAIGN_BATCH_SIZE, memory_cap))
 
     def run(self) -> bool:
         deadline = time.monotonic() + settings.CAMPAIGN_TASK_BUDGET_S
@@ -326,12 +432,17 @@ class CampaignSender:
             campaign.pause("None of the campaign's SMTP servers is enabled.")
             return False
         while time.monotonic() < deadline:
-            campaign.refresh_from_db(fields=["status", "consecutive_failures", "auto_pause_after"])
-            if campaign.status != Campaign.Status.RUNNING or not renew_lease(campaign.pk):
+            campaign.refresh_from_db(fields=["status", "consecutive_failures", "auto_pause_after", "task_failures"])
+            if campaign.status != Campaign.Status.RUNNING or self.keeper.lost.is_set():
                 return False
-            batch = self.claim()
+            server = self.rotation.next()
+            batch = self.claim(self.claim_size(server))
+            if batch is None:  # the lease is gone
+                return False
             if batch:
-                self.send(batch)
+                self.send(server, batch)
+                if campaign.task_failures:
+                    Campaign.objects.filter(pk=campaign.pk).update(task_failures=0)
                 continue
             if self.finish_if_done():
                 return False
@@ -341,23 +452,61 @@ class CampaignSender:
             time.sleep(min(wait_s, 1.0))
         return True
 
-    def claim(self) -> list[Delivery]:
+    def claim_size(self, server: SmtpServer) -> int:
+        """As many deliveries as the slowest applicable rate sends in a quarter of the lease:
+        a claim should never outlast the lease that protects it (renewal covers a server
+        slower than its rate, and the fence covers a sender that stops renewing)."""
+        rates = [rate for rate in (self.campaign.rate_limit, server.rate_limit) if rate > 0]
+        if not rates:
+            return self.batch_size
+        return max(1, min(self.batch_size, int(min(rates) * settings.CAMPAIGN_LEASE_S * CLAIM_LEASE_FRACTION)))
+
+    def claim(self, size: int) -> list[Delivery] | None:
+        """Up to `size` deliveries, pending or due again, claimed under this sender's token;
+        None if the lease is no longer ours."""
         now = timezone.now()
         deliveries = self.campaign.deliveries
+        token = self.lease.token
         with transaction.atomic():
-            ids = list(
-                deliveries.filter(status=Status.PENDING).order_by("id").values_list("id", flat=True)[: self.batch_size]
-            )
-            if len(ids) < self.batch_size:
+            if not Campaign.objects.filter(pk=self.campaign.pk, lease_token=token).exists():
+                return None
+            ids = list(deliveries.filter(status=Status.PENDING).order_by("id").values_list("id", flat=True)[:size])
+            if len(ids) < size:
                 due = deliveries.filter(status=Status.DEFERRED, next_attempt_at__lte=now).order_by("id")
-                ids += due.values_list("id", flat=True)[: self.batch_size - len(ids)]
-            Delivery.objects.filter(id__in=ids).update(status=Status.SENDING, claimed_at=now, final_dot_at=None)
-        return list(Delivery.objects.filter(id__in=ids).select_related("subscriber").order_by("id"))
+                ids += due.values_list("id", flat=True)[: size - len(ids)]
+            Delivery.objects.filter(id__in=ids, status__in=(Status.PENDING, Status.DEFERRED)).update(
+                status=Status.SENDING, claimed_at=now, final_dot_at=None, claim_token=token
+            )
+        mine = Delivery.objects.filter(id__in=ids, status=Status.SENDING, claim_token=token)
+        return list(mine.select_related("subscriber").order_by("id"))
 
-    def send(self, batch: list[Delivery]) -> None:
-        server = self.rotation.next()
+    def _record_final_dot(self, message) -> None:
+        """The backend's on_final_dot hook, run in the sending thread (plain SQL: the ORM's
+        update costs more than the message itself). It is the fence: if this sender's claim
+        or lease is gone, the message is held back before its dot and the batch stops.
+
+        It first records that this thread's previous message was accepted, so a sender that
+        dies leaves at most one message per thread whose fate is unknown, not a whole batch
+        whose outcomes were waiting to be written. (Two statements, each committed: a crash
+        between them leaves both rows telling the truth.)"""
+        now = _db_time(timezone.now())
+        token = self.lease.token
+        previous, _thread.previous = getattr(_thread, "previous", None), message
+        result = getattr(previous, "smtp_result", None)
+        with connection.cursor() as cursor:
+            if result is not None and result.status == SENT:
+                early = [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id, token]
+                cursor.execute(_SENT_EARLY, early)
+            cursor.execute(_FINAL_DOT, [now, message.delivery_id, token, self.campaign.pk, token, now])
+            fenced_off = cursor.rowcount != 1
+        if fenced_off:
+            raise StopBatch("this sender no longer holds the campaign")
+
+    def _messages(self, batch: list[Delivery], settled: list[Delivery], out: list):
+        """Each delivery's message, rendered only when the backend is ready to send it, so a
+        batch never holds more than its memory budget; appends (delivery, message) to `out`
+        and deliveries that need no message to `settled`."""
         now = timezone.now()
-        messages, settled = [], []
         for delivery in batch:
             delivery.updated_at = now
             if delivery.subscriber.status != Subscriber.Status.ACTIVE:
@@ -373,39 +522,52 @@ class CampaignSender:
                 continue
             message.delivery_id = delivery.pk
             message.event_context = {"delivery_id": delivery.pk}
-            messages.append((delivery, message))
+            out.append((delivery, message))
+            yield message
 
-        if messages:
-            backend = get_connection(
-                BACKEND,
-                server=server,
-                fail_silently=True,
-                event_context={"campaign_id": self.campaign.pk},
-                on_final_dot=_record_final_dot,
-                rate_limiter=self.rate_limiter,
-                retries=0,  # deferred deliveries come back in a later pass, not in this batch
-            )
-            backend.send_messages([message for _, message in messages])
-            _flush_tally(self.campaign.pk)
+    def send(self, server: SmtpServer, batch: list[Delivery]) -> None:
+        now = timezone.now()
+        messages, settled = [], []
+        backend = get_connection(
+            BACKEND,
+            server=server,
+            fail_silently=True,
+            event_context={"campaign_id": self.campaign.pk},
+            on_final_dot=self._record_final_dot,
+            rate_limiter=self.rate_limiter,
+            retries=0,  # deferred deliveries come back in a later pass, not in this batch
+            max_threads=len(batch),
+        )
+        backend.send_messages(self._messages(batch, settled, messages))
+        _flush_tally(self.campaign.pk)
+        _save_outcomes(settled, self.lease)
 
-        if messages and self._unreachable(messages):
-            self._fail_over(server, messages, now)
-        elif messages:
-            self._record(server, messages, now)
-        _save_outcomes(settled)
+        answered = [(delivery, message) for delivery, message in messages if not message.smtp_result.stopped]
+        if answered and self._unreachable(answered):
+            self._fail_over(server, answered, now)
+        elif answered:
+            self._record(server, answered, now)
+        self._give_back_unsent()
+
+    def _give_back_unsent(self) -> None:
+        """Deliveries this sender claimed but never took to their dot (the batch stopped at
+        the fence) go back in line, where a claim of ours still stands."""
+        self.campaign.deliveries.filter(status=Status.SENDING, claim_token=self.lease.token, final_dot_at=None).update(
+            status=Status.PENDING, claim_token=None, updated_at=timezone.now()
+        )
 
     @staticmethod
     def _unreachable(messages) -> bool:
         """Nothing got through and no server reply says why: the server could not be reached."""
         results = [getattr(message, "smtp_result", None) for _, message in messages]
-        return all(result is None or (result.status == "deferred" and result.code is None) for result in results)
+        return all(result is None or (result.status == DEFERRED and result.code is None) for result in results)
 
     def _fail_over(self, server: SmtpServer, messages, now) -> None:
         if self.rotation.mark_down(server):
             deliveries = [delivery for delivery, _ in messages]
             for delivery in deliveries:
                 delivery.status, delivery.updated_at = Status.PENDING, now
-            _save_outcomes(deliveries)
+            _save_outcomes(deliveries, self.lease)
             log.warning("campaign %s: %s unreachable, its batch goes to another server", self.campaign.pk, server)
             return
         self._record(server, messages, now)
@@ -415,17 +577,17 @@ class CampaignSender:
         last_failure = ""
         for delivery, message in messages:
             result = getattr(message, "smtp_result", None)
-            status = result.status if result else "deferred"
+            status = result.status if result else DEFERRED
             delivery.attempts += 1
             delivery.server = server
             delivery.last_code = result.code if result else None
             delivery.last_reply = (result.text if result else f"not sent: {server} is disabled or gone")[:2000]
             delivery.updated_at = now
-            if status == "sent":
+            if status == SENT:
                 delivery.status, delivery.sent_at, delivery.ambiguous = Status.SENT, now, result.ambiguous
                 failures_in_a_row = 0
                 continue
-            if status == "failed" or delivery.attempts > server.retries:
+            if status == FAILED or delivery.attempts > server.retries:
                 delivery.status = Status.FAILED
             else:
                 delivery.status = Status.DEFERRED
@@ -433,7 +595,7 @@ class CampaignSender:
                 delivery.next_attempt_at = now + timedelta(seconds=delay_s)
             failures_in_a_row += 1
             last_failure = f"{delivery.last_code or ''} {delivery.last_reply}".strip()
-        _save_outcomes([delivery for delivery, _ in messages])
+        _save_outcomes([delivery for delivery, _ in messages], self.lease)
         self._count_failures(failures_in_a_row, last_failure)
 
     def _count_failures(self, in_a_row: int, last_failure: str) -> None:
@@ -450,8 +612,10 @@ class CampaignSender:
         unfinished = self.campaign.deliveries.filter(status__in=(Status.PENDING, Status.SENDING, Status.DEFERRED))
         if unfinished.exists():
             return False
-        self.campaign._transition(
-            (Campaign.Status.RUNNING,), status=Campaign.Status.FINISHED, finished_at=timezone.now()
+        now = timezone.now()
+        running = Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.RUNNING)
+        running.filter(lease_token=self.lease.token).update(
+            status=Campaign.Status.FINISHED, finished_at=now, updated_at=now
         )
         return True
 
@@ -477,8 +641,8 @@ def watchdog() -> None:
             continue
         if campaign.status == Campaign.Status.RUNNING:
             async_task("campaigns.tasks.send_campaign", campaign.pk, group=f"campaign-{campaign.pk}")
-        elif take_lease(campaign.pk):
+        elif lease := take_lease(campaign.pk):
             try:
-                recover_orphans(campaign)
+                recover_orphans(campaign, lease)
             finally:
-                release_lease(campaign.pk)
+                release_lease(lease)

@@ -216,7 +216,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # Campaign sending (campaigns/sending.py).
-CAMPAIGN_BATCH_SIZE = env_int("CAMPAIGN_BATCH_SIZE", 200)  # deliveries claimed and sent at a time
+CAMPAIGN_BATCH_SIZE = env_int("CAMPAIGN_BATCH_SIZE", 200)  # deliveries claimed and sent at a time, at most
+CAMPAIGN_BATCH_MEMORY_MB = env_int("CAMPAIGN_BATCH_MEMORY_MB", 64)  # fewer when large messages would need more
 CAMPAIGN_LEASE_S = env_int("CAMPAIGN_LEASE_S", 60)  # a silent sender loses its campaign after this
 CAMPAIGN_TASK_BUDGET_S = env_int("CAMPAIGN_TASK_BUDGET_S", 120)  # then a task hands over to a fresh one
 CAMPAIGN_RETRY_DELAY_S = env_int("CAMPAIGN_RETRY_DELAY_S", 60)  # first wait for a deferred delivery, then doubled

@@ -22,13 +22,17 @@ Two hooks for callers that keep their own books (campaigns do):
 - `on_final_dot(message)` is called from the sending thread just before a message's content
   and final dot are written: before it the server cannot hold the message, after it it may.
   Recording that durably lets a caller that crashes tell "never delivered" from "maybe".
-  If it raises, the message is not sent (its session is closed mid-DATA) and is `deferred`.
+  If it raises, the message is not sent (its session is closed mid-DATA) and is `deferred`;
+  if what it raises is `StopBatch`, no thread takes another message of the batch either.
 - `rate_limiter`, an object with `wait_to_send()`, paces every message on top of the
   server's own rate limit (a campaign's rate, say).
 `retries` overrides the server's for 4xx and network errors: a caller that retries in later
 passes of its own (campaigns do) passes 0 and gets `deferred` at once.
 Threads the backend starts close their database connections when done, in case a hook
 opened one.
+
+`send_messages` takes a list or any iterable; a generator is pulled only as threads are ready
+for another message, so its caller can render messages just in time.
 
 A failure never raises out of the batch, except that with fail_silently=False a batch in
 which nothing at all was sent raises DeliveryFailed.
@@ -38,7 +42,6 @@ import random
 import smtplib
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import lru_cache
@@ -74,6 +77,12 @@ def envelope_address(address: str, encoding: str) -> str:
     return parseaddr(sanitize_address(address, encoding))[1]
 
 
+class StopBatch(Exception):
+    """Raised by an on_final_dot hook: hold this message back and send no more of the batch
+    (the caller has lost its right to send, say). Messages the batch did not reach are left
+    `deferred` with the reason, attempts 0."""
+
+
 class DeliveryFailed(smtplib.SMTPException):
     """Nothing in the batch could be sent (raised only when fail_silently is False)."""
 
@@ -94,6 +103,7 @@ class SmtpResult:
     ambiguous: bool = False
     server: str = ""
     recipients: dict[str, RecipientResult] = field(default_factory=dict)
+    stopped: bool = False  # held back before its dot because the batch was stopped (StopBatch)
 
     @property
     def enhanced_code(self) -> str:
@@ -141,7 +151,9 @@ class RotatingEmailBackend(BaseEmailBackend):
         return found
 
     def send_messages(self, email_messages) -> int:
-        if not email_messages:
+        """Send a list of messages, or any iterable: a generator is advanced only as the
+        sending threads are ready for another message, so it can render each one just in time."""
+        if isinstance(email_messages, list | tuple) and not email_messages:
             return 0
         try:
             server = self._resolve_server()
@@ -150,57 +162,97 @@ class RotatingEmailBackend(BaseEmailBackend):
                 return 0
             raise
         pool = get_pool(server)
-        queue = deque(email_messages)
-        threads_wanted = min(pool.limits.ceiling(), len(email_messages), self.max_threads or len(email_messages))
-        workers = [threading.Thread(target=self._work_in_thread, args=(pool, queue)) for _ in range(threads_wanted - 1)]
+        feed = _Feed(email_messages)
+        sized = len(email_messages) if isinstance(email_messages, list | tuple) else pool.limits.ceiling()
+        threads_wanted = min(pool.limits.ceiling(), sized, self.max_threads or sized)
+        workers = [threading.Thread(target=self._work_in_thread, args=(pool, feed)) for _ in range(threads_wanted - 1)]
         for worker in workers:
             worker.start()
-        self._work(pool, queue)
-        for worker in workers:
-            worker.join()
+        try:
+            self._work(pool, feed)
+        finally:
+            for worker in workers:
+                worker.join()
         for limit, value in pool.take_learned().items():
             server.record_learned(limit, value)
+        if feed.stopped is not None and isinstance(email_messages, list | tuple):
+            for message in email_messages:
+                if not hasattr(message, "smtp_result"):
+                    message.smtp_result = SmtpResult(
+                        DEFERRED, None, feed.stopped, attempts=0, server=server.name, stopped=True
+                    )
 
-        sent = sum(message.smtp_result.status == SENT for message in email_messages)
-        if sent == 0 and not self.fail_silently:
-            reasons = {message.smtp_result.text for message in email_messages}
-            raise DeliveryFailed(f"none of {len(email_messages)} messages was sent: {'; '.join(sorted(reasons))}")
-        return sent
+        if feed.taken and feed.sent == 0 and not self.fail_silently:
+            reasons = {message.smtp_result.text for message in feed.taken if hasattr(message, "smtp_result")}
+            raise DeliveryFailed(f"none of {len(feed.taken)} messages was sent: {'; '.join(sorted(reasons))}")
+        return feed.sent
 
-    def _work_in_thread(self, pool: ConnectionPool, queue: deque) -> None:
+    def _work_in_thread(self, pool: ConnectionPool, feed: "_Feed") -> None:
         try:
-            self._work(pool, queue)
+            self._work(pool, feed)
         finally:
             db.connections.close_all()  # this thread's own, opened by a hook if at all
 
-    def _work(self, pool: ConnectionPool, queue: deque) -> None:
-        """Send messages from the queue until it is empty, one ahead so the next message's
-        envelope can be pipelined behind the current one's content."""
-        current = self._next_delivery(pool, queue)
+    def _work(self, pool: ConnectionPool, feed: "_Feed") -> None:
+        """Send messages from the feed until it runs dry or is stopped, one ahead so the next
+        message's envelope can be pipelined behind the current one's content."""
+        current = self._next_delivery(pool, feed)
         while current is not None:
-            current.following = self._next_delivery(pool, queue)
-            current.message.smtp_result = current.run()
+            current.following = self._next_delivery(pool, feed)
+            current.message.smtp_result = result = current.run()
+            feed.done(current.message, result)
             current = current.following
+            if current is not None and feed.stopped is not None:
+                current.give_up(feed.stopped)
+                current = None
 
-    def _next_delivery(self, pool: ConnectionPool, queue: deque) -> "_Delivery | None":
-        while True:
+    def _next_delivery(self, pool: ConnectionPool, feed: "_Feed") -> "_Delivery | None":
+        while (message := feed.next()) is not None:
             try:
-                message = queue.popleft()
-            except IndexError:
-                return None
-            try:
-                return _Delivery(self, pool, message)
+                return _Delivery(self, pool, feed, message)
             except (ValueError, TypeError, UnicodeError) as error:  # an address or header that cannot go out
-                message.smtp_result = SmtpResult(
+                message.smtp_result = result = SmtpResult(
                     FAILED, None, f"not sent: {error}", attempts=0, server=pool.config.name
                 )
+                feed.done(message, result)
+        return None
+
+
+class _Feed:
+    """The messages of one send_messages call, handed out to its threads one at a time, with
+    what became of them. `stopped` is set (to the reason) when an on_final_dot hook raised
+    StopBatch: from then on no thread takes another message."""
+
+    def __init__(self, messages):
+        self._messages = iter(messages)
+        self._lock = threading.Lock()
+        self.taken: list = []
+        self.sent = 0
+        self.stopped: str | None = None
+
+    def next(self):
+        with self._lock:
+            if self.stopped is not None:
+                return None
+            message = next(self._messages, None)
+            if message is not None:
+                self.taken.append(message)
+            return message
+
+    def done(self, message, result: "SmtpResult") -> None:
+        with self._lock:
+            self.sent += result.status == SENT
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            self.stopped = reason
 
 
 class _Delivery:
     """Everything that happens to one message until it is sent, deferred or failed."""
 
-    def __init__(self, backend: RotatingEmailBackend, pool: ConnectionPool, message):
-        self.backend, self.pool, self.config, self.message = backend, pool, pool.config, message
+    def __init__(self, backend: RotatingEmailBackend, pool: ConnectionPool, feed: _Feed, message):
+        self.backend, self.pool, self.config, self.message, self.feed = backend, pool, pool.config, message, feed
         self.following: _Delivery | None = None  # the next message this thread sends
         self.handed_over = None  # a connection the previous message left with our envelope in flight
         self.context = {**backend.event_context, **getattr(message, "event_context", {})}
@@ -217,7 +269,15 @@ class _Delivery:
         self.data = prepare_data(message_bytes(mime))
         self.attempts = self.temp_failures = self.in_a_row_421 = 0
         self.last: tuple[int | None, str] = (None, "")
-        self.ambiguous = False
+        self.ambiguous = self.stopped = False
+
+    def give_up(self, reason: str) -> None:
+        """The batch stopped before this message's turn: it was not sent, and a connection the
+        previous message left with our envelope in flight is closed."""
+        if self.handed_over is not None:
+            self.pool.checkin(self.handed_over, self.context)
+            self.handed_over = None
+        self.message.smtp_result = SmtpResult(DEFERRED, None, reason, attempts=0, server=self.config.name, stopped=True)
 
     def pending(self) -> list[str]:
         return [address for address, result in self.outcome.items() if result is None]
@@ -244,6 +304,7 @@ class _Delivery:
             ambiguous=self.ambiguous,
             server=self.config.name,
             recipients=dict(self.outcome),
+            stopped=self.stopped,
         )
 
     def _attempt(self, pending: list[str]) -> bool:
@@ -282,7 +343,11 @@ class _Delivery:
             return self._after_lost(conn, error, batch)
         except BeforeDotFailed as error:
             self.pool.checkin(conn, self.context)
-            self.last = (None, f"not sent: on_final_dot failed: {error}")
+            if isinstance(error.__cause__, StopBatch):
+                self.feed.stop(f"not sent: the batch was stopped: {error}")
+                self.last, self.stopped = (None, self.feed.stopped), True
+            else:
+                self.last = (None, f"not sent: on_final_dot failed: {error}")
             return False
         self.in_a_row_421 = 0
         verdicts = _verdicts(result, batch)

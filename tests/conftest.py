@@ -1,6 +1,12 @@
 import ipaddress
+import json
+import os
+import re
+import signal
 import socket
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +16,8 @@ from smtp_settings.pool import close_all_pools
 from smtp_settings.sandbox import SandboxServer
 from smtp_settings.validators import HOST_NAME
 from tests.certs import make_certificates
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _is_loopback(host: str) -> bool:
@@ -85,6 +93,44 @@ def smtp_sandbox():
     yield start
     for server in started:
         server.stop()
+
+
+class SandboxProcess:
+    """`manage.py smtp_sandbox` in a process of its own (so what it receives costs the test
+    process no memory); `stop()` returns its JSON summary."""
+
+    def __init__(self, *options: str, summary_file: Path):
+        self.summary_file = summary_file
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "smtp_sandbox", "--port", "0", "--summary-file", str(summary_file), *options],
+            cwd=ROOT,
+            env=os.environ | {"DJANGO_SETTINGS_MODULE": "project.settings"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(re.search(r"listening on 127.0.0.1:(\d+)", self.process.stdout.readline()).group(1))
+
+    def stop(self) -> dict:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=10)
+        return json.loads(self.summary_file.read_text())
+
+
+@pytest.fixture
+def sandbox_process(tmp_path):
+    """Start `manage.py smtp_sandbox` processes: `sandbox_process("--max-msgs-per-session", "3")`."""
+    started = []
+
+    def start(*options: str) -> SandboxProcess:
+        started.append(SandboxProcess(*options, summary_file=tmp_path / f"summary-{len(started)}.json"))
+        return started[-1]
+
+    yield start
+    for sandbox in started:
+        if sandbox.process.poll() is None:
+            sandbox.process.kill()
+            sandbox.process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,21 @@ def test_a_storm_of_identical_events_is_one_row_with_a_count():
 
 
 @pytest.mark.django_db
+def test_one_row_the_database_refuses_costs_that_row_only(caplog):
+    emit(Kind.CONNECT, code=220, connection_id=1)
+    emit(Kind.FAILURE, code=-45, text="a code no column takes")  # the positive-integer check refuses it
+    emit(Kind.CONNECT, code=220, connection_id=2)
+    emit(Kind.RETRY, code=451, text="NUL \x00 in a reply")  # PostgreSQL's text refuses NUL
+
+    written = eventlog.flush()
+
+    kept = set(Event.objects.values_list("kind", "connection_id"))
+    assert {(Kind.CONNECT, 1), (Kind.CONNECT, 2)} <= kept and (Kind.FAILURE, None) not in kept
+    assert written == len(kept) == Event.objects.count() >= 2
+    assert "dropped a failure event" in caplog.text
+
+
+@pytest.mark.django_db
 def test_an_event_outlives_its_deleted_campaign_and_server(make_server):
     server = make_server()
     campaign = make_campaign([server], 1)
@@ -91,15 +106,14 @@ def test_events_are_written_by_a_background_thread(settings):
     assert Event.objects.filter(kind=Kind.CONNECT).exists()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_auto_pause_is_logged_with_its_reason(smtp_sandbox, make_server, settings):
     settings.CAMPAIGN_BATCH_SIZE = 5
     sandbox = smtp_sandbox(reject=".")
     campaign = make_campaign([make_server(port=sandbox.port)], 10, auto_pause_after=5)
     Campaign.objects.filter(pk=campaign.pk).update(status="running")
 
-    sending.CampaignSender(campaign)._count_failures(5, "550 5.1.1 no such user")
-    eventlog.flush()
+    sending.send_campaign(campaign.pk)
 
     event = Event.objects.get(kind=eventlog.AUTO_PAUSE)
     assert event.campaign == campaign and "5 failed deliveries in a row" in event.text and "550" in event.text

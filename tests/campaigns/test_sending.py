@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from datetime import timedelta
 from email import message_from_bytes, policy
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -22,7 +21,6 @@ from campaigns import sending
 from campaigns.models import Campaign, Delivery, Event, MailingList, Subscriber
 from smtp_settings.pool import close_all_pools
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Sending writes from the backend's threads, each with its own database connection: the
 # test's data must be committed for them to see it.
@@ -269,40 +267,6 @@ def test_cancel_skips_what_is_left_and_retry_failed_requeues(smtp_sandbox, make_
 
 
 # -- with real django-q2 workers --
-
-
-def _worker_env() -> dict:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="project.settings", CAMPAIGN_LEASE_S="30")
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        env["SQLITE_PATH"] = str(db["NAME"])
-    else:
-        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return env
-
-
-@pytest.fixture
-def workers():
-    """Start `manage.py qcluster` processes against the test database; all killed at the end."""
-    started = []
-
-    def start() -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=_worker_env(),
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def wait_for(condition, timeout_s: float, what: str) -> None:

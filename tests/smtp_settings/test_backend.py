@@ -9,7 +9,7 @@ import pytest
 from django.core.mail import EmailMessage, get_connection, send_mail
 from django.db import connection
 
-from smtp_settings.backends import DeliveryFailed
+from smtp_settings.backends import DeliveryFailed, StopBatch
 from smtp_settings.events import Kind
 from smtp_settings.pool import ConnectionPool, ServerConfig, SessionClosed, get_pool, prepare_data
 from smtp_settings.sandbox import EXCHANGE_421, SES_421
@@ -195,6 +195,45 @@ def test_a_failing_final_dot_hook_holds_that_message_back(smtp_sandbox, make_ser
     assert [m.smtp_result.status for m in messages] == ["sent", "deferred", "sent"]
     assert messages[1].smtp_result.text == "not sent: on_final_dot failed: database is locked"
     assert sorted(message_from_bytes(m.data)["Subject"] for m in sandbox.received) == ["Hello 0", "Hello 2"]
+
+
+def test_a_hook_raising_stop_batch_holds_its_message_back_and_sends_no_more(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(pipelining=True)
+    messages = _messages(6)
+
+    def on_final_dot(message):
+        if message.subject == "Hello 2":
+            raise StopBatch("the caller lost its claim")
+
+    server = make_server(port=sandbox.port, max_conns=1)
+    sent = _backend(server, fail_silently=True, on_final_dot=on_final_dot).send_messages(messages)
+
+    assert sent == 2
+    assert sorted(message_from_bytes(m.data)["Subject"] for m in sandbox.received) == ["Hello 0", "Hello 1"]
+    assert [(m.smtp_result.status, m.smtp_result.stopped) for m in messages] == [
+        ("sent", False),
+        ("sent", False),
+        *[("deferred", True)] * 4,
+    ]
+    assert {m.smtp_result.text for m in messages[2:]} == {"not sent: the batch was stopped: the caller lost its claim"}
+    assert {m.smtp_result.attempts for m in messages[3:]} == {0}
+
+
+def test_messages_from_a_generator_are_made_only_as_they_are_sent(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    made_while_received = []
+
+    def messages():
+        for message in _messages(10):
+            made_while_received.append(len(sandbox.received))
+            yield message
+
+    server = make_server(port=sandbox.port, max_conns=1)
+    assert _backend(server).send_messages(messages()) == 10
+
+    assert len(sandbox.received) == 10
+    # One message ahead of the one on the wire, so its envelope can be pipelined: never more.
+    assert all(made_while_received[n] >= n - 2 for n in range(10))
 
 
 def test_a_4xx_then_success_is_sent_once(smtp_sandbox, make_server):

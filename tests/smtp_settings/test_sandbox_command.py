@@ -1,9 +1,5 @@
 """`manage.py smtp_sandbox`: the provider-like SMTP server for demos, as a process."""
 
-import json
-import os
-import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,30 +11,20 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
 
 
-def test_sandbox_command_enforces_a_session_cap_and_writes_a_summary(tmp_path, make_server):
-    summary_file = tmp_path / "summary.json"
-    command = [sys.executable, "manage.py", "smtp_sandbox", "--port", "0", "--max-msgs-per-session", "3"]
-    sandbox = subprocess.Popen(
-        [*command, "--reject", "^bounce", "--summary-file", str(summary_file)],
-        cwd=ROOT,
-        env=os.environ | {"DJANGO_SETTINGS_MODULE": "project.settings"},
-        stdout=subprocess.PIPE,
-        text=True,
+def test_sandbox_command_enforces_a_session_cap_and_writes_a_summary(sandbox_process, make_server):
+    sandbox = sandbox_process("--max-msgs-per-session", "3", "--reject", "^bounce")
+    server = make_server(port=sandbox.port)
+    messages = [EmailMessage("s", "b", "a@example.test", [f"r{n}@example.test"]) for n in range(10)]
+    backend = get_connection(
+        "smtp_settings.backends.RotatingEmailBackend", server=server, max_threads=1, fail_silently=True
     )
-    try:
-        port = int(re.search(r"listening on 127.0.0.1:(\d+)", sandbox.stdout.readline()).group(1))
-        server = make_server(port=port)
-        messages = [EmailMessage("s", "b", "a@example.test", [f"r{n}@example.test"]) for n in range(10)]
-        backend = get_connection(
-            "smtp_settings.backends.RotatingEmailBackend", server=server, max_threads=1, fail_silently=True
-        )
-        assert backend.send_messages(messages) == 10
-        backend.send_messages([EmailMessage("s", "b", "a@example.test", ["bounce@example.test"])])
-    finally:
-        sandbox.send_signal(signal.SIGINT)
-        sandbox.wait(timeout=10)
-    assert sandbox.returncode == 0
-    summary = json.loads(summary_file.read_text())
+    assert backend.send_messages(messages) == 10
+    backend.send_messages([EmailMessage("s", "b", "a@example.test", ["bounce@example.test"])])
+
+    process = sandbox.process
+    summary = sandbox.stop()
+
+    assert process.returncode == 0
     assert summary["received"] == summary["unique_message_ids"] == 10
     assert summary["duplicates"] == 0 and summary["rejected_recipients"] == 1
     assert summary["replied_421"] >= 2 and summary["sessions"] >= 4
