@@ -21,7 +21,6 @@ from campaigns import sending
 from campaigns.models import Campaign, Delivery, Event, MailingList, Subscriber
 from smtp_settings.pool import close_all_pools
 
-
 # Sending writes from the backend's threads, each with its own database connection: the
 # test's data must be committed for them to see it.
 pytestmark = pytest.mark.django_db(transaction=True)
