@@ -4,9 +4,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from campaigns.views.unsubscribe import unsubscribe
+from project.roles import Role, role_required
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="campaigns:list"), name="home"),
+    path("", role_required(Role.VIEWER)(RedirectView.as_view(pattern_name="campaigns:list")), name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("campaigns/", include("campaigns.urls")),

@@ -72,14 +72,28 @@ class SmtpServerForm(forms.ModelForm):
         model = SmtpServer
         fields = ["name", "enabled", *CONNECTION_FIELDS, *LIMIT_FIELDS]
 
+    ENDPOINT_CHANGED = (
+        "Type the password again: the host, port or username changed (or tick “Remove the stored password”)."
+    )
+
     def clean(self):
         cleaned = super().clean()
-        # The password is never sent to the browser, so a blank field means "keep it".
+        # The password is never sent to the browser, so a blank field means "keep it" (where
+        # it may still go: see stored_password).
         if cleaned.get("clear_password"):
             cleaned["password"] = ""
         elif not cleaned.get("password"):
-            cleaned["password"] = self.instance.password
+            cleaned["password"] = self.stored_password(cleaned)
         return cleaned
+
+    def stored_password(self, cleaned: dict) -> str:
+        """The stored password, if it may go where the form now points (see the model)."""
+        endpoint = {name: cleaned.get(name) for name in ("host", "port", "username")}
+        if self.instance.password_may_go_to(**endpoint):
+            return self.instance.password
+        if None not in endpoint.values():  # else the field that is missing has its own error
+            self.add_error("password", self.ENDPOINT_CHANGED)
+        return ""
 
 
 class ConnectionTestForm(SmtpServerForm):
@@ -94,6 +108,11 @@ class ConnectionTestForm(SmtpServerForm):
 
     class Meta(SmtpServerForm.Meta):
         fields = CONNECTION_FIELDS
+
+    def stored_password(self, cleaned: dict) -> str:
+        if cleaned.get("auth_protocol") == "none":
+            return ""  # not needed for this test, so not sent anywhere
+        return super().stored_password(cleaned)
 
 
 class TestMessageForm(forms.Form):

@@ -155,6 +155,12 @@ class SmtpServer(models.Model):
     def has_password(self) -> bool:
         return bool(self.password)
 
+    def password_may_go_to(self, host: str, port: int, username: str) -> bool:
+        """A stored password is only ever sent to the host, port and username it was stored
+        with. Whoever changes one of them types the password again: else anyone who may edit a
+        server could have its password sent to a server of their own."""
+        return not self.password or (host, port, username) == (self.host, self.port, self.username)
+
     @property
     def has_learned_limits(self) -> bool:
         return bool(self.learned_msgs_per_conn or self.learned_max_conns)

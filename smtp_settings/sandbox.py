@@ -157,7 +157,8 @@ class _SandboxSMTP(SMTP):
 class SandboxServer:
     """An aiosmtpd server on 127.0.0.1 with provider-like behaviour (see the module docstring).
 
-    auth: "user:password" to offer and require AUTH PLAIN/LOGIN.
+    auth: "user:password" to offer and require AUTH PLAIN/LOGIN; each attempt's (login, password)
+        is kept in `auth_attempts`.
     tls_context: a server-side SSLContext; offered as STARTTLS, or from the first byte
         with implicit_tls=True.
     refuse_with: answer every connection with this reply (e.g. a 421 or 554) and hang up.
@@ -198,6 +199,7 @@ class SandboxServer:
         self.random = random.Random(seed)
 
         self.received: list[ReceivedMessage] = []
+        self.auth_attempts: list[tuple[str, str] | None] = []  # (login, password) as received
         self.counters: Counter = Counter()
         self.session_messages: Counter = Counter()
         self.active = 0
@@ -250,15 +252,12 @@ class SandboxServer:
             }
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
-        ok = (
-            isinstance(auth_data, LoginPassword)
-            and (
-                auth_data.login.decode(),
-                auth_data.password.decode(),
-            )
-            == self.credentials
-        )
-        return AuthResult(success=ok, handled=False)
+        attempt = None
+        if isinstance(auth_data, LoginPassword):
+            attempt = (auth_data.login.decode(), auth_data.password.decode())
+        with self._lock:
+            self.auth_attempts.append(attempt)
+        return AuthResult(success=attempt == self.credentials, handled=False)
 
     def _protocol(self) -> SMTP:
         options = {"hostname": "sandbox.relaydeck.test", "ident": "Relaydeck sandbox", "loop": self._loop}

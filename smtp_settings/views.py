@@ -6,6 +6,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from project.htmx import HtmxHttpRequest
+from project.roles import Role, role_required
 from smtp_settings.forms import ConnectionTestForm, SmtpServerForm, TestMessageForm
 from smtp_settings.models import SmtpServer
 from smtp_settings.presets import PRESETS, PRESETS_BY_KEY
@@ -33,11 +34,13 @@ def _saved(request: HtmxHttpRequest, server: SmtpServer, verb: str) -> HttpRespo
     return redirect("smtp_settings:list")
 
 
+@role_required(Role.VIEWER)
 def server_list(request: HtmxHttpRequest) -> HttpResponse:
     servers = SmtpServer.objects.all()
     return render(request, "smtp_settings/list.html", {"servers": servers})
 
 
+@role_required(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def server_create(request: HtmxHttpRequest) -> HttpResponse:
     preset = PRESETS_BY_KEY.get(request.GET.get("preset", ""))
@@ -51,6 +54,7 @@ def server_create(request: HtmxHttpRequest) -> HttpResponse:
     return _render_form(request, form, None, preset)
 
 
+@role_required(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def server_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     server = _get_server_or_404(pk)
@@ -60,6 +64,7 @@ def server_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _render_form(request, form, server)
 
 
+@role_required(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def server_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     server = _get_server_or_404(pk)
@@ -72,6 +77,7 @@ def server_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return redirect("smtp_settings:list")
 
 
+@role_required(Role.ADMIN)
 @require_POST
 def server_toggle(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     server = _get_server_or_404(pk)
@@ -82,6 +88,7 @@ def server_toggle(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return redirect("smtp_settings:list")
 
 
+@role_required(Role.ADMIN)
 @require_POST
 def server_apply_learned(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Make the limits the pool learned from the server the configured ones."""
@@ -101,6 +108,7 @@ def _render_test_result(request: HtmxHttpRequest, server, form, result, target: 
     return render(request, template, context, status=status)
 
 
+@role_required(Role.ADMIN)
 @require_POST
 def server_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Test a saved server, optionally sending one message."""
@@ -110,6 +118,7 @@ def server_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _render_test_result(request, server, form, result, f"test-result-{pk}")
 
 
+@role_required(Role.ADMIN)
 @require_POST
 def form_test(request: HtmxHttpRequest) -> HttpResponse:
     """Test the values of an add/edit form as they stand, saved or not."""

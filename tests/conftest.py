@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.test import Client
 
 from smtp_settings.events import smtp_event
 from smtp_settings.models import SmtpServer
@@ -185,3 +186,33 @@ def _empty_redis_task_queue():
     yield
     if broker:
         broker.purge_queue()
+
+
+@pytest.fixture
+def login_as(db, django_user_model):
+    """A new browser logged in as a new user with this role (None: an account without one)."""
+    from project.roles import assign_role
+
+    def login(role) -> Client:
+        user = django_user_model.objects.create_user(f"{role or 'norole'}-{django_user_model.objects.count()}")
+        assign_role(user, role)
+        browser = Client()
+        browser.force_login(user)
+        return browser
+
+    return login
+
+
+@pytest.fixture
+def sender_client(login_as) -> Client:
+    """Lists and campaigns are a sender's work: their view tests run as one."""
+    from project.roles import Role
+
+    return login_as(Role.SENDER)
+
+
+@pytest.fixture
+def viewer_client(login_as) -> Client:
+    from project.roles import Role
+
+    return login_as(Role.VIEWER)

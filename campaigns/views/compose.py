@@ -22,6 +22,7 @@ from campaigns.rendering import CampaignRenderer, RenderError, message_domain, s
 from campaigns.views import get_campaign_or_404
 from campaigns.views.logs import campaign_events_context
 from project.htmx import HtmxHttpRequest
+from project.roles import Role, role_required
 from smtp_settings.backends import SmtpResult
 from smtp_settings.models import SmtpServer
 
@@ -63,6 +64,7 @@ def _save_if_editable(form: CampaignForm) -> bool:
     return True
 
 
+@role_required(Role.VIEWER)
 def campaign_list(request: HtmxHttpRequest) -> HttpResponse:
     campaigns = list(Campaign.objects.all())
     counts = counts_by_campaign([campaign.pk for campaign in campaigns])
@@ -70,6 +72,7 @@ def campaign_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "campaigns/list.html", {"rows": rows})
 
 
+@role_required(Role.SENDER)
 @require_http_methods(["GET", "POST"])
 def campaign_create(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "GET":
@@ -83,6 +86,7 @@ def campaign_create(request: HtmxHttpRequest) -> HttpResponse:
     return _to_detail(request, campaign)
 
 
+@role_required(Role.SENDER)
 @require_http_methods(["GET", "POST"])
 def campaign_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
@@ -99,6 +103,7 @@ def campaign_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _to_detail(request, campaign)
 
 
+@role_required(Role.VIEWER)
 def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_object_or_404(Campaign.objects.prefetch_related("lists", "servers"), pk=pk)
     context = {
@@ -111,6 +116,7 @@ def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return render(request, "campaigns/detail.html", context)
 
 
+@role_required(Role.VIEWER)
 def campaign_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The message as the sample subscriber would receive it: built by the same renderer."""
     campaign = get_campaign_or_404(pk)
@@ -168,6 +174,7 @@ def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
     return test
 
 
+@role_required(Role.SENDER)
 @require_POST
 def campaign_test_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
@@ -180,6 +187,7 @@ def campaign_test_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return render(request, "campaigns/test_send.html", context, status=status)
 
 
+@role_required(Role.SENDER)
 @require_http_methods(["GET", "POST"])
 def campaign_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)

@@ -13,6 +13,7 @@ from campaigns.models import Campaign
 from campaigns.progress import progress as campaign_progress
 from campaigns.views import get_campaign_or_404
 from project.htmx import HtmxHttpRequest
+from project.roles import Role, role_required
 
 
 def _render_progress(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
@@ -28,6 +29,7 @@ def _acted(request: HtmxHttpRequest, campaign: Campaign, done: bool, verb: str) 
     return redirect("campaigns:detail", pk=campaign.pk)
 
 
+@role_required(Role.SENDER)
 @require_POST
 def launch(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
@@ -37,24 +39,28 @@ def launch(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _acted(request, campaign, campaign.launch(), "launch")
 
 
+@role_required(Role.SENDER)
 @require_POST
 def pause(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
     return _acted(request, campaign, campaign.pause("Paused by hand."), "pause")
 
 
+@role_required(Role.SENDER)
 @require_POST
 def resume(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
     return _acted(request, campaign, campaign.resume(), "resume")
 
 
+@role_required(Role.SENDER)
 @require_POST
 def cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
     return _acted(request, campaign, campaign.cancel(), "cancel")
 
 
+@role_required(Role.SENDER)
 @require_POST
 def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
@@ -64,6 +70,7 @@ def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _acted(request, campaign, bool(requeued), "retry")
 
 
+@role_required(Role.VIEWER)
 @require_GET
 def progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _render_progress(request, get_campaign_or_404(pk))

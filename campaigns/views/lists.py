@@ -14,6 +14,7 @@ from django_q.tasks import async_task
 from campaigns.list_forms import ImportForm, MailingListForm
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
 from project.htmx import HtmxHttpRequest
+from project.roles import Role, role_required
 
 SUBSCRIBERS_PER_PAGE = 50
 RECENT_IMPORTS = 5
@@ -40,10 +41,12 @@ def _render_index(request: HtmxHttpRequest, form: MailingListForm, status: int =
     return render(request, "campaigns/lists/index.html", {"lists": _lists_with_counts(), "form": form}, status=status)
 
 
+@role_required(Role.VIEWER)
 def list_index(request: HtmxHttpRequest) -> HttpResponse:
     return _render_index(request, MailingListForm())
 
 
+@role_required(Role.SENDER)
 @require_POST
 def list_create(request: HtmxHttpRequest) -> HttpResponse:
     form = MailingListForm(request.POST)
@@ -75,6 +78,7 @@ def _render_detail(
     return render(request, "campaigns/lists/detail.html", context, status=status)
 
 
+@role_required(Role.VIEWER)
 def list_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     mailing_list = _get_list_or_404(pk)
     # The search box and the pager swap the table alone; a history restore wants the page.
@@ -83,6 +87,7 @@ def list_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _render_detail(request, mailing_list, ImportForm())
 
 
+@role_required(Role.SENDER)
 @require_http_methods(["GET", "POST"])
 def list_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     mailing_list = _get_list_or_404(pk)
@@ -108,6 +113,7 @@ def _render_row(request: HtmxHttpRequest, mailing_list: MailingList, subscriber:
     return redirect("lists:detail", mailing_list.pk)
 
 
+@role_required(Role.SENDER)
 @require_POST
 def set_status(request: HtmxHttpRequest, pk: int, subscriber_pk: int, status: str) -> HttpResponse:
     """Unsubscribe, blocklist or reactivate a subscriber of this list (their status holds for every list)."""
@@ -120,6 +126,7 @@ def set_status(request: HtmxHttpRequest, pk: int, subscriber_pk: int, status: st
     return _render_row(request, mailing_list, subscriber)
 
 
+@role_required(Role.SENDER)
 @require_POST
 def remove_subscriber(request: HtmxHttpRequest, pk: int, subscriber_pk: int) -> HttpResponse:
     mailing_list = _get_list_or_404(pk)
@@ -131,6 +138,7 @@ def remove_subscriber(request: HtmxHttpRequest, pk: int, subscriber_pk: int) -> 
     return redirect("lists:detail", mailing_list.pk)
 
 
+@role_required(Role.SENDER)
 @require_POST
 def import_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Keep the uploaded CSV file and queue its import; the status panel follows its progress."""
@@ -152,6 +160,7 @@ def import_upload(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return redirect("lists:import_status", job.pk)
 
 
+@role_required(Role.VIEWER)
 def import_status(request: HtmxHttpRequest, import_pk: int) -> HttpResponse:
     job = get_object_or_404(SubscriberImport.objects.select_related("mailing_list"), pk=import_pk)
     if not request.htmx:

@@ -17,6 +17,7 @@ from campaigns.log_filters import (
 )
 from campaigns.models import Campaign
 from project.htmx import HtmxHttpRequest
+from project.roles import Role, role_required
 
 
 def _filters(request: HtmxHttpRequest) -> QueryDict:
@@ -41,6 +42,7 @@ def campaign_events_context(campaign: Campaign) -> dict:
     }
 
 
+@role_required(Role.VIEWER)
 @require_GET
 def event_list(request: HtmxHttpRequest) -> HttpResponse:
     form = LogFilterForm(request.GET)
@@ -66,6 +68,7 @@ def event_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "logs/list.html", context)
 
 
+@role_required(Role.VIEWER)
 @require_GET
 def event_export(request: HtmxHttpRequest) -> HttpResponse:
     form = LogFilterForm(request.GET)
@@ -78,6 +81,7 @@ def event_export(request: HtmxHttpRequest) -> HttpResponse:
     return response
 
 
+@role_required(Role.VIEWER)
 @require_GET
 def campaign_events(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The campaign page's events block, polled while the campaign runs."""

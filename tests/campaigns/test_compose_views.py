@@ -82,12 +82,12 @@ def test_every_page_requires_login(client, campaign):
     assert Campaign.objects.get().name == "Spring news"
 
 
-def test_home_is_the_campaign_list(admin_client):
-    response = admin_client.get("/")
+def test_home_is_the_campaign_list(sender_client):
+    response = sender_client.get("/")
     assert response.status_code == 302 and response.url == reverse("campaigns:list")
 
 
-def test_list_shows_each_campaign_with_its_status_and_progress(admin_client, make_campaign):
+def test_list_shows_each_campaign_with_its_status_and_progress(sender_client, make_campaign):
     draft = make_campaign(name="Draft one")
     running = make_campaign(name="Running one", status=Campaign.Status.RUNNING)
     for subscriber, status in zip(
@@ -95,7 +95,7 @@ def test_list_shows_each_campaign_with_its_status_and_progress(admin_client, mak
     ):
         Delivery.objects.create(campaign=running, subscriber=subscriber, status=status)
 
-    response = admin_client.get(reverse("campaigns:list"))
+    response = sender_client.get(reverse("campaigns:list"))
 
     content = response.content.decode()
     assert reverse("campaigns:detail", args=[draft.pk]) in content
@@ -104,25 +104,25 @@ def test_list_shows_each_campaign_with_its_status_and_progress(admin_client, mak
     assert reverse("campaigns:create") in content
 
 
-def test_an_empty_list_invites_to_write_a_campaign(admin_client):
-    response = admin_client.get(reverse("campaigns:list"))
+def test_an_empty_list_invites_to_write_a_campaign(sender_client):
+    response = sender_client.get(reverse("campaigns:list"))
     assert "No campaigns yet" in response.content.decode()
 
 
-def test_the_form_offers_only_enabled_servers(admin_client, make_server):
+def test_the_form_offers_only_enabled_servers(sender_client, make_server):
     make_server(name="Enabled relay")
     make_server(name="Switched off", enabled=False)
 
-    content = admin_client.get(reverse("campaigns:create")).content.decode()
+    content = sender_client.get(reverse("campaigns:create")).content.decode()
 
     assert "Enabled relay" in content and "Switched off" not in content
     assert 'type="datetime-local"' in content
 
 
-def test_create_saves_the_campaign_with_its_lists_and_servers(admin_client, news, server):
+def test_create_saves_the_campaign_with_its_lists_and_servers(sender_client, news, server):
     data = _form_data(news, server, scheduled_at="2031-05-04T09:30", rate_limit="12.5", reply_to="help@example.test")
 
-    response = admin_client.post(reverse("campaigns:create"), data)
+    response = sender_client.post(reverse("campaigns:create"), data)
 
     campaign = Campaign.objects.get()
     assert response.status_code == 302 and response.url == reverse("campaigns:detail", args=[campaign.pk])
@@ -132,8 +132,8 @@ def test_create_saves_the_campaign_with_its_lists_and_servers(admin_client, news
     assert list(campaign.lists.all()) == [news] and list(campaign.servers.all()) == [server]
 
 
-def test_create_with_htmx_answers_with_a_client_redirect(admin_client, news, server):
-    response = admin_client.post(reverse("campaigns:create"), _form_data(news, server), **HTMX)
+def test_create_with_htmx_answers_with_a_client_redirect(sender_client, news, server):
+    response = sender_client.post(reverse("campaigns:create"), _form_data(news, server), **HTMX)
 
     assert response.status_code == 200
     assert response["HX-Redirect"] == reverse("campaigns:detail", args=[Campaign.objects.get().pk])
@@ -149,9 +149,9 @@ def test_create_with_htmx_answers_with_a_client_redirect(admin_client, news, ser
 )
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
 def test_a_template_syntax_error_names_the_field_and_line_and_saves_nothing(
-    admin_client, news, server, field, source, label, line, headers
+    sender_client, news, server, field, source, label, line, headers
 ):
-    response = admin_client.post(reverse("campaigns:create"), _form_data(news, server, **{field: source}), **headers)
+    response = sender_client.post(reverse("campaigns:create"), _form_data(news, server, **{field: source}), **headers)
 
     assert response.status_code == 200
     content = response.content.decode()
@@ -177,8 +177,8 @@ def test_a_template_syntax_error_names_the_field_and_line_and_saves_nothing(
         ({"name": ""}, "Name", "This field is required."),
     ],
 )
-def test_invalid_input_names_the_field_and_saves_nothing(admin_client, news, server, overrides, label, message):
-    response = admin_client.post(reverse("campaigns:create"), _form_data(news, server, **overrides))
+def test_invalid_input_names_the_field_and_saves_nothing(sender_client, news, server, overrides, label, message):
+    response = sender_client.post(reverse("campaigns:create"), _form_data(news, server, **overrides))
 
     content = response.content.decode()
     assert response.status_code == 200
@@ -186,20 +186,20 @@ def test_invalid_input_names_the_field_and_saves_nothing(admin_client, news, ser
     assert Campaign.objects.count() == 0
 
 
-def test_a_disabled_server_cannot_be_chosen(admin_client, news, make_server):
+def test_a_disabled_server_cannot_be_chosen(sender_client, news, make_server):
     disabled = make_server(name="Off", enabled=False)
 
-    response = admin_client.post(reverse("campaigns:create"), _form_data(news, disabled))
+    response = sender_client.post(reverse("campaigns:create"), _form_data(news, disabled))
 
     assert "Select a valid choice" in response.content.decode()
     assert Campaign.objects.count() == 0
 
 
-def test_edit_saves_the_changes(admin_client, campaign, news, server):
+def test_edit_saves_the_changes(sender_client, campaign, news, server):
     other = MailingList.objects.create(name="Other")
     data = _form_data(news, server, name="Renamed", lists=[other.pk], text_body="Plain {{ subscriber.name }}")
 
-    response = admin_client.post(reverse("campaigns:edit", args=[campaign.pk]), data)
+    response = sender_client.post(reverse("campaigns:edit", args=[campaign.pk]), data)
 
     assert response.status_code == 302 and response.url == reverse("campaigns:detail", args=[campaign.pk])
     campaign.refresh_from_db()
@@ -207,10 +207,10 @@ def test_edit_saves_the_changes(admin_client, campaign, news, server):
     assert list(campaign.lists.all()) == [other]
 
 
-def test_edit_form_shows_the_current_values(admin_client, make_campaign):
+def test_edit_form_shows_the_current_values(sender_client, make_campaign):
     campaign = make_campaign(html_body="<p>{{ subscriber.name }}</p>")
 
-    content = admin_client.get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+    content = sender_client.get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
 
     assert "&lt;p&gt;{{ subscriber.name }}&lt;/p&gt;" in content
     assert 'value="News &lt;news@example.test&gt;"' in content
@@ -218,13 +218,13 @@ def test_edit_form_shows_the_current_values(admin_client, make_campaign):
 
 @pytest.mark.parametrize("status", [Campaign.Status.RUNNING, Campaign.Status.PAUSED, Campaign.Status.FINISHED])
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
-def test_edit_is_refused_once_launched(admin_client, make_campaign, news, server, status, headers):
+def test_edit_is_refused_once_launched(sender_client, make_campaign, news, server, status, headers):
     campaign = make_campaign(status=status)
     detail = reverse("campaigns:detail", args=[campaign.pk])
     url = reverse("campaigns:edit", args=[campaign.pk])
 
-    get = admin_client.get(url, **headers)
-    post = admin_client.post(url, _form_data(news, server, name="Changed"), **headers)
+    get = sender_client.get(url, **headers)
+    post = sender_client.post(url, _form_data(news, server, name="Changed"), **headers)
 
     for response in (get, post):
         if headers:
@@ -233,7 +233,7 @@ def test_edit_is_refused_once_launched(admin_client, make_campaign, news, server
             assert response.status_code == 302 and response.url == detail
     campaign.refresh_from_db()
     assert campaign.name == "Spring news" and campaign.status == status
-    assert "can no longer be edited" in admin_client.get(detail).content.decode()
+    assert "can no longer be edited" in sender_client.get(detail).content.decode()
 
 
 def test_an_edit_loses_to_a_launch_in_between(campaign, news, server):
@@ -258,19 +258,19 @@ def test_an_edit_never_overwrites_what_a_sender_changed(campaign, news, server):
     assert (campaign.name, campaign.reconnects) == ("Changed", 3)
 
 
-def test_clearing_the_time_of_a_scheduled_campaign_makes_it_a_draft(admin_client, make_campaign, news, server):
+def test_clearing_the_time_of_a_scheduled_campaign_makes_it_a_draft(sender_client, make_campaign, news, server):
     campaign = make_campaign(status=Campaign.Status.SCHEDULED)
 
-    admin_client.post(reverse("campaigns:edit", args=[campaign.pk]), _form_data(news, server, scheduled_at=""))
+    sender_client.post(reverse("campaigns:edit", args=[campaign.pk]), _form_data(news, server, scheduled_at=""))
 
     campaign.refresh_from_db()
     assert (campaign.status, campaign.scheduled_at) == ("draft", None)
 
 
-def test_detail_shows_settings_progress_and_test_form(admin_client, make_campaign, server):
+def test_detail_shows_settings_progress_and_test_form(sender_client, make_campaign, server):
     campaign = make_campaign(reply_to="help@example.test", rate_limit=5)
 
-    response = admin_client.get(reverse("campaigns:detail", args=[campaign.pk]))
+    response = sender_client.get(reverse("campaigns:detail", args=[campaign.pk]))
 
     content = response.content.decode()
     assert 'id="campaign-progress"' in content  # the live progress and actions block
@@ -281,19 +281,19 @@ def test_detail_shows_settings_progress_and_test_form(admin_client, make_campaig
     assert reverse("campaigns:edit", args=[campaign.pk]) in content
 
 
-def test_detail_of_a_running_campaign_offers_no_edit(admin_client, make_campaign):
+def test_detail_of_a_running_campaign_offers_no_edit(sender_client, make_campaign):
     campaign = make_campaign(status=Campaign.Status.RUNNING)
 
-    content = admin_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    content = sender_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
 
     assert reverse("campaigns:edit", args=[campaign.pk]) not in content
     assert reverse("campaigns:delete", args=[campaign.pk]) not in content
 
 
-def test_preview_renders_the_message_for_the_first_subscriber(admin_client, make_campaign):
+def test_preview_renders_the_message_for_the_first_subscriber(sender_client, make_campaign):
     campaign = make_campaign(html_body='<p>Hi {{ subscriber.name }}</p><script>alert("x")</script>')
 
-    response = admin_client.get(reverse("campaigns:preview", args=[campaign.pk]))
+    response = sender_client.get(reverse("campaigns:preview", args=[campaign.pk]))
 
     content = response.content.decode()
     assert "Hello Ana" in content  # the subject
@@ -304,11 +304,11 @@ def test_preview_renders_the_message_for_the_first_subscriber(admin_client, make
     assert '<pre class="text-part">Hi Ana</pre>' in content
 
 
-def test_preview_escapes_what_subscribers_typed_in_every_part(admin_client, make_campaign):
+def test_preview_escapes_what_subscribers_typed_in_every_part(sender_client, make_campaign):
     campaign = make_campaign(subject="For {{ subscriber.name }}", text_body="Text for {{ subscriber.name }}")
     Subscriber.objects.filter(email="ana@example.test").update(name='<script>alert("x")</script>')
 
-    content = admin_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
+    content = sender_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
 
     assert "<script>" not in content
     assert "For &lt;script&gt;" in content and "Text for &lt;script&gt;" in content
@@ -316,19 +316,19 @@ def test_preview_escapes_what_subscribers_typed_in_every_part(admin_client, make
     assert f"&lt;{SITE}/u/" in content  # List-Unsubscribe
 
 
-def test_preview_without_subscribers_uses_an_example(admin_client, make_campaign):
+def test_preview_without_subscribers_uses_an_example(sender_client, make_campaign):
     campaign = make_campaign()
     campaign.lists.clear()
 
-    content = admin_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
+    content = sender_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
 
     assert "Hello Jane Example" in content and "an example subscriber" in content
 
 
-def test_preview_of_a_template_that_fails_says_why(admin_client, make_campaign):
+def test_preview_of_a_template_that_fails_says_why(sender_client, make_campaign):
     campaign = make_campaign(html_body="<p>Hi</p>\n{{ subscriber.attributes.city|divisibleby:0 }}")
 
-    response = admin_client.get(reverse("campaigns:preview", args=[campaign.pk]))
+    response = sender_client.get(reverse("campaigns:preview", args=[campaign.pk]))
 
     assert response.status_code == 200
     assert "cannot be rendered" in response.content.decode() and "line 2" in response.content.decode()
@@ -336,13 +336,13 @@ def test_preview_of_a_template_that_fails_says_why(admin_client, make_campaign):
 
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
 def test_test_send_delivers_one_message_through_the_first_enabled_server(
-    admin_client, make_campaign, make_server, smtp_sandbox, headers
+    sender_client, make_campaign, make_server, smtp_sandbox, headers
 ):
     sandbox = smtp_sandbox()
     campaign = make_campaign()
     campaign.servers.set([make_server(name="Off", enabled=False), make_server(name="Sandbox", port=sandbox.port)])
 
-    response = admin_client.post(
+    response = sender_client.post(
         reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "tester@example.test"}, **headers
     )
 
@@ -362,14 +362,14 @@ def test_test_send_delivers_one_message_through_the_first_enabled_server(
 
 
 def test_test_send_to_a_subscriber_renders_for_them_with_their_own_unsubscribe_link(
-    admin_client, make_campaign, make_server, smtp_sandbox
+    sender_client, make_campaign, make_server, smtp_sandbox
 ):
     sandbox = smtp_sandbox()
     campaign = make_campaign()
     campaign.servers.set([make_server(name="Sandbox", port=sandbox.port)])
     ben = Subscriber.objects.get(email="ben@example.test")
 
-    admin_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "Ben@Example.test"})
+    sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "Ben@Example.test"})
 
     parsed = message_from_bytes(sandbox.received[0].data, policy=policy.default)
     assert parsed["Subject"] == "Hello Ben"
@@ -377,12 +377,12 @@ def test_test_send_to_a_subscriber_renders_for_them_with_their_own_unsubscribe_l
     assert read_unsubscribe_token(token) == (ben.pk, campaign.pk)
 
 
-def test_test_send_shows_the_servers_refusal_escaped(admin_client, make_campaign, make_server, smtp_sandbox):
+def test_test_send_shows_the_servers_refusal_escaped(sender_client, make_campaign, make_server, smtp_sandbox):
     sandbox = smtp_sandbox(reject="refused@")
     campaign = make_campaign()
     campaign.servers.set([make_server(name="Sandbox", port=sandbox.port)])
 
-    response = admin_client.post(
+    response = sender_client.post(
         reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "refused@example.test"}, **HTMX
     )
 
@@ -393,11 +393,11 @@ def test_test_send_shows_the_servers_refusal_escaped(admin_client, make_campaign
     assert "<refused@example.test>" not in content
 
 
-def test_test_send_without_an_enabled_server_says_so(admin_client, campaign, server):
+def test_test_send_without_an_enabled_server_says_so(sender_client, campaign, server):
     server.enabled = False
     server.save()
 
-    response = admin_client.post(
+    response = sender_client.post(
         reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "tester@example.test"}, **HTMX
     )
 
@@ -405,8 +405,8 @@ def test_test_send_without_an_enabled_server_says_so(admin_client, campaign, ser
 
 
 @pytest.mark.parametrize("headers, status", [({}, 400), (HTMX, 200)], ids=["plain", "htmx"])
-def test_test_send_to_a_bad_address_names_the_field(admin_client, campaign, headers, status):
-    response = admin_client.post(
+def test_test_send_to_a_bad_address_names_the_field(sender_client, campaign, headers, status):
+    response = sender_client.post(
         reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "not an address"}, **headers
     )
 
@@ -414,12 +414,12 @@ def test_test_send_to_a_bad_address_names_the_field(admin_client, campaign, head
     assert "Send a test to: Enter a valid email address." in response.content.decode()
 
 
-def test_test_send_refuses_get(admin_client, campaign):
-    assert admin_client.get(reverse("campaigns:test_send", args=[campaign.pk])).status_code == 405
+def test_test_send_refuses_get(sender_client, campaign):
+    assert sender_client.get(reverse("campaigns:test_send", args=[campaign.pk])).status_code == 405
 
 
-def test_delete_asks_first(admin_client, campaign):
-    response = admin_client.get(reverse("campaigns:delete", args=[campaign.pk]))
+def test_delete_asks_first(sender_client, campaign):
+    response = sender_client.get(reverse("campaigns:delete", args=[campaign.pk]))
 
     assert "Delete “Spring news”?" in response.content.decode()
     assert Campaign.objects.filter(pk=campaign.pk).exists()
@@ -427,11 +427,11 @@ def test_delete_asks_first(admin_client, campaign):
 
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
 @pytest.mark.parametrize("status", [Campaign.Status.DRAFT, Campaign.Status.FINISHED, Campaign.Status.CANCELLED])
-def test_delete_removes_a_campaign_that_is_not_under_way(admin_client, make_campaign, status, headers):
+def test_delete_removes_a_campaign_that_is_not_under_way(sender_client, make_campaign, status, headers):
     campaign = make_campaign(status=status)
     Delivery.objects.create(campaign=campaign, subscriber=Subscriber.objects.first(), status=Delivery.Status.SENT)
 
-    response = admin_client.post(reverse("campaigns:delete", args=[campaign.pk]), **headers)
+    response = sender_client.post(reverse("campaigns:delete", args=[campaign.pk]), **headers)
 
     if headers:
         assert response["HX-Redirect"] == reverse("campaigns:list")
@@ -441,15 +441,15 @@ def test_delete_removes_a_campaign_that_is_not_under_way(admin_client, make_camp
 
 
 @pytest.mark.parametrize("status", [Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED])
-def test_delete_is_refused_while_under_way(admin_client, make_campaign, status):
+def test_delete_is_refused_while_under_way(sender_client, make_campaign, status):
     campaign = make_campaign(status=status)
 
-    response = admin_client.post(reverse("campaigns:delete", args=[campaign.pk]), follow=True)
+    response = sender_client.post(reverse("campaigns:delete", args=[campaign.pk]), follow=True)
 
     assert Campaign.objects.filter(pk=campaign.pk).exists()
     assert "cancel it to delete it" in response.content.decode()
 
 
-def test_unknown_campaign_is_404(admin_client):
+def test_unknown_campaign_is_404(sender_client):
     for name in ("detail", "edit", "preview", "delete"):
-        assert admin_client.get(reverse(f"campaigns:{name}", args=[999])).status_code == 404
+        assert sender_client.get(reverse(f"campaigns:{name}", args=[999])).status_code == 404

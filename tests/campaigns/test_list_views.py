@@ -73,19 +73,19 @@ def test_every_page_and_action_requires_login(client, news, ann):
     assert MailingList.objects.filter(pk=news.pk).exists() and ann.lists.exists()
 
 
-def test_actions_refuse_get(admin_client, news, ann):
+def test_actions_refuse_get(sender_client, news, ann):
     urls = [reverse("lists:create"), reverse("lists:import", args=[news.pk])]
     urls += [_row_url(action, ann, news) for action in ROW_ACTIONS]
     for url in urls:
-        assert admin_client.get(url).status_code == 405, url
+        assert sender_client.get(url).status_code == 405, url
 
 
-def test_index_shows_each_list_with_active_and_total_counts(admin_client, news, ann):
+def test_index_shows_each_list_with_active_and_total_counts(sender_client, news, ann):
     gone = Subscriber.objects.create(email="gone@example.com", status=Subscriber.Status.UNSUBSCRIBED)
     gone.lists.add(news)
     MailingList.objects.create(name="Offers")
 
-    response = admin_client.get(reverse("lists:index"))
+    response = sender_client.get(reverse("lists:index"))
 
     assert response.status_code == 200
     rows = {item.name: (item.active, item.total) for item in response.context["lists"]}
@@ -93,22 +93,22 @@ def test_index_shows_each_list_with_active_and_total_counts(admin_client, news, 
     assert b"The weekly letter" in response.content and b"New list" in response.content
 
 
-def test_create_list_redirects_to_it(admin_client):
-    response = admin_client.post(reverse("lists:create"), {"name": "Offers", "description": ""})
+def test_create_list_redirects_to_it(sender_client):
+    response = sender_client.post(reverse("lists:create"), {"name": "Offers", "description": ""})
     offers = MailingList.objects.get(name="Offers")
     assert response.status_code == 302 and response.url == reverse("lists:detail", args=[offers.pk])
 
 
-def test_create_list_with_htmx_redirects_the_page(admin_client):
-    response = admin_client.post(reverse("lists:create"), {"name": "Offers"}, **HTMX)
+def test_create_list_with_htmx_redirects_the_page(sender_client):
+    response = sender_client.post(reverse("lists:create"), {"name": "Offers"}, **HTMX)
     offers = MailingList.objects.get(name="Offers")
     assert response.status_code == 200 and response["HX-Redirect"] == reverse("lists:detail", args=[offers.pk])
 
 
 @pytest.mark.parametrize(("headers", "status"), [(HTMX, 200), ({}, 400)])
-def test_create_list_with_a_taken_or_blank_name_shows_the_field_error(admin_client, news, headers, status):
+def test_create_list_with_a_taken_or_blank_name_shows_the_field_error(sender_client, news, headers, status):
     for name, error in [("News", "already exists"), ("", "This field is required")]:
-        response = admin_client.post(reverse("lists:create"), {"name": name}, **headers)
+        response = sender_client.post(reverse("lists:create"), {"name": name}, **headers)
         assert response.status_code == status
         content = response.content.decode()
         assert "Name: " in content and error in content
@@ -116,13 +116,13 @@ def test_create_list_with_a_taken_or_blank_name_shows_the_field_error(admin_clie
     assert MailingList.objects.count() == 1
 
 
-def test_detail_shows_the_subscribers_50_to_a_page(admin_client, news):
+def test_detail_shows_the_subscribers_50_to_a_page(sender_client, news):
     for i in range(60):
         Subscriber.objects.create(email=f"user{i:02}@example.com").lists.add(news)
     Subscriber.objects.create(email="elsewhere@example.com")
 
-    first = admin_client.get(reverse("lists:detail", args=[news.pk]))
-    second = admin_client.get(reverse("lists:detail", args=[news.pk]), {"page": 2})
+    first = sender_client.get(reverse("lists:detail", args=[news.pk]))
+    second = sender_client.get(reverse("lists:detail", args=[news.pk]), {"page": 2})
 
     assert len(first.context["page"]) == 50 and "user00@example.com" in first.content.decode()
     assert [s.email for s in second.context["page"]][-1] == "user59@example.com"
@@ -131,13 +131,13 @@ def test_detail_shows_the_subscribers_50_to_a_page(admin_client, news):
     assert b"elsewhere@example.com" not in first.content + second.content
 
 
-def test_search_matches_email_or_name_and_htmx_gets_the_table_alone(admin_client, news, ann):
+def test_search_matches_email_or_name_and_htmx_gets_the_table_alone(sender_client, news, ann):
     Subscriber.objects.create(email="bob@example.org", name="Bob").lists.add(news)
     url = reverse("lists:detail", args=[news.pk])
 
-    by_name = admin_client.get(url, {"q": "archer"}, **HTMX)
-    by_email = admin_client.get(url, {"q": "EXAMPLE.ORG"})
-    nothing = admin_client.get(url, {"q": "zed"}, **HTMX)
+    by_name = sender_client.get(url, {"q": "archer"}, **HTMX)
+    by_email = sender_client.get(url, {"q": "EXAMPLE.ORG"})
+    nothing = sender_client.get(url, {"q": "zed"}, **HTMX)
 
     assert [s.email for s in by_name.context["page"]] == ["ann@example.com"]
     assert by_name.content.decode().startswith('<div id="subscribers"') and b"<html" not in by_name.content
@@ -146,18 +146,18 @@ def test_search_matches_email_or_name_and_htmx_gets_the_table_alone(admin_client
     assert "No subscriber matches “zed”." in nothing.content.decode()
 
 
-def test_detail_of_a_missing_list_is_404(admin_client):
-    assert admin_client.get(reverse("lists:detail", args=[999])).status_code == 404
+def test_detail_of_a_missing_list_is_404(sender_client):
+    assert sender_client.get(reverse("lists:detail", args=[999])).status_code == 404
 
 
 @pytest.mark.parametrize(
     ("action", "status"), [("unsubscribe", "unsubscribed"), ("blocklist", "blocklisted"), ("reactivate", "active")]
 )
-def test_status_actions_with_htmx_return_the_updated_row(admin_client, news, ann, action, status):
+def test_status_actions_with_htmx_return_the_updated_row(sender_client, news, ann, action, status):
     if action == "reactivate":
         ann.set_status(Subscriber.Status.UNSUBSCRIBED)
 
-    response = admin_client.post(_row_url(action, ann, news), **HTMX)
+    response = sender_client.post(_row_url(action, ann, news), **HTMX)
 
     ann.refresh_from_db()
     assert ann.status == status
@@ -168,43 +168,43 @@ def test_status_actions_with_htmx_return_the_updated_row(admin_client, news, ann
     assert ann.get_status_display() in content
 
 
-def test_status_actions_without_htmx_redirect_to_the_list(admin_client, news, ann):
-    response = admin_client.post(_row_url("blocklist", ann, news))
+def test_status_actions_without_htmx_redirect_to_the_list(sender_client, news, ann):
+    response = sender_client.post(_row_url("blocklist", ann, news))
     assert response.status_code == 302 and response.url == reverse("lists:detail", args=[news.pk])
     assert Subscriber.objects.get(pk=ann.pk).status == Subscriber.Status.BLOCKLISTED
-    page = admin_client.get(response.url)
+    page = sender_client.get(response.url)
     assert "ann@example.com is now blocklisted." in page.content.decode()
 
 
-def test_row_actions_need_a_member_of_the_list(admin_client, news):
+def test_row_actions_need_a_member_of_the_list(sender_client, news):
     stranger = Subscriber.objects.create(email="stranger@example.com")
     for action in ROW_ACTIONS:
-        assert admin_client.post(_row_url(action, stranger, news), **HTMX).status_code == 404
+        assert sender_client.post(_row_url(action, stranger, news), **HTMX).status_code == 404
     assert Subscriber.objects.get(pk=stranger.pk).status == Subscriber.Status.ACTIVE
 
 
-def test_remove_with_htmx_takes_the_row_out_and_keeps_the_subscriber(admin_client, news, ann):
+def test_remove_with_htmx_takes_the_row_out_and_keeps_the_subscriber(sender_client, news, ann):
     offers = MailingList.objects.create(name="Offers")
     ann.lists.add(offers)
 
-    response = admin_client.post(_row_url("remove", ann, news), **HTMX)
+    response = sender_client.post(_row_url("remove", ann, news), **HTMX)
 
     assert response.status_code == 200 and response.content == b""
     assert list(Subscriber.objects.get(pk=ann.pk).lists.all()) == [offers]
 
 
-def test_remove_without_htmx_redirects_to_the_list(admin_client, news, ann):
-    response = admin_client.post(_row_url("remove", ann, news))
+def test_remove_without_htmx_redirects_to_the_list(sender_client, news, ann):
+    response = sender_client.post(_row_url("remove", ann, news))
     assert response.status_code == 302 and response.url == reverse("lists:detail", args=[news.pk])
     assert not news.subscribers.exists() and Subscriber.objects.filter(pk=ann.pk).exists()
 
 
 def test_upload_with_htmx_queues_the_import_and_shows_its_status(
-    admin_client, news, media, queued_tasks, django_capture_on_commit_callbacks
+    sender_client, news, media, queued_tasks, django_capture_on_commit_callbacks
 ):
     content = "email,name,city\nann@example.com,Ann,Oslo\nbob@,Bob,x\n"
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(reverse("lists:import", args=[news.pk]), {"file": _csv(content)}, **HTMX)
+        response = sender_client.post(reverse("lists:import", args=[news.pk]), {"file": _csv(content)}, **HTMX)
 
     job = SubscriberImport.objects.get()
     assert (job.mailing_list, job.original_name, job.size_bytes, job.status) == (
@@ -222,7 +222,7 @@ def test_upload_with_htmx_queues_the_import_and_shows_its_status(
 
     tasks.import_csv(job.pk)  # what the worker does
 
-    status = admin_client.get(reverse("lists:import_status", args=[job.pk]), {"polling": "1"}, **HTMX)
+    status = sender_client.get(reverse("lists:import_status", args=[job.pk]), {"polling": "1"}, **HTMX)
     job.refresh_from_db()
     assert job.status == "done" and (job.created, job.invalid) == (1, 1)
     assert news.subscribers.get().email == "ann@example.com"
@@ -233,12 +233,12 @@ def test_upload_with_htmx_queues_the_import_and_shows_its_status(
     assert status["HX-Trigger"] == "subscribers-changed"  # the table reloads once
 
 
-def test_upload_without_htmx_redirects_to_the_import_page(admin_client, news, media, queued_tasks):
-    response = admin_client.post(reverse("lists:import", args=[news.pk]), {"file": _csv("email\nann@example.com\n")})
+def test_upload_without_htmx_redirects_to_the_import_page(sender_client, news, media, queued_tasks):
+    response = sender_client.post(reverse("lists:import", args=[news.pk]), {"file": _csv("email\nann@example.com\n")})
 
     job = SubscriberImport.objects.get()
     assert response.status_code == 302 and response.url == reverse("lists:import_status", args=[job.pk])
-    page = admin_client.get(response.url)
+    page = sender_client.get(response.url)
     assert "Waiting for a worker" in page.content.decode() and "Reload this page" in page.content.decode()
 
 
@@ -252,14 +252,14 @@ def test_upload_without_htmx_redirects_to_the_import_page(admin_client, news, me
         (None, "This field is required."),
     ],
 )
-def test_an_unusable_upload_is_a_field_error_and_saves_nothing(admin_client, news, media, queued_tasks, upload, error):
+def test_an_unusable_upload_is_a_field_error_and_saves_nothing(sender_client, news, media, queued_tasks, upload, error):
     data = {"file": upload} if upload else {}
     url = reverse("lists:import", args=[news.pk])
 
-    htmx = admin_client.post(url, data, **HTMX)
+    htmx = sender_client.post(url, data, **HTMX)
     if upload:
         upload.seek(0)
-    plain = admin_client.post(url, data)
+    plain = sender_client.post(url, data)
 
     assert htmx.status_code == 200 and plain.status_code == 400
     for response in (htmx, plain):
@@ -269,16 +269,16 @@ def test_an_unusable_upload_is_a_field_error_and_saves_nothing(admin_client, new
     assert not media.exists() or not any(media.rglob("*.*"))
 
 
-def test_import_status_shows_progress_while_running(admin_client, news):
+def test_import_status_shows_progress_while_running(sender_client, news):
     job = SubscriberImport.objects.create(
         mailing_list=news, original_name="big.csv", size_bytes=2048, status="running", bytes_read=1024, rows_read=10
     )
-    body = admin_client.get(reverse("lists:import_status", args=[job.pk]), **HTMX).content.decode()
+    body = sender_client.get(reverse("lists:import_status", args=[job.pk]), **HTMX).content.decode()
     assert '<progress value="1024" max="2048"' in body and "10 rows read (1.0\xa0KB of 2.0\xa0KB)" in body
     assert "every 1s" in body
 
 
-def test_import_status_escapes_what_the_file_said(admin_client, news):
+def test_import_status_escapes_what_the_file_said(sender_client, news):
     job = SubscriberImport.objects.create(
         mailing_list=news,
         original_name="<b>x</b>.csv",
@@ -286,48 +286,48 @@ def test_import_status_escapes_what_the_file_said(admin_client, news):
         invalid=1,
         errors=[{"line": 7, "reason": "'<script>alert(1)</script>' is not a valid email address"}],
     )
-    body = admin_client.get(reverse("lists:import_status", args=[job.pk]), **HTMX).content.decode()
+    body = sender_client.get(reverse("lists:import_status", args=[job.pk]), **HTMX).content.decode()
     assert "<script>" not in body and "<b>x" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and '<td class="num">7</td>' in body
 
 
-def test_import_status_of_a_failed_import_gives_the_reason(admin_client, news):
+def test_import_status_of_a_failed_import_gives_the_reason(sender_client, news):
     job = SubscriberImport.objects.create(
         mailing_list=news, original_name="a.csv", status="failed", failure="Nothing was imported: the file is empty."
     )
-    body = admin_client.get(reverse("lists:import_status", args=[job.pk])).content.decode()
+    body = sender_client.get(reverse("lists:import_status", args=[job.pk])).content.decode()
     assert "Nothing was imported: the file is empty." in body and "<html" in body
 
 
-def test_detail_shows_recent_imports(admin_client, news):
+def test_detail_shows_recent_imports(sender_client, news):
     SubscriberImport.objects.create(mailing_list=news, original_name="first.csv", status="done", created=3)
-    body = admin_client.get(reverse("lists:detail", args=[news.pk])).content.decode()
+    body = sender_client.get(reverse("lists:detail", args=[news.pk])).content.decode()
     assert "first.csv" in body and "<strong>3</strong> new" in body
     assert 'src="/static/js/uploads.js"' in body
 
 
-def test_delete_list_asks_then_deletes_it_and_keeps_its_subscribers(admin_client, news, ann):
+def test_delete_list_asks_then_deletes_it_and_keeps_its_subscribers(sender_client, news, ann):
     url = reverse("lists:delete", args=[news.pk])
-    assert "Delete “News”?" in admin_client.get(url).content.decode()
+    assert "Delete “News”?" in sender_client.get(url).content.decode()
 
-    response = admin_client.post(url)
+    response = sender_client.post(url)
 
     assert response.status_code == 302 and response.url == reverse("lists:index")
     assert not MailingList.objects.exists() and Subscriber.objects.filter(pk=ann.pk).exists()
 
 
-def test_delete_list_with_htmx_redirects_the_page(admin_client, news):
-    response = admin_client.post(reverse("lists:delete", args=[news.pk]), **HTMX)
+def test_delete_list_with_htmx_redirects_the_page(sender_client, news):
+    response = sender_client.post(reverse("lists:delete", args=[news.pk]), **HTMX)
     assert response["HX-Redirect"] == reverse("lists:index") and not MailingList.objects.exists()
 
 
-def test_a_list_a_campaign_is_sending_to_cannot_be_deleted(admin_client, news):
+def test_a_list_a_campaign_is_sending_to_cannot_be_deleted(sender_client, news):
     campaign = Campaign.objects.create(name="Spring", subject="Hi", from_email="a@example.com", status="running")
     campaign.lists.add(news)
     url = reverse("lists:delete", args=[news.pk])
 
-    assert "Cancel or finish them first" in admin_client.get(url).content.decode()
-    response = admin_client.post(url)
+    assert "Cancel or finish them first" in sender_client.get(url).content.decode()
+    response = sender_client.post(url)
 
     assert response.status_code == 409 and "in use by “Spring”" in response.content.decode()
     assert MailingList.objects.filter(pk=news.pk).exists()

@@ -58,8 +58,8 @@ def test_the_log_requires_login(client, url):
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
-def test_logs_is_a_link_in_the_navigation_marked_current(admin_client):
-    html = admin_client.get(LOG).content.decode()
+def test_logs_is_a_link_in_the_navigation_marked_current(viewer_client):
+    html = viewer_client.get(LOG).content.decode()
     assert f'<a href="{LOG}" aria-current="page">Logs</a>' in html
 
 
@@ -79,8 +79,8 @@ def test_logs_is_a_link_in_the_navigation_marked_current(admin_client):
     ],
 )
 @pytest.mark.parametrize("url", [LOG, EXPORT])
-def test_bad_filter_input_is_a_400_naming_the_field(admin_client, url, query, named):
-    response = admin_client.get(f"{url}?{query}")
+def test_bad_filter_input_is_a_400_naming_the_field(viewer_client, url, query, named):
+    response = viewer_client.get(f"{url}?{query}")
     html = response.content.decode()
     assert response.status_code == 400
     assert "These filters cannot be used" in html
@@ -91,7 +91,7 @@ def test_bad_filter_input_is_a_400_naming_the_field(admin_client, url, query, na
 # Filters
 
 
-def test_each_filter_selects_its_events(admin_client, make_server, campaign):
+def test_each_filter_selects_its_events(viewer_client, make_server, campaign):
     other_server = make_server(name="exchange")
     other_campaign = make_campaign([other_server], 1)
     ses = campaign.servers.get()
@@ -118,18 +118,18 @@ def test_each_filter_selects_its_events(admin_client, make_server, campaign):
     }
 
     for name, query in queries.items():
-        response = admin_client.get(f"{LOG}?{query}")
+        response = viewer_client.get(f"{LOG}?{query}")
         assert response.status_code == 200
         assert shown_ids(response) == [wanted[name].pk], name
 
 
-def test_filters_combine(admin_client, campaign):
+def test_filters_combine(viewer_client, campaign):
     ses = campaign.servers.get()
     make_events(3, server=ses, kind=Kind.ROTATION)
     [wanted] = make_events(server=ses, campaign=campaign, kind=Kind.ROTATION)
     make_events(2, campaign=campaign, kind=Kind.CONNECT)
 
-    response = admin_client.get(f"{LOG}?server={ses.pk}&campaign={campaign.pk}&kind=rotation")
+    response = viewer_client.get(f"{LOG}?server={ses.pk}&campaign={campaign.pk}&kind=rotation")
 
     assert shown_ids(response) == [wanted.pk]
 
@@ -142,15 +142,15 @@ def test_kind_choices_are_the_pool_kinds_and_auto_pause():
 # Keyset pages
 
 
-def test_pages_go_older_without_overlap_and_stay_put_when_new_events_arrive(admin_client):
+def test_pages_go_older_without_overlap_and_stay_put_when_new_events_arrive(viewer_client):
     events = make_events(120)
     newest_first = [event.pk for event in reversed(events)]
 
-    first = admin_client.get(LOG)
+    first = viewer_client.get(LOG)
     older_url = first.context["page"].older and f"{LOG}?before={first.context['page'].older}"
     make_events(7, ago=timedelta(seconds=1))  # arrive while the reader is on the first page
-    second = admin_client.get(older_url)
-    third = admin_client.get(f"{LOG}?before={second.context['page'].older}")
+    second = viewer_client.get(older_url)
+    third = viewer_client.get(f"{LOG}?before={second.context['page'].older}")
 
     assert shown_ids(first) == newest_first[:50]
     assert shown_ids(second) == newest_first[50:100]
@@ -159,33 +159,33 @@ def test_pages_go_older_without_overlap_and_stay_put_when_new_events_arrive(admi
     assert f'href="{LOG}?before={first.context["page"].older}"' in first.content.decode()
 
 
-def test_newer_pages_come_back_the_same_way(admin_client):
+def test_newer_pages_come_back_the_same_way(viewer_client):
     events = make_events(120)
     newest_first = [event.pk for event in reversed(events)]
-    second = admin_client.get(f"{LOG}?before={newest_first[49]}")
+    second = viewer_client.get(f"{LOG}?before={newest_first[49]}")
 
-    back = admin_client.get(f"{LOG}?after={second.context['page'].newer}")
+    back = viewer_client.get(f"{LOG}?after={second.context['page'].newer}")
 
     assert shown_ids(back) == newest_first[:50]
     assert back.context["page"].older == newest_first[49]
 
 
-def test_pages_keep_their_filters(admin_client):
+def test_pages_keep_their_filters(viewer_client):
     make_events(60, kind=Kind.ROTATION)
     make_events(60, kind=Kind.CONNECT)
 
-    first = admin_client.get(f"{LOG}?kind=rotation")
+    first = viewer_client.get(f"{LOG}?kind=rotation")
     html = first.content.decode()
 
     assert f"?kind=rotation&amp;before={first.context['page'].older}" in html
     assert f"{EXPORT}?kind=rotation" in html
 
 
-def test_pages_never_count_the_table_or_skip_with_offset(admin_client):
+def test_pages_never_count_the_table_or_skip_with_offset(viewer_client):
     make_events(60)
     with CaptureQueriesContext(connection) as queries:
-        admin_client.get(f"{LOG}?before=30")
-        admin_client.get(LOG)
+        viewer_client.get(f"{LOG}?before=30")
+        viewer_client.get(LOG)
     sql = " ".join(query["sql"] for query in queries.captured_queries).upper()
     assert "OFFSET" not in sql and "COUNT(" not in sql
 
@@ -193,11 +193,11 @@ def test_pages_never_count_the_table_or_skip_with_offset(admin_client):
 # Live tail
 
 
-def test_the_live_tail_returns_only_the_newer_rows(admin_client):
+def test_the_live_tail_returns_only_the_newer_rows(viewer_client):
     old = make_events(3)
     new = make_events(2, kind=Kind.ROTATION, ago=timedelta(seconds=1))
 
-    response = admin_client.get(f"{LOG}?after={old[-1].pk}", HTTP_HX_REQUEST="true")
+    response = viewer_client.get(f"{LOG}?after={old[-1].pk}", HTTP_HX_REQUEST="true")
     html = response.content.decode()
 
     assert response.status_code == 200
@@ -207,51 +207,51 @@ def test_the_live_tail_returns_only_the_newer_rows(admin_client):
     assert f'id="live-after" name="after" value="{new[1].pk}" hx-swap-oob="true"' in html
 
 
-def test_the_live_tail_keeps_the_filters(admin_client):
+def test_the_live_tail_keeps_the_filters(viewer_client):
     [start] = make_events()
     make_events(2, kind=Kind.CONNECT)
     [rotation] = make_events(kind=Kind.ROTATION)
 
-    response = admin_client.get(f"{LOG}?kind=rotation&after={start.pk}", HTTP_HX_REQUEST="true")
+    response = viewer_client.get(f"{LOG}?kind=rotation&after={start.pk}", HTTP_HX_REQUEST="true")
 
     assert shown_ids(response) == [rotation.pk]
 
 
-def test_nothing_new_for_the_live_tail_is_an_empty_answer(admin_client):
+def test_nothing_new_for_the_live_tail_is_an_empty_answer(viewer_client):
     [newest] = make_events()
-    response = admin_client.get(f"{LOG}?after={newest.pk}", HTTP_HX_REQUEST="true")
+    response = viewer_client.get(f"{LOG}?after={newest.pk}", HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and response.content.decode().strip() == ""
 
 
-def test_the_first_page_polls_for_new_rows_into_the_table_top(admin_client):
+def test_the_first_page_polls_for_new_rows_into_the_table_top(viewer_client):
     [newest] = make_events()
-    html = admin_client.get(f"{LOG}?kind=connect").content.decode()
+    html = viewer_client.get(f"{LOG}?kind=connect").content.decode()
     assert 'hx-trigger="every 2s [this.checked]"' in html
     assert f'hx-get="{LOG}?kind=connect"' in html
     assert 'hx-target="#event-rows" hx-swap="afterbegin"' in html
     assert f'id="live-after" name="after" value="{newest.pk}"' in html
 
 
-def test_older_pages_do_not_poll(admin_client):
+def test_older_pages_do_not_poll(viewer_client):
     make_events(60)
-    html = admin_client.get(f"{LOG}?before=30").content.decode()
+    html = viewer_client.get(f"{LOG}?before=30").content.decode()
     assert "every 2s" not in html
 
 
 # What a row shows
 
 
-def test_server_text_is_escaped(admin_client):
+def test_server_text_is_escaped(viewer_client):
     make_events(kind=Kind.FAILURE, code=550, text='<script>alert("x")</script><img src=x onerror=alert(1)>')
-    html = admin_client.get(LOG).content.decode()
+    html = viewer_client.get(LOG).content.decode()
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
 
 
-def test_long_server_text_is_folded_with_its_start_as_summary(admin_client):
+def test_long_server_text_is_folded_with_its_start_as_summary(viewer_client):
     text = "5.7.1 " + "<b>blocked</b> " * 60
     make_events(kind=Kind.FAILURE, code=550, text=text)
-    html = admin_client.get(LOG).content.decode()
+    html = viewer_client.get(LOG).content.decode()
     folded = re.search(r"<details><summary>(.*?)</summary>(.*?)</details>", html, re.S)
     assert folded
     summary, full = folded.groups()
@@ -260,20 +260,20 @@ def test_long_server_text_is_folded_with_its_start_as_summary(admin_client):
     assert "<b>blocked" not in html
 
 
-def test_a_storm_row_shows_how_many_times_and_until_when(admin_client):
+def test_a_storm_row_shows_how_many_times_and_until_when(viewer_client):
     at = timezone.now() - timedelta(minutes=3)
     Event.objects.bulk_create(
         [Event(at=at, last_at=at + timedelta(seconds=42), count=17, kind=Kind.SESSION_CLOSED_421, code=421)]
     )
-    html = admin_client.get(LOG).content.decode()
+    html = viewer_client.get(LOG).content.decode()
     assert "×17" in html
     assert f'to <time datetime="{timezone.localtime(at + timedelta(seconds=42)):%Y-%m-%dT%H:%M:%S}' in html
 
 
-def test_each_event_links_to_its_campaign_and_server(admin_client, campaign):
+def test_each_event_links_to_its_campaign_and_server(viewer_client, campaign):
     server = campaign.servers.get()
     make_events(server=server, server_name=server.name, campaign=campaign)
-    html = admin_client.get(LOG).content.decode()
+    html = viewer_client.get(LOG).content.decode()
     assert f'href="{reverse("campaigns:detail", args=[campaign.pk])}">{campaign.name}</a>' in html
     assert f'href="{reverse("smtp_settings:list")}#server-{server.pk}">{server.name}</a>' in html
 
@@ -281,63 +281,63 @@ def test_each_event_links_to_its_campaign_and_server(admin_client, campaign):
 # Counts per kind
 
 
-def test_counts_per_kind_add_up_storm_rows(admin_client):
+def test_counts_per_kind_add_up_storm_rows(viewer_client):
     make_events(3, kind=Kind.CONNECT)
     make_events(2, kind=Kind.SESSION_CLOSED_421, count=40)
     make_events(kind=Kind.RECONNECT, count=5)
 
-    response = admin_client.get(LOG)
+    response = viewer_client.get(LOG)
 
     assert response.context["counts"] == [("421", 80), ("reconnect", 5), ("connect", 3)]
     assert f'href="{LOG}?kind=421">421</a></dt><dd>80</dd>' in response.content.decode()
 
 
-def test_counts_follow_the_filter(admin_client, campaign):
+def test_counts_follow_the_filter(viewer_client, campaign):
     make_events(3, kind=Kind.CONNECT, campaign=campaign)
     make_events(4, kind=Kind.CONNECT)
     make_events(kind=Kind.SESSION_CLOSED_421, count=9, campaign=campaign)
 
-    response = admin_client.get(f"{LOG}?campaign={campaign.pk}")
+    response = viewer_client.get(f"{LOG}?campaign={campaign.pk}")
 
     assert counts(response) == {"connect": 3, "421": 9}
 
 
-def test_without_a_start_the_counts_cover_the_last_24_hours_and_say_so(admin_client):
+def test_without_a_start_the_counts_cover_the_last_24_hours_and_say_so(viewer_client):
     make_events(2, kind=Kind.ROTATION, ago=timedelta(days=2))
     make_events(3, kind=Kind.CONNECT)
 
-    response = admin_client.get(LOG)
+    response = viewer_client.get(LOG)
 
     assert counts(response) == {"connect": 3}
     assert len(shown_ids(response)) == 5  # the table shows them all
     assert "choose a campaign to count all of its events" in response.content.decode()
 
 
-def test_a_chosen_campaign_counts_all_its_events(admin_client, campaign):
+def test_a_chosen_campaign_counts_all_its_events(viewer_client, campaign):
     make_events(2, kind=Kind.ROTATION, ago=timedelta(days=20), campaign=campaign)
     make_events(1, kind=Kind.CONNECT, campaign=campaign)
 
-    response = admin_client.get(f"{LOG}?campaign={campaign.pk}")
+    response = viewer_client.get(f"{LOG}?campaign={campaign.pk}")
 
     assert counts(response) == {"rotation": 2, "connect": 1}
 
 
-def test_a_time_range_is_counted_up_to_a_week(admin_client):
+def test_a_time_range_is_counted_up_to_a_week(viewer_client):
     make_events(1, kind=Kind.ROTATION, ago=timedelta(days=10))
     make_events(2, kind=Kind.RETRY, ago=timedelta(days=3))
     since = timezone.localtime() - timedelta(days=30)
 
-    response = admin_client.get(f"{LOG}?since={since:%Y-%m-%dT%H:%M}")
+    response = viewer_client.get(f"{LOG}?since={since:%Y-%m-%dT%H:%M}")
 
     assert counts(response) == {"retry": 2}
     assert len(shown_ids(response)) == 3
 
 
-def test_a_text_search_looks_at_the_last_24_hours_without_a_start(admin_client):
+def test_a_text_search_looks_at_the_last_24_hours_without_a_start(viewer_client):
     make_events(kind=Kind.RETRY, text="4.4.2 Timeout waiting for data", ago=timedelta(days=2))
     [recent] = make_events(kind=Kind.RETRY, text="4.4.2 Timeout waiting for data")
 
-    response = admin_client.get(f"{LOG}?q=timeout")
+    response = viewer_client.get(f"{LOG}?q=timeout")
 
     assert shown_ids(response) == [recent.pk]
 
@@ -350,7 +350,7 @@ def read_csv(response) -> list[dict]:
     return list(csv.DictReader(io.StringIO(body)))
 
 
-def test_export_streams_the_filtered_events_as_csv(admin_client, campaign):
+def test_export_streams_the_filtered_events_as_csv(viewer_client, campaign):
     server = campaign.servers.get()
     make_events(2, kind=Kind.CONNECT)
     [storm] = make_events(
@@ -366,7 +366,7 @@ def test_export_streams_the_filtered_events_as_csv(admin_client, campaign):
         messages_on_connection=50,
     )
 
-    response = admin_client.get(f"{EXPORT}?kind=421")
+    response = viewer_client.get(f"{EXPORT}?kind=421")
     rows = read_csv(response)
 
     assert response.status_code == 200 and response.streaming
@@ -394,11 +394,11 @@ def test_export_streams_the_filtered_events_as_csv(admin_client, campaign):
     ]
 
 
-def test_export_reads_in_keyset_chunks_newest_first(admin_client, monkeypatch):
+def test_export_reads_in_keyset_chunks_newest_first(viewer_client, monkeypatch):
     monkeypatch.setattr(log_filters, "EXPORT_CHUNK", 4)
     events = make_events(10, kind=Kind.ROTATION)
 
-    response = admin_client.get(EXPORT)
+    response = viewer_client.get(EXPORT)
     chunks = list(response.streaming_content)
 
     assert len(chunks) == 3  # 4 + 4 + 2 rows, the header with the first
@@ -406,11 +406,11 @@ def test_export_reads_in_keyset_chunks_newest_first(admin_client, monkeypatch):
     assert [row["at"] for row in rows] == [event.at.isoformat() for event in reversed(events)]
 
 
-def test_export_defuses_spreadsheet_formulas(admin_client):
+def test_export_defuses_spreadsheet_formulas(viewer_client):
     for text in ('=HYPERLINK("http://evil")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "ok = fine"):
         make_events(kind=Kind.FAILURE, text=text, recipient="=cmd|' /C calc'!A0")
 
-    rows = read_csv(admin_client.get(EXPORT))
+    rows = read_csv(viewer_client.get(EXPORT))
 
     assert [row["text"] for row in rows] == [
         "ok = fine",
@@ -426,12 +426,12 @@ def test_export_defuses_spreadsheet_formulas(admin_client):
 # A campaign's events
 
 
-def test_the_campaign_page_shows_its_event_counts_and_links_into_the_log(admin_client, campaign):
+def test_the_campaign_page_shows_its_event_counts_and_links_into_the_log(viewer_client, campaign):
     make_events(4, kind=Kind.CONNECT, campaign=campaign)
     make_events(kind=Kind.SESSION_CLOSED_421, count=6, campaign=campaign)
     make_events(9, kind=Kind.ROTATION)  # another campaign's, or none
 
-    response = admin_client.get(reverse("campaigns:detail", args=[campaign.pk]))
+    response = viewer_client.get(reverse("campaigns:detail", args=[campaign.pk]))
     html = response.content.decode()
 
     assert response.context["event_counts"] == [("421", 6), ("connect", 4)]
@@ -440,9 +440,9 @@ def test_the_campaign_page_shows_its_event_counts_and_links_into_the_log(admin_c
     assert 'id="campaign-events"' in html
 
 
-def test_the_campaign_events_block_can_be_fetched_alone(admin_client, campaign):
+def test_the_campaign_events_block_can_be_fetched_alone(viewer_client, campaign):
     make_events(2, kind=Kind.CONNECT, campaign=campaign)
-    response = admin_client.get(reverse("logs:campaign", args=[campaign.pk]), HTTP_HX_REQUEST="true")
+    response = viewer_client.get(reverse("logs:campaign", args=[campaign.pk]), HTTP_HX_REQUEST="true")
     html = response.content.decode()
     assert response.status_code == 200 and 'id="campaign-events"' in html and "<html" not in html
 
@@ -457,7 +457,7 @@ def send_at(campaign, moments) -> None:
     )
 
 
-def test_the_chart_has_a_bar_per_minute_with_sends_and_marks_for_421s(admin_client, make_server):
+def test_the_chart_has_a_bar_per_minute_with_sends_and_marks_for_421s(viewer_client, make_server):
     campaign = make_campaign([make_server()], 6)
     minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
     send_at(
@@ -466,7 +466,7 @@ def test_the_chart_has_a_bar_per_minute_with_sends_and_marks_for_421s(admin_clie
     make_events(at=minute + timedelta(minutes=2, seconds=5), kind=Kind.SESSION_CLOSED_421, count=3, campaign=campaign)
     make_events(at=minute + timedelta(minutes=2, seconds=6), kind=Kind.RECONNECT, count=3, campaign=campaign)
 
-    html = admin_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    html = viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
     svg = re.search(r"<svg.*?</svg>", html, re.S).group(0)
 
     assert 'role="img"' in svg and "<title>Messages sent per minute, with 421s and reconnects</title>" in svg
@@ -494,14 +494,14 @@ def test_the_chart_covers_the_last_day_in_at_most_240_bars(make_server):
     assert timeline.start > now - timedelta(hours=24, minutes=6)
 
 
-def test_the_log_shows_the_chart_when_a_campaign_is_chosen(admin_client, campaign):
+def test_the_log_shows_the_chart_when_a_campaign_is_chosen(viewer_client, campaign):
     send_at(campaign, [timezone.now() - timedelta(minutes=3)])
-    assert "<svg" not in admin_client.get(LOG).content.decode()
-    assert "<svg" in admin_client.get(f"{LOG}?campaign={campaign.pk}").content.decode()
+    assert "<svg" not in viewer_client.get(LOG).content.decode()
+    assert "<svg" in viewer_client.get(f"{LOG}?campaign={campaign.pk}").content.decode()
 
 
-def test_a_campaign_that_sent_nothing_has_no_chart(admin_client, campaign):
-    html = admin_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+def test_a_campaign_that_sent_nothing_has_no_chart(viewer_client, campaign):
+    html = viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
     assert "<svg" not in html and "No events." in html
 
 
@@ -509,7 +509,7 @@ def test_a_campaign_that_sent_nothing_has_no_chart(admin_client, campaign):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_capped_servers_421s_reconnects_and_rotations_show_in_the_log(admin_client, smtp_sandbox, make_server):
+def test_a_capped_servers_421s_reconnects_and_rotations_show_in_the_log(viewer_client, smtp_sandbox, make_server):
     eventlog.flush()  # what earlier tests left in the buffer, before any campaign id could match it
     sandbox = smtp_sandbox(max_msgs_per_session=50, pipelining=True)
     server = make_server(port=sandbox.port, max_conns=5, max_msgs_per_conn=0)
@@ -519,7 +519,7 @@ def test_a_capped_servers_421s_reconnects_and_rotations_show_in_the_log(admin_cl
     eventlog.flush()
 
     campaign.refresh_from_db()
-    response = admin_client.get(f"{LOG}?campaign={campaign.pk}")
+    response = viewer_client.get(f"{LOG}?campaign={campaign.pk}")
     html = response.content.decode()
     seen = counts(response)
     assert seen["421"] == sandbox.summary()["replied_421"] > 0
@@ -529,5 +529,5 @@ def test_a_capped_servers_421s_reconnects_and_rotations_show_in_the_log(admin_cl
     assert seen["connect"] == sandbox.summary()["sessions"]
     assert "Connection closed by server. Maximum message count per session reached." in html
     assert 'class="mark-421"' in html  # and the chart marks them
-    by_kind = admin_client.get(f"{LOG}?campaign={campaign.pk}&kind=421")
+    by_kind = viewer_client.get(f"{LOG}?campaign={campaign.pk}&kind=421")
     assert {event.kind for event in by_kind.context["page"].events} == {"421"}

@@ -54,7 +54,7 @@ def test_unsaved_form_can_be_tested_before_saving(admin_client, smtp_sandbox):
 
 def test_edit_form_test_uses_the_stored_password_when_the_field_is_blank(admin_client, make_server, smtp_sandbox):
     sandbox = smtp_sandbox(auth="relay:" + SECRET)
-    server = make_server(auth_protocol="login", username="relay", password=SECRET)
+    server = make_server(port=sandbox.port, auth_protocol="login", username="relay", password=SECRET)
     data = _form_data(
         host="127.0.0.1", port=str(sandbox.port), tls="none", username="relay", password="", server_id=str(server.pk)
     )
