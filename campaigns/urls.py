@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/", compose.campaign_detail, name="detail"),
     path("<int:pk>/edit/", compose.campaign_edit, name="edit"),
     path("<int:pk>/preview/", compose.campaign_preview, name="preview"),
+    path("<int:pk>/preview/html/", compose.campaign_preview_html, name="preview_html"),
     path("<int:pk>/test-send/", compose.campaign_test_send, name="test_send"),
     path("<int:pk>/delete/", compose.campaign_delete, name="delete"),
     path("<int:pk>/launch/", control.launch, name="launch"),

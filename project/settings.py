@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -92,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -128,22 +130,24 @@ TEMPLATES = [
 def _database() -> dict:
     url = env_str("DATABASE_URL")
     if url:
-        return dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    return {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": env_str("SQLITE_PATH") or VAR_DIR / "db.sqlite3",
-        "OPTIONS": {
-            # WAL lets the dashboard read while workers write; IMMEDIATE transactions take
-            # the write lock up front so concurrent writers wait (busy timeout) instead of
-            # failing with "database is locked" on lock upgrade.
+        database = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    else:
+        database = {"ENGINE": "django.db.backends.sqlite3", "NAME": env_str("SQLITE_PATH") or VAR_DIR / "db.sqlite3"}
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # However SQLite is chosen (a sqlite:/// DATABASE_URL too): WAL lets the dashboard read
+        # while workers write; IMMEDIATE transactions take the write lock up front so concurrent
+        # writers wait (busy timeout) instead of failing with "database is locked" on lock upgrade.
+        # Options given in the URL (?timeout=60) win.
+        database["OPTIONS"] = {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
-        },
+            **database.get("OPTIONS", {}),
+        }
         # A file, not memory, so tests run in WAL mode and worker processes can share it.
-        "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
-    }
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        database["TEST"] = {"NAME": VAR_DIR / "test.sqlite3"}
+    return database
 
 
 DATABASES = {"default": _database()}
@@ -191,6 +195,38 @@ SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# HTTPS only once DEBUG is off (runserver speaks plain HTTP). Behind a proxy that ends TLS,
+# BEHIND_TLS_PROXY=1 trusts its X-Forwarded-Proto and X-Forwarded-Host: set it only when the
+# proxy overwrites both headers, or any client could claim HTTPS and another host name.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+# check --deploy warns while SECURE_HSTS_PRELOAD is off. Preloading writes the whole registered
+# domain into browsers' built-in HTTPS-only lists, for months and every subdomain, so it is the
+# domain owner's choice (SECURE_HSTS_PRELOAD=1), not a default.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+# Content-Security-Policy (django-csp): everything from this origin, nothing inline, no eval.
+# The templates hold no inline script, style element or style attribute (tests/test_security.py
+# checks every page), and base.html tells htmx neither to inject its indicator <style> nor to
+# eval (the indicator rules are in relaydeck.css). Django's debug pages (DEBUG only) are exempt.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "object-src": [NONE],
+    }
+}
+
+# The debug page and error e-mails hide secrets also while DEBUG is on (project/debug.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "project.debug.SecretsExceptionReporterFilter"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

@@ -19,7 +19,7 @@ import re
 import smtplib
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from smtp_settings.connection import Deadline, SmtpStepError, open_session
 from smtp_settings.events import Kind, PoolEvent, smtp_event
@@ -44,7 +44,7 @@ class ServerConfig:
     helo_hostname: str
     auth_protocol: str
     username: str
-    password: str
+    password: str = field(repr=False)  # decrypted: kept out of logs and error reports
     max_conns: int
     max_msgs_per_conn: int
     retries: int

@@ -2,6 +2,7 @@ from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -41,6 +42,7 @@ def server_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @role_required(Role.ADMIN)
+@sensitive_post_parameters("password")
 @require_http_methods(["GET", "POST"])
 def server_create(request: HtmxHttpRequest) -> HttpResponse:
     preset = PRESETS_BY_KEY.get(request.GET.get("preset", ""))
@@ -55,6 +57,7 @@ def server_create(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @role_required(Role.ADMIN)
+@sensitive_post_parameters("password")
 @require_http_methods(["GET", "POST"])
 def server_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     server = _get_server_or_404(pk)
@@ -119,6 +122,7 @@ def server_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 @role_required(Role.ADMIN)
+@sensitive_post_parameters("password")
 @require_POST
 def form_test(request: HtmxHttpRequest) -> HttpResponse:
     """Test the values of an add/edit form as they stand, saved or not."""

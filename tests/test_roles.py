@@ -115,6 +115,7 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "campaigns:list",
         "campaigns:detail",
         "campaigns:preview",
+        "campaigns:preview_html",
         "campaigns:progress",
         "lists:index",
         "lists:detail",

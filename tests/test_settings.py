@@ -2,6 +2,8 @@
 
 import json
 import os
+import secrets
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +20,20 @@ SHOW = (
 )
 
 
-def _settings_process(tmp_path, **env) -> subprocess.CompletedProcess:
+def _clean_env(tmp_path) -> dict[str, str]:
+    """This process's environment without the settings the tests choose, in a fresh var/."""
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG")}
-    environment = clean | {"DJANGO_SETTINGS_MODULE": "project.settings", "RELAYDECK_VAR_DIR": str(tmp_path)} | env
-    return subprocess.run(
-        [sys.executable, "-c", SHOW], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
-    )
+    return clean | {"DJANGO_SETTINGS_MODULE": "project.settings", "RELAYDECK_VAR_DIR": str(tmp_path)}
+
+
+def _python(tmp_path, *args: str, **env) -> subprocess.CompletedProcess:
+    """`python ARGS` in the project, with the environment cleaned and then `env` added."""
+    command = [sys.executable, *args]
+    return subprocess.run(command, cwd=ROOT, env=_clean_env(tmp_path) | env, capture_output=True, text=True, timeout=60)
+
+
+def _settings_process(tmp_path, **env) -> subprocess.CompletedProcess:
+    return _python(tmp_path, "-c", SHOW, **env)
 
 
 def test_debug_off_refuses_to_start_without_a_secret_key(tmp_path):
@@ -75,3 +85,103 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():
         assert cursor.fetchone()[0] == "wal"
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] == 20_000
+
+
+SQLITE_WRITER = """
+import django, json, sys, time; django.setup()
+from django.db import connection, transaction
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE IF NOT EXISTS hits (n INTEGER)")
+    for n in range(40):
+        # Read, then write: with deferred transactions the second writer's lock upgrade fails at once.
+        with transaction.atomic():
+            cursor.execute("SELECT count(*) FROM hits")
+            time.sleep(0.002)
+            cursor.execute("INSERT INTO hits VALUES (%s)", [n])
+    cursor.execute("PRAGMA journal_mode")
+    mode = cursor.fetchone()[0]
+    cursor.execute("PRAGMA busy_timeout")
+    print(json.dumps({"journal_mode": mode, "busy_timeout": cursor.fetchone()[0]}))
+"""
+
+
+def test_a_sqlite_database_url_keeps_wal_and_concurrent_writers_wait_their_turn(tmp_path):
+    database = tmp_path / "x.sqlite3"
+    env = _clean_env(tmp_path) | {"DATABASE_URL": f"sqlite:///{database}"}
+    command = [sys.executable, "-c", SQLITE_WRITER]
+    writers = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    results = [writer.communicate(timeout=60) for writer in writers]
+
+    assert [writer.returncode for writer in writers] == [0, 0], [stderr.decode()[-500:] for _, stderr in results]
+    assert [json.loads(stdout) for stdout, _ in results] == [{"journal_mode": "wal", "busy_timeout": 20_000}] * 2
+    with sqlite3.connect(database) as check:
+        assert check.execute("SELECT count(*) FROM hits").fetchone()[0] == 80
+
+
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "mail.example.test"}
+
+
+def test_production_settings_pass_check_deploy(tmp_path):
+    result = _python(tmp_path, "manage.py", "check", "--deploy", **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout, result.stdout + result.stderr
+
+
+REQUESTS = """
+import django, json; django.setup()
+from django.test import Client
+
+def show(response):
+    hsts = response.headers.get("Strict-Transport-Security")
+    return [response.status_code, response.headers.get("Location"), hsts]
+
+client = Client(HTTP_HOST="mail.example.test")
+print(json.dumps({
+    "http": show(client.get("/campaigns/")),
+    "https": show(client.get("/campaigns/", secure=True)),
+    "proxied https": show(client.get("/campaigns/", HTTP_X_FORWARDED_PROTO="https")),
+    "proxied http": show(client.get("/campaigns/", HTTP_HOST="app:8000", HTTP_X_FORWARDED_HOST="mail.example.test")),
+}))
+"""
+
+
+def _responses(tmp_path, **env) -> dict:
+    result = _python(tmp_path, "-c", REQUESTS, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+HSTS = "max-age=31536000; includeSubDomains"
+TO_HTTPS = [301, "https://mail.example.test/campaigns/", None]
+TO_LOGIN = "/login/?next=/campaigns/"
+
+
+def test_production_redirects_http_to_https_and_sends_hsts_over_https(tmp_path):
+    shown = _responses(tmp_path, **PRODUCTION)
+
+    assert shown["http"] == TO_HTTPS
+    assert shown["https"] == [302, TO_LOGIN, HSTS]
+    assert shown["proxied https"] == TO_HTTPS  # a client's X-Forwarded-Proto is not trusted by default
+
+
+def test_behind_a_tls_proxy_its_forwarded_scheme_and_host_are_trusted(tmp_path):
+    shown = _responses(tmp_path, **PRODUCTION, BEHIND_TLS_PROXY="1")
+
+    assert shown["proxied https"] == [302, TO_LOGIN, HSTS]
+    assert shown["proxied http"] == TO_HTTPS  # to the public host name, not the proxy's upstream
+
+
+def test_https_settings_can_be_switched(tmp_path):
+    preload = _responses(tmp_path, **PRODUCTION, SECURE_HSTS_PRELOAD="1", SECURE_HSTS_INCLUDE_SUBDOMAINS="0")
+    assert preload["https"][2] == "max-age=31536000; preload"
+
+    plain = _responses(tmp_path, **PRODUCTION, SECURE_SSL_REDIRECT="0", SECURE_HSTS_SECONDS="0")
+    assert plain["http"] == [302, TO_LOGIN, None] and plain["https"] == [302, TO_LOGIN, None]
+
+
+def test_development_neither_redirects_nor_sends_hsts(tmp_path):
+    shown = _responses(tmp_path, ALLOWED_HOSTS="mail.example.test")
+
+    assert shown["http"] == [302, TO_LOGIN, None] and shown["https"] == [302, TO_LOGIN, None]

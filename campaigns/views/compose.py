@@ -5,12 +5,15 @@ Launching and the live progress block are in `control.py`.
 
 from dataclasses import dataclass
 
+from csp.constants import NONE, SELF, UNSAFE_INLINE
+from csp.decorators import csp
 from django.contrib import messages
-from django.core.mail import get_connection, make_msgid
+from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
 from django.db import transaction
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -116,20 +119,55 @@ def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return render(request, "campaigns/detail.html", context)
 
 
+def _sample_message(campaign: Campaign, subscriber: Subscriber) -> tuple[EmailMultiAlternatives, str | None]:
+    """The message `subscriber` would receive, built by the same renderer, and its HTML part."""
+    message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=message_domain(campaign)))
+    html = next((content for content, mimetype in message.alternatives if mimetype == "text/html"), None)
+    return message, html
+
+
 @role_required(Role.VIEWER)
 def campaign_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """The message as the sample subscriber would receive it: built by the same renderer."""
+    """The message as the sample subscriber would receive it; its HTML part in a frame."""
     campaign = get_campaign_or_404(pk)
     subscriber = sample_subscriber(campaign)
     context = {"campaign": campaign, "subscriber": subscriber}
     try:
-        message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=message_domain(campaign)))
+        message, html = _sample_message(campaign, subscriber)
     except RenderError as error:
         context["error"] = str(error)
     else:
-        html = next((content for content, mimetype in message.alternatives if mimetype == "text/html"), None)
         context.update(message=message, html=html, list_unsubscribe=message.extra_headers["List-Unsubscribe"])
     return render(request, "campaigns/preview.html", context)
+
+
+# The HTML part shows as a mail client would show it, with its inline styles and remote images,
+# which the dashboard's own policy forbids; nothing in it runs, and the sandbox directive holds
+# even when the address is opened outside the preview page's frame.
+MESSAGE_POLICY = {
+    "default-src": [NONE],
+    "style-src": [UNSAFE_INLINE],
+    "img-src": ["https:", "data:"],
+    "base-uri": [NONE],
+    "form-action": [NONE],
+    "frame-ancestors": [SELF],
+    "sandbox": True,
+}
+
+
+@role_required(Role.VIEWER)
+@xframe_options_sameorigin
+@csp(MESSAGE_POLICY)
+def campaign_preview_html(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The HTML part alone, for the preview page's frame."""
+    campaign = get_campaign_or_404(pk)
+    try:
+        _, html = _sample_message(campaign, sample_subscriber(campaign))
+    except RenderError:
+        html = None  # the preview page says why
+    if html is None:
+        raise Http404("This campaign has no HTML part to show.")
+    return HttpResponse(html)
 
 
 @dataclass

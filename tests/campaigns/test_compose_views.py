@@ -298,10 +298,12 @@ def test_preview_renders_the_message_for_the_first_subscriber(sender_client, mak
     content = response.content.decode()
     assert "Hello Ana" in content  # the subject
     assert "ana@example.test" in content
-    # The HTML part is shown in a sandboxed frame, escaped into its srcdoc attribute.
-    assert '<iframe class="html-part" sandbox srcdoc="&lt;p&gt;Hi Ana&lt;/p&gt;&lt;script&gt;' in content
+    # The HTML part is shown in a sandboxed frame of its own address (tests/test_security.py has its policy).
+    frame = reverse("campaigns:preview_html", args=[campaign.pk])
+    assert f'<iframe class="html-part" sandbox src="{frame}"' in content
     assert "<script>alert" not in content
     assert '<pre class="text-part">Hi Ana</pre>' in content
+    assert sender_client.get(frame).content.decode() == '<p>Hi Ana</p><script>alert("x")</script>'
 
 
 def test_preview_escapes_what_subscribers_typed_in_every_part(sender_client, make_campaign):
@@ -309,10 +311,11 @@ def test_preview_escapes_what_subscribers_typed_in_every_part(sender_client, mak
     Subscriber.objects.filter(email="ana@example.test").update(name='<script>alert("x")</script>')
 
     content = sender_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
+    html_part = sender_client.get(reverse("campaigns:preview_html", args=[campaign.pk])).content.decode()
 
     assert "<script>" not in content
     assert "For &lt;script&gt;" in content and "Text for &lt;script&gt;" in content
-    assert 'srcdoc="&lt;p&gt;Hi &amp;lt;script&amp;gt;' in content  # escaped in the HTML, then into the attribute
+    assert html_part.startswith("<p>Hi &lt;script&gt;")
     assert f"&lt;{SITE}/u/" in content  # List-Unsubscribe
 
 
@@ -332,6 +335,14 @@ def test_preview_of_a_template_that_fails_says_why(sender_client, make_campaign)
 
     assert response.status_code == 200
     assert "cannot be rendered" in response.content.decode() and "line 2" in response.content.decode()
+    assert sender_client.get(reverse("campaigns:preview_html", args=[campaign.pk])).status_code == 404
+
+
+def test_a_text_only_campaign_has_no_html_part_to_frame(admin_client, make_campaign):
+    campaign = make_campaign(html_body="", text_body="Hi {{ subscriber.name }}")
+
+    assert "<iframe" not in admin_client.get(reverse("campaigns:preview", args=[campaign.pk])).content.decode()
+    assert admin_client.get(reverse("campaigns:preview_html", args=[campaign.pk])).status_code == 404
 
 
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])

@@ -226,7 +226,7 @@ def test_nothing_new_for_the_live_tail_is_an_empty_answer(viewer_client):
 def test_the_first_page_polls_for_new_rows_into_the_table_top(viewer_client):
     [newest] = make_events()
     html = viewer_client.get(f"{LOG}?kind=connect").content.decode()
-    assert 'hx-trigger="every 2s [this.checked]"' in html
+    assert "data-poll-while-checked" in html and 'hx-trigger="every 2s"' in html
     assert f'hx-get="{LOG}?kind=connect"' in html
     assert 'hx-target="#event-rows" hx-swap="afterbegin"' in html
     assert f'id="live-after" name="after" value="{newest.pk}"' in html

@@ -1,0 +1,164 @@
+"""Security headers: a Content-Security-Policy that allows only this origin, and pages that need
+nothing more (no inline script or style, no eval), every one of them."""
+
+from datetime import timedelta
+from html.parser import HTMLParser
+
+import pytest
+from django.test import Client
+from django.urls import URLResolver, get_resolver, reverse
+from django.utils import timezone
+
+from campaigns.demo import create_demo
+from campaigns.models import Delivery, Event, SubscriberImport
+from campaigns.rendering import unsubscribe_url
+from smtp_settings.events import Kind
+
+pytestmark = pytest.mark.django_db
+
+POLICY = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+
+
+def _directives(header: str) -> set[str]:
+    return {directive.strip() for directive in header.split(";")}
+
+
+class InlineCode(HTMLParser):
+    """Whatever the policy blocks: scripts without src, style elements and attributes, event
+    handler attributes, javascript: links, and htmx attributes that need eval."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "script" and "src" not in dict(attrs):
+            self.found.append("<script> without src")
+        if tag == "style":
+            self.found.append("<style>")
+        for name, value in attrs:
+            value = (value or "").strip()
+            if name == "style" or name.startswith(("on", "hx-on", "data-hx-on")):
+                self.found.append(f"<{tag} {name}=…>")
+            elif value.lower().startswith("javascript:"):
+                self.found.append(f"<{tag} {name}=javascript:…>")
+            elif name in ("hx-trigger", "hx-vals", "hx-vars") and ("[" in value or value.startswith("js:")):
+                self.found.append(f"<{tag} {name}={value!r}> (needs eval)")
+
+    handle_startendtag = handle_starttag
+
+
+def inline_code(html: str) -> list[str]:
+    parser = InlineCode()
+    parser.feed(html)
+    return parser.found
+
+
+@pytest.fixture
+def data(make_server):
+    """One of everything a page shows: a campaign with sent mail and events (for the chart),
+    its list and subscribers, an import with a rejected row, a server."""
+    campaign = create_demo(subscribers=3)
+    subscriber = campaign.lists.get().subscribers.first()
+    now = timezone.now()
+    Delivery.objects.create(campaign=campaign, subscriber=subscriber, status="sent", sent_at=now)
+    Event.objects.bulk_create(
+        Event(at=now - timedelta(seconds=s), last_at=now, kind=kind, campaign_id=campaign.pk, server_name="ses")
+        for s, kind in [(90, Kind.CONNECT), (60, Kind.SESSION_CLOSED_421), (30, Kind.RECONNECT)]
+    )
+    rejected = [{"line": 2, "reason": "not an email address"}]
+    job = SubscriberImport.objects.create(
+        mailing_list=campaign.lists.get(), file="imports/x.csv", original_name="x.csv", status="done", errors=rejected
+    )
+    return {
+        "campaigns": {"pk": campaign.pk},
+        "lists": {"pk": campaign.lists.get().pk, "import_pk": job.pk, "subscriber_pk": subscriber.pk},
+        "logs": {"pk": campaign.pk},
+        "smtp_settings": {"pk": campaign.servers.get().pk},
+        "": {"token": unsubscribe_url(subscriber.pk, campaign.pk).rsplit("/", 2)[-2]},
+    }
+
+
+def _pages(data) -> dict[str, str]:
+    """Every named URL of the dashboard (the admin is Django's own), with real objects in it."""
+    pages = {}
+    for entry in get_resolver().url_patterns:
+        namespace, patterns = (entry.namespace, entry.url_patterns) if isinstance(entry, URLResolver) else ("", [entry])
+        if namespace == "admin":
+            continue
+        for pattern in patterns:
+            name = f"{namespace}:{pattern.name}" if namespace else pattern.name
+            kwargs = {key: data[namespace][key] for key in pattern.pattern.converters}
+            pages[name] = reverse(name, kwargs=kwargs)
+    return pages
+
+
+def test_every_page_carries_the_policy_and_needs_nothing_inline(admin_client, data):
+    checked = set()
+    for name, url in _pages(data).items():
+        response = admin_client.get(url)
+        if response.status_code in (302, 405):  # a redirect (home, edits of a sent campaign), or POST only
+            continue
+        assert response.status_code == 200, (name, response.status_code)
+        if "text/html" not in response.headers["Content-Type"] or name == "campaigns:preview_html":
+            continue
+        assert _directives(response.headers["Content-Security-Policy"]) == _directives(POLICY), name
+        assert inline_code(response.content.decode()) == [], name
+        checked.add(name)
+        if name == "campaigns:detail":
+            assert 'class="sending-chart"' in response.content.decode()  # the SVG chart is checked too
+
+    # The walk reached the pages, not just their error pages.
+    assert {"campaigns:detail", "campaigns:preview", "lists:detail", "lists:import_status", "logs:campaign"} <= checked
+    assert {"logs:list", "smtp_settings:edit", "unsubscribe"} <= checked
+
+
+def test_the_login_page_and_the_admin_carry_the_policy_too(client, admin_client):
+    for response in (client.get(reverse("login")), admin_client.get(reverse("admin:index"))):
+        assert _directives(response.headers["Content-Security-Policy"]) == _directives(POLICY)
+        assert inline_code(response.content.decode()) == []
+
+
+def test_htmx_is_told_to_inject_no_style_and_eval_nothing(admin_client):
+    html = admin_client.get(reverse("campaigns:list")).content.decode()
+
+    assert """<meta name="htmx-config" content='{"includeIndicatorStyles": false, "allowEval": false}'>""" in html
+
+
+def test_the_policy_finds_inline_code():
+    found = inline_code(
+        '<script>alert(1)</script><style>p{}</style><p style="color:red" onclick="x()">'
+        '<a href="javascript:x()">x</a><input hx-trigger="every 2s [this.checked]">'
+        '<script src="/static/app.js"></script>'
+    )
+
+    assert len(found) == 6
+
+
+def test_the_preview_frames_the_message_under_a_policy_of_its_own(admin_client, data):
+    campaign_pk = data["campaigns"]["pk"]
+    page = admin_client.get(reverse("campaigns:preview", args=[campaign_pk])).content.decode()
+    frame = reverse("campaigns:preview_html", args=[campaign_pk])
+    assert f'<iframe class="html-part" sandbox src="{frame}"' in page
+
+    response = admin_client.get(frame)
+
+    # The message's own styles and images show, as in a mail client; nothing in it runs, even
+    # opened outside the frame, and only this site may frame it.
+    assert "<h1>Hello Reader 1</h1>" in response.content.decode()
+    assert _directives(response.headers["Content-Security-Policy"]) == {
+        "default-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src https: data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'self'",
+        "sandbox",
+    }
+    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_the_message_frame_needs_a_login(data):
+    response = Client().get(reverse("campaigns:preview_html", args=[data["campaigns"]["pk"]]))
+
+    assert response.status_code == 302 and response.headers["Location"].startswith(reverse("login"))
