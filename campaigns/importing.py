@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from campaigns.models import MailingList, Subscriber, SubscriberImport
+from smtp_settings.validators import unsafe_header_character
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,11 @@ def _parse_row(cells: list[str], columns: _Columns, line: int) -> _Row | str:
     raw_email = cells[columns.email].strip()
     if not raw_email:
         return "no email address"
+    name = cells[columns.name].strip() if columns.name is not None else ""
+    # Both end up in mail headers: the address in To, the name wherever a subject uses it.
+    for what, value in (("the address", raw_email), ("the name", name)):
+        if character := unsafe_header_character(value):
+            return f"{what} contains a line break or control character ({character})"
     email = Subscriber.normalise_email(raw_email)
     shown = raw_email if len(raw_email) <= 80 else raw_email[:80] + "…"
     if len(email) > EMAIL_MAX_LENGTH:
@@ -181,7 +187,6 @@ def _parse_row(cells: list[str], columns: _Columns, line: int) -> _Row | str:
         validate_email(email)
     except ValidationError:
         return f"'{shown}' is not a valid email address"
-    name = cells[columns.name].strip() if columns.name is not None else ""
     if len(name) > NAME_MAX_LENGTH:
         return f"the name is longer than {NAME_MAX_LENGTH} characters"
     attributes = {key: cells[i].strip() for i, key in columns.attributes if cells[i].strip()}

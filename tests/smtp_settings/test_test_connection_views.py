@@ -123,3 +123,12 @@ def test_a_wrong_utf8_password_is_explained_not_a_server_error(admin_client, mak
     response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX)
     assert response.status_code == 200
     assert "Authentication failed (535)" in response.content.decode()
+
+
+@pytest.mark.parametrize("field, label", [("to_email", "Send a test message to"), ("from_email", "From")])
+def test_a_test_address_with_a_hidden_line_break_names_the_field(admin_client, make_server, field, label):
+    server = make_server()
+    data = {"to_email": "me@example.test", field: "me@exam\u2028ple.test"}
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), data)
+    assert response.status_code == 400
+    assert f"{label}: Remove the line break or control character U+2028" in response.content.decode()
