@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -39,6 +40,14 @@ NAME_MAX_LENGTH = Subscriber._meta.get_field("name").max_length
 
 class ImportFailed(Exception):
     """The file as a whole cannot be imported (no header, no email column...): nothing was saved."""
+
+
+def size_error(size: int) -> str | None:
+    """Why a file of `size` bytes is too large to import (IMPORT_MAX_BYTES), if it is."""
+    limit = settings.IMPORT_MAX_BYTES
+    if size <= limit:
+        return None
+    return f"it has {size:,} bytes, and an import may have at most {limit:,} (IMPORT_MAX_BYTES)"
 
 
 @dataclass
