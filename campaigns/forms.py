@@ -1,35 +1,22 @@
-from email.utils import getaddresses, parseaddr
-
 from django import forms
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 
 from campaigns.models import Campaign, MailingList
 from campaigns.rendering import template_error
 from smtp_settings.models import SmtpServer
+from smtp_settings.validators import validate_address, validate_header_text
 
 TEMPLATE_FIELDS = ("subject", "html_body", "text_body")
 
 
-def validate_address(value: str) -> None:
-    """An address, or a display name and an address: "News <news@example.test>"."""
-    if "\r" in value or "\n" in value:
-        raise ValidationError("Enter the address on one line.")
-    _name, address = parseaddr(value)
-    one_address = len(getaddresses([value])) == 1 and (value == address or value.endswith(f"<{address}>"))
-    if not address or not one_address:
-        raise ValidationError("Enter an address, or a name and an address like News <news@example.com>.")
-    try:
-        validate_email(address)
-    except ValidationError:
-        raise ValidationError(f"“{address}” is not a valid email address.") from None
+def template_validator(part: str):
+    def validate_template(source: str) -> None:
+        error = template_error(source, part)
+        if error:
+            raise ValidationError(error)
 
-
-def validate_template(source: str) -> None:
-    error = template_error(source)
-    if error:
-        raise ValidationError(f"Template error on {error}")
+    return validate_template
 
 
 class CampaignForm(forms.ModelForm):
@@ -70,8 +57,9 @@ class CampaignForm(forms.ModelForm):
         self.fields["scheduled_at"].help_text = f"Blank: when launched. {timezone.get_current_timezone_name()} time."
         self.fields["from_email"].validators.append(validate_address)
         self.fields["reply_to"].validators.append(validate_address)
+        self.fields["subject"].validators.append(validate_header_text)
         for name in TEMPLATE_FIELDS:
-            self.fields[name].validators.append(validate_template)
+            self.fields[name].validators.append(template_validator(name))
 
     def clean(self):
         cleaned = super().clean()
@@ -81,4 +69,4 @@ class CampaignForm(forms.ModelForm):
 
 
 class TestSendForm(forms.Form):
-    to_email = forms.EmailField(label="Send a test to")
+    to_email = forms.EmailField(label="Send a test to", validators=[validate_header_text])

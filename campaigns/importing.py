@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from campaigns.models import MailingList, Subscriber, SubscriberImport
+from smtp_settings.validators import unsafe_header_character
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,14 @@ NAME_MAX_LENGTH = Subscriber._meta.get_field("name").max_length
 
 class ImportFailed(Exception):
     """The file as a whole cannot be imported (no header, no email column...): nothing was saved."""
+
+
+def size_error(size: int) -> str | None:
+    """Why a file of `size` bytes is too large to import (IMPORT_MAX_BYTES), if it is."""
+    limit = settings.IMPORT_MAX_BYTES
+    if size <= limit:
+        return None
+    return f"it has {size:,} bytes, and an import may have at most {limit:,} (IMPORT_MAX_BYTES)"
 
 
 @dataclass
@@ -173,6 +183,11 @@ def _parse_row(cells: list[str], columns: _Columns, line: int) -> _Row | str:
     raw_email = cells[columns.email].strip()
     if not raw_email:
         return "no email address"
+    name = cells[columns.name].strip() if columns.name is not None else ""
+    # Both end up in mail headers: the address in To, the name wherever a subject uses it.
+    for what, value in (("the address", raw_email), ("the name", name)):
+        if character := unsafe_header_character(value):
+            return f"{what} contains a line break or control character ({character})"
     email = Subscriber.normalise_email(raw_email)
     shown = raw_email if len(raw_email) <= 80 else raw_email[:80] + "…"
     if len(email) > EMAIL_MAX_LENGTH:
@@ -181,7 +196,6 @@ def _parse_row(cells: list[str], columns: _Columns, line: int) -> _Row | str:
         validate_email(email)
     except ValidationError:
         return f"'{shown}' is not a valid email address"
-    name = cells[columns.name].strip() if columns.name is not None else ""
     if len(name) > NAME_MAX_LENGTH:
         return f"the name is longer than {NAME_MAX_LENGTH} characters"
     attributes = {key: cells[i].strip() for i, key in columns.attributes if cells[i].strip()}

@@ -2,7 +2,7 @@ from pathlib import PurePath
 
 from django import forms
 
-from campaigns.importing import ImportFailed, check_header
+from campaigns.importing import ImportFailed, check_header, size_error
 from campaigns.models import MailingList
 
 CSV_SUFFIXES = (".csv", ".txt")
@@ -26,6 +26,8 @@ class ImportForm(forms.Form):
         upload = self.cleaned_data["file"]
         if PurePath(upload.name).suffix.lower() not in CSV_SUFFIXES:
             raise forms.ValidationError(f"“{upload.name}” is not a .csv file. Save the sheet as CSV (UTF-8) first.")
+        if too_large := size_error(upload.size):
+            raise forms.ValidationError(f"“{upload.name}” is too large: {too_large}. Split it into smaller files.")
         start = upload.read(4096)
         upload.seek(0)
         # Spreadsheets (xlsx is a zip) and other binaries hold NUL bytes; text never does.

@@ -6,10 +6,10 @@ subject and bodies are compiled once, and when the text body is blank the HTML t
 itself is converted to a text template once (see `_text_template_from_html`), instead of
 converting every rendered HTML body.
 
-Campaign templates are Django templates with their own engine: only the built-in tags and
-filters, no loaders (so no `{% include %}` of files on the server), `debug=True` so that
-errors carry a line number. Their context holds plain values, never model instances, so a
-template cannot call a model method.
+Campaign templates are Django templates with their own engine (`campaigns/templating.py`):
+vetted tags and filters, bounded filter arguments, no files to include, and every part bounded
+in size (`CAMPAIGN_MAX_SUBJECT_BYTES`, `CAMPAIGN_MAX_BODY_BYTES`) while it renders. Their
+context holds plain values, never model instances, so a template cannot call a model method.
 """
 
 import re
@@ -19,13 +19,13 @@ from html.parser import HTMLParser
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.signing import BadSignature, Signer
-from django.template import Context, Engine, Template, TemplateDoesNotExist, TemplateSyntaxError
-from django.template.base import DebugLexer, Parser, Token, TokenType
-from django.urls import NoReverseMatch, reverse
+from django.template import Template, TemplateSyntaxError
+from django.template.base import DebugLexer, Token, TokenType
+from django.urls import reverse
 
 from campaigns.models import Campaign, Subscriber
-
-ENGINE = Engine(debug=True, loaders=[], autoescape=True)
+from campaigns.templating import ENGINE, TemplateLimitExceeded, render
+from smtp_settings.validators import unsafe_header_character
 
 UNSUBSCRIBE_SALT = "relaydeck.unsubscribe"
 
@@ -34,6 +34,14 @@ SAMPLE_SUBSCRIBER = {
     "name": "Jane Example",
     "attributes": {"first_name": "Jane", "city": "Lisbon", "company": "Example Ltd"},
 }
+
+
+PART_NAMES = {"subject": "the subject", "html_body": "the HTML body", "text_body": "the text body"}
+
+
+def max_bytes(part: str) -> int:
+    """How large a rendered part (a key of PART_NAMES) may be, in bytes of UTF-8."""
+    return settings.CAMPAIGN_MAX_SUBJECT_BYTES if part == "subject" else settings.CAMPAIGN_MAX_BODY_BYTES
 
 
 class RenderError(Exception):
@@ -66,31 +74,34 @@ def read_unsubscribe_token(token: str) -> tuple[int, int | None]:
 _NOT_HERE = re.compile(r" Did you forget to register or load this tag\?|(?<=library)\. Must be one of:.*", re.DOTALL)
 
 
-def template_error(source: str) -> str | None:
-    """None if `source` is a usable campaign template, else what is wrong and on which line.
+def template_error(source: str, part: str) -> str | None:
+    """None if `source` is a usable campaign template for `part`, else what is wrong: on which
+    line, or that it renders too much.
 
     The template is also rendered once for a sample subscriber, which catches what fails
-    whatever the data, such as `{% include %}` or `{% url %}`; a filter failing on the
-    sample's data (`divisibleby` on a blank attribute) may well work for real subscribers.
+    whatever the data, such as a filter argument over the limits, and a part that renders
+    larger than its limit; a filter failing on the sample's data (`divisibleby` on a blank
+    attribute) may well work for real subscribers.
     """
     try:
         template = ENGINE.from_string(source)
     except Exception as error:
-        return _describe(error)
+        return f"Template error on {_describe(error)}"
+    context = _context(SAMPLE_SUBSCRIBER, {"name": "Sample"}, "")
     try:
-        template.render(Context(_context(SAMPLE_SUBSCRIBER, {"name": "Sample"}, "")))
-    except (TemplateSyntaxError, TemplateDoesNotExist, NoReverseMatch) as error:
-        return _describe(error)
+        render(template, context, autoescape=part == "html_body", max_bytes=max_bytes(part))
+    except TemplateLimitExceeded as error:
+        name = PART_NAMES[part]
+        return f"{name[0].upper()}{name[1:]} {error} for the sample subscriber."
+    except TemplateSyntaxError as error:
+        return f"Template error on {_describe(error)}"
     except Exception:
         return None  # it failed on the sample's data: the message says so per subscriber
     return None
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, TemplateDoesNotExist):
-        message = f"there is no template “{error}”: campaign templates cannot include or extend files"
-    else:
-        message = _NOT_HERE.sub("", str(error))
+    message = _NOT_HERE.sub("", str(error))
     debug = getattr(error, "template_debug", None)
     if not debug:
         return message
@@ -246,14 +257,10 @@ def _text_template_from_html(source: str) -> Template | None:
             derived.append(tokens[int(piece)])
         elif piece:
             derived.append(Token(TokenType.TEXT, piece, position=(0, 0)))
-    template = Template("", engine=ENGINE)
-    template.source = source  # errors point at lines of the HTML body the tokens came from
-    parser = Parser(derived, ENGINE.template_libraries, ENGINE.template_builtins, template.origin)
     try:
-        template.nodelist = parser.parse()
+        return ENGINE.from_tokens(derived, source)  # errors point at lines of the HTML body
     except Exception:
         return None
-    return template
 
 
 def _has_variable(marks: str, tokens: list[Token]) -> bool:
@@ -287,18 +294,17 @@ class CampaignRenderer:
         unsubscribe = unsubscribe_url(subscriber.pk or 0, self.campaign_id)
         subscriber_values = {"name": subscriber.name, "email": subscriber.email, "attributes": subscriber.attributes}
         context = _context(subscriber_values, self.campaign, unsubscribe)
-        try:
-            # Header values cannot hold line breaks; a subject is one line.
-            subject = " ".join(self.subject.render(Context(context, autoescape=False)).split())
-            html = self.html.render(Context(context)) if self.html else None
-            if self.text is None:  # an HTML template that could not be converted ahead
-                text = html_to_text(html)
-            elif self.text_from_html:
-                text = _tidy(self.text.render(Context(context, autoescape=False)))
-            else:
-                text = self.text.render(Context(context, autoescape=False))
-        except Exception as error:
-            raise RenderError(_describe(error)) from error
+        # Header values cannot hold line breaks; a subject is one line.
+        subject = " ".join(self._render("subject", self.subject, context, autoescape=False).split())
+        if character := unsafe_header_character(subject):
+            raise RenderError(f"the subject contains the control character {character}")
+        html = self._render("html_body", self.html, context, autoescape=True) if self.html else None
+        if self.text is None:  # an HTML template that could not be converted ahead
+            text = html_to_text(html)
+        elif self.text_from_html:
+            text = _tidy(self._render("text_body", self.text, context, autoescape=False))
+        else:
+            text = self._render("text_body", self.text, context, autoescape=False)
         message = EmailMultiAlternatives(
             subject,
             text,
@@ -314,6 +320,15 @@ class CampaignRenderer:
         if html is not None:
             message.attach_alternative(html, "text/html")
         return message
+
+    @staticmethod
+    def _render(part: str, template: Template, context: dict, autoescape: bool) -> str:
+        try:
+            return render(template, context, autoescape=autoescape, max_bytes=max_bytes(part))
+        except TemplateLimitExceeded as error:
+            raise RenderError(f"{PART_NAMES[part]} {error}") from error
+        except Exception as error:
+            raise RenderError(_describe(error)) from error
 
 
 def message_domain(campaign: Campaign) -> str:

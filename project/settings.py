@@ -261,6 +261,7 @@ MEDIA_ROOT = VAR_DIR / "media"
 MEDIA_URL = "media/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024)  # a larger CSV file is refused
 
 # The address subscribers reach this dashboard at: unsubscribe links in messages point here.
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -276,6 +277,9 @@ CAMPAIGN_RETRY_DELAY_S = env_int("CAMPAIGN_RETRY_DELAY_S", 60)  # first wait for
 CAMPAIGN_AMBIGUOUS_POLICY = env_str("CAMPAIGN_AMBIGUOUS_POLICY", "sent")
 if CAMPAIGN_AMBIGUOUS_POLICY not in ("sent", "resend"):
     raise ImproperlyConfigured("CAMPAIGN_AMBIGUOUS_POLICY must be 'sent' or 'resend'")
+# How large a rendered subject (RFC 5322's line limit) and each rendered body may be.
+CAMPAIGN_MAX_SUBJECT_BYTES = env_int("CAMPAIGN_MAX_SUBJECT_BYTES", 998)
+CAMPAIGN_MAX_BODY_BYTES = env_int("CAMPAIGN_MAX_BODY_BYTES", 1024 * 1024)
 
 # The event log (campaigns/eventlog.py): events are written in bulk this often, kept this long.
 EVENT_LOG_FLUSH_S = env_int("EVENT_LOG_FLUSH_S", 1)

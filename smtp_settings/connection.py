@@ -5,12 +5,16 @@ they agree on TLS, verification and AUTH. Each step's reply and duration goes to
 a failing step raises `SmtpStepError`, which names the step and keeps the server's reply.
 """
 
+import base64
+import binascii
+import hmac
 import smtplib
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 AUTH_METHODS = {"plain": "PLAIN", "login": "LOGIN", "cram-md5": "CRAM-MD5"}
 
@@ -144,9 +148,41 @@ def _authenticate(runner: StepRunner, smtp: smtplib.SMTP, server) -> None:
         error = smtplib.SMTPNotSupportedError(f"the server does not offer AUTH {mechanism}")
         runner.on_step(Step("AUTH", False, None, f"offered: {' '.join(offered) or 'none'}", 0.0))
         raise SmtpStepError("AUTH", error)
-    smtp.user, smtp.password = server.username, server.password
-    handler = {"PLAIN": smtp.auth_plain, "LOGIN": smtp.auth_login, "CRAM-MD5": smtp.auth_cram_md5}[mechanism]
-    runner.run(f"AUTH {mechanism}", lambda: smtp.auth(mechanism, handler), expect=(235, 503))
+    runner.run(
+        f"AUTH {mechanism}",
+        lambda: _auth_exchange(smtp, mechanism, server.username.encode(), server.password.encode()),
+        expect=(235, 503),
+    )
+
+
+def _auth_exchange(smtp: smtplib.SMTP, mechanism: str, user: bytes, secret: bytes) -> tuple[int, bytes]:
+    """AUTH with the credentials as UTF-8, which RFC 4954 (PLAIN, LOGIN) allows; smtplib
+    encodes them as ASCII and raises on anything else. Returns the server's last reply."""
+    if mechanism == "PLAIN":
+        initial, answers = b"\0" + user + b"\0" + secret, []
+    elif mechanism == "LOGIN":
+        initial, answers = user, [lambda reply: secret]
+    else:
+        initial, answers = None, [partial(_cram_md5_answer, user, secret)]
+    code, reply = smtp.docmd("AUTH", mechanism if initial is None else f"{mechanism} {_base64(initial)}")
+    for answer in answers:
+        if code != 334:
+            break
+        code, reply = smtp.docmd(_base64(answer(reply)))
+    return code, reply
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _cram_md5_answer(user: bytes, secret: bytes, reply: bytes) -> bytes:
+    """RFC 2195: the user and the digest of the server's challenge keyed with the secret."""
+    try:
+        challenge = base64.b64decode(reply)
+    except binascii.Error:
+        raise smtplib.SMTPResponseException(334, b"not a base64 challenge: " + reply) from None
+    return user + b" " + hmac.digest(secret, challenge, "md5").hex().encode()
 
 
 def explain(error: SmtpStepError, server) -> str:

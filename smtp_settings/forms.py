@@ -1,7 +1,7 @@
 from django import forms
 
 from smtp_settings.models import SmtpServer
-from smtp_settings.validators import validate_custom_headers
+from smtp_settings.validators import validate_custom_headers, validate_header_text
 
 CONNECTION_FIELDS = [
     "host",
@@ -100,10 +100,16 @@ class ConnectionTestForm(SmtpServerForm):
     """What "test connection" needs of a form that may not be saved (or complete) yet."""
 
     to_email = forms.EmailField(
-        required=False, label="Send a test message to", help_text="Leave blank to test the connection only."
+        required=False,
+        label="Send a test message to",
+        help_text="Leave blank to test the connection only.",
+        validators=[validate_header_text],
     )
     from_email = forms.EmailField(
-        required=False, label="From", help_text="Blank: the username if it is an address, else relaydeck@this host."
+        required=False,
+        label="From",
+        help_text="Blank: the username if it is an address, else relaydeck@this host.",
+        validators=[validate_header_text],
     )
 
     class Meta(SmtpServerForm.Meta):

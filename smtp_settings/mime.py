@@ -7,6 +7,10 @@ multipart boundary to prove the random boundary absent from the body. At a thous
 a second that is most of the time a sender spends. Here a header that is printable ASCII
 words and already fits on a line is written as is (which is what Header would produce), and
 the boundary regex is compiled only when the body contains the boundary at all.
+
+It is also the last guard against header injection: a header value holding any character at
+which the email package would break the line (see `smtp_settings.validators.HEADER_UNSAFE`),
+other than the folding of an already encoded value, is refused with a ValueError.
 """
 
 import re
@@ -15,6 +19,8 @@ from email.policy import Compat32
 from io import BytesIO
 
 _PLAIN = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+# A line break, unless it folds (is followed by a space or tab, as in a value Django encoded).
+_LINE_BREAK = re.compile("[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]|\r(?!\n[ \t])|(?<!\r)\n(?![ \t])")
 
 
 class _QuickFold(Compat32):
@@ -22,6 +28,8 @@ class _QuickFold(Compat32):
         limit = self.max_line_length or 78
         if isinstance(value, str) and len(name) + 2 + len(value) <= limit and _PLAIN.fullmatch(value):
             return f"{name}: {value}{self.linesep}"
+        if isinstance(value, str) and (found := _LINE_BREAK.search(value)):
+            raise ValueError(f"the {name} header holds a line break (U+{ord(found.group()[0]):04X})")
         return super()._fold(name, value, sanitize)
 
 

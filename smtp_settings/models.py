@@ -51,6 +51,7 @@ class SmtpServer(models.Model):
         "HELO hostname",
         max_length=255,
         blank=True,
+        validators=[validate_host],  # EHLO is ASCII: a host name (punycode for IDN) or an address
         help_text="Name sent in EHLO. Blank: this machine's fully qualified domain name.",
     )
 

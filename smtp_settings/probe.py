@@ -6,7 +6,9 @@ from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
 from django.utils import timezone
 
+from smtp_settings.backends import envelope_address
 from smtp_settings.connection import Deadline, SmtpStepError, Step, StepRunner, explain, open_session
+from smtp_settings.mime import message_bytes
 
 
 @dataclass
@@ -40,9 +42,17 @@ def test_message(server, from_email: str, to_email: str) -> EmailMessage:
 
 
 def default_from_email(server) -> str:
-    if "@" in server.username:
+    # A non-ASCII local part needs SMTPUTF8, which a relay may not offer: not worth guessing.
+    if "@" in server.username and server.username.isascii():
         return server.username
     return f"relaydeck@{server.helo_hostname or DNS_NAME}"
+
+
+def _test_transaction(server, from_email: str, to_email: str) -> tuple[str, str, bytes]:
+    """MAIL FROM and RCPT TO addresses (an internationalised domain as punycode, as the
+    backend sends it) and the test message's bytes; ValueError if they cannot be made."""
+    message = test_message(server, from_email, to_email)
+    return envelope_address(from_email, "utf-8"), envelope_address(to_email, "utf-8"), message_bytes(message.message())
 
 
 def probe(server, to_email: str = "", from_email: str = "") -> ProbeResult:
@@ -52,6 +62,12 @@ def probe(server, to_email: str = "", from_email: str = "") -> ProbeResult:
     the server's `send_timeout` in all.
     """
     result = ProbeResult()
+    if to_email:
+        try:
+            mail_from, rcpt_to, data = _test_transaction(server, from_email or default_from_email(server), to_email)
+        except ValueError as error:  # a header or address that cannot go out (stored before it was validated)
+            result.error = f"The test message cannot be built: {error}."
+            return result
     deadline = Deadline(server.send_timeout)
     smtp = None
     try:
@@ -59,10 +75,9 @@ def probe(server, to_email: str = "", from_email: str = "") -> ProbeResult:
         runner = StepRunner(deadline, on_step=result.steps.append)
         runner.smtp = smtp
         if to_email:
-            message = test_message(server, from_email or default_from_email(server), to_email)
-            runner.run("MAIL FROM", lambda: smtp.mail(message.from_email), expect=(250,))
-            runner.run("RCPT TO", lambda: smtp.rcpt(to_email), expect=(250, 251))
-            runner.run("DATA", lambda: smtp.data(message.message().as_bytes(linesep="\r\n")), expect=(250,))
+            runner.run("MAIL FROM", lambda: smtp.mail(mail_from), expect=(250,))
+            runner.run("RCPT TO", lambda: smtp.rcpt(rcpt_to), expect=(250, 251))
+            runner.run("DATA", lambda: smtp.data(data), expect=(250,))
         runner.run("QUIT", smtp.quit, expect=(221,))
     except SmtpStepError as error:
         result.error = explain(error, server)

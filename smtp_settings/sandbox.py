@@ -16,6 +16,7 @@ real server received. Provider behaviours are opt-in:
 """
 
 import asyncio
+import hmac
 import random
 import re
 import ssl
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 SES_421 = "421 Connection closed by server. Maximum message count per session reached."
 EXCHANGE_421 = (
@@ -110,6 +111,14 @@ class _Handler:
             )
         return await self._reply(server, "dot", "250 2.0.0 Ok: queued", action)
 
+    async def auth_CRAM__MD5(self, server, args) -> AuthResult:
+        """CRAM-MD5 (RFC 2195), which aiosmtpd lacks; offered only with cram_md5=True."""
+        challenge = f"<{self.sandbox.random.getrandbits(64)}@sandbox.relaydeck.test>".encode()
+        answer = await server.challenge_auth(challenge)
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)  # aiosmtpd has answered already
+        return AuthResult(success=self.sandbox.check_cram_md5(challenge, answer), handled=False)
+
 
 class _SandboxSMTP(SMTP):
     def __init__(self, sandbox: "SandboxServer", **kwargs):
@@ -157,8 +166,8 @@ class _SandboxSMTP(SMTP):
 class SandboxServer:
     """An aiosmtpd server on 127.0.0.1 with provider-like behaviour (see the module docstring).
 
-    auth: "user:password" to offer and require AUTH PLAIN/LOGIN; each attempt's (login, password)
-        is kept in `auth_attempts`.
+    auth: "user:password" to offer and require AUTH PLAIN/LOGIN (UTF-8, as RFC 4954 allows);
+        with cram_md5=True, CRAM-MD5 too. Each attempt's (login, password) is kept in `auth_attempts`.
     tls_context: a server-side SSLContext; offered as STARTTLS, or from the first byte
         with implicit_tls=True.
     refuse_with: answer every connection with this reply (e.g. a 421 or 554) and hang up.
@@ -170,6 +179,7 @@ class SandboxServer:
         host: str = "127.0.0.1",
         port: int = 0,
         auth: str | None = None,
+        cram_md5: bool = False,
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         refuse_with: str | None = None,
@@ -185,6 +195,7 @@ class SandboxServer:
     ):
         self.host, self.port = host, port
         self.credentials = tuple(auth.split(":", 1)) if auth else None
+        self.cram_md5 = cram_md5
         self.tls_context = tls_context
         self.implicit_tls = implicit_tls
         self.refuse_with = refuse_with
@@ -259,10 +270,16 @@ class SandboxServer:
             self.auth_attempts.append(attempt)
         return AuthResult(success=attempt == self.credentials, handled=False)
 
+    def check_cram_md5(self, challenge: bytes, answer: bytes) -> bool:
+        user, _, digest = answer.rpartition(b" ")
+        login, password = (part.encode() for part in self.credentials)
+        return user == login and hmac.compare_digest(digest, hmac.digest(password, challenge, "md5").hex().encode())
+
     def _protocol(self) -> SMTP:
         options = {"hostname": "sandbox.relaydeck.test", "ident": "Relaydeck sandbox", "loop": self._loop}
         if self.credentials:
             options |= {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
+            options["auth_exclude_mechanism"] = [] if self.cram_md5 else ["CRAM-MD5"]
         if self.tls_context and not self.implicit_tls:
             options["tls_context"] = self.tls_context
         return _SandboxSMTP(self, **options)

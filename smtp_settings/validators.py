@@ -1,7 +1,10 @@
 import re
+from email.errors import InvalidHeaderDefect
+from email.headerregistry import HeaderRegistry
 
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_ipv46_address
+from django.core.mail.message import sanitize_address
+from django.core.validators import validate_email, validate_ipv46_address
 
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 HOST_NAME = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}\.?$")
@@ -10,6 +13,60 @@ HOST_NAME = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}\.?$")
 HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 # Headers the sender sets itself; letting a server entry override them would break mail.
 RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "message-id", "date", "content-type"}
+
+# Python's email package breaks a header's line wherever str.splitlines() would: at CR and LF,
+# and at \x0b, \x0c, \x1c-\x1e, \x85, U+2028 and U+2029 too, so that what follows can become
+# a header of its own. Those, and the other control characters (C0, DEL, C1), have no place in
+# a header; a tab is folding whitespace and may stay.
+HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def unsafe_header_character(value: str) -> str | None:
+    """The first character of `value` that must not go into a mail header ("U+2028"), if any."""
+    match = HEADER_UNSAFE.search(value)
+    return f"U+{ord(match.group()):04X}" if match else None
+
+
+def validate_header_text(value: str) -> None:
+    """Text that goes into a mail header (an address, a name, a subject): one line, no control characters."""
+    character = unsafe_header_character(value)
+    if character:
+        raise ValidationError(
+            "Remove the line break or control character %(character)s: a mail header is one line of text.",
+            params={"character": character},
+            code="header_unsafe",
+        )
+
+
+_HEADERS = HeaderRegistry()
+
+
+def validate_address(value: str) -> None:
+    """An address, or a display name and an address: "News <news@example.test>".
+
+    An ASCII value goes into the header as typed, so it must be what a mail reader parses as
+    exactly that one address (a stray quote or backslash would make it another); any other
+    value must be one Django can encode."""
+    validate_header_text(value)
+    try:
+        header = _HEADERS("From", value)
+        sanitize_address(value, "utf-8")
+    except Exception:  # ValueError from Django; the standard library's parser trips on odd input ('.')
+        header = None
+    one_mailbox = (
+        header is not None
+        and len(header.groups) == 1
+        and header.groups[0].display_name is None
+        and len(header.addresses) == 1
+        and not any(isinstance(defect, InvalidHeaderDefect) for defect in header.defects)
+    )
+    if not one_mailbox:
+        raise ValidationError("Enter an address, or a name and an address like News <news@example.com>.")
+    address = header.addresses[0].addr_spec
+    try:
+        validate_email(address)
+    except ValidationError:
+        raise ValidationError(f"“{address}” is not a valid email address.") from None
 
 
 def validate_host(value: str) -> None:
@@ -23,7 +80,7 @@ def validate_host(value: str) -> None:
 
 
 def validate_custom_headers(value) -> None:
-    """A list of [name, value] pairs with RFC 5322 names and single-line values."""
+    """A list of [name, value] pairs with RFC 5322 names and values fit for a header."""
     if not isinstance(value, list):
         raise ValidationError("Custom headers must be a list of name/value pairs.")
     for pair in value:
@@ -40,8 +97,12 @@ def validate_custom_headers(value) -> None:
                 "Header %(name)s is set by Relaydeck itself and cannot be overridden.",
                 params={"name": name},
             )
-        if not isinstance(text, str) or "\r" in text or "\n" in text:
+        if not isinstance(text, str):
+            raise ValidationError("The value of header %(name)s must be text.", params={"name": name})
+        character = unsafe_header_character(text)
+        if character:
             raise ValidationError(
-                "The value of header %(name)s must be a single line (no CR or LF).",
-                params={"name": name},
+                "The value of header %(name)s must be one line of text: remove the line break or "
+                "control character %(character)s.",
+                params={"name": name, "character": character},
             )

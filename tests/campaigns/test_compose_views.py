@@ -464,3 +464,37 @@ def test_delete_is_refused_while_under_way(sender_client, make_campaign, status)
 def test_unknown_campaign_is_404(sender_client):
     for name in ("detail", "edit", "preview", "delete"):
         assert sender_client.get(reverse(f"campaigns:{name}", args=[999])).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "overrides, label, message",
+    [
+        ({"html_body": '{{ "x"|ljust:"500000000" }}'}, "HTML body", "ljust: 500000000 is more than"),
+        ({"text_body": "Hi\n{% debug %}"}, "Text body", "line 2: {% debug %} is not available in campaign templates"),
+        (
+            {"html_body": "{% for a in '0123456789' %}" * 4 + "{{ 'x'|ljust:'1000' }}" + "{% endfor %}" * 4},
+            "HTML body",
+            "The HTML body is larger than 1,048,576 bytes for the sample subscriber.",
+        ),
+        ({"subject": "{{ 'x'|ljust:'999' }}"}, "Subject", "The subject is larger than 998 bytes"),
+        ({"subject": "Hi\u2028Bcc: evil@evil.test"}, "Subject", "line break or control character U+2028"),
+        ({"from_email": "Evil\x0bBcc: evil@evil.test <news@example.test>"}, "From", "control character U+000B"),
+        ({"from_email": "Evil\x85 <news@example.test>"}, "From", "control character U+0085"),
+        ({"reply_to": "Help\u2029 <help@example.test>"}, "Reply-To", "control character U+2029"),
+    ],
+)
+def test_abusable_templates_and_headers_are_form_errors(sender_client, news, server, overrides, label, message):
+    response = sender_client.post(reverse("campaigns:create"), _form_data(news, server, **overrides), **HTMX)
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert f">{label}</a>: " in content and message in content
+    assert Campaign.objects.count() == 0
+
+
+def test_a_test_send_to_an_address_with_a_hidden_line_break_is_refused(sender_client, campaign):
+    url = reverse("campaigns:test_send", args=[campaign.pk])
+    response = sender_client.post(url, {"to_email": "me@exam\u2028ple.test"})
+
+    assert response.status_code == 400
+    assert "U+2028" in response.content.decode()

@@ -72,8 +72,23 @@ def test_a_blank_list_name_is_an_error(tmp_path):
         _run("--list", " ", str(_csv(tmp_path, "email\n")))
 
 
-def _manage(*args, var_dir: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"RELAYDECK_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "project.settings"}
+def test_a_file_larger_than_the_limit_is_refused_before_anything_is_saved(tmp_path, settings):
+    settings.IMPORT_MAX_BYTES = 20
+    path = _csv(tmp_path, "email\nann@example.com\n")  # 22 bytes
+
+    with pytest.raises(CommandError) as refused:
+        _run("--list", "News", str(path))
+
+    assert refused.value.returncode == 2
+    assert (
+        str(refused.value)
+        == f"{path} is too large: it has 22 bytes, and an import may have at most 20 (IMPORT_MAX_BYTES)"
+    )
+    assert not MailingList.objects.exists() and not Subscriber.objects.exists()
+
+
+def _manage(*args, var_dir: Path, **environ: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"RELAYDECK_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "project.settings"} | environ
     for name in ("DATABASE_URL", "SQLITE_PATH"):  # a throwaway SQLite database of its own
         env.pop(name, None)
     return subprocess.run(
@@ -94,3 +109,9 @@ def test_exit_codes_from_the_shell(tmp_path):
     assert "line 3: 'bob@' is not a valid email address" in imported.stdout
     assert failed.returncode == 1
     assert failed.stderr.strip() == f"CommandError: {bad}: the header row has no 'email' column (found: 'name')"
+
+    too_large = _manage("import_subscribers", "--list", "News", str(good), var_dir=var_dir, IMPORT_MAX_BYTES="10")
+    assert too_large.returncode == 2
+    assert too_large.stderr.strip() == (
+        f"CommandError: {good} is too large: it has 27 bytes, and an import may have at most 10 (IMPORT_MAX_BYTES)"
+    )

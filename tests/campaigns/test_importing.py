@@ -61,6 +61,10 @@ def test_addresses_are_normalised(news):
         ("carl@example.com,Ca\x00rl", "contains a NUL character"),
         (f"{'x' * 250}@example.com,Long", "is longer than 254 characters"),
         (f"carl@example.com,{'n' * 201}", "the name is longer than 200 characters"),
+        ("carl@example.com,Carl\u2028Bcc: x@evil.test", "the name contains a line break or control character (U+2028)"),
+        ('carl@example.com,"Carl\nBcc: x@evil.test"', "the name contains a line break or control character (U+000A)"),
+        ("carl@example.com,Carl\x07", "the name contains a line break or control character (U+0007)"),
+        ("carl@exam\u2028ple.com,Carl", "the address contains a line break or control character (U+2028)"),
     ],
 )
 def test_an_invalid_row_is_reported_with_its_line_and_the_others_import(news, row, reason):

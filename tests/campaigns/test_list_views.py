@@ -269,6 +269,34 @@ def test_an_unusable_upload_is_a_field_error_and_saves_nothing(sender_client, ne
     assert not media.exists() or not any(media.rglob("*.*"))
 
 
+@pytest.mark.parametrize("headers, status", [(HTMX, 200), ({}, 400)], ids=["htmx", "plain"])
+def test_an_upload_larger_than_the_limit_is_a_field_error_and_saves_nothing(
+    sender_client, news, media, queued_tasks, settings, headers, status
+):
+    settings.IMPORT_MAX_BYTES = 30
+    content = b"email\nann@example.com\nbob@example.com\n"  # 38 bytes
+    upload = SimpleUploadedFile("people.csv", content)
+
+    response = sender_client.post(reverse("lists:import", args=[news.pk]), {"file": upload}, **headers)
+
+    assert response.status_code == status
+    assert (
+        "CSV file: “people.csv” is too large: it has 38 bytes, and an import may have at most 30 (IMPORT_MAX_BYTES). "
+        "Split it into smaller files." in response.content.decode()
+    )
+    assert not SubscriberImport.objects.exists() and queued_tasks == []
+    assert not media.exists() or not any(media.rglob("*.*"))
+
+
+def test_an_upload_at_the_limit_is_imported(sender_client, news, media, queued_tasks, settings):
+    content = b"email\nann@example.com\nbob@example.com\n"
+    settings.IMPORT_MAX_BYTES = len(content)
+
+    sender_client.post(reverse("lists:import", args=[news.pk]), {"file": SimpleUploadedFile("people.csv", content)})
+
+    assert SubscriberImport.objects.get().size_bytes == len(content)
+
+
 def test_import_status_shows_progress_while_running(sender_client, news):
     job = SubscriberImport.objects.create(
         mailing_list=news, original_name="big.csv", size_bytes=2048, status="running", bytes_read=1024, rows_read=10

@@ -370,6 +370,14 @@ def test_implicit_tls(smtp_sandbox, make_server, certificates, trust_test_ca):
     assert _backend(server).send_messages(_messages(3)) == 3
 
 
+def test_utf8_credentials(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(auth="jörg:pässwörd")
+    server = make_server(port=sandbox.port, auth_protocol="plain", username="jörg", password="pässwörd")
+    messages = _messages(2)
+    assert _backend(server).send_messages(messages) == 2
+    _assert_received_once(sandbox, messages)
+
+
 def test_wrong_password_defers_with_the_servers_reply(smtp_sandbox, make_server, pool_events):
     sandbox = smtp_sandbox(auth="relay:s3cret")
     server = make_server(port=sandbox.port, auth_protocol="login", username="relay", password="wrong", retries=1)

@@ -57,6 +57,43 @@ def test_wrong_password_says_authentication_failed_with_535(smtp_sandbox):
     assert result.raw_reply.startswith("535")
 
 
+UTF8_USER, UTF8_PASSWORD = "üser", "pässwörd"
+
+
+@pytest.mark.parametrize("protocol", ["plain", "login", "cram-md5"])
+def test_authenticates_with_utf8_credentials(smtp_sandbox, protocol):
+    sandbox = smtp_sandbox(auth=f"{UTF8_USER}:{UTF8_PASSWORD}", cram_md5=True)
+    server = _server(port=sandbox.port, auth_protocol=protocol, username=UTF8_USER, password=UTF8_PASSWORD)
+    result = probe(server, to_email="admin@example.test")
+    assert result.ok, result.error
+    assert f"AUTH {protocol.upper()}" in _names(result)
+    assert len(sandbox.received) == 1
+
+
+@pytest.mark.parametrize("protocol", ["plain", "login", "cram-md5"])
+def test_a_wrong_utf8_password_says_authentication_failed_with_535(smtp_sandbox, protocol):
+    sandbox = smtp_sandbox(auth=f"{UTF8_USER}:{UTF8_PASSWORD}", cram_md5=True)
+    result = probe(_server(port=sandbox.port, auth_protocol=protocol, username=UTF8_USER, password="pässwört"))
+    assert result.error.startswith("Authentication failed (535)")
+    assert result.raw_reply.startswith("535")
+
+
+def test_a_utf8_username_that_looks_like_an_address_is_not_used_as_the_envelope_sender(smtp_sandbox):
+    sandbox = smtp_sandbox(auth="jörg@example.test:pässwörd")
+    server = _server(port=sandbox.port, auth_protocol="plain", username="jörg@example.test", password="pässwörd")
+    result = probe(server, to_email="admin@example.test")
+    assert result.ok, result.error
+    assert sandbox.received[0].mail_from.startswith("relaydeck@")
+
+
+def test_an_internationalised_domain_goes_out_as_punycode(smtp_sandbox):
+    sandbox = smtp_sandbox()
+    result = probe(_server(port=sandbox.port), to_email="info@bücher.test", from_email="news@bücher.test")
+    assert result.ok, result.error
+    [message] = sandbox.received
+    assert (message.mail_from, message.rcpt_tos) == ("news@xn--bcher-kva.test", ("info@xn--bcher-kva.test",))
+
+
 def test_auth_mechanism_the_server_does_not_offer(smtp_sandbox):
     sandbox = smtp_sandbox(auth="relay:s3cret")
     result = probe(_server(port=sandbox.port, auth_protocol="cram-md5", username="relay", password="s3cret"))

@@ -90,3 +90,45 @@ def test_server_text_is_escaped(admin_client, make_server, smtp_sandbox):
     content = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX).content.decode()
     assert "<script>alert" not in content
     assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt;" in content
+
+
+def test_utf8_credentials_work_from_the_unsaved_form(admin_client, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="jörg:pässwörd")
+    data = _form_data(
+        host="127.0.0.1",
+        port=str(sandbox.port),
+        tls="none",
+        auth_protocol="plain",
+        username="jörg",
+        password="pässwörd",
+    )
+    response = admin_client.post(reverse("smtp_settings:form_test"), {**data, "to_email": "me@example.test"})
+    assert response.status_code == 200
+    assert "Connection works" in response.content.decode()
+    assert len(sandbox.received) == 1
+
+
+def test_utf8_credentials_work_for_a_saved_server(admin_client, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="jörg:pässwörd")
+    server = make_server(port=sandbox.port, auth_protocol="login", username="jörg", password="pässwörd")
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), {"to_email": "me@example.test"})
+    assert response.status_code == 200
+    assert "Connection works" in response.content.decode()
+    assert len(sandbox.received) == 1
+
+
+def test_a_wrong_utf8_password_is_explained_not_a_server_error(admin_client, make_server, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="jörg:pässwörd")
+    server = make_server(port=sandbox.port, auth_protocol="login", username="jörg", password="passwörd")
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX)
+    assert response.status_code == 200
+    assert "Authentication failed (535)" in response.content.decode()
+
+
+@pytest.mark.parametrize("field, label", [("to_email", "Send a test message to"), ("from_email", "From")])
+def test_a_test_address_with_a_hidden_line_break_names_the_field(admin_client, make_server, field, label):
+    server = make_server()
+    data = {"to_email": "me@example.test", field: "me@exam\u2028ple.test"}
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), data)
+    assert response.status_code == 400
+    assert f"{label}: Remove the line break or control character U+2028" in response.content.decode()

@@ -102,9 +102,12 @@ def test_create_with_htmx_answers_with_a_client_redirect(admin_client):
         ({"retries": "-3"}, "Retries"),
         ({"tls": "tls1.0"}, "TLS"),
         ({"host": ""}, "Host"),
+        ({"helo_hostname": "hé.example"}, "HELO hostname"),  # EHLO is ASCII
         ({"custom_headers_name": ["X-Bad:Name"], "custom_headers_value": ["v"]}, "Custom headers"),
         ({"custom_headers_name": ["X-Bad\r\nBcc"], "custom_headers_value": ["v"]}, "Custom headers"),
         ({"custom_headers_name": ["X-Ok"], "custom_headers_value": ["a\r\nBcc: x@example.test"]}, "Custom headers"),
+        ({"custom_headers_name": ["X-Ok"], "custom_headers_value": ["a\x0bBcc : x@example.test"]}, "Custom headers"),
+        ({"custom_headers_name": ["X-Ok"], "custom_headers_value": ["a\u2028Bcc: x@example.test"]}, "Custom headers"),
     ],
 )
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])

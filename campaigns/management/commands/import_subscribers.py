@@ -1,8 +1,9 @@
+import os
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.importing import ImportFailed, ImportResult, check_header, import_csv_file
+from campaigns.importing import ImportFailed, ImportResult, check_header, import_csv_file, size_error
 from campaigns.models import MailingList
 
 
@@ -10,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Import subscribers from a CSV file into a list (created if missing). The header row needs an "
         "'email' column; 'name' is optional and other columns become attributes. Invalid rows are "
-        "listed with their line numbers; the valid ones import. Importing a file again changes nothing."
+        "listed with their line numbers; the valid ones import. Importing a file again changes nothing. "
+        "A file larger than IMPORT_MAX_BYTES is refused (exit status 2)."
     )
 
     def add_arguments(self, parser):
@@ -29,6 +31,8 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}") from None
         with binary_file:
+            if too_large := size_error(os.fstat(binary_file.fileno()).st_size):
+                raise CommandError(f"{path} is too large: {too_large}", returncode=2)
             try:
                 # Before creating the list, so a file that cannot be imported leaves nothing behind.
                 check_header(binary_file)
