@@ -56,8 +56,7 @@ def probe(server, to_email: str = "", from_email: str = "") -> ProbeResult:
     smtp = None
     try:
         smtp = open_session(server, deadline, on_step=result.steps.append)
-        runner = StepRunner(deadline, on_step=result.steps.append)
-        runner.smtp = smtp
+        runner = StepRunner(on_step=result.steps.append)
         if to_email:
             message = test_message(server, from_email or default_from_email(server), to_email)
             runner.run("MAIL FROM", lambda: smtp.mail(message.from_email), expect=(250,))
