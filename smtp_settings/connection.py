@@ -139,7 +139,7 @@ def open_session(server, deadline: Deadline, on_step: Callable[[Step], None] | N
         raise
 
 
-def _authenticate(runner: StepRunner, smtp: BoundedSMTP, server) -> None:
+def _authenticate(runner: StepRunner, smtp: smtplib.SMTP, server) -> None:
     mechanism = AUTH_METHODS[server.auth_protocol]
     offered = (smtp.esmtp_features.get("auth") or "").upper().split()
     if mechanism not in offered:
