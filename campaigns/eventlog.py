@@ -35,6 +35,7 @@ AGGREGATED = {
     Kind.DEFERRED,
     Kind.TIMEOUT,
     Kind.NETWORK_ERROR,
+    Kind.PROTOCOL_ERROR,
     Kind.CONNECT_FAILED,
     Kind.POOL_WAIT_TIMEOUT,
 }

@@ -422,16 +422,19 @@ class _Delivery:
         return True
 
     def _after_lost(self, conn, error: ConnectionLost, batch: list[str]) -> bool:
-        self.last = (None, f"connection lost at {error.stage}: {error.error}")
+        if error.protocol_error:
+            self.last = (None, f"bad reply at {error.stage}, connection closed: {error.error}")
+        else:
+            self.last = (None, f"connection lost at {error.stage}: {error.error}")
         if error.after_dot and not self.backend.resend_ambiguous:
             self.ambiguous = True
             for address in batch:
                 self.outcome[address] = RecipientResult(SENT, None, self.last[1])
             self.emit(Kind.AMBIGUOUS, conn, stage=error.stage, text=self.last[1])
             return True
-        kind = Kind.TIMEOUT if error.timed_out else Kind.NETWORK_ERROR
+        kind = Kind.TIMEOUT if error.timed_out else Kind.PROTOCOL_ERROR if error.protocol_error else Kind.NETWORK_ERROR
         self.emit(kind, conn, stage=error.stage, text=str(error.error))
-        if error.stage == "MAIL" and conn.sent and not error.timed_out:
+        if error.stage == "MAIL" and conn.sent and kind == Kind.NETWORK_ERROR:
             # The server had closed a session we reused (an idle drop): a new session is owed,
             # not a retry.
             return self._reconnect(conn, error.stage)

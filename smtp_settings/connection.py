@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from smtp_settings.replies import BoundedSMTP, BoundedSMTPSSL, ProtocolError
+
 AUTH_METHODS = {"plain": "PLAIN", "login": "LOGIN", "cram-md5": "CRAM-MD5"}
 
 
@@ -80,18 +82,15 @@ class Deadline:
 
 
 class StepRunner:
-    """Runs named SMTP steps with a shared deadline, reporting each to `on_step`."""
+    """Runs named SMTP steps, reporting each to `on_step`. The session's own deadline
+    (`BoundedSMTP.ends_at`) bounds every read and write of them."""
 
-    def __init__(self, deadline: Deadline, on_step: Callable[[Step], None] | None = None):
-        self.deadline = deadline
+    def __init__(self, on_step: Callable[[Step], None] | None = None):
         self.on_step = on_step or (lambda step: None)
-        self.smtp: smtplib.SMTP | None = None
 
     def run(self, name: str, action: Callable[[], tuple[int, bytes | str]], expect: tuple[int, ...]) -> str:
         started = time.monotonic()
         try:
-            if self.smtp is not None and self.smtp.sock is not None:
-                self.smtp.sock.settimeout(self.deadline.remaining())
             code, text = action()
         except (smtplib.SMTPException, OSError) as error:
             code, text = reply_of(error)
@@ -105,26 +104,29 @@ class StepRunner:
         return text
 
 
-def open_session(server, deadline: Deadline, on_step: Callable[[Step], None] | None = None) -> smtplib.SMTP:
+def open_session(server, deadline: Deadline, on_step: Callable[[Step], None] | None = None) -> BoundedSMTP:
     """Connect, greet, EHLO, secure and authenticate as `server` says; return the live session.
 
-    `server` is anything with SmtpServer's connection fields. On failure the socket is closed
-    and SmtpStepError raised.
+    `server` is anything with SmtpServer's connection fields. Every reply must come within
+    its `send_timeout`, and the whole opening within `deadline`; the session keeps that
+    deadline (`ends_at`) until its owner lifts it. On failure the socket is closed and
+    SmtpStepError raised.
     """
-    runner = StepRunner(deadline, on_step)
+    runner = StepRunner(on_step)
     context = tls_context(server.tls_skip_verify)
-    local_hostname = server.helo_hostname or None
-    if server.tls == "ssl":
-        smtp = smtplib.SMTP_SSL(local_hostname=local_hostname, context=context)
-    else:
-        smtp = smtplib.SMTP(local_hostname=local_hostname)
+    session = {
+        "local_hostname": server.helo_hostname or None,
+        "reply_timeout_s": server.send_timeout,
+        "ends_at": deadline.ends_at,
+        "secrets": (server.username, server.password),
+    }
+    smtp = BoundedSMTPSSL(context=context, **session) if server.tls == "ssl" else BoundedSMTP(**session)
     # smtplib takes the TLS server name from the constructor's host, which we cannot pass
     # without connecting outside a timed step.
     smtp._host = server.host
     try:
         smtp.timeout = deadline.remaining()
         runner.run("connect", lambda: smtp.connect(server.host, server.port), expect=(220,))
-        runner.smtp = smtp
         features = runner.run("EHLO", smtp.ehlo, expect=(250,))
         if server.tls == "starttls":
             if not smtp.has_extn("starttls"):
@@ -190,6 +192,8 @@ def explain(error: SmtpStepError, server) -> str:
     cause, where = error.error, f"{server.host}:{server.port}"
     if isinstance(cause, smtplib.SMTPServerDisconnected) and isinstance(cause.__context__, OSError):
         cause = cause.__context__  # smtplib hides timeouts and resets behind "unexpectedly closed"
+    if isinstance(cause, ProtocolError):
+        return f"The server broke the SMTP protocol at the {error.step} step: {cause}."
     if isinstance(cause, TimeoutError | socket.timeout):
         return f"Timed out after {server.send_timeout} s waiting for the server at the {error.step} step."
     if isinstance(cause, socket.gaierror):

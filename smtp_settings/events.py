@@ -29,6 +29,7 @@ class Kind:
     FAILURE = "failure"  # a 5xx: that recipient failed for good
     TIMEOUT = "timeout"  # the server did not answer within send_timeout
     NETWORK_ERROR = "network_error"  # reset, EOF, TLS error mid-session
+    PROTOCOL_ERROR = "protocol_error"  # a reply out of bounds or syntax: the session was closed
     AMBIGUOUS = "ambiguous"  # the link broke after the final dot: sent, maybe
     POOL_WAIT_TIMEOUT = "pool_wait_timeout"  # no free connection within wait_timeout
     LEARNED_LIMIT = "learned_limit"  # the pool adopted a limit the server revealed

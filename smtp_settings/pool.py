@@ -6,8 +6,9 @@ Guarantees:
 - A connection carries at most the effective per-connection cap of messages (max_msgs_per_conn,
   the server's RFC 9422 MAILMAX, or a cap learned from the server's 421s), then is closed with
   QUIT. Connections idle for `idle_timeout` or older than `max_conn_age` are closed too.
-- A connection that saw a 421, a network error or a failed RSET is never used again: smtplib
-  closes its socket on some of these, and a session the server gave up on is gone either way.
+- A connection that saw a 421, a network error, a reply out of bounds or syntax (`replies.py`)
+  or a failed RSET is never used again: smtplib closes its socket on some of these, and a
+  session the server gave up on is gone either way.
 - Every notable thing is reported as a `PoolEvent` through `smtp_event`.
 
 Sending one transaction is `PooledConnection.transact`, which raises `SessionClosed` (421) or
@@ -15,6 +16,7 @@ Sending one transaction is `PooledConnection.transact`, which raises `SessionClo
 """
 
 import itertools
+import math
 import re
 import smtplib
 import threading
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from smtp_settings.connection import Deadline, SmtpStepError, open_session
 from smtp_settings.events import Kind, PoolEvent, smtp_event
 from smtp_settings.limits import LocalLimits
+from smtp_settings.replies import BoundedSMTP, ProtocolError
 
 _connection_ids = itertools.count(1)
 _BARE_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
@@ -73,12 +76,17 @@ class SessionClosed(Exception):
 
 
 class ConnectionLost(Exception):
-    """The connection broke (reset, EOF, timeout). `after_dot`: the whole message went out and
-    the reply never came, so the server may or may not have accepted it (RFC 1047)."""
+    """The connection broke (reset, EOF, timeout), or the server's reply broke the protocol
+    and it was closed. `after_dot`: the whole message went out and the reply never came, so
+    the server may or may not have accepted it (RFC 1047)."""
 
     def __init__(self, stage: str, error: BaseException, after_dot: bool = False):
         super().__init__(f"{error} (at {stage})")
         self.stage, self.error, self.after_dot = stage, error, after_dot
+
+    @property
+    def protocol_error(self) -> bool:
+        return isinstance(self.error, ProtocolError)
 
     @property
     def timed_out(self) -> bool:
@@ -126,11 +134,6 @@ def _envelope(mail_from: str, recipients: list[str]) -> bytes:
     return b"".join([_mail_command(mail_from), *map(_rcpt_command, recipients), b"DATA\r\n"])
 
 
-def _reply(smtp: smtplib.SMTP) -> tuple[int, str]:
-    code, text = smtp.getreply()
-    return code, text.decode("utf-8", "replace")
-
-
 def prepare_data(message_bytes: bytes) -> bytes:
     """CRLF line endings, dot-stuffing and the terminating dot, as RFC 5321 §4.5.2 wants."""
     crlf = message_bytes.count(b"\r\n")
@@ -143,15 +146,14 @@ def prepare_data(message_bytes: bytes) -> bytes:
 
 
 class PooledConnection:
-    def __init__(self, smtp: smtplib.SMTP, timeout_s: float):
+    def __init__(self, smtp: BoundedSMTP):
         self.id = next(_connection_ids)
         self.smtp = smtp
-        self.timeout_s = timeout_s
         self.opened_at = self.last_used = time.monotonic()
         self.sent = 0  # messages the server accepted on this session
         self.usable = True
         self.in_flight: tuple[str, list[str]] | None = None  # an envelope pipelined for the next message
-        smtp.sock.settimeout(timeout_s)  # the open's shrinking deadline no longer applies
+        smtp.ends_at = math.inf  # the open's deadline is over; each reply keeps its own
         self.pipelining = smtp.has_extn("pipelining")
         limits = dict(re.findall(r"(\w+)=(\d+)", smtp.esmtp_features.get("limits", "")))
         self.mailmax = int(limits.get("MAILMAX", 0))
@@ -168,7 +170,12 @@ class PooledConnection:
         an envelope in flight must be closed, never reused for anything else.
 
         `before_dot()`, if given, is called just before the content and its final dot are
-        written: until then the server cannot have accepted the message."""
+        written: until then the server cannot have accepted the message.
+
+        Each reply must come whole within send_timeout, within bounds, and be one a server
+        may give at that stage; otherwise the connection is closed and ConnectionLost raised
+        (see `replies.py`). A bad reply to the final dot is no acceptance: the message is
+        not ambiguous but not sent, as with any temporary failure."""
         smtp, stage, dot_sent = self.smtp, "MAIL", False
         try:
             if self.pipelining:  # RFC 2920: one write, then the replies in order
@@ -177,31 +184,31 @@ class PooledConnection:
                 elif self.in_flight != (mail_from, recipients):
                     raise ConnectionError("a different envelope is in flight on this connection")
                 self.in_flight = None
-                mail = self._check(stage, _reply(smtp))
+                mail = self._read(stage)
                 stage = "RCPT"
-                rcpts = {rcpt: self._check(stage, _reply(smtp)) for rcpt in recipients}
+                rcpts = {rcpt: self._read(stage) for rcpt in recipients}
                 stage = "DATA"
-                data_cmd = self._check(stage, _reply(smtp))
+                data_cmd = self._read(stage, go_ahead=True)
             else:
                 smtp.send(_mail_command(mail_from))
-                mail = self._check(stage, _reply(smtp))
+                mail = self._read(stage)
                 if mail[0] >= 300:
                     return self._abandon(TxResult(mail, {}, None, stage))
                 stage, rcpts = "RCPT", {}
                 for rcpt in recipients:
                     smtp.send(_rcpt_command(rcpt))
-                    rcpts[rcpt] = self._check(stage, _reply(smtp))
+                    rcpts[rcpt] = self._read(stage)
                 if not any(code < 300 for code, _ in rcpts.values()):
                     return self._abandon(TxResult(mail, rcpts, None, stage))
                 stage = "DATA"
                 smtp.send(b"DATA\r\n")
-                data_cmd = self._check(stage, _reply(smtp))
+                data_cmd = self._read(stage, go_ahead=True)
             if data_cmd[0] != 354:
                 return self._abandon(TxResult(mail, rcpts, data_cmd, stage))
             if mail[0] >= 300 or not any(code < 300 for code, _ in rcpts.values()):
                 # Pipelined DATA was accepted with nobody to deliver to: end it empty (RFC 2920 §3.1).
                 smtp.send(b".\r\n")
-                return self._abandon(TxResult(mail, rcpts, self._check(stage, _reply(smtp)), stage))
+                return self._abandon(TxResult(mail, rcpts, self._read(stage), stage))
             stage = "dot"
             if before_dot is not None:
                 try:
@@ -214,10 +221,10 @@ class PooledConnection:
             dot_sent = True
             if follow:
                 self.in_flight = then
-            final = self._check(stage, _reply(smtp))
+            final = self._read(stage)
         except (smtplib.SMTPServerDisconnected, OSError) as error:
             self.close()
-            raise ConnectionLost(stage, error, after_dot=dot_sent) from error
+            raise ConnectionLost(stage, error, after_dot=dot_sent and not isinstance(error, ProtocolError)) from error
         # The final reply ends the transaction whatever it says: no RSET (and none may be
         # sent while another envelope is in flight: it would become message content).
         if final[0] < 300:
@@ -225,17 +232,22 @@ class PooledConnection:
         self.last_used = time.monotonic()
         return TxResult(mail, rcpts, final, stage)
 
-    def _check(self, stage: str, reply: tuple[int, str]) -> tuple[int, str]:
-        if reply[0] == 421:
+    def _read(self, stage: str, go_ahead: bool = False) -> tuple[int, str]:
+        """The next reply. 421 ends the session; a 3xx is a protocol error unless it is the
+        354 that `go_ahead` (DATA) waits for, and only a 354 or a refusal answers DATA."""
+        code, text = self.smtp.getreply()
+        if code == 421:
             self.close()
-            raise SessionClosed(stage, *reply)
-        return reply
+            raise SessionClosed(stage, code, text.decode("utf-8", "replace"))
+        if (code == 354 or code >= 400) if go_ahead else not 300 <= code < 400:
+            return code, text.decode("utf-8", "replace")
+        raise ProtocolError(f"the server answered {stage} with {code}, which is no reply to it")
 
     def _abandon(self, result: TxResult) -> TxResult:
         """A failed transaction: reset the session so the next one starts clean."""
         try:
             self.smtp.send(b"RSET\r\n")
-            if _reply(self.smtp)[0] != 250:
+            if self.smtp.getreply()[0] != 250:
                 self.close()
         except (smtplib.SMTPServerDisconnected, OSError):
             self.close()
@@ -245,7 +257,7 @@ class PooledConnection:
     def quit(self) -> None:
         if self.usable:
             try:
-                self.smtp.sock.settimeout(min(self.timeout_s, 5))
+                self.smtp.reply_timeout_s = min(self.smtp.reply_timeout_s, 5)
                 self.smtp.quit()
             except (smtplib.SMTPException, OSError):
                 pass
@@ -353,7 +365,7 @@ class ConnectionPool:
                 duration_s=time.monotonic() - started,
             )
             raise ConnectFailed(error) from error
-        conn = PooledConnection(smtp, self.config.send_timeout)
+        conn = PooledConnection(smtp)
         self.emit(
             Kind.CONNECT,
             conn,

@@ -72,8 +72,7 @@ def probe(server, to_email: str = "", from_email: str = "") -> ProbeResult:
     smtp = None
     try:
         smtp = open_session(server, deadline, on_step=result.steps.append)
-        runner = StepRunner(deadline, on_step=result.steps.append)
-        runner.smtp = smtp
+        runner = StepRunner(on_step=result.steps.append)
         if to_email:
             runner.run("MAIL FROM", lambda: smtp.mail(mail_from), expect=(250,))
             runner.run("RCPT TO", lambda: smtp.rcpt(rcpt_to), expect=(250, 251))

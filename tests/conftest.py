@@ -17,6 +17,7 @@ from smtp_settings.pool import close_all_pools
 from smtp_settings.sandbox import SandboxServer
 from smtp_settings.validators import HOST_NAME
 from tests.certs import make_certificates
+from tests.hostile import HostileServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,19 +82,31 @@ def pool_events():
     smtp_event.disconnect(receive)
 
 
-@pytest.fixture
-def smtp_sandbox():
-    """Start SMTP sandboxes on random loopback ports: `smtp_sandbox(auth="u:p", ...)`."""
+def _servers_of(server_class):
+    """A fixture's body: a function that starts servers of `server_class`, all stopped after."""
     started = []
 
-    def start(**options) -> SandboxServer:
-        server = SandboxServer(**options).start()
+    def start(**options):
+        server = server_class(**options).start()
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def smtp_sandbox():
+    """Start SMTP sandboxes on random loopback ports: `smtp_sandbox(auth="u:p", ...)`."""
+    yield from _servers_of(SandboxServer)
+
+
+@pytest.fixture
+def hostile_smtp():
+    """Start misbehaving SMTP servers on random loopback ports (tests/hostile.py):
+    `hostile_smtp(banner=endless("220-AAAA"), replies={"MAIL": "999 what"}, byte_delay_s=1)`."""
+    yield from _servers_of(HostileServer)
 
 
 class SandboxProcess:
