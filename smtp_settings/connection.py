@@ -163,7 +163,7 @@ def _auth_exchange(smtp: smtplib.SMTP, mechanism: str, user: bytes, secret: byte
     if mechanism == "PLAIN":
         initial, answers = b"\0" + user + b"\0" + secret, []
     elif mechanism == "LOGIN":
-        initial, answers = user, [lambda reply: secret]
+        initial, answers = user, [partial(_login_answer, user, secret)] * 2
     else:
         initial, answers = None, [partial(_cram_md5_answer, user, secret)]
     code, reply = smtp.docmd("AUTH", mechanism if initial is None else f"{mechanism} {_base64(initial)}")
@@ -176,6 +176,16 @@ def _auth_exchange(smtp: smtplib.SMTP, mechanism: str, user: bytes, secret: byte
 
 def _base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _login_answer(user: bytes, secret: bytes, reply: bytes) -> bytes:
+    """The password, unless the server ignored the initial response and asks for the username
+    again (as smtplib allows for too)."""
+    try:
+        prompt = base64.b64decode(reply)
+    except binascii.Error:
+        prompt = b""
+    return user if prompt.lower().startswith(b"user") else secret
 
 
 def _cram_md5_answer(user: bytes, secret: bytes, reply: bytes) -> bytes:

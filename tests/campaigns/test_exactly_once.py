@@ -243,6 +243,7 @@ def test_large_messages_are_rendered_as_they_are_sent_within_the_batch_memory(sa
     """Twenty 1 MB messages, 8 MB for the batch. Rendered ahead of sending (or with no budget:
     56 MiB measured for thirty) the batch would hold them all at once."""
     settings.CAMPAIGN_BATCH_MEMORY_MB = 8
+    settings.CAMPAIGN_MAX_BODY_BYTES = 2 * 2**20
     sandbox = sandbox_process("--quiet")
     campaign = running(make_campaign([make_server(port=sandbox.port, max_conns=4)], 20))
     html = "<p>{{ subscriber.name }}</p>\n" + "<p>Some news, at length.</p>\n" * 40_000
