@@ -68,3 +68,23 @@ def test_the_lock_ends_after_the_cool_off(client):
 def test_fewer_failures_than_the_limit_lock_nothing(client):
     _fail(client, "alice", "10.0.0.1", times=4)
     assert _login(client, "alice", PASSWORD, "10.0.0.1").status_code == 302
+
+
+def test_behind_a_tls_proxy_the_address_is_the_one_the_proxy_forwarded(client, settings):
+    settings.BEHIND_TLS_PROXY = True
+    for n in range(5):  # the client claims a new address each time; the proxy appends the real one
+        client.post(
+            reverse("login"),
+            {"username": f"nobody{n}", "password": "wrong"},
+            REMOTE_ADDR="10.9.9.9",
+            HTTP_X_FORWARDED_FOR=f"1.2.3.{n}, 192.0.2.7",
+        )
+
+    assert _login(client, "bob", PASSWORD, "10.9.9.9").status_code == 302  # the proxy's own address is not locked
+    locked = client.post(
+        reverse("login"),
+        {"username": "bob", "password": PASSWORD},
+        REMOTE_ADDR="10.9.9.9",
+        HTTP_X_FORWARDED_FOR="192.0.2.7",
+    )
+    assert locked.status_code == 429
