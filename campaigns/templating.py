@@ -16,6 +16,7 @@ process (the compose form renders a sample) and in the workers. So:
 """
 
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial, wraps
 
@@ -152,13 +153,20 @@ _ARGUMENT_CHECKS = {
 
 
 def _bounded(name: str, filter_func):
-    check = _ARGUMENT_CHECKS[name]
+    """`filter_func` with its argument checked (if it sizes the output) and its result counted
+    against the render's budget: a chain of filters in one {{ }} (each urlencode triples what
+    it is given) must stop at the limit, not when the node is done."""
+    check = _ARGUMENT_CHECKS.get(name)
 
     @wraps(filter_func)  # its flags (is_safe…) come along, and the parser reads its signature
     def bounded(value, *args, **kwargs):
-        if args:
+        if check is not None and args:
             check(name, value, args[0])
-        return filter_func(value, *args, **kwargs)
+        result = filter_func(value, *args, **kwargs)
+        budget = _render_budget.get()
+        if budget is not None and isinstance(result, str | list) and budget.chars + len(result) > budget.max_chars:
+            raise TemplateLimitExceeded(f"is larger than {budget.max_chars:,} bytes")
+        return result
 
     return bounded
 
@@ -176,7 +184,7 @@ def _vetted_library() -> Library:
         library.tag(name, _unavailable)
     for name in FILTERS:
         filter_func = defaultfilters.register.filters[name]
-        library.filter(name, _bounded(name, filter_func) if name in _ARGUMENT_CHECKS else filter_func)
+        library.filter(name, _bounded(name, filter_func))
     return library
 
 
@@ -188,6 +196,10 @@ class _Budget:
     max_chars: int
     chars: int = 0  # the output made so far that is still part of the result
     iterations: int = 0
+
+
+# The budget of the render under way in this thread, for filters, which see no context.
+_render_budget: ContextVar[_Budget | None] = ContextVar("campaign_render_budget", default=None)
 
 
 def _counted_render(render_annotated, context: Context) -> str:
@@ -254,7 +266,11 @@ def render(template: Template, values: dict, *, autoescape: bool, max_bytes: int
     context = Context(values, autoescape=autoescape)
     # Counted in characters while rendering (never more than the bytes), exactly at the end.
     context.budget = _Budget(max_chars=max_bytes)
-    output = template.render(context)
+    token = _render_budget.set(context.budget)
+    try:
+        output = template.render(context)
+    finally:
+        _render_budget.reset(token)
     if len(output.encode()) > max_bytes:
         raise TemplateLimitExceeded(f"is larger than {max_bytes:,} bytes")
     return output

@@ -171,7 +171,8 @@ def _auth_exchange(smtp: smtplib.SMTP, mechanism: str, user: bytes, secret: byte
         if code != 334:
             break
         code, reply = smtp.docmd(_base64(answer(reply)))
-    return code, reply
+    # A challenge nobody answered ends the step: it is kept and shown, so cleaned like any reply.
+    return code, smtp.redact(reply) if code == 334 else reply
 
 
 def _base64(data: bytes) -> str:
@@ -193,7 +194,7 @@ def _cram_md5_answer(user: bytes, secret: bytes, reply: bytes) -> bytes:
     try:
         challenge = base64.b64decode(reply)
     except binascii.Error:
-        raise smtplib.SMTPResponseException(334, b"not a base64 challenge: " + reply) from None
+        raise smtplib.SMTPResponseException(334, b"the server's CRAM-MD5 challenge is not base64") from None
     return user + b" " + hmac.digest(secret, challenge, "md5").hex().encode()
 
 

@@ -73,7 +73,8 @@ class SmtpServerForm(forms.ModelForm):
         fields = ["name", "enabled", *CONNECTION_FIELDS, *LIMIT_FIELDS]
 
     ENDPOINT_CHANGED = (
-        "Type the password again: the host, port or username changed (or tick “Remove the stored password”)."
+        "Type the password again: the host, port, username, TLS or auth protocol changed "
+        "(or tick “Remove the stored password”)."
     )
 
     def clean(self):
@@ -88,7 +89,7 @@ class SmtpServerForm(forms.ModelForm):
 
     def stored_password(self, cleaned: dict) -> str:
         """The stored password, if it may go where the form now points (see the model)."""
-        endpoint = {name: cleaned.get(name) for name in ("host", "port", "username")}
+        endpoint = {name: cleaned.get(name) for name in SmtpServer.PASSWORD_BINDING}
         if self.instance.password_may_go_to(**endpoint):
             return self.instance.password
         if None not in endpoint.values():  # else the field that is missing has its own error

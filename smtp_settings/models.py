@@ -156,11 +156,15 @@ class SmtpServer(models.Model):
     def has_password(self) -> bool:
         return bool(self.password)
 
-    def password_may_go_to(self, host: str, port: int, username: str) -> bool:
+    # Where a stored password goes, and how: changing any of these needs the password typed again.
+    PASSWORD_BINDING = ("host", "port", "username", "tls", "tls_skip_verify", "auth_protocol")
+
+    def password_may_go_to(self, **where) -> bool:
         """A stored password is only ever sent to the host, port and username it was stored
-        with. Whoever changes one of them types the password again: else anyone who may edit a
-        server could have its password sent to a server of their own."""
-        return not self.password or (host, port, username) == (self.host, self.port, self.username)
+        with, over the TLS and by the auth protocol it was stored with. Whoever changes one of
+        them types the password again: else anyone who may edit a server could have its
+        password sent to a server of their own, or in clear text, or to a man in the middle."""
+        return not self.password or all(where[name] == getattr(self, name) for name in self.PASSWORD_BINDING)
 
     @property
     def has_learned_limits(self) -> bool:

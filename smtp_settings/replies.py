@@ -124,9 +124,13 @@ class _BoundedReplies:
         except OSError as error:
             self.close()
             raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {error}") from error
-        # A 334 is an AUTH challenge the mechanism must read as sent (only smtplib's message
-        # when it gives up after five of them quotes one).
-        return code, text if code == 334 else redact(text, self.secret_pattern)
+        # A 334 is an AUTH challenge the mechanism must read as sent; connection.py cleans one
+        # that is left over at the end of the exchange (and so kept and shown).
+        return code, text if code == 334 else self.redact(text)
+
+    def redact(self, text: bytes) -> bytes:
+        """`text` without this session's credentials, in any form (see redaction.py)."""
+        return redact(text, self.secret_pattern)
 
 
 class BoundedSMTP(_BoundedReplies, smtplib.SMTP):

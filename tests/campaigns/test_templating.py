@@ -84,6 +84,20 @@ def test_a_loop_that_would_build_a_gigabyte_stops_at_the_limit_in_bounded_memory
     assert time.monotonic() - started < 5
 
 
+def test_a_chain_of_filters_in_one_tag_stops_at_the_limit_in_bounded_memory():
+    # ~1 MB from join, then each urlencode triples it: twenty would make ~3 TB.
+    percents = "%" * 1000
+    source = f'{{{{ "%"|ljust:1000|make_list|join:"{percents}"' + "|urlencode" * 20 + " }}"
+
+    tracemalloc.start()
+    error = template_error(source, "html_body")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert error == "The HTML body is larger than 1,048,576 bytes for the sample subscriber."
+    assert peak < 20 * 1024 * 1024
+
+
 def test_loops_that_only_spin_are_bounded_too():
     loops = "".join(f"{{% for a{n} in {TEN} %}}" for n in range(6))
     source = loops + "{% endfor %}" * 6

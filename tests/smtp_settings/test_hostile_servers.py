@@ -246,6 +246,17 @@ def test_credentials_echoed_at_auth_are_not_shown_by_test_connection(
     assert_no_secret(content)
 
 
+def test_credentials_echoed_in_an_auth_challenge_left_unanswered_are_not_shown(admin_client, make_server, hostile_smtp):
+    plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    hostile = hostile_smtp(replies={"AUTH": f"334 {plain} {ECHO}"})
+    server = make_server(port=hostile.port, auth_protocol="plain", username=USER, password=PASSWORD)
+
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]))
+
+    assert response.status_code == 200
+    assert_no_secret(response.content.decode())
+
+
 def test_credentials_echoed_at_auth_are_not_in_the_backends_result_or_events(hostile_smtp, make_server, pool_events):
     hostile = hostile_smtp(replies={"AUTH": AUTH_LOGIN_ECHO})
     server = make_server(port=hostile.port, auth_protocol="login", username=USER, password=PASSWORD)

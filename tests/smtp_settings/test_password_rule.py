@@ -10,7 +10,7 @@ from tests.smtp_settings.test_views import HTMX, SECRET, _form_data
 
 pytestmark = pytest.mark.django_db
 
-RETYPE = "Type the password again: the host, port or username changed"
+RETYPE = "Type the password again: the host, port, username, TLS or auth protocol changed"
 
 
 @pytest.fixture
@@ -32,6 +32,8 @@ def elsewhere(stored, smtp_sandbox):
         "host": (other_host, {"host": "127.0.0.2"}),
         "port": (other_port, {"port": str(other_port.port)}),
         "username": (sandbox, {"username": "someone-else"}),
+        "auth_protocol": (sandbox, {"auth_protocol": "login"}),
+        "tls_skip_verify": (sandbox, {"tls_skip_verify": "on"}),
     }
 
 
@@ -44,7 +46,10 @@ def _secrets_received(*sandboxes) -> list:
     return [attempt for sandbox in sandboxes for attempt in sandbox.auth_attempts if attempt and SECRET in attempt]
 
 
-@pytest.mark.parametrize("changed", ["host", "port", "username"])
+CHANGES = ["host", "port", "username", "auth_protocol", "tls_skip_verify"]
+
+
+@pytest.mark.parametrize("changed", CHANGES)
 def test_saving_a_new_destination_without_the_password_is_a_password_error(admin_client, stored, elsewhere, changed):
     server, _ = stored
     data = _edit_data(server, **elsewhere[changed][1])
@@ -54,7 +59,7 @@ def test_saving_a_new_destination_without_the_password_is_a_password_error(admin
     assert SmtpServer.objects.get(pk=server.pk).host == "127.0.0.1"  # nothing saved
 
 
-@pytest.mark.parametrize("changed", ["host", "port", "username"])
+@pytest.mark.parametrize("changed", CHANGES)
 def test_testing_a_new_destination_never_sends_the_stored_password(admin_client, stored, elsewhere, changed):
     server, sandbox = stored
     target, overrides = elsewhere[changed]
@@ -115,8 +120,10 @@ def test_the_django_admin_keeps_the_same_rule(admin_client, stored):
 
 def test_the_model_rule(stored):
     server, _ = stored
-    assert server.password_may_go_to("127.0.0.1", server.port, "relay")
-    assert not server.password_may_go_to("127.0.0.2", server.port, "relay")
-    assert not server.password_may_go_to("127.0.0.1", server.port + 1, "relay")
-    assert not server.password_may_go_to("127.0.0.1", server.port, "other")
-    assert SmtpServer(host="a.test", port=25).password_may_go_to("b.test", 587, "x")  # nothing stored to leak
+    where = {name: getattr(server, name) for name in SmtpServer.PASSWORD_BINDING}
+    assert server.password_may_go_to(**where)
+    for changed in [{"host": "127.0.0.2"}, {"port": server.port + 1}, {"username": "other"}, {"tls": "starttls"}]:
+        assert not server.password_may_go_to(**(where | changed))
+    assert not server.password_may_go_to(**(where | {"tls_skip_verify": True}))
+    assert not server.password_may_go_to(**(where | {"auth_protocol": "login"}))
+    assert SmtpServer(host="a.test", port=25).password_may_go_to(**(where | {"host": "b.test"}))  # nothing to leak

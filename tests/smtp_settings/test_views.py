@@ -136,8 +136,8 @@ def test_password_never_appears_in_any_response(admin_client, server):
 
 
 def test_edit_with_a_blank_password_keeps_the_stored_one(admin_client, server):
-    # Same host, port and username: the password may go on to them (see test_password_rule.py).
-    endpoint = {"host": server.host, "port": str(server.port), "username": server.username}
+    # Same host, port, username, TLS and auth: the password may go on to them (see test_password_rule.py).
+    endpoint = {"host": server.host, "port": str(server.port), "username": server.username, "tls": server.tls}
     data = _form_data(name="Renamed", password="", **endpoint)
     response = admin_client.post(reverse("smtp_settings:edit", args=[server.pk]), data)
     assert response.status_code == 302
