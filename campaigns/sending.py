@@ -256,9 +256,9 @@ def _after_task_error(lease: Lease, error: Exception) -> Lease | None:
         if campaign.task_failures >= TASK_FAILURES_BEFORE_PAUSE:
             campaign.pause(f"Paused after {campaign.task_failures} sending tasks in a row failed. Last error: {reason}")
         return fenced
-    except Exception:  # the database itself is away: the watchdog recovers later
+    except Exception:  # the database itself is away: the lease runs out, the watchdog recovers
         log.exception("campaign %s: could not record the failure", lease.campaign_id)
-        return lease
+        return None
 
 
 def recover_orphans(campaign: Campaign, lease: Lease) -> None:
@@ -268,20 +268,27 @@ def recover_orphans(campaign: Campaign, lease: Lease) -> None:
         Q(claim_token__lt=lease.token) | Q(claim_token=None)
     )
     now = timezone.now()
-    past_dot = orphans.exclude(final_dot_at=None)
-    if settings.CAMPAIGN_AMBIGUOUS_POLICY == "sent":
-        maybe = past_dot.update(
-            status=Status.SENT,
-            ambiguous=True,
-            sent_at=now,
-            updated_at=now,
-            last_reply="The sender stopped after the final dot went out: probably delivered, not sent again.",
+    # Each row is decided by one conditional UPDATE, and loses its old claim with it, so the
+    # fenced-off sender can write nothing more to it. A row whose dot is recorded between
+    # the two statements (its sender read the campaign before our take committed: PostgreSQL)
+    # matches neither and stays `sending`, to be decided as past its dot next time.
+    with transaction.atomic():
+        if settings.CAMPAIGN_AMBIGUOUS_POLICY == "sent":
+            maybe = orphans.exclude(final_dot_at=None).update(
+                status=Status.SENT,
+                ambiguous=True,
+                sent_at=now,
+                claim_token=None,
+                updated_at=now,
+                last_reply="The sender stopped after the final dot went out: probably delivered, not sent again.",
+            )
+        else:
+            maybe = orphans.exclude(final_dot_at=None).update(
+                status=Status.PENDING, ambiguous=True, final_dot_at=None, claim_token=None, updated_at=now
+            )
+        never = orphans.filter(final_dot_at=None).update(
+            status=Status.PENDING, claimed_at=None, claim_token=None, updated_at=now
         )
-    else:
-        maybe = past_dot.update(
-            status=Status.PENDING, ambiguous=True, final_dot_at=None, claim_token=None, updated_at=now
-        )
-    never = orphans.update(status=Status.PENDING, claimed_at=None, claim_token=None, updated_at=now)
     if maybe:
         eventlog.record_campaign_event(
             campaign,
@@ -440,7 +447,8 @@ class CampaignSender:
             if batch is None:  # the lease is gone
                 return False
             if batch:
-                self.send(server, batch)
+                if not self.send(server, batch) and not renew_lease(self.lease):
+                    return False  # fenced off: another sender has the campaign
                 if campaign.task_failures:
                     Campaign.objects.filter(pk=campaign.pk).update(task_failures=0)
                 continue
@@ -525,8 +533,11 @@ class CampaignSender:
             out.append((delivery, message))
             yield message
 
-    def send(self, server: SmtpServer, batch: list[Delivery]) -> None:
+    def send(self, server: SmtpServer, batch: list[Delivery]) -> bool:
+        """Send `batch` through `server` and record what became of each delivery. Returns
+        False if the fence stopped the batch (this sender may have lost the campaign)."""
         now = timezone.now()
+        _thread.previous = None  # a message of an earlier batch is recorded already
         messages, settled = [], []
         backend = get_connection(
             BACKEND,
@@ -539,15 +550,32 @@ class CampaignSender:
             max_threads=len(batch),
         )
         backend.send_messages(self._messages(batch, settled, messages))
-        _flush_tally(self.campaign.pk)
-        _save_outcomes(settled, self.lease)
 
         answered = [(delivery, message) for delivery, message in messages if not message.smtp_result.stopped]
-        if answered and self._unreachable(answered):
-            self._fail_over(server, answered, now)
+        failures = None
+        if answered and self._unreachable(answered) and self.rotation.mark_down(server):
+            log.warning("campaign %s: %s unreachable, its batch goes to another server", self.campaign.pk, server)
+            for delivery, _ in answered:
+                delivery.status, delivery.updated_at = Status.PENDING, now
         elif answered:
-            self._record(server, answered, now)
+            failures = self._judge(server, answered, now)
+        self._write_outcomes([*settled, *(delivery for delivery, _ in answered)])
         self._give_back_unsent()
+        _flush_tally(self.campaign.pk)
+        if failures is not None:
+            self._count_failures(*failures)
+        return len(answered) == len(messages)
+
+    def _write_outcomes(self, deliveries: list[Delivery]) -> None:
+        """What the worker knows must reach the database before anything else is decided:
+        without it, recovery would have to guess (and might send a delivered message again).
+        So a failed write is tried once more, after the database had a moment."""
+        try:
+            _save_outcomes(deliveries, self.lease)
+        except DatabaseError:
+            log.warning("campaign %s: writing outcomes failed, trying again", self.campaign.pk, exc_info=True)
+            time.sleep(1)
+            _save_outcomes(deliveries, self.lease)
 
     def _give_back_unsent(self) -> None:
         """Deliveries this sender claimed but never took to their dot (the batch stopped at
@@ -562,17 +590,9 @@ class CampaignSender:
         results = [getattr(message, "smtp_result", None) for _, message in messages]
         return all(result is None or (result.status == DEFERRED and result.code is None) for result in results)
 
-    def _fail_over(self, server: SmtpServer, messages, now) -> None:
-        if self.rotation.mark_down(server):
-            deliveries = [delivery for delivery, _ in messages]
-            for delivery in deliveries:
-                delivery.status, delivery.updated_at = Status.PENDING, now
-            _save_outcomes(deliveries, self.lease)
-            log.warning("campaign %s: %s unreachable, its batch goes to another server", self.campaign.pk, server)
-            return
-        self._record(server, messages, now)
-
-    def _record(self, server: SmtpServer, messages, now) -> None:
+    def _judge(self, server: SmtpServer, messages, now) -> tuple[int, str]:
+        """Set each delivery's outcome from its message's result; returns the failures in a
+        row, counted on from the campaign's, and the last failure's reply."""
         failures_in_a_row = self.campaign.consecutive_failures
         last_failure = ""
         for delivery, message in messages:
@@ -595,8 +615,7 @@ class CampaignSender:
                 delivery.next_attempt_at = now + timedelta(seconds=delay_s)
             failures_in_a_row += 1
             last_failure = f"{delivery.last_code or ''} {delivery.last_reply}".strip()
-        _save_outcomes([delivery for delivery, _ in messages], self.lease)
-        self._count_failures(failures_in_a_row, last_failure)
+        return failures_in_a_row, last_failure
 
     def _count_failures(self, in_a_row: int, last_failure: str) -> None:
         campaign = self.campaign

@@ -10,10 +10,11 @@ import tracemalloc
 
 import pytest
 from django.db import DatabaseError, connection
+from django.utils import timezone
 from django_q.tasks import async_task
 
 from campaigns import eventlog, sending
-from campaigns.models import Campaign, Event
+from campaigns.models import Campaign, Delivery, Event
 from tests.campaigns.test_sending import (
     assert_everyone_received_once,
     make_campaign,
@@ -87,6 +88,43 @@ def test_a_sender_whose_lease_expired_unnoticed_stops_before_the_dot(smtp_sandbo
 
     assert sandbox.received == []
     assert set(campaign.deliveries.values_list("status", "attempts")) == {("pending", 0)}
+
+
+def test_a_fenced_off_sender_cannot_overwrite_what_recovery_decided(smtp_sandbox, make_server):
+    """Its dot was recorded, then it stalled; recovery counted the message sent (ambiguous).
+    When the stalled sender wakes up and writes its own outcome, the row does not change."""
+    campaign = running(make_campaign([make_server()], 1))
+    stalled = sending.take_lease(campaign.pk)
+    sending.populate(campaign)
+    sender = sending.CampaignSender(campaign, stalled, sending.LeaseKeeper(stalled))
+    [delivery] = sender.claim(1)
+    Delivery.objects.filter(pk=delivery.pk).update(final_dot_at=timezone.now())
+
+    Campaign.objects.filter(pk=campaign.pk).update(lease_until="2000-01-01T00:00:00Z")
+    sending.recover_orphans(campaign, sending.take_lease(campaign.pk))
+    delivery.status, delivery.last_reply = "deferred", "451 the link broke before the reply"
+    sending._save_outcomes([delivery], stalled)
+
+    assert Delivery.objects.values_list("status", "ambiguous").get(pk=delivery.pk) == ("sent", True)
+
+
+def test_an_outcome_write_that_fails_once_is_tried_again(smtp_sandbox, make_server, settings, monkeypatch):
+    settings.CAMPAIGN_BATCH_SIZE = 5
+    sandbox = smtp_sandbox()
+    campaign = running(make_campaign([make_server(port=sandbox.port)], 12))
+    save_outcomes, failures = sending._save_outcomes, iter([DatabaseError("database is locked")])
+
+    def locked_once(deliveries, lease):
+        if deliveries and (error := next(failures, None)):
+            raise error
+        save_outcomes(deliveries, lease)
+
+    monkeypatch.setattr(sending, "_save_outcomes", locked_once)
+    sending.send_campaign(campaign.pk)
+
+    assert_everyone_received_once(sandbox, campaign)
+    assert not campaign.deliveries.filter(ambiguous=True).exists()
+    assert Campaign.objects.get(pk=campaign.pk).task_failures == 0
 
 
 # -- renewal while a batch is out --
