@@ -57,10 +57,11 @@ from django_q.tasks import async_task
 from campaigns import eventlog
 from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain
-from smtp_settings.backends import DEFERRED, FAILED, SENT, StopBatch
+from smtp_settings.backends import StopBatch
 from smtp_settings.events import Kind, smtp_event
 from smtp_settings.limits import RateLimiter
 from smtp_settings.models import SmtpServer
+from smtp_settings.results import DEFERRED, FAILED, SENT
 
 log = logging.getLogger(__name__)
 Status = Delivery.Status

@@ -3,7 +3,7 @@
     get_connection("smtp_settings.backends.RotatingEmailBackend", server="SES")
 
 `send_messages` sends over up to the server's connection ceiling at once, and sets
-`message.smtp_result` (an `SmtpResult`) on every message. What it does on each reply:
+`message.smtp_result` (an `SmtpResult`, see `results.py`) on every message. What it does on each reply:
 
 - 421, at any stage: the session is over. Reconnect and resend the same bytes (same
   Message-ID). Not counted against `retries`; consecutive 421s back off 0, 1, 2, 4… s and
@@ -42,7 +42,6 @@ import random
 import smtplib
 import threading
 import time
-from dataclasses import dataclass, field
 from email.utils import parseaddr
 from functools import lru_cache
 
@@ -51,21 +50,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import sanitize_address
 
-from smtp_settings.events import Kind, enhanced_code
+from smtp_settings.events import Kind
 from smtp_settings.mime import message_bytes
 from smtp_settings.models import SmtpServer
-from smtp_settings.pool import (
-    BeforeDotFailed,
-    ConnectFailed,
-    ConnectionLost,
-    ConnectionPool,
-    PoolTimeout,
-    SessionClosed,
-    get_pool,
-    prepare_data,
-)
-
-SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
+from smtp_settings.pool import ConnectFailed, ConnectionPool, PoolTimeout, get_pool
+from smtp_settings.results import DEFERRED, FAILED, SENT, RecipientResult, SmtpResult
+from smtp_settings.transaction import BeforeDotFailed, ConnectionLost, SessionClosed, prepare_data
 
 
 @lru_cache(maxsize=4096)
@@ -85,29 +75,6 @@ class StopBatch(Exception):
 
 class DeliveryFailed(smtplib.SMTPException):
     """Nothing in the batch could be sent (raised only when fail_silently is False)."""
-
-
-@dataclass
-class RecipientResult:
-    status: str
-    code: int | None = None
-    text: str = ""
-
-
-@dataclass
-class SmtpResult:
-    status: str
-    code: int | None
-    text: str
-    attempts: int
-    ambiguous: bool = False
-    server: str = ""
-    recipients: dict[str, RecipientResult] = field(default_factory=dict)
-    stopped: bool = False  # held back before its dot because the batch was stopped (StopBatch)
-
-    @property
-    def enhanced_code(self) -> str:
-        return enhanced_code(self.text)
 
 
 class RotatingEmailBackend(BaseEmailBackend):
@@ -173,7 +140,7 @@ class RotatingEmailBackend(BaseEmailBackend):
         finally:
             for worker in workers:
                 worker.join()
-        for limit, value in pool.take_learned().items():
+        for limit, value in pool.learner.take_learned().items():
             server.record_learned(limit, value)
         if feed.stopped is not None and isinstance(email_messages, list | tuple):
             for message in email_messages:
@@ -239,7 +206,7 @@ class _Feed:
                 self.taken.append(message)
             return message
 
-    def done(self, message, result: "SmtpResult") -> None:
+    def done(self, message, result: SmtpResult) -> None:
         with self._lock:
             self.sent += result.status == SENT
 

@@ -1,8 +1,8 @@
 """Keeping a server's limits: how many connections may be open, how fast messages may go.
 
 The pool asks a `Limits` object and never counts on its own, so the same pool can keep a
-limit for one process (`LocalLimits`, here) or for a whole cluster (a Redis-backed class
-with the same four methods).
+limit for one process (`LocalLimits`, here) or for a whole cluster (any class with the
+methods of the `Limits` protocol).
 """
 
 import threading
@@ -16,6 +16,10 @@ class Limits(Protocol):
 
     def closed(self) -> None:
         """Give a slot back."""
+
+    def open_count(self) -> int:
+        """How many slots are taken now (the pool closes a returned connection while this is
+        above the ceiling)."""
 
     def ceiling(self) -> int:
         """How many connections may be open now (the configured maximum, or less once learned)."""

@@ -26,8 +26,8 @@ from campaigns.views import get_campaign_or_404
 from campaigns.views.logs import campaign_events_context
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required
-from smtp_settings.backends import SmtpResult
 from smtp_settings.models import SmtpServer
+from smtp_settings.results import SENT, SmtpResult
 
 BACKEND = "smtp_settings.backends.RotatingEmailBackend"
 DELETABLE = (Campaign.Status.DRAFT, Campaign.Status.FINISHED, Campaign.Status.CANCELLED)
@@ -180,7 +180,7 @@ class TestSend:
 
     @property
     def ok(self) -> bool:
-        return self.result is not None and self.result.status == "sent"
+        return self.result is not None and self.result.status == SENT
 
 
 def send_test_message(campaign: Campaign, to_email: str) -> TestSend:

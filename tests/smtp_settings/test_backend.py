@@ -11,8 +11,9 @@ from django.db import connection
 
 from smtp_settings.backends import DeliveryFailed, StopBatch
 from smtp_settings.events import Kind
-from smtp_settings.pool import ConnectionPool, ServerConfig, SessionClosed, get_pool, prepare_data
+from smtp_settings.pool import ConnectionPool, ServerConfig, get_pool
 from smtp_settings.sandbox import EXCHANGE_421, SES_421
+from smtp_settings.transaction import SessionClosed, prepare_data
 
 pytestmark = pytest.mark.django_db
 

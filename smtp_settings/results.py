@@ -1,0 +1,40 @@
+"""What became of a message sent through `RotatingEmailBackend`: its `smtp_result`.
+
+The statuses are plain strings, so a result compares and stores like the text it is:
+- `SENT`: the server accepted it (or, after a break past the final dot, may have: `ambiguous`);
+- `DEFERRED`: not sent this time, worth trying again later (4xx, network, no connection);
+- `FAILED`: refused for good (5xx), or a message that cannot go out at all.
+
+Callers that keep their own books (campaigns) read these, never the backend's internals.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from smtp_settings.events import enhanced_code
+
+SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
+Status = Literal["sent", "deferred", "failed"]
+
+
+@dataclass
+class RecipientResult:
+    status: Status
+    code: int | None = None
+    text: str = ""
+
+
+@dataclass
+class SmtpResult:
+    status: Status
+    code: int | None
+    text: str
+    attempts: int
+    ambiguous: bool = False
+    server: str = ""
+    recipients: dict[str, RecipientResult] = field(default_factory=dict)
+    stopped: bool = False  # held back before its dot because the batch was stopped (StopBatch)
+
+    @property
+    def enhanced_code(self) -> str:
+        return enhanced_code(self.text)
