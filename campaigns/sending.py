@@ -333,9 +333,16 @@ class ServerRotation:
     enabled servers, weighted by connection capacity, skipping servers that were down."""
 
     def __init__(self, campaign: Campaign):
-        self.servers = list(campaign.servers.filter(enabled=True).order_by("pk"))
-        self.current = dict.fromkeys((s.pk for s in self.servers), 0.0)
+        self.campaign = campaign
+        self.current: dict[int, float] = {}
         self.down_until: dict[int, float] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the campaign's enabled servers again: one disabled or deleted since the last
+        batch sends no more, an edited one sends with its new settings."""
+        self.servers = list(self.campaign.servers.filter(enabled=True).order_by("pk"))
+        self.current = {server.pk: self.current.get(server.pk, 0.0) for server in self.servers}
 
     @staticmethod
     def weight(server: SmtpServer) -> int:
@@ -383,8 +390,10 @@ _SENT_EARLY = (
     "UPDATE campaigns_delivery SET status = 'sent', sent_at = %s, last_code = %s, last_reply = %s, ambiguous = %s"
     " WHERE id = %s AND status = 'sending' AND claim_token = %s"
 )
+# The server may have been deleted while its batch was out: then the delivery names none.
 _OUTCOME = (
-    "UPDATE campaigns_delivery SET status = %s, attempts = %s, server_id = %s, last_code = %s, last_reply = %s,"
+    "UPDATE campaigns_delivery SET status = %s, attempts = %s,"
+    " server_id = (SELECT id FROM smtp_settings_smtpserver WHERE id = %s), last_code = %s, last_reply = %s,"
     " message_id = %s, sent_at = %s, ambiguous = %s, next_attempt_at = %s, updated_at = %s"
     " WHERE id = %s AND status IN ('sending', 'sent') AND claim_token = %s"  # 'sent': by _SENT_EARLY
 )
@@ -436,12 +445,13 @@ class CampaignSender:
     def run(self) -> bool:
         deadline = time.monotonic() + settings.CAMPAIGN_TASK_BUDGET_S
         campaign = self.campaign
-        if not self.rotation.servers:
-            campaign.pause("None of the campaign's SMTP servers is enabled.")
-            return False
         while time.monotonic() < deadline:
             campaign.refresh_from_db(fields=["status", "consecutive_failures", "auto_pause_after", "task_failures"])
             if campaign.status != Campaign.Status.RUNNING or self.keeper.lost.is_set():
+                return False
+            self.rotation.refresh()
+            if not self.rotation.servers:
+                campaign.pause("None of the campaign's SMTP servers is enabled.")
                 return False
             server = self.rotation.next()
             batch = self.claim(self.claim_size(server))
@@ -588,8 +598,8 @@ class CampaignSender:
     @staticmethod
     def _unreachable(messages) -> bool:
         """Nothing got through and no server reply says why: the server could not be reached."""
-        results = [getattr(message, "smtp_result", None) for _, message in messages]
-        return all(result is None or (result.status == DEFERRED and result.code is None) for result in results)
+        results = [message.smtp_result for _, message in messages]
+        return all(result.status == DEFERRED and result.code is None for result in results)
 
     def _judge(self, server: SmtpServer, messages, now) -> tuple[int, str]:
         """Set each delivery's outcome from its message's result; returns the failures in a
@@ -597,18 +607,16 @@ class CampaignSender:
         failures_in_a_row = self.campaign.consecutive_failures
         last_failure = ""
         for delivery, message in messages:
-            result = getattr(message, "smtp_result", None)
-            status = result.status if result else DEFERRED
+            result = message.smtp_result
             delivery.attempts += 1
             delivery.server = server
-            delivery.last_code = result.code if result else None
-            delivery.last_reply = (result.text if result else f"not sent: {server} is disabled or gone")[:2000]
+            delivery.last_code, delivery.last_reply = result.code, result.text[:2000]
             delivery.updated_at = now
-            if status == SENT:
+            if result.status == SENT:
                 delivery.status, delivery.sent_at, delivery.ambiguous = Status.SENT, now, result.ambiguous
                 failures_in_a_row = 0
                 continue
-            if status == FAILED or delivery.attempts > server.retries:
+            if result.status == FAILED or delivery.attempts > server.retries:
                 delivery.status = Status.FAILED
             else:
                 delivery.status = Status.DEFERRED

@@ -102,19 +102,21 @@ class RotatingEmailBackend(BaseEmailBackend):
         self.retries = retries
 
     def _resolve_server(self) -> SmtpServer:
+        """The server to send through, fresh from the database (its settings may have changed
+        since the caller loaded it); ImproperlyConfigured if it is disabled or gone."""
         server = self.server
-        if isinstance(server, SmtpServer):
-            return SmtpServer.objects.get(pk=server.pk)  # fresh: its settings may have changed
         servers = SmtpServer.objects.filter(enabled=True)
         found = (
-            servers.filter(pk=server).first()
-            if isinstance(server, int)
+            servers.filter(pk=server.pk if isinstance(server, SmtpServer) else server).first()
+            if isinstance(server, SmtpServer | int)
             else servers.filter(name=server).first()
             if server
             else servers.order_by("pk").first()
         )
         if found is None:
-            raise ImproperlyConfigured(f"No enabled SMTP server {server!r}" if server else "No enabled SMTP server")
+            raise ImproperlyConfigured(
+                f"SMTP server “{server}” is disabled or deleted" if server else "No enabled SMTP server"
+            )
         return found
 
     def send_messages(self, email_messages) -> int:
@@ -124,10 +126,12 @@ class RotatingEmailBackend(BaseEmailBackend):
             return 0
         try:
             server = self._resolve_server()
-        except ImproperlyConfigured:
-            if self.fail_silently:
-                return 0
-            raise
+        except ImproperlyConfigured as error:
+            if not self.fail_silently:
+                raise
+            for message in email_messages if isinstance(email_messages, list | tuple) else ():
+                message.smtp_result = SmtpResult(DEFERRED, None, f"not sent: {error}", attempts=0)
+            return 0
         pool = get_pool(server)
         feed = _Feed(email_messages)
         sized = len(email_messages) if isinstance(email_messages, list | tuple) else pool.limits.ceiling()

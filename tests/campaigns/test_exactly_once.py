@@ -131,9 +131,9 @@ def test_an_outcome_write_that_fails_once_is_tried_again(smtp_sandbox, make_serv
 
 
 def test_a_batch_slower_than_the_lease_keeps_its_sender_while_the_watchdog_fires(smtp_sandbox, make_server, settings):
-    """Each message takes ~0.4 s and the batch ~5 s, against a 1 s lease. The lease is renewed
+    """Each message takes ~0.4 s and the batch ~5 s, against a 2 s lease. The lease is renewed
     from its own thread, so neither the watchdog nor a second sender ever takes over."""
-    settings.CAMPAIGN_LEASE_S = 1
+    settings.CAMPAIGN_LEASE_S = 2
     sandbox = smtp_sandbox(latency_ms=100)
     campaign = running(make_campaign([make_server(port=sandbox.port, max_conns=1)], 12))
     sender = in_thread(lambda: sending.send_campaign(campaign.pk))
@@ -204,8 +204,10 @@ def test_two_workers_given_the_same_campaign_twice_send_each_address_once(smtp_s
 
 
 def _sender_pid(campaign: Campaign) -> int:
-    owner = Campaign.objects.values_list("lease_owner", flat=True).get(pk=campaign.pk)
-    return int(owner.rpartition(":")[2])
+    """The process holding the campaign (waiting out a hand-over between two tasks)."""
+    owner = Campaign.objects.values_list("lease_owner", flat=True).get
+    wait_for(lambda: owner(pk=campaign.pk), 30, "a sender to hold the campaign")
+    return int(owner(pk=campaign.pk).rpartition(":")[2])
 
 
 def test_a_sender_stopped_past_its_lease_and_continued_completes_nothing_it_lost(smtp_sandbox, make_server, workers):
@@ -222,7 +224,7 @@ def test_a_sender_stopped_past_its_lease_and_continued_completes_nothing_it_lost
     os.kill(stopped, signal.SIGSTOP)
     try:
         stopped_at = len(sandbox.received)
-        time.sleep(3)  # past the lease
+        time.sleep(4)  # past the 2 s lease, with room for a renewal just before the stop
         sending.watchdog()  # enqueues a sender; the cluster's other worker takes it
         wait_for(lambda: len(sandbox.received) >= stopped_at + 10, 60, "the second worker to send")
         assert _sender_pid(campaign) != stopped

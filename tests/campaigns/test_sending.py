@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from campaigns import sending
 from campaigns.models import Campaign, Delivery, Event, MailingList, Subscriber
+from smtp_settings.models import SmtpServer
 from smtp_settings.pool import close_all_pools
 
 # Sending writes from the backend's threads, each with its own database connection: the
@@ -180,6 +181,52 @@ def test_several_servers_share_the_sending_by_capacity(smtp_sandbox, make_server
     start_sending(campaign)
 
     assert (len(big.received), len(small.received)) == (300, 100)
+
+
+def _when_received(count: int, change):
+    """A sandbox fault that runs `change()` (a database write) once `count` messages are in."""
+    done = []
+
+    def in_a_thread():  # the sandbox's own thread runs an event loop, where Django does no queries
+        change()
+        connection.close()
+
+    def fault(stage, sandbox):
+        if stage == "dot" and len(sandbox.received) >= count and not done:
+            done.append(threading.Thread(target=in_a_thread))
+            done[0].start()
+            done[0].join()
+
+    return fault
+
+
+def test_a_server_disabled_mid_campaign_sends_nothing_after_its_batch(smtp_sandbox, make_server, settings):
+    settings.CAMPAIGN_BATCH_SIZE = 10
+    first, second = smtp_sandbox(), smtp_sandbox()
+    disabled = make_server(name="first", port=first.port, max_conns=1)
+    campaign = make_campaign([disabled, make_server(name="second", port=second.port, max_conns=1)], 60)
+    first.fault = _when_received(5, lambda: SmtpServer.objects.filter(pk=disabled.pk).update(enabled=False))
+
+    start_sending(campaign)
+
+    assert 5 < len(first.received) <= 10  # the batch in hand when it was disabled, then nothing
+    counts = received_by_address(first) + received_by_address(second)
+    assert len(counts) == 60 and set(counts.values()) == {1}
+    assert status_of(campaign) == "finished"
+
+
+def test_a_campaign_whose_only_server_is_deleted_mid_run_pauses_with_nothing_in_flight(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port, max_conns=1)
+    campaign = make_campaign([server], 300)
+    sandbox.fault = _when_received(5, lambda: SmtpServer.objects.filter(pk=server.pk).delete())
+
+    start_sending(campaign)
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.pause_reason) == ("paused", "None of the campaign's SMTP servers is enabled.")
+    assert len(sandbox.received) < 300 and set(received_by_address(sandbox).values()) == {1}
+    assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent", "pending"}
 
 
 def test_subscribers_who_left_before_their_turn_are_skipped(smtp_sandbox, make_server):
