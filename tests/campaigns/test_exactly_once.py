@@ -49,19 +49,28 @@ def running(campaign: Campaign) -> Campaign:
 # -- the fence --
 
 
+def claimed_batch(campaign: Campaign, size: int) -> tuple[sending.CampaignSender, list]:
+    """A sender holding the campaign, with a batch of `size` deliveries claimed in hand."""
+    lease = sending.take_lease(campaign.pk)
+    sending.populate(campaign)
+    sender = sending.CampaignSender(campaign, lease, sending.LeaseKeeper(lease))
+    return sender, sender.claim(size)
+
+
+def let_the_lease_run_out(campaign: Campaign) -> None:
+    Campaign.objects.filter(pk=campaign.pk).update(lease_until="2000-01-01T00:00:00Z")
+
+
 def test_a_sender_whose_lease_was_taken_over_cannot_finish_a_message(smtp_sandbox, make_server):
     """A sender stalls with a claimed batch in hand; its lease runs out and another sender
     takes the campaign over. When the first one wakes up, the server gets nothing from it."""
     sandbox = smtp_sandbox(pipelining=True)
     server = make_server(port=sandbox.port)
     campaign = running(make_campaign([server], 6))
-    stalled = sending.take_lease(campaign.pk)
-    sending.populate(campaign)
-    sender = sending.CampaignSender(campaign, stalled, sending.LeaseKeeper(stalled))
-    batch = sender.claim(6)
+    sender, batch = claimed_batch(campaign, 6)
     assert len(batch) == 6
 
-    Campaign.objects.filter(pk=campaign.pk).update(lease_until="2000-01-01T00:00:00Z")  # its lease ran out
+    let_the_lease_run_out(campaign)
     successor = sending.take_lease(campaign.pk)
     sending.recover_orphans(campaign, successor)
     sender.send(server, batch)  # wakes up and carries on with its batch
@@ -78,12 +87,9 @@ def test_a_sender_whose_lease_expired_unnoticed_stops_before_the_dot(smtp_sandbo
     sandbox = smtp_sandbox()
     server = make_server(port=sandbox.port)
     campaign = running(make_campaign([server], 4))
-    lease = sending.take_lease(campaign.pk)
-    sending.populate(campaign)
-    sender = sending.CampaignSender(campaign, lease, sending.LeaseKeeper(lease))
-    batch = sender.claim(4)
+    sender, batch = claimed_batch(campaign, 4)
 
-    Campaign.objects.filter(pk=campaign.pk).update(lease_until="2000-01-01T00:00:00Z")
+    let_the_lease_run_out(campaign)
     sender.send(server, batch)
 
     assert sandbox.received == []
@@ -94,16 +100,13 @@ def test_a_fenced_off_sender_cannot_overwrite_what_recovery_decided(smtp_sandbox
     """Its dot was recorded, then it stalled; recovery counted the message sent (ambiguous).
     When the stalled sender wakes up and writes its own outcome, the row does not change."""
     campaign = running(make_campaign([make_server()], 1))
-    stalled = sending.take_lease(campaign.pk)
-    sending.populate(campaign)
-    sender = sending.CampaignSender(campaign, stalled, sending.LeaseKeeper(stalled))
-    [delivery] = sender.claim(1)
+    sender, [delivery] = claimed_batch(campaign, 1)
     Delivery.objects.filter(pk=delivery.pk).update(final_dot_at=timezone.now())
 
-    Campaign.objects.filter(pk=campaign.pk).update(lease_until="2000-01-01T00:00:00Z")
+    let_the_lease_run_out(campaign)
     sending.recover_orphans(campaign, sending.take_lease(campaign.pk))
     delivery.status, delivery.last_reply = "deferred", "451 the link broke before the reply"
-    sending._save_outcomes([delivery], stalled)
+    sending._save_outcomes([delivery], sender.lease)
 
     assert Delivery.objects.values_list("status", "ambiguous").get(pk=delivery.pk) == ("sent", True)
 
