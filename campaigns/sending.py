@@ -46,9 +46,10 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django import db
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.dispatch import receiver
 from django.utils import timezone
@@ -168,8 +169,9 @@ class LeaseKeeper:
                     if not renew_lease(self.lease):
                         self.lost.set()
                         return
-                except DatabaseError:  # try again next round; the fence holds meanwhile
+                except db.Error:  # try again next round, on a new connection; the fence holds meanwhile
                     log.warning("campaign %s: could not renew the lease", self.lease.campaign_id, exc_info=True)
+                    connection.close()
         finally:
             connection.close()
 
@@ -461,7 +463,7 @@ class CampaignSender:
                 if not self.send(server, batch) and not renew_lease(self.lease):
                     return False  # fenced off: another sender has the campaign
                 if campaign.task_failures:
-                    Campaign.objects.filter(pk=campaign.pk).update(task_failures=0)
+                    self._ours().update(task_failures=0)
                 continue
             if self.finish_if_done():
                 return False
@@ -512,12 +514,15 @@ class CampaignSender:
         token = self.lease.token
         previous, _thread.previous = getattr(_thread, "previous", None), message
         result = getattr(previous, "smtp_result", None)
-        with connection.cursor() as cursor:
-            if result is not None and result.status == SENT:
-                early = [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id, token]
-                cursor.execute(_SENT_EARLY, early)
-            cursor.execute(_FINAL_DOT, [now, message.delivery_id, token, self.campaign.pk, token, now])
-            fenced_off = cursor.rowcount != 1
+        try:
+            with connection.cursor() as cursor:
+                if result is not None and result.status == SENT:
+                    early = [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id, token]
+                    cursor.execute(_SENT_EARLY, early)
+                cursor.execute(_FINAL_DOT, [now, message.delivery_id, token, self.campaign.pk, token, now])
+                fenced_off = cursor.rowcount != 1
+        except db.Error as error:  # not the server's fault: stop, give the batch back, no attempt used
+            raise StopBatch(f"the final dot could not be recorded: {error}") from error
         if fenced_off:
             raise StopBatch("this sender no longer holds the campaign")
 
@@ -571,7 +576,7 @@ class CampaignSender:
         elif answered:
             failures = self._judge(server, answered, now)
         self._write_outcomes([*settled, *(delivery for delivery, _ in answered)])
-        self._give_back_unsent()
+        self._give_back_unsent([delivery.pk for delivery, message in messages if message.smtp_result.stopped])
         _flush_tally(self.campaign.pk)
         if failures is not None:
             self._count_failures(*failures)
@@ -583,16 +588,20 @@ class CampaignSender:
         So a failed write is tried once more, after the database had a moment."""
         try:
             _save_outcomes(deliveries, self.lease)
-        except DatabaseError:
+        except db.Error:
             log.warning("campaign %s: writing outcomes failed, trying again", self.campaign.pk, exc_info=True)
+            connection.close()  # a broken connection is not reopened outside a request: a new one
             time.sleep(1)
             _save_outcomes(deliveries, self.lease)
 
-    def _give_back_unsent(self) -> None:
-        """Deliveries this sender claimed but never took to their dot (the batch stopped at
-        the fence) go back in line, where a claim of ours still stands."""
-        self.campaign.deliveries.filter(status=Status.SENDING, claim_token=self.lease.token, final_dot_at=None).update(
-            status=Status.PENDING, claim_token=None, updated_at=timezone.now()
+    def _give_back_unsent(self, stopped_ids: list[int]) -> None:
+        """Deliveries this sender claimed but never took to their dot go back in line, where a
+        claim of ours still stands: those the batch never reached, and those it stopped at the
+        fence. (A stopped one may carry the final dot of an earlier attempt, but the backend
+        only tries a message again after the server refused that dot.)"""
+        mine = self.campaign.deliveries.filter(status=Status.SENDING, claim_token=self.lease.token)
+        mine.filter(Q(final_dot_at=None) | Q(pk__in=stopped_ids)).update(
+            status=Status.PENDING, claim_token=None, final_dot_at=None, updated_at=timezone.now()
         )
 
     @staticmethod
@@ -626,9 +635,14 @@ class CampaignSender:
             last_failure = f"{delivery.last_code or ''} {delivery.last_reply}".strip()
         return failures_in_a_row, last_failure
 
+    def _ours(self):
+        """The campaign, while this sender holds it: what it writes of the campaign as a whole."""
+        return Campaign.objects.filter(pk=self.campaign.pk, lease_token=self.lease.token)
+
     def _count_failures(self, in_a_row: int, last_failure: str) -> None:
         campaign = self.campaign
-        Campaign.objects.filter(pk=campaign.pk).update(consecutive_failures=in_a_row)
+        if not self._ours().update(consecutive_failures=in_a_row):
+            return  # fenced off: the sender now in charge counts
         campaign.consecutive_failures = in_a_row
         if campaign.auto_pause_after and in_a_row >= campaign.auto_pause_after:
             reason = f"Paused after {in_a_row} failed deliveries in a row. Last reply: {last_failure}"
@@ -641,8 +655,7 @@ class CampaignSender:
         if unfinished.exists():
             return False
         now = timezone.now()
-        running = Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.RUNNING)
-        running.filter(lease_token=self.lease.token).update(
+        self._ours().filter(status=Campaign.Status.RUNNING).update(
             status=Campaign.Status.FINISHED, finished_at=now, updated_at=now
         )
         return True

@@ -272,6 +272,8 @@ SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 CAMPAIGN_BATCH_SIZE = env_int("CAMPAIGN_BATCH_SIZE", 200)  # deliveries claimed and sent at a time, at most
 CAMPAIGN_BATCH_MEMORY_MB = env_int("CAMPAIGN_BATCH_MEMORY_MB", 64)  # fewer when large messages would need more
 CAMPAIGN_LEASE_S = env_int("CAMPAIGN_LEASE_S", 60)  # a silent sender loses its campaign after this
+if CAMPAIGN_LEASE_S < 2:  # renewed every third of it: shorter leaves no time to send anything
+    raise ImproperlyConfigured("CAMPAIGN_LEASE_S must be at least 2 (seconds)")
 CAMPAIGN_TASK_BUDGET_S = env_int("CAMPAIGN_TASK_BUDGET_S", 120)  # then a task hands over to a fresh one
 CAMPAIGN_RETRY_DELAY_S = env_int("CAMPAIGN_RETRY_DELAY_S", 60)  # first wait for a deferred delivery, then doubled
 # A delivery whose final dot went out before its sender died: "sent" (flag it ambiguous, never

@@ -82,6 +82,42 @@ def test_a_sender_whose_lease_was_taken_over_cannot_finish_a_message(smtp_sandbo
     assert_everyone_received_once(sandbox, campaign)
 
 
+def test_a_sender_whose_lease_was_taken_before_any_recovery_cannot_finish_a_message(smtp_sandbox, make_server):
+    """The successor holds the lease but has not recovered anything yet: the stalled sender's
+    claims still stand, and only the campaign's token says they are no longer worth anything."""
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port)
+    campaign = running(make_campaign([server], 3))
+    sender, batch = claimed_batch(campaign, 3)
+
+    let_the_lease_run_out(campaign)
+    assert sending.take_lease(campaign.pk)
+    sender.send(server, batch)
+
+    assert sandbox.received == []
+
+
+def test_a_message_refused_at_its_dot_and_then_fenced_off_goes_back_in_line(smtp_sandbox, make_server):
+    """Its first dot got a 421 (not delivered), and by the time of the second the lease had
+    run out: it must be sent again later, not taken for delivered by its earlier dot."""
+    sandbox = smtp_sandbox()
+    campaign = running(make_campaign([make_server(port=sandbox.port, max_conns=1)], 3))
+    refused = []
+
+    def refuse_first_dot(stage, _sandbox):
+        if stage == "dot" and not refused:
+            refused.append(in_thread(lambda: let_the_lease_run_out(campaign)))
+            refused[0].join()
+            return "421 4.4.2 Closing connection"
+        return None
+
+    sandbox.fault = refuse_first_dot
+    sending.send_campaign(campaign.pk)
+
+    assert_everyone_received_once(sandbox, campaign)
+    assert not campaign.deliveries.filter(ambiguous=True).exists()
+
+
 def test_a_sender_whose_lease_expired_unnoticed_stops_before_the_dot(smtp_sandbox, make_server):
     """Nobody took over yet, but the lease is out: that sender may no longer finish anything."""
     sandbox = smtp_sandbox()
@@ -140,6 +176,7 @@ def test_a_batch_slower_than_the_lease_keeps_its_sender_while_the_watchdog_fires
     sandbox = smtp_sandbox(latency_ms=100)
     campaign = running(make_campaign([make_server(port=sandbox.port, max_conns=1)], 12))
     sender = in_thread(lambda: sending.send_campaign(campaign.pk))
+    wait_for(lambda: Campaign.objects.filter(pk=campaign.pk).exclude(lease_owner="").exists(), 10, "the sender")
     takeovers = []
 
     def compete():
