@@ -109,15 +109,22 @@ def test_a_sqlite_database_url_keeps_wal_and_concurrent_writers_wait_their_turn(
     database = tmp_path / "x.sqlite3"
     env = _clean_env(tmp_path) | {"DATABASE_URL": f"sqlite:///{database}"}
     command = [sys.executable, "-c", SQLITE_WRITER]
-    writers = [
-        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
-    ]
-    results = [writer.communicate(timeout=60) for writer in writers]
 
-    assert [writer.returncode for writer in writers] == [0, 0], [stderr.decode()[-500:] for _, stderr in results]
-    assert [json.loads(stdout) for stdout, _ in results] == [{"journal_mode": "wal", "busy_timeout": 20_000}] * 2
+    def start():
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    # The first process turns the new file to WAL, as `migrate` does before any worker starts
+    # (two processes converting one new file at the same instant can find it locked, busy
+    # timeout or not); then two write at once.
+    writers = [start()]
+    results = [writers[0].communicate(timeout=60)]
+    writers += [start(), start()]
+    results += [writer.communicate(timeout=60) for writer in writers[1:]]
+
+    assert [writer.returncode for writer in writers] == [0, 0, 0], [stderr.decode()[-500:] for _, stderr in results]
+    assert [json.loads(stdout) for stdout, _ in results] == [{"journal_mode": "wal", "busy_timeout": 20_000}] * 3
     with sqlite3.connect(database) as check:
-        assert check.execute("SELECT count(*) FROM hits").fetchone()[0] == 80
+        assert check.execute("SELECT count(*) FROM hits").fetchone()[0] == 120
 
 
 PRODUCTION = {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "mail.example.test"}
