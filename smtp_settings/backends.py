@@ -105,14 +105,10 @@ class RotatingEmailBackend(BaseEmailBackend):
         """The server to send through, fresh from the database (its settings may have changed
         since the caller loaded it); ImproperlyConfigured if it is disabled or gone."""
         server = self.server
+        key = server.pk if isinstance(server, SmtpServer) else server
         servers = SmtpServer.objects.filter(enabled=True)
-        found = (
-            servers.filter(pk=server.pk if isinstance(server, SmtpServer) else server).first()
-            if isinstance(server, SmtpServer | int)
-            else servers.filter(name=server).first()
-            if server
-            else servers.order_by("pk").first()
-        )
+        chosen = servers.filter(pk=key) if isinstance(key, int) else servers.filter(name=key) if key else servers
+        found = chosen.order_by("pk").first()
         if found is None:
             raise ImproperlyConfigured(
                 f"SMTP server “{server}” is disabled or deleted" if server else "No enabled SMTP server"
@@ -154,8 +150,8 @@ class RotatingEmailBackend(BaseEmailBackend):
                     )
 
         if feed.taken and feed.sent == 0 and not self.fail_silently:
-            reasons = {message.smtp_result.text for message in feed.taken if hasattr(message, "smtp_result")}
-            raise DeliveryFailed(f"none of {len(feed.taken)} messages was sent: {'; '.join(sorted(reasons))}")
+            reasons = feed.reasons | ({feed.stopped} if feed.stopped else set())
+            raise DeliveryFailed(f"none of {feed.taken} messages was sent: {'; '.join(sorted(reasons))}")
         return feed.sent
 
     def _work_in_thread(self, pool: ConnectionPool, feed: "_Feed") -> None:
@@ -171,7 +167,7 @@ class RotatingEmailBackend(BaseEmailBackend):
         while current is not None:
             current.following = self._next_delivery(pool, feed)
             current.message.smtp_result = result = current.run()
-            feed.done(current.message, result)
+            feed.done(result)
             current = current.following
             if current is not None and feed.stopped is not None:
                 current.give_up(feed.stopped)
@@ -185,20 +181,23 @@ class RotatingEmailBackend(BaseEmailBackend):
                 message.smtp_result = result = SmtpResult(
                     FAILED, None, f"not sent: {error}", attempts=0, server=pool.config.name
                 )
-                feed.done(message, result)
+                feed.done(result)
         return None
 
 
 class _Feed:
     """The messages of one send_messages call, handed out to its threads one at a time, with
-    what became of them. `stopped` is set (to the reason) when an on_final_dot hook raised
+    counts of what became of them (it keeps no message: a generator's caller decides what
+    stays in memory). `stopped` is set (to the reason) when an on_final_dot hook raised
     StopBatch: from then on no thread takes another message."""
+
+    MAX_REASONS = 10  # distinct failure texts kept for DeliveryFailed
 
     def __init__(self, messages):
         self._messages = iter(messages)
         self._lock = threading.Lock()
-        self.taken: list = []
-        self.sent = 0
+        self.taken = self.sent = 0
+        self.reasons: set[str] = set()
         self.stopped: str | None = None
 
     def next(self):
@@ -206,13 +205,15 @@ class _Feed:
             if self.stopped is not None:
                 return None
             message = next(self._messages, None)
-            if message is not None:
-                self.taken.append(message)
+            self.taken += message is not None
             return message
 
-    def done(self, message, result: SmtpResult) -> None:
+    def done(self, result: SmtpResult) -> None:
         with self._lock:
-            self.sent += result.status == SENT
+            if result.status == SENT:
+                self.sent += 1
+            elif len(self.reasons) < self.MAX_REASONS:
+                self.reasons.add(result.text)
 
     def stop(self, reason: str) -> None:
         with self._lock:
