@@ -117,6 +117,9 @@ class Campaign(models.Model):
     task_failures = models.PositiveSmallIntegerField(
         default=0, help_text="Sending tasks in a row that stopped on an error; the campaign pauses after a few."
     )
+    # Set while every server of the campaign waits for a quota window or a rate (never a reason to defer).
+    waiting_reason = models.CharField(max_length=500, blank=True)
+    waiting_until = models.DateTimeField(null=True, blank=True)
     # What the connection pools reported while sending this campaign.
     sessions_closed_421 = models.PositiveIntegerField(default=0)
     reconnects = models.PositiveIntegerField(default=0)

@@ -38,8 +38,6 @@ CAMPAIGN_RETRY_DELAY_S, doubling, until the server's `retries` are used up: then
 """
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -58,6 +56,7 @@ from django_q.tasks import async_task
 from campaigns import eventlog
 from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain
+from smtp_settings import processes
 from smtp_settings.backends import StopBatch
 from smtp_settings.events import Kind, smtp_event
 from smtp_settings.limits import RateLimiter
@@ -87,34 +86,10 @@ class Lease:
     token: int
 
 
-def _me() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _holder_is_gone(holder: str) -> bool:
-    """True if `holder` was a process on this host that has exited."""
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return True
-    except OSError:
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-        return False
-
-
 def lease_is_free(campaign: Campaign, now=None) -> bool:
     now = now or timezone.now()
     holder = campaign.lease_owner
-    return not holder or not campaign.lease_until or campaign.lease_until < now or _holder_is_gone(holder)
+    return not holder or not campaign.lease_until or campaign.lease_until < now or processes.is_gone(holder)
 
 
 def take_lease(campaign_id: int) -> Lease | None:
@@ -127,7 +102,7 @@ def take_lease(campaign_id: int) -> Lease | None:
     until = now + timedelta(seconds=settings.CAMPAIGN_LEASE_S)
     # A renewal since our read changes lease_until: then the holder lives, and the take fails.
     unchanged = Campaign.objects.filter(pk=campaign_id, lease_token=row.lease_token, lease_until=row.lease_until)
-    taken = unchanged.update(lease_owner=_me(), lease_until=until, lease_token=row.lease_token + 1)
+    taken = unchanged.update(lease_owner=processes.me(), lease_until=until, lease_token=row.lease_token + 1)
     return Lease(campaign_id, row.lease_token + 1) if taken == 1 else None
 
 

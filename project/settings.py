@@ -268,6 +268,18 @@ IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024)  # a larger CSV
 # The address subscribers reach this dashboard at: unsubscribe links in messages point here.
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
+# Every server's limits, kept for the whole cluster (smtp_settings/shared_limits.py): in Redis
+# when REDIS_URL is set, else in the database. False keeps them per process (LocalLimits): only
+# right for a single process, and there for comparison (bench/campaign.py).
+SMTP_SHARED_LIMITS = env_bool("SMTP_SHARED_LIMITS", True)
+LIMITS_KEY_PREFIX = env_str("LIMITS_KEY_PREFIX", "relaydeck:limits:")  # Redis keys start with this
+SMTP_SLOT_LEASE_S = env_int("SMTP_SLOT_LEASE_S", 30)  # a connection slot of a silent process is free after this
+SMTP_QUOTA_HOUR_S = env_int("SMTP_QUOTA_HOUR_S", 3600)  # the quota windows' lengths (shorter in tests)
+SMTP_QUOTA_DAY_S = env_int("SMTP_QUOTA_DAY_S", 86400)
+SMTP_THROTTLE_RECOVERY_S = env_int("SMTP_THROTTLE_RECOVERY_S", 30)  # quiet time before a throttled rate rises a step
+if SMTP_SLOT_LEASE_S < 3:  # renewed every third of it
+    raise ImproperlyConfigured("SMTP_SLOT_LEASE_S must be at least 3 (seconds)")
+
 # Campaign sending (campaigns/sending.py).
 CAMPAIGN_BATCH_SIZE = env_int("CAMPAIGN_BATCH_SIZE", 200)  # deliveries claimed and sent at a time, at most
 CAMPAIGN_BATCH_MEMORY_MB = env_int("CAMPAIGN_BATCH_MEMORY_MB", 64)  # fewer when large messages would need more

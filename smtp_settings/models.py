@@ -24,6 +24,10 @@ class SmtpServer(models.Model):
         LOGIN = "login", "LOGIN"
         CRAM_MD5 = "cram-md5", "CRAM-MD5"
 
+    class Unit(models.TextChoices):
+        MESSAGES = "messages", "Messages"
+        RECIPIENTS = "recipients", "Recipients"
+
     name = models.CharField(max_length=100, unique=True, help_text="A name to tell this server apart.")
     enabled = models.BooleanField(default=True, help_text="Disabled servers are never used for sending.")
 
@@ -112,7 +116,39 @@ class SmtpServer(models.Model):
         "Rate limit (msg/s)",
         default=0,
         validators=[MinValueValidator(0), MaxValueValidator(100_000)],
-        help_text="Messages per second across all connections to this server. 0: unlimited.",
+        help_text="Messages per second across all connections to this server, from every process. 0: unlimited.",
+    )
+    rate_per_minute = models.PositiveIntegerField(
+        "Rate limit (per minute)",
+        default=0,
+        validators=_range(0, 10_000_000),
+        help_text="Messages per minute across all connections (Microsoft 365: 30). 0: unlimited.",
+    )
+    rate_counts = models.CharField(
+        "Rates count",
+        max_length=10,
+        choices=Unit.choices,
+        default=Unit.MESSAGES,
+        help_text="What the per-second and per-minute rates count (Amazon SES counts recipients).",
+    )
+    quota_per_hour = models.PositiveIntegerField(
+        "Quota per hour",
+        default=0,
+        validators=_range(0, 100_000_000),
+        help_text="Most sent in any hour (a rolling window). 0: no quota.",
+    )
+    quota_per_day = models.PositiveIntegerField(
+        "Quota per day",
+        default=0,
+        validators=_range(0, 100_000_000),
+        help_text="Most sent in any 24 hours (a rolling window; Google Workspace: 2,000 messages). 0: no quota.",
+    )
+    quota_counts = models.CharField(
+        "Quotas count",
+        max_length=10,
+        choices=Unit.choices,
+        default=Unit.MESSAGES,
+        help_text="What the hourly and daily quotas count (Amazon SES and Microsoft 365 count recipients).",
     )
     custom_headers = models.JSONField(
         default=list,
@@ -186,3 +222,59 @@ class SmtpServer(models.Model):
         self.learned_msgs_per_conn = self.learned_max_conns = None
         self.learned_msgs_per_conn_at = self.learned_max_conns_at = None
         self.save()
+
+
+# -- where the database keeps the cluster's shared limits (smtp_settings/limit_stores.py) --
+# Used when REDIS_URL is not set. Times are seconds since the epoch (time.time()). Rows name
+# their server by id, without a foreign key: the store is written from sending threads, each on
+# its own connection, and must never wait on a transaction that holds the server row.
+
+
+class ConnectionSlot(models.Model):
+    """One open connection to a server, held by one process: a lease its owner renews while
+    the connection lives. Numbered below the ceiling, so the unique constraint keeps the count."""
+
+    server_id = models.PositiveIntegerField()
+    number = models.PositiveIntegerField()
+    owner = models.CharField(max_length=200, help_text="host:pid of the process holding it.")
+    expires_at = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["server_id", "number"], name="one_holder_per_slot")]
+
+
+class LimitState(models.Model):
+    """A server's shared pacing and feedback state, one row per server."""
+
+    server_id = models.PositiveIntegerField(primary_key=True)
+    next_send_at = models.FloatField(default=0, help_text="When the next unit may go at the configured rates.")
+    ceiling = models.PositiveIntegerField(null=True, help_text="A lowered connection ceiling; null: max_conns.")
+    probe_at = models.FloatField(default=0, help_text="Last refusal or upward probe of the ceiling.")
+    throttled_rate = models.FloatField(null=True, help_text="Units/s after the server's throttle replies.")
+    throttled_at = models.FloatField(default=0, help_text="Last throttle reply or step of recovery.")
+
+
+class WindowCount(models.Model):
+    """Units sent to a server in one bucket of a rolling window ("hour", "day", or "sent", the
+    per-minute figure shown on the server card)."""
+
+    server_id = models.PositiveIntegerField()
+    window = models.CharField(max_length=8)
+    bucket = models.BigIntegerField(help_text="Start of the bucket, whole seconds since the epoch.")
+    used = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["server_id", "window", "bucket"], name="one_count_per_bucket")]
+
+
+class SlotDemand(models.Model):
+    """A process using, or waiting to use, a server's connections: the shares are fair among
+    the processes with a live demand."""
+
+    server_id = models.PositiveIntegerField()
+    owner = models.CharField(max_length=200)
+    waiting = models.BooleanField(default=False)
+    expires_at = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["server_id", "owner"], name="one_demand_per_process")]
