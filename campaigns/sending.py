@@ -12,6 +12,10 @@ How a campaign goes out
 - After CAMPAIGN_TASK_BUDGET_S it enqueues its successor and stops, so no task outlives
   django-q2's timeout (and is never handed to a second worker).
 - Pause and cancel are seen between batches; a paused campaign resumes with what is left.
+- A server whose quota window is full sends nothing until it has room (the backend gives the
+  batch back untried); the others carry on. When all wait, the campaign says for what and
+  until when (`waiting_reason`, `waiting_until`); a wait longer than the task ends it, and
+  the watchdog starts a sender when the window has room.
 - A task that fails on an unexpected error puts its deliveries back and records why; after
   TASK_FAILURES_BEFORE_PAUSE such failures in a row the campaign pauses, saying why.
 
@@ -42,7 +46,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django import db
 from django.conf import settings
@@ -62,6 +66,7 @@ from smtp_settings.events import Kind, smtp_event
 from smtp_settings.limits import RateLimiter
 from smtp_settings.models import SmtpServer
 from smtp_settings.results import DEFERRED, FAILED, SENT
+from smtp_settings.shared_limits import configured_rate
 
 log = logging.getLogger(__name__)
 Status = Delivery.Status
@@ -307,12 +312,14 @@ def populate(campaign: Campaign) -> None:
 
 class ServerRotation:
     """Which server sends the next batch: smooth weighted round robin over the campaign's
-    enabled servers, weighted by connection capacity, skipping servers that were down."""
+    enabled servers, weighted by connection capacity, skipping servers that were down and
+    servers waiting for a quota window."""
 
     def __init__(self, campaign: Campaign):
         self.campaign = campaign
         self.current: dict[int, float] = {}
         self.down_until: dict[int, float] = {}
+        self.waiting: dict[int, tuple[float, str]] = {}  # server -> (until, epoch seconds; why)
         self.refresh()
 
     def refresh(self) -> None:
@@ -325,11 +332,15 @@ class ServerRotation:
     def weight(server: SmtpServer) -> int:
         return min(server.max_conns, server.learned_max_conns or server.max_conns)
 
-    def next(self) -> SmtpServer:
+    def next(self) -> SmtpServer | None:
+        """The next server, or None while every server waits for a quota window."""
         now = time.monotonic()
-        up = [s for s in self.servers if self.down_until.get(s.pk, 0) <= now]
+        ready = [s for s in self.servers if self.waiting.get(s.pk, (0, ""))[0] <= time.time()]
+        if not ready:
+            return None
+        up = [s for s in ready if self.down_until.get(s.pk, 0) <= now]
         if not up:
-            return min(self.servers, key=lambda s: self.down_until[s.pk])
+            return min(ready, key=lambda s: self.down_until[s.pk])
         total = sum(self.weight(s) for s in up)
         for server in up:
             self.current[server.pk] += self.weight(server)
@@ -341,6 +352,14 @@ class ServerRotation:
         """Leave `server` out for a while; True if another one can take over."""
         self.down_until[server.pk] = time.monotonic() + SERVER_DOWN_S
         return any(self.down_until.get(s.pk, 0) <= time.monotonic() for s in self.servers)
+
+    def wait(self, server: SmtpServer, until: float, reason: str) -> None:
+        """Leave `server` out until its quota window has room (`until`, epoch seconds)."""
+        self.waiting[server.pk] = (until, reason)
+
+    def soonest(self) -> tuple[float, str]:
+        """When the first waiting server has room again, and why they wait."""
+        return min(self.waiting[s.pk] for s in self.servers)
 
 
 def _message_id(campaign: Campaign, delivery: Delivery) -> str:
@@ -423,7 +442,9 @@ class CampaignSender:
         deadline = time.monotonic() + settings.CAMPAIGN_TASK_BUDGET_S
         campaign = self.campaign
         while time.monotonic() < deadline:
-            campaign.refresh_from_db(fields=["status", "consecutive_failures", "auto_pause_after", "task_failures"])
+            campaign.refresh_from_db(
+                fields=["status", "consecutive_failures", "auto_pause_after", "task_failures", "waiting_until"]
+            )
             if campaign.status != Campaign.Status.RUNNING or self.keeper.lost.is_set():
                 return False
             self.rotation.refresh()
@@ -431,6 +452,13 @@ class CampaignSender:
                 campaign.pause("None of the campaign's SMTP servers is enabled.")
                 return False
             server = self.rotation.next()
+            if server is None:  # every server waits for a quota window: wait, never defer
+                if not self.wait_for_quota(deadline):
+                    return False
+                continue
+            if campaign.waiting_until:
+                self._ours().update(waiting_reason="", waiting_until=None)
+                campaign.waiting_reason, campaign.waiting_until = "", None
             batch = self.claim(self.claim_size(server))
             if batch is None:  # the lease is gone
                 return False
@@ -448,11 +476,25 @@ class CampaignSender:
             time.sleep(min(wait_s, 1.0))
         return True
 
+    def wait_for_quota(self, deadline: float) -> bool:
+        """Say on the campaign what it waits for and until when, and wait a second; False
+        when the wait outlasts this task (the watchdog starts a sender when it is over)."""
+        until, reason = self.rotation.soonest()
+        if not self.campaign.waiting_until:
+            log.info("campaign %s: %s", self.campaign.pk, reason)
+        self.campaign.waiting_until = datetime.fromtimestamp(until, UTC)
+        self._ours().update(waiting_reason=reason[:500], waiting_until=self.campaign.waiting_until)
+        wait_s = until - time.time()
+        if time.monotonic() + wait_s > deadline:
+            return False
+        time.sleep(max(0.0, min(wait_s, 1.0)))
+        return True
+
     def claim_size(self, server: SmtpServer) -> int:
         """As many deliveries as the slowest applicable rate sends in a quarter of the lease:
         a claim should never outlast the lease that protects it (renewal covers a server
         slower than its rate, and the fence covers a sender that stops renewing)."""
-        rates = [rate for rate in (self.campaign.rate_limit, server.rate_limit) if rate > 0]
+        rates = [rate for rate in (self.campaign.rate_limit, configured_rate(server)) if rate > 0]
         if not rates:
             return self.batch_size
         return max(1, min(self.batch_size, int(min(rates) * settings.CAMPAIGN_LEASE_S * CLAIM_LEASE_FRACTION)))
@@ -543,6 +585,9 @@ class CampaignSender:
         backend.send_messages(self._messages(batch, settled, messages))
 
         answered = [(delivery, message) for delivery, message in messages if not message.smtp_result.stopped]
+        waits = [m.smtp_result for _, m in messages if m.smtp_result.stopped and m.smtp_result.resume_at]
+        if waits:
+            self.rotation.wait(server, waits[0].resume_at, waits[0].text)
         failures = None
         if answered and self._unreachable(answered) and self.rotation.mark_down(server):
             log.warning("campaign %s: %s unreachable, its batch goes to another server", self.campaign.pk, server)
@@ -653,8 +698,8 @@ def watchdog() -> None:
         Q(status=Campaign.Status.RUNNING) | Q(deliveries__status=Status.SENDING)
     ).distinct()
     for campaign in stalled:
-        if not lease_is_free(campaign, now):
-            continue
+        if not lease_is_free(campaign, now) or (campaign.waiting_until and campaign.waiting_until > now):
+            continue  # a sender is on it, or it waits for a quota window
         if campaign.status == Campaign.Status.RUNNING:
             async_task("campaigns.tasks.send_campaign", campaign.pk, group=f"campaign-{campaign.pk}")
         elif lease := take_lease(campaign.pk):

@@ -10,7 +10,12 @@
   give up after ConnectionPool.MAX_421_IN_A_ROW, leaving the message `deferred`.
 - Other 4xx, and network errors: retry with exponential backoff and jitter, up to `retries`,
   then `deferred` with the last reply.
+- A 4xx that says we send too fast ("454 Throttling failure", see learning.py): as above,
+  and the server's rate is lowered for every process (`Limits.throttled`).
 - 5xx: `failed` for that recipient at once. Other recipients of the message still go.
+- A full quota window (`MustWait` from the pool's limits): this message and the rest of the
+  batch are not tried; they come back `deferred` and `stopped`, with `resume_at` saying when
+  the window has room. Likewise, without `resume_at`, when the server is disabled meanwhile.
 - The link breaks after the final dot, before the reply (RFC 1047): the server may hold the
   message. Policy: record it `sent` with `ambiguous=True` rather than risk a duplicate
   (pass resend_ambiguous=True to prefer a duplicate over a possible loss).
@@ -51,6 +56,8 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import sanitize_address
 
 from smtp_settings.events import Kind
+from smtp_settings.learning import is_throttle
+from smtp_settings.limits import MustWait
 from smtp_settings.mime import message_bytes
 from smtp_settings.models import SmtpServer
 from smtp_settings.pool import ConnectFailed, ConnectionPool, PoolTimeout, get_pool
@@ -146,7 +153,13 @@ class RotatingEmailBackend(BaseEmailBackend):
             for message in email_messages:
                 if not hasattr(message, "smtp_result"):
                     message.smtp_result = SmtpResult(
-                        DEFERRED, None, feed.stopped, attempts=0, server=server.name, stopped=True
+                        DEFERRED,
+                        None,
+                        feed.stopped,
+                        attempts=0,
+                        server=server.name,
+                        stopped=True,
+                        resume_at=feed.resume_at,
                     )
 
         if feed.taken and feed.sent == 0 and not self.fail_silently:
@@ -199,6 +212,7 @@ class _Feed:
         self.taken = self.sent = 0
         self.reasons: set[str] = set()
         self.stopped: str | None = None
+        self.resume_at: float | None = None
 
     def next(self):
         with self._lock:
@@ -215,9 +229,9 @@ class _Feed:
             elif len(self.reasons) < self.MAX_REASONS:
                 self.reasons.add(result.text)
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, resume_at: float | None = None) -> None:
         with self._lock:
-            self.stopped = reason
+            self.stopped, self.resume_at = reason, resume_at
 
 
 class _Delivery:
@@ -249,7 +263,9 @@ class _Delivery:
         if self.handed_over is not None:
             self.pool.checkin(self.handed_over, self.context)
             self.handed_over = None
-        self.message.smtp_result = SmtpResult(DEFERRED, None, reason, attempts=0, server=self.config.name, stopped=True)
+        self.message.smtp_result = SmtpResult(
+            DEFERRED, None, reason, attempts=0, server=self.config.name, stopped=True, resume_at=self.feed.resume_at
+        )
 
     def pending(self) -> list[str]:
         return [address for address, result in self.outcome.items() if result is None]
@@ -266,7 +282,7 @@ class _Delivery:
             self.outcome[address] = RecipientResult(DEFERRED, *self.last)
         statuses = {result.status for result in self.outcome.values()}
         status = DEFERRED if DEFERRED in statuses else SENT if SENT in statuses else FAILED
-        if status == DEFERRED:
+        if status == DEFERRED and not self.stopped:  # a stopped one was not tried: it is not late
             self.emit(Kind.DEFERRED, code=self.last[0], text=self.last[1], detail={"attempts": self.attempts})
         return SmtpResult(
             status=status,
@@ -277,6 +293,7 @@ class _Delivery:
             server=self.config.name,
             recipients=dict(self.outcome),
             stopped=self.stopped,
+            resume_at=self.feed.resume_at if self.stopped else None,
         )
 
     def _attempt(self, pending: list[str]) -> bool:
@@ -296,7 +313,14 @@ class _Delivery:
 
         batch = pending[: conn.rcptmax] if conn.rcptmax else pending
         try:
-            self.pool.limits.wait_to_send()
+            self.pool.limits.wait_to_send(len(batch))
+        except MustWait as wait:  # not tried: this message and the rest of the batch wait
+            self.pool.checkin(conn, self.context)
+            self.feed.stop(wait.reason, resume_at=wait.until)
+            self.last, self.stopped = (None, wait.reason), True
+            self.attempts -= 1
+            return False
+        try:
             if self.backend.rate_limiter is not None:
                 self.backend.rate_limiter.wait_to_send()
             result = conn.transact(
@@ -359,6 +383,8 @@ class _Delivery:
                 self.emit(Kind.FAILURE, conn, stage=stage, code=code, text=text, recipient=address)
             else:
                 temporary_at = stage
+        if temporary_at is not None and is_throttle(*self.last):
+            self.pool.throttled(conn, *self.last, self.context)
         return True if temporary_at is None else self._retry_later(conn, stage=temporary_at)
 
     def _retry_later(self, conn, stage: str) -> bool:

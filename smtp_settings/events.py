@@ -34,6 +34,9 @@ class Kind:
     POOL_WAIT_TIMEOUT = "pool_wait_timeout"  # no free connection within wait_timeout
     LEARNED_LIMIT = "learned_limit"  # the pool adopted a limit the server revealed
     CONCURRENCY_RAISED = "concurrency_raised"  # probing upward after a learned limit
+    THROTTLED = "throttled"  # a throttle reply lowered the server's rate for the whole cluster
+    THROTTLE_EASED = "throttle_eased"  # a quiet spell: the throttled rate rose a step
+    THROTTLE_LIFTED = "throttle_lifted"  # back at the configured rate
 
 
 @dataclass(frozen=True)

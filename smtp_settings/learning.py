@@ -8,6 +8,11 @@
   accepted (Postfix's concurrency feedback); after a quiet spell with no refusals, allow one
   more again.
 
+Both are shared through the pool's `Limits`: with SharedLimits a ceiling one process learns
+holds for every process at once, and only one process in the cluster probes upward per quiet
+spell. A cap learned per connection is written to the server row, and every pool adopts it
+when its caller next looks the server up (`adopt`): within a batch.
+
 The learner decides and changes the ceiling through the pool's `Limits`; the pool reports
 each change as an event, and the caller writes what was learned to the server entry
 (`take_learned`).
@@ -15,11 +20,18 @@ each change as an event, and the caller writes what was learned to the server en
 
 import re
 import threading
-import time
 
 from smtp_settings.limits import Limits
 
 CONCURRENCY_REFUSAL = re.compile(r"4\.3\.2|concurrent|too many (smtp )?(connections|sessions)", re.IGNORECASE)
+# "454 Throttling failure: Maximum sending rate exceeded" (SES), "450 4.7.1 … rate limited",
+# "421 4.7.0 Try again later, closing connection. (… rate)" and the like.
+THROTTLE_REPLY = re.compile(r"throttl|\brate\b|rate[- ]limit|too many (messages|mails|emails)", re.IGNORECASE)
+
+
+def is_throttle(code: int | None, text: str) -> bool:
+    """A temporary reply that says we send too fast (not one about concurrency)."""
+    return code is not None and 400 <= code < 500 and bool(THROTTLE_REPLY.search(text))
 
 
 class LimitLearner:
@@ -44,8 +56,13 @@ class LimitLearner:
         self.msgs_per_conn = msgs_per_conn  # the learned per-connection cap, None until learned
         self._unrecorded: dict[str, int] = {}  # learned limits not yet written to the server row
         self._session_lengths: list[int] = []
-        self._last_refusal_at = time.monotonic()
         self._lock = threading.Lock()
+
+    def adopt(self, msgs_per_conn: int | None) -> None:
+        """Another process learned a per-connection cap (it is on the server row now)."""
+        with self._lock:
+            if msgs_per_conn and (not self.msgs_per_conn or msgs_per_conn < self.msgs_per_conn):
+                self.msgs_per_conn = msgs_per_conn
 
     def session_ended(self, stage: str, sent: int) -> int | None:
         """A 421 at `stage` ended a session after `sent` accepted messages. Returns the
@@ -72,8 +89,7 @@ class LimitLearner:
     def refused(self, accepted: int, reply: str) -> int | None:
         """The server refused a new session with a 421 while `accepted` of ours were open.
         Returns the ceiling it was lowered to, if it was."""
-        with self._lock:
-            self._last_refusal_at = time.monotonic()
+        self.limits.note_refusal()
         if accepted == 0 and not CONCURRENCY_REFUSAL.search(reply):
             return None
         if accepted and accepted < self.limits.ceiling():
@@ -87,10 +103,8 @@ class LimitLearner:
         """After a quiet spell with no refusals, allow one more connection again. Returns the
         new ceiling, if it was raised."""
         ceiling = self.limits.ceiling()
-        if ceiling >= self.max_conns or time.monotonic() - self._last_refusal_at < self.probe_interval_s:
+        if ceiling >= self.max_conns or not self.limits.claim_probe(self.probe_interval_s):
             return None
-        with self._lock:
-            self._last_refusal_at = time.monotonic()
         self.limits.set_ceiling(ceiling + 1)
         return ceiling + 1
 

@@ -177,10 +177,11 @@ class DatabaseStore:
     def _serialise(self, server_id: int) -> None:
         """Inside a transaction: make deciders of this server wait for each other."""
         self._state_row(server_id)
-        if connection.vendor != "sqlite":  # SQLite's IMMEDIATE transaction already holds the write lock
-            if not LimitState.objects.select_for_update().filter(server_id=server_id).exists():
-                self._state_row(server_id, again=True)
-                LimitState.objects.select_for_update().filter(server_id=server_id).exists()
+        if connection.vendor == "sqlite":  # its IMMEDIATE transaction holds the write lock already
+            return
+        if not LimitState.objects.select_for_update().filter(server_id=server_id).exists():
+            self._state_row(server_id, again=True)
+            LimitState.objects.select_for_update().filter(server_id=server_id).exists()
 
     # -- slots --
 
@@ -244,9 +245,7 @@ class DatabaseStore:
 
     def reserve(self, server_id, interval_s, now):
         self._state_row(server_id)
-        later = "MAX" if connection.vendor == "sqlite" else "GREATEST"
-        table = LimitState._meta.db_table
-        sql = f"UPDATE {table} SET next_send_at = {later}(next_send_at, %s) + %s WHERE server_id = %s RETURNING next_send_at"
+        sql = _RESERVE_SQLITE if connection.vendor == "sqlite" else _RESERVE
         with connection.cursor() as cursor:
             cursor.execute(sql, [now, interval_s, server_id])
             row = cursor.fetchone()
@@ -334,6 +333,13 @@ class DatabaseStore:
                 model.objects.filter(server_id=server_id).delete()
         with self._lock:
             self._known.discard(server_id)
+
+
+_RESERVE = (
+    "UPDATE smtp_settings_limitstate SET next_send_at = GREATEST(next_send_at, %s) + %s"
+    " WHERE server_id = %s RETURNING next_send_at"
+)
+_RESERVE_SQLITE = _RESERVE.replace("GREATEST", "MAX")
 
 
 @cache

@@ -242,6 +242,9 @@ class ConnectionSlot(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["server_id", "number"], name="one_holder_per_slot")]
 
+    def __str__(self) -> str:
+        return f"slot {self.number} of server {self.server_id}: {self.owner}"
+
 
 class LimitState(models.Model):
     """A server's shared pacing and feedback state, one row per server."""
@@ -252,6 +255,9 @@ class LimitState(models.Model):
     probe_at = models.FloatField(default=0, help_text="Last refusal or upward probe of the ceiling.")
     throttled_rate = models.FloatField(null=True, help_text="Units/s after the server's throttle replies.")
     throttled_at = models.FloatField(default=0, help_text="Last throttle reply or step of recovery.")
+
+    def __str__(self) -> str:
+        return f"limits of server {self.server_id}"
 
 
 class WindowCount(models.Model):
@@ -266,6 +272,9 @@ class WindowCount(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["server_id", "window", "bucket"], name="one_count_per_bucket")]
 
+    def __str__(self) -> str:
+        return f"{self.window} {self.bucket} of server {self.server_id}: {self.used}"
+
 
 class SlotDemand(models.Model):
     """A process using, or waiting to use, a server's connections: the shares are fair among
@@ -278,3 +287,6 @@ class SlotDemand(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["server_id", "owner"], name="one_demand_per_process")]
+
+    def __str__(self) -> str:
+        return f"{self.owner} for server {self.server_id}"

@@ -17,14 +17,18 @@ Counting slots and pacing messages is the pool's `Limits` (`limits.py`); what th
 connection it lent out is `PooledConnection.transact` (`transaction.py`).
 """
 
+import random
 import threading
 import time
 from dataclasses import dataclass, field, fields
+
+from django.conf import settings
 
 from smtp_settings.connection import Deadline, SmtpStepError, open_session
 from smtp_settings.events import Kind, PoolEvent, smtp_event
 from smtp_settings.learning import LimitLearner
 from smtp_settings.limits import Limits, LocalLimits
+from smtp_settings.shared_limits import SharedLimits
 from smtp_settings.transaction import PooledConnection, SessionClosed
 
 
@@ -34,6 +38,7 @@ class ServerConfig:
 
     id: int | None
     name: str
+    enabled: bool
     host: str
     port: int
     tls: str
@@ -50,6 +55,11 @@ class ServerConfig:
     wait_timeout: int
     send_timeout: int
     rate_limit: float
+    rate_per_minute: int
+    rate_counts: str
+    quota_per_hour: int
+    quota_per_day: int
+    quota_counts: str
     custom_headers: tuple
     learned_msgs_per_conn: int | None
     learned_max_conns: int | None
@@ -80,7 +90,7 @@ class ConnectionPool:
 
     def __init__(self, config: ServerConfig, limits: Limits | None = None, probe_interval_s: float = 60.0):
         self.config = config
-        self.limits = limits or LocalLimits(config.max_conns, config.rate_limit, config.learned_max_conns)
+        self.limits = limits or self._limits_for(config)
         self.learner = LimitLearner(
             self.limits,
             max_conns=config.max_conns,
@@ -96,6 +106,14 @@ class ConnectionPool:
         if config.idle_timeout:
             self._reaper = threading.Thread(target=self._reap_idle, name=f"smtp-pool-{config.name}", daemon=True)
             self._reaper.start()
+
+    def _limits_for(self, config: ServerConfig) -> Limits:
+        """Cluster-wide limits for a saved server (unless SMTP_SHARED_LIMITS is off)."""
+        if config.id is None or not settings.SMTP_SHARED_LIMITS:
+            return LocalLimits(config.max_conns, config.rate_limit, config.learned_max_conns)
+        limits = SharedLimits(config, emit=self.emit)
+        limits.on_over_share = self._trim
+        return limits
 
     # -- events --
 
@@ -128,21 +146,22 @@ class ConnectionPool:
             while True:
                 if self._idle:
                     return self._idle.pop()
-                opened = self.limits.try_open()
+                slot = self.limits.try_open()
                 remaining = deadline - time.monotonic()
-                if opened or remaining <= 0:
+                if slot is not None or remaining <= 0:
                     break
-                self._cond.wait(remaining)
-        if not opened:
+                # A slot may come free in another process, which cannot wake us: look again soon.
+                self._cond.wait(min(remaining, random.uniform(0.05, 0.15)))
+        if slot is None:
             self.emit(Kind.POOL_WAIT_TIMEOUT, context=context, detail={"wait_timeout": wait_s})
             raise PoolTimeout(f"no free connection to {self.config.name} within {wait_s} s")
         try:
-            return self._open(context)
+            return self._open(context, slot)
         except BaseException:
-            self._release_slot()
+            self._release_slot(slot)
             raise
 
-    def _open(self, context: dict | None) -> PooledConnection:
+    def _open(self, context: dict | None, slot: object) -> PooledConnection:
         started = time.monotonic()
         steps = []
 
@@ -170,7 +189,7 @@ class ConnectionPool:
                 duration_s=time.monotonic() - started,
             )
             raise ConnectFailed(error) from error
-        conn = PooledConnection(smtp)
+        conn = PooledConnection(smtp, slot)
         self.emit(
             Kind.CONNECT,
             conn,
@@ -201,7 +220,7 @@ class ConnectionPool:
         elif self.config.max_conn_age and time.monotonic() - conn.opened_at >= self.config.max_conn_age:
             self.emit(Kind.AGE_CLOSE, conn, context, detail={"max_conn_age": self.config.max_conn_age})
             self._discard(conn, quit=True)
-        elif self._closed or self.limits.open_count() > self.limits.ceiling():
+        elif self._closed or not self.limits.keep(conn.slot):  # surplus: a lower ceiling, or our share
             self._discard(conn, quit=True)
         else:
             with self._cond:
@@ -217,12 +236,30 @@ class ConnectionPool:
             conn.close()
         with self._cond:
             self._greeted -= 1
-        self._release_slot()
+        self._release_slot(conn.slot)
 
-    def _release_slot(self) -> None:
-        self.limits.closed()
+    def _release_slot(self, slot: object) -> None:
+        self.limits.closed(slot)
         with self._cond:
             self._cond.notify()
+
+    def _trim(self) -> None:
+        """Close idle connections the limits no longer let us keep (called by SharedLimits'
+        heartbeat when a ceiling was lowered, another process waits, or slots were lost),
+        one at a time: each one closed may be the one that brings us within our share."""
+        while True:
+            with self._cond:
+                surplus = next((conn for conn in self._idle if not self.limits.keep(conn.slot)), None)
+                if surplus is None:
+                    return
+                self._idle.remove(surplus)
+            self._discard(surplus, quit=True)
+
+    def throttled(self, conn: PooledConnection | None, code: int, text: str, context: dict | None = None) -> None:
+        """The server answered with a throttle reply: lower the rate for everyone sending to it."""
+        rate = self.limits.throttled()
+        if rate is not None:
+            self.emit(Kind.THROTTLED, conn, context, code=code, text=text, detail={"rate": round(rate, 3)})
 
     # -- learning from the server --
 
@@ -246,7 +283,7 @@ class ConnectionPool:
         it accepted."""
         self.emit(Kind.SESSION_CLOSED_421, context=context, stage=error.step, code=error.code, text=error.text)
         with self._cond:
-            accepted = self._greeted
+            accepted = self._greeted  # ours: other processes' slots may still be opening
         ceiling = self.learner.refused(accepted, error.text)
         if ceiling is not None:
             self.emit(
@@ -287,6 +324,7 @@ class ConnectionPool:
             self._cond.notify_all()
         for conn in idle:
             self._discard(conn, quit=True)
+        self.limits.retire()
 
 
 _pools: dict[int, tuple[object, ConnectionPool]] = {}
@@ -299,6 +337,7 @@ def get_pool(server) -> ConnectionPool:
     with _pools_lock:
         known = _pools.get(server.pk)
         if known and known[0] == version:
+            known[1].learner.adopt(server.learned_msgs_per_conn)  # learned by another process, maybe
             return known[1]
         pool = ConnectionPool(ServerConfig.of(server))
         _pools[server.pk] = (version, pool)

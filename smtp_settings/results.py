@@ -33,7 +33,8 @@ class SmtpResult:
     ambiguous: bool = False
     server: str = ""
     recipients: dict[str, RecipientResult] = field(default_factory=dict)
-    stopped: bool = False  # held back before its dot because the batch was stopped (StopBatch)
+    stopped: bool = False  # not tried, or held back before its dot: the batch was stopped (StopBatch, MustWait)
+    resume_at: float | None = None  # stopped by a full quota window: when it has room (seconds since the epoch)
 
     @property
     def enhanced_code(self) -> str:

@@ -1,13 +1,54 @@
 """Keeping a server's limits for the whole cluster: every process on every host.
 
-(Being written: SharedLimits, the Limits of a pool, comes here.)
+`SharedLimits` is the `Limits` (limits.py) of a pool for a saved server. It keeps in the
+store (limit_stores.py: Redis, or the database):
+- Connection slots. Each open connection holds a numbered slot, a lease renewed every third
+  of SMTP_SLOT_LEASE_S while this process lives. A process that dies gives its slots back at
+  once if it was on this host (a waiting process sees its pid is gone), else when the lease
+  runs out. A process whose slots ran out while it was stopped closes those connections after
+  their current message.
+- Fair shares. When another process waits for a connection, each process keeps at most its
+  share of the ceiling (ceiling / processes, the remainder rotating every SHARE_TURN_S) and
+  closes connections beyond it after their current message.
+- Rates (per second, per minute) as one pacing time per server: every message reserves its
+  turn, whichever process sends it. A throttle reply ("454 Throttling failure", say) halves
+  the rate for the cluster; it rises again by a quarter after every SMTP_THROTTLE_RECOVERY_S
+  without one.
+- Quotas (per hour, per day) in rolling windows: a message goes only if every window has
+  room, else `MustWait` says until when. Waiting, never deferring nor exceeding.
+- A learned ceiling and the time of the last refusal, so one learning holds for every process
+  and one process probes upward at a time.
+
+`Heartbeat`, one thread per process, renews the slots, reads the shared state, the shares and
+the server's settings once a second: an edit (a lower max_conns, a rate, disabling the
+server) is obeyed within about a second, surplus connections closing after their message.
 """
 
+import logging
+import math
+import threading
 import time
+import weakref
+from dataclasses import replace
 
+from django import db
 from django.conf import settings
 
+from smtp_settings import processes
+from smtp_settings.events import Kind
 from smtp_settings.limit_stores import Figures, Window, store
+from smtp_settings.limits import MustWait
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+SHARE_TURN_S = 10  # with more processes than connections, who gets the remainder turns this often
+WAIT_NOTE_S = 3.0  # a waiting process's demand lasts this long unless noted again
+THROTTLE_HOLD_S = 2.0  # throttle replies within this long of a change lower the rate once
+THROTTLE_FLOOR = 0.1  # units a second: a throttled rate goes no lower
+THROTTLE_STEP_UP = 1.25
+THROTTLE_STEPS_WITHOUT_RATE = 10  # quiet steps that lift the throttle of a server with no rate set
+SENT_FLUSH_S = 1.0
 
 
 def windows_of(server) -> list[Window]:
@@ -20,3 +61,291 @@ def windows_of(server) -> list[Window]:
 def figures(server) -> Figures:
     """Live, cluster-wide figures for the server card."""
     return store().figures(server.pk, windows_of(server), time.time())
+
+
+def configured_rate(config) -> float:
+    """Units a second the server's rates allow, 0 for no rate."""
+    rates = [rate for rate in (config.rate_limit, config.rate_per_minute / 60) if rate > 0]
+    return min(rates) if rates else 0.0
+
+
+class SharedLimits:
+    """The cluster-wide limits of one server, as seen from this process (see module docstring)."""
+
+    def __init__(self, config, emit=None):
+        self.config = config
+        self.server_id = config.id
+        self.owner = processes.me()
+        self.emit = emit or (lambda kind, **fields: None)  # the pool's, for throttle events
+        self.retired: str | None = None  # set when the server is disabled or deleted
+        self.on_over_share = None  # the pool's: close idle connections beyond the share
+        self._store = store()
+        self._slots: set[int] = set()
+        self._lost: set[int] = set()
+        self._state = self._store.state(self.server_id)
+        self._share = config.max_conns
+        self._others_waiting = False
+        self._open = 0  # cluster-wide, as of the last heartbeat
+        self._renewed_at = time.monotonic()
+        self._last_wait_note = self._last_reclaim = 0.0
+        self._unflushed, self._flushed_at = 0, time.monotonic()
+        self._lock = threading.Lock()
+        heartbeat().add(self)
+
+    # -- connections --
+
+    def ceiling(self) -> int:
+        learned = self._state.ceiling or self.config.learned_max_conns or self.config.max_conns
+        return max(1, min(self.config.max_conns, learned))
+
+    def set_ceiling(self, conns: int) -> None:
+        ceiling = max(1, min(self.config.max_conns, conns))
+        self._store.set_ceiling(self.server_id, ceiling)
+        self._state = replace(self._state, ceiling=ceiling)
+
+    def try_open(self) -> int | None:
+        with self._lock:
+            if self._others_waiting and len(self._slots) >= self._share:
+                return None  # leave the next one to a process below its share
+        now = time.time()
+        number = self._store.take_slot(
+            self.server_id, self.owner, self.ceiling(), now + settings.SMTP_SLOT_LEASE_S, now
+        )
+        if number is None and self._reclaim_from_the_dead(now):
+            number = self._store.take_slot(
+                self.server_id, self.owner, self.ceiling(), now + settings.SMTP_SLOT_LEASE_S, now
+            )
+        if number is None:
+            self._note_waiting(now)
+            return None
+        with self._lock:
+            self._slots.add(number)
+        return number
+
+    def _reclaim_from_the_dead(self, now: float) -> bool:
+        """Slots held by processes of this host that have exited are free at once."""
+        if now - self._last_reclaim < 1.0:
+            return False
+        self._last_reclaim = now
+        dead = [owner for owner in self._store.holders(self.server_id, now) if processes.is_gone(owner)]
+        for owner in dead:
+            log.warning("server %s: freeing the connection slots of %s, which has exited", self.server_id, owner)
+            self._store.drop_owner(owner)
+        return bool(dead)
+
+    def _note_waiting(self, now: float) -> None:
+        if now - self._last_wait_note >= WAIT_NOTE_S / 3:
+            self._last_wait_note = now
+            self._store.note_demand(self.server_id, self.owner, True, now + WAIT_NOTE_S)
+
+    def closed(self, slot: int) -> None:
+        with self._lock:
+            self._slots.discard(slot)
+            if slot in self._lost:
+                self._lost.discard(slot)
+                return  # expired while we were away: possibly someone else's by now
+        self._store.give_slot(self.server_id, self.owner, slot)
+
+    def keep(self, slot: int) -> bool:
+        with self._lock:
+            if slot in self._lost or self.retired:
+                return False
+            return not self._over_share()
+
+    def _over_share(self) -> bool:
+        """More connections than our share while another process waits, or while the cluster
+        is over the ceiling (it was lowered)."""
+        mine = len(self._slots)
+        ceiling = self.ceiling()
+        return mine > min(self._share, ceiling) and (self._others_waiting or self._open > ceiling or mine > ceiling)
+
+    def open_count(self) -> int:
+        return sum(self._store.holders(self.server_id, time.time()).values())
+
+    def share(self) -> int:
+        """Connections this process may hold now."""
+        with self._lock:
+            return min(self._share, self.ceiling())
+
+    # -- learning --
+
+    def note_refusal(self) -> None:
+        self._store.note_refusal(self.server_id, time.time())
+
+    def claim_probe(self, quiet_s: float) -> bool:
+        return self._store.claim_probe(self.server_id, quiet_s, time.time())
+
+    # -- messages --
+
+    def wait_to_send(self, recipients: int = 1) -> None:
+        if self.retired:
+            raise MustWait(self.retired, None)
+        config = self.config
+        now = time.time()
+        windows = windows_of(config)
+        if windows:
+            units = recipients if config.quota_counts == "recipients" else 1
+            full = self._store.take_quota(self.server_id, units, windows, now)
+            if full is not None:
+                raise MustWait(self._quota_reason(full), full.free_at)
+        units = recipients if config.rate_counts == "recipients" else 1
+        rate = self.rate()
+        if rate:
+            send_at = self._store.reserve(self.server_id, units / rate, now)
+            if send_at > now:
+                time.sleep(send_at - now)
+        self._count_sent(units)
+
+    def _quota_reason(self, full) -> str:
+        per = {"hour": "hourly", "day": "daily"}[full.window]
+        unit = self.config.quota_counts
+        if full.free_at is None:
+            return f"a message to more {unit} than {self.config.name}'s {per} quota ({full.quota:,}) allows"
+        return f"waiting for {self.config.name}'s {per} quota: {full.used:,} of {full.quota:,} {unit} used"
+
+    def rate(self) -> float:
+        """Units a second, cluster-wide, now (0: no rate): the configured one, or lower after
+        throttle replies."""
+        configured = configured_rate(self.config)
+        throttled = self._state.throttled_rate
+        if throttled is None:
+            return configured
+        return min(configured, throttled) if configured else throttled
+
+    def _count_sent(self, units: int) -> None:
+        with self._lock:
+            self._unflushed += units
+            due = time.monotonic() - self._flushed_at >= SENT_FLUSH_S
+        if due:
+            self.flush_sent()
+
+    def flush_sent(self) -> None:
+        with self._lock:
+            units, self._unflushed, self._flushed_at = self._unflushed, 0, time.monotonic()
+        if units:
+            self._store.count_sent(self.server_id, units, time.time())
+
+    def throttled(self) -> float | None:
+        now = time.time()
+        state = self._store.state(self.server_id)
+        current = state.throttled_rate or configured_rate(self.config) or self._recent_rate(now)
+        lowered = max(THROTTLE_FLOOR, current / 2)
+        if not self._store.set_throttle(self.server_id, lowered, now - THROTTLE_HOLD_S, now):
+            return None
+        self._state = replace(state, throttled_rate=lowered, throttled_at=now)
+        return lowered
+
+    def _recent_rate(self, now: float) -> float:
+        """What the cluster sent in the last minute, a second (for a server with no rate set)."""
+        sent = self._store.figures(self.server_id, [], now).sent_last_minute
+        return max(1.0, sent / 60)
+
+    # -- the heartbeat's rounds --
+
+    def beat(self, config, now: float) -> None:
+        """Once a second: the server's settings as saved (None: not found, which the backend
+        checks for itself at every batch), the shared state, the shares; slot renewal every
+        third of the slot lease."""
+        if config is not None:
+            self.config = config
+            self.retired = None if config.enabled else f"not sent: SMTP server “{config.name}” is disabled"
+        self._state = self._store.state(self.server_id)
+        self._recover_throttle(now)
+        holders = self._store.holders(self.server_id, now)
+        waiting = self._store.demand(self.server_id, now)
+        owners = sorted(set(holders) | set(waiting) | {self.owner})
+        ceiling = self.ceiling()
+        turn = int(now // SHARE_TURN_S) % len(owners)
+        place = (owners.index(self.owner) - turn) % len(owners)
+        with self._lock:
+            self._open = sum(holders.values())
+            self._others_waiting = any(waiting.get(owner) for owner in owners if owner != self.owner)
+            self._share = ceiling // len(owners) + (place < ceiling % len(owners))
+            over = self._over_share() or self.retired or self._lost
+        if over and self.on_over_share is not None:
+            self.on_over_share()
+        if time.monotonic() - self._renewed_at >= settings.SMTP_SLOT_LEASE_S / 3:
+            self._renew(now)
+        if self._unflushed and time.monotonic() - self._flushed_at >= 2 * SENT_FLUSH_S:
+            self.flush_sent()
+
+    def _renew(self, now: float) -> None:
+        with self._lock:
+            slots = [(self.server_id, number) for number in self._slots if number not in self._lost]
+        held = self._store.renew(self.owner, slots, now + settings.SMTP_SLOT_LEASE_S)
+        self._renewed_at = time.monotonic()
+        lost = {number for _, number in slots} - {number for _, number in held}
+        if lost:
+            log.warning("server %s: %s connection slots ran out while this process was away", self.server_id, len(lost))
+            with self._lock:
+                self._lost |= lost & self._slots
+            if self.on_over_share is not None:
+                self.on_over_share()
+
+    def _recover_throttle(self, now: float) -> None:
+        state = self._state
+        if state.throttled_rate is None or now - state.throttled_at < settings.SMTP_THROTTLE_RECOVERY_S:
+            return
+        configured = configured_rate(self.config)
+        raised = state.throttled_rate * THROTTLE_STEP_UP
+        steps = math.log(raised / THROTTLE_FLOOR, THROTTLE_STEP_UP)
+        lifted = raised >= configured if configured else steps >= THROTTLE_STEPS_WITHOUT_RATE
+        new = None if lifted else raised
+        if self._store.set_throttle(self.server_id, new, state.throttled_at, now):
+            self._state = replace(state, throttled_rate=new, throttled_at=now)
+            kind = Kind.THROTTLE_LIFTED if new is None else Kind.THROTTLE_EASED
+            self.emit(kind, detail={"rate": new, "quiet_s": settings.SMTP_THROTTLE_RECOVERY_S})
+
+    def retire(self) -> None:
+        heartbeat().discard(self)
+
+
+class Heartbeat:
+    """One thread per process that keeps every SharedLimits of the process current."""
+
+    def __init__(self):
+        self._limits: weakref.WeakSet[SharedLimits] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, limits: SharedLimits) -> None:
+        with self._lock:
+            self._limits.add(limits)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="smtp-limits", daemon=True)
+                self._thread.start()
+
+    def discard(self, limits: SharedLimits) -> None:
+        with self._lock:
+            self._limits.discard(limits)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_S)
+            try:
+                self.beat()
+            except Exception:  # the store is away: try again next round; slots run out meanwhile
+                log.exception("the shared limits' heartbeat failed")
+            finally:
+                db.connection.close()
+
+    def beat(self) -> None:
+        from smtp_settings.models import SmtpServer
+        from smtp_settings.pool import ServerConfig
+
+        with self._lock:
+            limits = list(self._limits)
+        if not limits:
+            return
+        rows = {server.pk: server for server in SmtpServer.objects.filter(pk__in={lim.server_id for lim in limits})}
+        now = time.time()
+        for lim in limits:
+            row = rows.get(lim.server_id)
+            lim.beat(ServerConfig.of(row) if row is not None else None, now)
+
+
+_heartbeat = Heartbeat()
+
+
+def heartbeat() -> Heartbeat:
+    return _heartbeat

@@ -92,9 +92,10 @@ class PooledConnection:
     """An open session that the pool lends to one thread at a time, with what the server
     offered (PIPELINING, RFC 9422 LIMITS) and how many messages it has carried."""
 
-    def __init__(self, smtp: BoundedSMTP):
+    def __init__(self, smtp: BoundedSMTP, slot: object = None):
         self.id = next(_connection_ids)
         self.smtp = smtp
+        self.slot = slot  # what the pool's Limits gave for it, given back when it closes
         self.opened_at = self.last_used = time.monotonic()
         self.sent = 0  # messages the server accepted on this session
         self.usable = True

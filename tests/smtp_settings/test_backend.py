@@ -15,7 +15,8 @@ from smtp_settings.pool import ConnectionPool, ServerConfig, get_pool
 from smtp_settings.sandbox import EXCHANGE_421, SES_421
 from smtp_settings.transaction import SessionClosed, prepare_data
 
-pytestmark = pytest.mark.django_db
+# Sending threads take connection slots in the shared limits, each on a database connection of its own.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 BACKEND = "smtp_settings.backends.RotatingEmailBackend"
 

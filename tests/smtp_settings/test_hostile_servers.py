@@ -16,7 +16,7 @@ from smtp_settings.probe import probe
 from tests.hostile import PIPELINING_EHLO, endless
 from tests.smtp_settings.test_probe import _server
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # sending threads use connections of their own
 
 BACKEND = "smtp_settings.backends.RotatingEmailBackend"
 MB = 1024 * 1024

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from tests.smtp_settings.test_views import HTMX, SECRET, _form_data
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # sending threads use connections of their own
 
 
 def test_saved_server_test_with_htmx_returns_the_result_panel(admin_client, make_server, smtp_sandbox):
