@@ -327,3 +327,26 @@ def test_many_threads_take_exactly_the_quota(limit_store):
     _in_threads(8, work)
     assert successes == 60
     assert limit_store.figures(1, [window], 1000.0).used == {"day": 60}
+
+
+# -- Redis: what it keeps --
+
+
+@pytest.mark.parametrize("limit_store", ["redis"], indirect=True)
+def test_redis_windows_expire_and_forget_deletes_the_server_keys(limit_store):
+    limit_store.take_slot(1, "h:1", 5, 1030.0, 1000.0)
+    limit_store.note_demand(1, "h:1", True, 1030.0)
+    limit_store.reserve(1, 1.0, 1000.0)
+    limit_store.take_quota(1, 1, [HOUR, DAY], 1000.0)
+    limit_store.count_sent(1, 1, 1000.0)
+    client, prefix = limit_store.client, limit_store.prefix
+    assert 6250 <= client.pttl(f"{prefix}1:win:hour") <= 7250  # a span and a bucket, and a second
+    assert 0 < client.pttl(f"{prefix}1:win:day") <= 26000
+    assert 0 < client.pttl(f"{prefix}1:win:sent") <= 66000
+    limit_store.take_slot(10, "h:1", 5, 1030.0, 1000.0)  # its keys begin like server 1's
+    limit_store.forget(1)
+    assert sorted(client.scan_iter(match=prefix + "*")) == [
+        f"{prefix}10:owners",
+        f"{prefix}10:slots",
+        f"{prefix}owner:h:1",
+    ]
