@@ -7,7 +7,7 @@ import time
 
 from django.conf import settings
 
-from smtp_settings.limit_stores import Figures, Window, store
+from smtp_settings.limit_stores import Figures, State, Window, store
 
 
 def windows_of(server) -> list[Window]:
@@ -20,3 +20,15 @@ def windows_of(server) -> list[Window]:
 def figures(server) -> Figures:
     """Live, cluster-wide figures for the server card."""
     return store().figures(server.pk, windows_of(server), time.time())
+
+
+def effective_ceiling(server, state: State) -> int:
+    """The most connections open to the server at once: the configured number, or less if
+    the server refused more (learned and stored, or lowered cluster-wide by refusals)."""
+    return min(n for n in (server.max_conns, server.learned_max_conns, state.ceiling) if n)
+
+
+def rate_per_minute(server) -> float | None:
+    """The configured rates as units a minute, the stricter if both are set; None: unlimited."""
+    rates = [rate for rate in (server.rate_limit * 60, server.rate_per_minute) if rate]
+    return min(rates) if rates else None

@@ -30,6 +30,11 @@ def _form_data(**overrides) -> dict:
         "wait_timeout": "5",
         "send_timeout": "30",
         "rate_limit": "14",
+        "rate_per_minute": "0",
+        "rate_counts": "recipients",
+        "quota_per_hour": "0",
+        "quota_per_day": "50000",
+        "quota_counts": "recipients",
         "custom_headers_name": ["X-Mailer", ""],
         "custom_headers_value": ["Relaydeck", ""],
     }
