@@ -1,5 +1,6 @@
 """Starting points for well-known providers: connection settings, and limits at or safely
-below what each provider enforces (rates and quotas as documented). Each preset's `source` says where its numbers come from."""
+below what each provider enforces (rates and quotas as documented). Each preset's `source`
+says where its numbers come from."""
 
 from dataclasses import dataclass, field
 
