@@ -1,12 +1,14 @@
-"""How far a campaign has got: counts per delivery status, rate, ETA and the last errors."""
+"""How far a campaign has got: counts per delivery status, rate, ETA (with any wait for a
+quota window), the last errors, and the servers it shares with other running campaigns."""
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery
+from smtp_settings.models import SmtpServer
 
 RATE_WINDOW_S = 60
 LAST_ERRORS = 5
@@ -28,12 +30,23 @@ def counts_by_campaign(campaign_ids) -> dict[int, dict[str, int]]:
     return counts
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """A server of the campaign that other running campaigns send through too."""
+
+    server: SmtpServer
+    campaigns: list[Campaign]
+
+
 @dataclass
 class Progress:
     counts: dict[str, int]
     ambiguous: int = 0
     rate_per_s: float = 0.0
     last_errors: list = field(default_factory=list)
+    waiting_until: datetime | None = None  # every server of the campaign waits for a quota window until then
+    shared: list[Sharing] = field(default_factory=list)
+    now: datetime = field(default_factory=timezone.now)
 
     @property
     def total(self) -> int:
@@ -52,10 +65,24 @@ class Progress:
         return 100 * self.done / self.total if self.total else 0.0
 
     @property
+    def wait(self) -> timedelta:
+        """How long sending still waits for a quota window."""
+        if self.waiting_until is None or self.waiting_until <= self.now:
+            return timedelta(0)
+        return self.waiting_until - self.now
+
+    @property
+    def resumes_another_day(self) -> bool:
+        return self.waiting_until is not None and (
+            timezone.localdate(self.waiting_until) != timezone.localdate(self.now)
+        )
+
+    @property
     def eta(self) -> timedelta | None:
+        """The wait, if any, then the rest at the current rate."""
         if not self.rate_per_s or not self.remaining:
             return None
-        return timedelta(seconds=round(self.remaining / self.rate_per_s))
+        return self.wait + timedelta(seconds=round(self.remaining / self.rate_per_s))
 
     @property
     def eta_text(self) -> str:
@@ -64,32 +91,60 @@ class Progress:
             return ""
         minutes, seconds = divmod(int(self.eta.total_seconds()), 60)
         hours, minutes = divmod(minutes, 60)
+        days, hours = divmod(hours, 24)
+        if days:
+            return f"{days} d {hours} h"
         if hours:
             return f"{hours} h {minutes:02d} min"
         return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
-def _rate_per_s(campaign: Campaign, deliveries, counts: dict[str, int]) -> float:
+def _rate_per_s(campaign: Campaign, deliveries, counts: dict[str, int], now: datetime) -> float:
     """Messages a second: over the last minute while running (or since the start, if that is
-    sooner), over the whole run once it is over."""
-    now = timezone.now()
+    sooner), over the whole run once it is over. While the campaign waits for a quota window,
+    over the minute before the last message: the rate it will send at again."""
     if campaign.started_at is None:
         return 0.0
     if campaign.finished_at:
         seconds = (campaign.finished_at - campaign.started_at).total_seconds()
         return counts[Status.SENT] / seconds if seconds > 0 else 0.0
-    seconds = min(RATE_WINDOW_S, (now - campaign.started_at).total_seconds())
-    recent = deliveries.filter(sent_at__gte=now - timedelta(seconds=seconds)).count()
+    end = now
+    if campaign.waiting_reason:
+        end = deliveries.aggregate(last=Max("sent_at"))["last"] or now
+    seconds = min(RATE_WINDOW_S, (end - campaign.started_at).total_seconds())
+    recent = deliveries.filter(sent_at__gte=end - timedelta(seconds=seconds), sent_at__lte=end).count()
     return recent / seconds if seconds > 0 else 0.0
+
+
+def shared_servers(campaign: Campaign) -> list[Sharing]:
+    """The campaign's servers that other running campaigns use too, with those campaigns."""
+    if campaign.status != Campaign.Status.RUNNING:
+        return []
+    uses = (
+        Campaign.servers.through.objects.filter(
+            smtpserver__in=campaign.servers.all(), campaign__status=Campaign.Status.RUNNING
+        )
+        .exclude(campaign=campaign)
+        .select_related("smtpserver", "campaign")
+        .order_by("smtpserver__name", "campaign__name", "campaign_id")
+    )
+    shared: dict[int, Sharing] = {}
+    for use in uses:
+        shared.setdefault(use.smtpserver_id, Sharing(use.smtpserver, [])).campaigns.append(use.campaign)
+    return list(shared.values())
 
 
 def progress(campaign: Campaign) -> Progress:
     deliveries = Delivery.objects.filter(campaign=campaign)
     counts = counts_by_campaign([campaign.pk])[campaign.pk]
+    now = timezone.now()
     return Progress(
         counts=counts,
         ambiguous=deliveries.filter(ambiguous=True).count(),
-        rate_per_s=_rate_per_s(campaign, deliveries, counts),
+        rate_per_s=_rate_per_s(campaign, deliveries, counts, now),
+        waiting_until=campaign.waiting_until if campaign.waiting_reason else None,
+        shared=shared_servers(campaign),
+        now=now,
         last_errors=list(
             deliveries.filter(status__in=(Status.FAILED, Status.DEFERRED))
             .exclude(updated_at=None)

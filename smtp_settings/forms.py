@@ -22,8 +22,9 @@ LIMIT_FIELDS = [
     "idle_timeout",
     "max_conn_age",
     "wait_timeout",
-    "rate_limit",
 ]
+RATE_FIELDS = ["rate_limit", "rate_per_minute", "rate_counts"]
+QUOTA_FIELDS = ["quota_per_hour", "quota_per_day", "quota_counts"]
 
 
 class HeaderPairsWidget(forms.Widget):
@@ -70,7 +71,7 @@ class SmtpServerForm(forms.ModelForm):
 
     class Meta:
         model = SmtpServer
-        fields = ["name", "enabled", *CONNECTION_FIELDS, *LIMIT_FIELDS]
+        fields = ["name", "enabled", *CONNECTION_FIELDS, *LIMIT_FIELDS, *RATE_FIELDS, *QUOTA_FIELDS]
 
     ENDPOINT_CHANGED = (
         "Type the password again: the host, port, username, TLS or auth protocol changed "

@@ -1,5 +1,6 @@
-"""Starting points for well-known providers: connection settings and limits kept safely
-below what each provider enforces. Each preset's `source` says where its numbers come from."""
+"""Starting points for well-known providers: connection settings, and limits at or safely
+below what each provider enforces (rates and quotas as documented). Each preset's `source`
+says where its numbers come from."""
 
 from dataclasses import dataclass, field
 
@@ -33,11 +34,21 @@ PRESETS = [
         port=587,
         tls="starttls",
         auth_protocol="login",
-        limits={"max_conns": 10, "max_msgs_per_conn": 300, "idle_timeout": 5, "rate_limit": 14},
+        limits={
+            "max_conns": 10,
+            "max_msgs_per_conn": 300,
+            "idle_timeout": 5,
+            "rate_limit": 14,
+            "rate_counts": "recipients",
+            "quota_per_day": 50_000,
+            "quota_counts": "recipients",
+        },
         source="SES ends sessions with '421 … Maximum message count per session reached' "
         "(seen at 350; AWS does not document the number), so rotate at 300. It drops sessions idle "
         "for about 10 s with '451 4.4.2 Timeout waiting for data from client', so close idle ones at 5 s. "
-        "14 msg/s is a common starting quota: set your account's own rate, and your region's host.",
+        "Each account has a maximum send rate and a 24-hour sending quota, both counted in recipients "
+        "(AWS SES quotas); 14 a second and 50,000 a day are a common starting quota, and the SES sandbox "
+        "allows 1 a second and 200 a day. Set your account's own numbers, and your region's host.",
     ),
     Preset(
         key="microsoft365",
@@ -46,11 +57,20 @@ PRESETS = [
         port=587,
         tls="starttls",
         auth_protocol="login",
-        limits={"max_conns": 10, "max_msgs_per_conn": 0, "idle_timeout": 15, "rate_limit": 0.5},
+        limits={
+            "max_conns": 10,
+            "max_msgs_per_conn": 0,
+            "idle_timeout": 15,
+            "rate_limit": 0,
+            "rate_per_minute": 30,
+            "rate_counts": "messages",
+            "quota_per_day": 10_000,
+            "quota_counts": "recipients",
+        },
         source="Exchange caps connections per client (MaxInboundConnectionPerSource, commonly 20) and answers "
         "'421 4.3.2 The maximum number of concurrent connections has exceeded a limit' beyond it, so 10. "
-        "Exchange Online allows 30 messages a minute per mailbox (0.5 msg/s). For an on-premises relay "
-        "use its host and raise the rate.",
+        "Exchange Online's sending limits allow 30 messages a minute and 10,000 recipients a day per "
+        "mailbox. For an on-premises relay use its host, and raise or clear the rate and the quota.",
     ),
     Preset(
         key="google",
@@ -59,9 +79,17 @@ PRESETS = [
         port=587,
         tls="starttls",
         auth_protocol="login",
-        limits={"max_conns": 3, "max_msgs_per_conn": 100, "idle_timeout": 15, "rate_limit": 1},
-        source="Google documents daily limits (2,000 a day for Workspace, 500 for Gmail) but no per-session "
-        "numbers; it answers '421 4.7.0 Try again later' to bursts, so these are conservative. "
+        limits={
+            "max_conns": 3,
+            "max_msgs_per_conn": 100,
+            "idle_timeout": 15,
+            "rate_limit": 1,
+            "quota_per_day": 2_000,
+            "quota_counts": "messages",
+        },
+        source="Google Workspace allows about 2,000 messages a day per user (Gmail sending limits); a "
+        "consumer Gmail account about 500, so set 500 for one. Google documents no per-session numbers; "
+        "it answers '421 4.7.0 Try again later' to bursts, so these are conservative. "
         "Log in with an app password.",
     ),
     Preset(

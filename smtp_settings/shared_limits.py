@@ -36,7 +36,7 @@ from django.conf import settings
 
 from smtp_settings import processes
 from smtp_settings.events import Kind
-from smtp_settings.limit_stores import Figures, Window, store
+from smtp_settings.limit_stores import Figures, State, Window, store
 from smtp_settings.limits import MustWait
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,21 @@ def figures(server) -> Figures:
 
 
 def configured_rate(config) -> float:
-    """Units a second the server's rates allow, 0 for no rate."""
+    """Units a second the server's rates allow, the stricter if both are set; 0 for no rate."""
     rates = [rate for rate in (config.rate_limit, config.rate_per_minute / 60) if rate > 0]
     return min(rates) if rates else 0.0
+
+
+def rate_per_minute(server) -> float | None:
+    """The configured rates as units a minute; None: unlimited."""
+    return configured_rate(server) * 60 or None
+
+
+def effective_ceiling(config, state: State) -> int:
+    """The most connections open to the server at once: the configured number, or less while
+    the server refuses more (lowered cluster-wide, else as learned and recorded)."""
+    learned = state.ceiling or config.learned_max_conns or config.max_conns
+    return max(1, min(config.max_conns, learned))
 
 
 class SharedLimits:
@@ -95,8 +107,7 @@ class SharedLimits:
     # -- connections --
 
     def ceiling(self) -> int:
-        learned = self._state.ceiling or self.config.learned_max_conns or self.config.max_conns
-        return max(1, min(self.config.max_conns, learned))
+        return effective_ceiling(self.config, self._state)
 
     def set_ceiling(self, conns: int) -> None:
         ceiling = max(1, min(self.config.max_conns, conns))

@@ -3,12 +3,13 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required
 from smtp_settings.forms import ConnectionTestForm, SmtpServerForm, TestMessageForm
+from smtp_settings.live import live_figures
 from smtp_settings.models import SmtpServer
 from smtp_settings.presets import PRESETS, PRESETS_BY_KEY
 from smtp_settings.probe import probe
@@ -19,7 +20,8 @@ def _get_server_or_404(pk: int) -> SmtpServer:
 
 
 def _render_card(request: HtmxHttpRequest, server: SmtpServer) -> HttpResponse:
-    return render(request, "smtp_settings/_server_card.html", {"server": server})
+    context = {"server": server, "live": live_figures(server)}
+    return render(request, "smtp_settings/_server_card.html", context)
 
 
 def _render_form(request: HtmxHttpRequest, form: SmtpServerForm, server: SmtpServer | None, preset=None):
@@ -37,8 +39,16 @@ def _saved(request: HtmxHttpRequest, server: SmtpServer, verb: str) -> HttpRespo
 
 @role_required(Role.VIEWER)
 def server_list(request: HtmxHttpRequest) -> HttpResponse:
-    servers = SmtpServer.objects.all()
-    return render(request, "smtp_settings/list.html", {"servers": servers})
+    cards = [(server, live_figures(server)) for server in SmtpServer.objects.all()]
+    return render(request, "smtp_settings/list.html", {"cards": cards})
+
+
+@role_required(Role.VIEWER)
+@require_GET
+def server_live(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The card's live, cluster-wide figures: the partial polls this."""
+    server = _get_server_or_404(pk)
+    return render(request, "smtp_settings/_server_live.html", {"server": server, "live": live_figures(server)})
 
 
 @role_required(Role.ADMIN)

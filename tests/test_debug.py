@@ -91,7 +91,8 @@ def test_a_crash_in_a_server_view_shows_no_posted_password(admin_user, make_serv
         **{"name": "Relay", "host": "127.0.0.1", "port": "25", "tls": "none", "auth_protocol": "plain"},
         **{"username": USERNAME, "password": "S3cret-pässword", "max_conns": "1", "max_msgs_per_conn": "0"},
         **{"retries": "0", "idle_timeout": "5", "max_conn_age": "0", "wait_timeout": "5", "send_timeout": "5"},
-        "rate_limit": "0",
+        **{"rate_limit": "0", "rate_per_minute": "0", "rate_counts": "messages"},
+        **{"quota_per_hour": "0", "quota_per_day": "0", "quota_counts": "messages"},
     }
 
     def database_fails(**kwargs):

@@ -1,9 +1,12 @@
 """The SMTP settings page: every view, with and without htmx."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
 from smtp_settings.models import SmtpServer
+from smtp_settings.presets import PRESETS
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +33,11 @@ def _form_data(**overrides) -> dict:
         "wait_timeout": "5",
         "send_timeout": "30",
         "rate_limit": "14",
+        "rate_per_minute": "0",
+        "rate_counts": "recipients",
+        "quota_per_hour": "0",
+        "quota_per_day": "50000",
+        "quota_counts": "recipients",
         "custom_headers_name": ["X-Mailer", ""],
         "custom_headers_value": ["Relaydeck", ""],
     }
@@ -108,6 +116,18 @@ def test_create_with_htmx_answers_with_a_client_redirect(admin_client):
         ({"custom_headers_name": ["X-Ok"], "custom_headers_value": ["a\r\nBcc: x@example.test"]}, "Custom headers"),
         ({"custom_headers_name": ["X-Ok"], "custom_headers_value": ["a\x0bBcc : x@example.test"]}, "Custom headers"),
         ({"custom_headers_name": ["X-Ok"], "custom_headers_value": ["a\u2028Bcc: x@example.test"]}, "Custom headers"),
+        ({"rate_limit": "-1"}, "Rate limit (msg/s)"),
+        ({"rate_limit": "1e999"}, "Rate limit (msg/s)"),  # infinity
+        ({"rate_limit": "nan"}, "Rate limit (msg/s)"),
+        ({"rate_per_minute": "-30"}, "Rate limit (per minute)"),
+        ({"rate_per_minute": "thirty"}, "Rate limit (per minute)"),
+        ({"rate_per_minute": "0.5"}, "Rate limit (per minute)"),
+        ({"rate_counts": "bytes"}, "Rates count"),
+        ({"quota_per_hour": "-1"}, "Quota per hour"),
+        ({"quota_per_day": "99999999999999999999"}, "Quota per day"),
+        ({"quota_per_day": "9" * 5000}, "Quota per day"),  # more digits than Python converts
+        ({"quota_per_day": ""}, "Quota per day"),
+        ({"quota_counts": ""}, "Quotas count"),
     ],
 )
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
@@ -170,6 +190,52 @@ def test_presets_fill_host_and_safe_limits(admin_client, preset, host, cap):
     assert "preset." in content  # the preset's note says where its numbers come from
     partial = admin_client.get(reverse("smtp_settings:create"), {"preset": preset}, **HTMX)
     assert partial.content.decode().lstrip().startswith('<form id="server-form"')
+
+
+def _selected(content: str, name: str) -> str:
+    select = re.search(rf'<select name="{name}".*?</select>', content, re.S).group(0)
+    return re.search(r'<option value="([^"]*)" selected>', select).group(1)
+
+
+@pytest.mark.parametrize(
+    "preset, rates, quotas, documented",
+    [
+        ("ses", ("14", "0", "recipients"), ("0", "50000", "recipients"), "both counted in recipients"),
+        ("microsoft365", ("0", "30", "messages"), ("0", "10000", "recipients"), "10,000 recipients a day"),
+        ("google", ("1", "0", "messages"), ("0", "2000", "messages"), "2,000 messages a day"),
+    ],
+)
+def test_presets_fill_the_documented_rates_and_quotas(admin_client, preset, rates, quotas, documented):
+    for headers in ({}, HTMX):  # the page, and the form alone when a preset button swaps it in
+        content = admin_client.get(reverse("smtp_settings:create"), {"preset": preset}, **headers).content.decode()
+        rate_limit, per_minute, rate_counts = rates
+        quota_per_hour, quota_per_day, quota_counts = quotas
+        assert f'name="rate_limit" value="{rate_limit}"' in content
+        assert f'name="rate_per_minute" value="{per_minute}"' in content
+        assert f'name="quota_per_hour" value="{quota_per_hour}"' in content
+        assert f'name="quota_per_day" value="{quota_per_day}"' in content
+        assert (_selected(content, "rate_counts"), _selected(content, "quota_counts")) == (rate_counts, quota_counts)
+        assert documented in content
+
+
+def test_every_preset_saves_as_it_is_filled_in(admin_client):
+    for preset in PRESETS:
+        values = {"name": preset.label, "username": "me@example.test", "password": SECRET} | preset.initial()
+        response = admin_client.post(reverse("smtp_settings:create"), _form_data(**values))
+        assert response.status_code == 302, (preset.key, response.content.decode()[:3000])
+        saved = SmtpServer.objects.get(name=preset.label)
+        assert {key: getattr(saved, key) for key in preset.limits} == preset.limits, preset.key
+
+
+def test_the_form_groups_rates_and_quotas_with_their_help(admin_client):
+    content = admin_client.get(reverse("smtp_settings:create")).content.decode()
+    rates, quotas = content.index("<legend>Rates</legend>"), content.index("<legend>Quotas</legend>")
+    for name in ("rate_limit", "rate_per_minute", "rate_counts"):
+        assert rates < content.index(f'name="{name}"') < quotas, name
+    for name in ("quota_per_hour", "quota_per_day", "quota_counts"):
+        assert quotas < content.index(f'name="{name}"'), name
+    assert "Messages per minute across all connections (Microsoft 365: 30)." in content
+    assert "What the hourly and daily quotas count (Amazon SES and Microsoft 365 count recipients)." in content
 
 
 def test_toggle_flips_enabled(admin_client, server):

@@ -1,0 +1,132 @@
+"""The progress block of a running campaign: the wait for a quota window, an ETA that
+includes it, and the servers it shares with other running campaigns."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns import sending
+from campaigns.models import Campaign
+from campaigns.progress import Progress, progress
+from tests.campaigns.test_sending import make_campaign
+
+pytestmark = pytest.mark.django_db
+
+SES_DAY = "waiting for Amazon SES's daily quota: 50,000 of 50,000 recipients used"
+
+
+def _running(campaign: Campaign, **fields) -> Campaign:
+    Campaign.objects.filter(pk=campaign.pk).update(status="running", **fields)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def _named(campaign: Campaign, name: str) -> Campaign:
+    Campaign.objects.filter(pk=campaign.pk).update(name=name)
+    campaign.name = name
+    return campaign
+
+
+def _block(browser, campaign: Campaign) -> str:
+    response = browser.get(reverse("campaigns:progress", args=[campaign.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+# -- waiting for a quota window --
+
+
+def test_a_waiting_campaign_says_what_it_waits_for_and_counts_the_wait_in_its_eta(viewer_client, make_server):
+    now = timezone.now()
+    campaign = make_campaign([make_server()], 40)
+    sending.populate(campaign)
+    # 30 sent in the minute before the window filled, 5 minutes ago: 0.5 a second, 10 to go.
+    for n, delivery in enumerate(campaign.deliveries.order_by("pk")[:30]):
+        delivery.status, delivery.sent_at = "sent", now - timedelta(minutes=5, seconds=2 * n)
+        delivery.save(update_fields=["status", "sent_at"])
+    waiting_until = now + timedelta(hours=2)
+    _running(campaign, started_at=now - timedelta(minutes=10), waiting_reason=SES_DAY, waiting_until=waiting_until)
+
+    html = _block(viewer_client, campaign)
+
+    assert "Waiting for Amazon SES&#x27;s daily quota: 50,000 of 50,000 recipients used; resumes " in html
+    assert f"{timezone.localtime(waiting_until):%H:%M} UTC</p>" in html
+    assert "0.5 msg/s before the wait" in html
+    assert "about 2 h 00 min to go, the wait included" in html
+    assert f'hx-get="{reverse("campaigns:progress", args=[campaign.pk])}" hx-trigger="every 2s"' in html
+
+
+def test_once_sending_resumes_the_wait_is_gone(viewer_client, make_server):
+    campaign = _running(make_campaign([make_server()], 3), started_at=timezone.now())
+
+    html = _block(viewer_client, campaign)
+
+    assert "Waiting for" not in html and "resumes" not in html and "the wait included" not in html
+
+
+@pytest.mark.parametrize(
+    "now, shown",
+    [
+        (datetime(2026, 11, 25, 13, 40, tzinfo=UTC), "recipients used; resumes 14:05 UTC</p>"),
+        (datetime(2026, 11, 24, 23, 10, tzinfo=UTC), "recipients used; resumes Wed 25 Nov 14:05 UTC</p>"),
+    ],
+)
+def test_the_time_it_resumes_names_the_day_when_not_today(make_server, now, shown):
+    campaign = _running(
+        make_campaign([make_server()], 1),
+        waiting_reason=SES_DAY,
+        waiting_until=datetime(2026, 11, 25, 14, 5, tzinfo=UTC),
+    )
+    block = progress(campaign)
+    block.now = now
+
+    assert shown in render_to_string("campaigns/_progress.html", {"campaign": campaign, "progress": block})
+
+
+def test_the_eta_starts_when_the_wait_ends():
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    counts = {"pending": 600, "sending": 0, "sent": 0, "deferred": 0, "failed": 0, "skipped": 0}
+
+    def eta(waiting_until):
+        return Progress(counts=counts, rate_per_s=10, waiting_until=waiting_until, now=now).eta_text
+
+    assert eta(None) == "1 min 00 s"
+    assert eta(now + timedelta(minutes=30)) == "31 min 00 s"
+    assert eta(now + timedelta(days=1, hours=2)) == "1 d 2 h"
+    assert eta(now - timedelta(minutes=1)) == "1 min 00 s"  # resumed, not yet cleared by the sender
+
+
+# -- shared servers --
+
+
+def test_a_running_campaign_names_the_other_running_campaigns_on_its_servers(viewer_client, make_server):
+    ses, relay, spare = make_server(name="SES"), make_server(name="Relay"), make_server(name="Spare")
+    ours = _running(_named(make_campaign([ses, relay], 2), "Ours"))
+    bold = _running(_named(make_campaign([ses], 2), "<b>Bold</b> & co"))
+    both = _running(_named(make_campaign([ses, relay], 2), "Both"))
+    _named(make_campaign([ses], 2, status="paused"), "Paused one")
+    _running(_named(make_campaign([spare], 2), "Elsewhere"))
+
+    html = " ".join(_block(viewer_client, ours).split())
+
+    link = '<a href="{}">{}</a>'.format
+    bold_link = link(reverse("campaigns:detail", args=[bold.pk]), "&lt;b&gt;Bold&lt;/b&gt; &amp; co")
+    both_link = link(reverse("campaigns:detail", args=[both.pk]), "Both")
+    assert f"SES is shared with 2 other running campaigns: {bold_link}, {both_link}</p>" in html
+    assert f"Relay is shared with 1 other running campaign: {both_link}</p>" in html
+    assert "Spare" not in html and "Paused one" not in html and "Elsewhere" not in html
+    page = viewer_client.get(reverse("campaigns:detail", args=[ours.pk])).content.decode()
+    assert "SES is shared with 2 other running campaigns" in page
+
+
+def test_a_campaign_alone_on_its_server_or_not_running_says_nothing_of_sharing(viewer_client, make_server):
+    ses = make_server(name="SES")
+    alone = _running(make_campaign([ses], 2))
+    draft = make_campaign([make_server(name="Other")], 2)
+    _running(make_campaign([draft.servers.get()], 2))
+
+    assert "is shared with" not in _block(viewer_client, alone)
+    assert "is shared with" not in _block(viewer_client, draft)
