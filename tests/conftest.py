@@ -6,12 +6,14 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from django.test import Client
 
 from smtp_settings.events import smtp_event
+from smtp_settings.limit_stores import store
 from smtp_settings.models import SmtpServer
 from smtp_settings.pool import close_all_pools
 from smtp_settings.sandbox import SandboxServer
@@ -67,6 +69,20 @@ def _fresh_pools():
     """Pools live as long as their process; each test starts and ends without any."""
     yield
     close_all_pools()
+
+
+@pytest.fixture(autouse=True)
+def _own_limit_keys(settings):
+    """With Redis, each test keeps its shared limits under keys of its own (the worker
+    processes it starts get the same prefix): server ids repeat from one run to the next."""
+    settings.LIMITS_KEY_PREFIX = f"test:{uuid.uuid4().hex}:"
+    store.cache_clear()
+    yield
+    if settings.REDIS_URL:
+        client = store().client
+        for key in client.scan_iter(match=settings.LIMITS_KEY_PREFIX + "*"):
+            client.delete(key)
+    store.cache_clear()
 
 
 @pytest.fixture

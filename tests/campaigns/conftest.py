@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +20,15 @@ def site_url(settings) -> str:
 
 
 def _worker_env(**overrides: str) -> dict:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="project.settings", CAMPAIGN_LEASE_S="30") | overrides
+    env = (
+        dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="project.settings",
+            CAMPAIGN_LEASE_S="30",
+            LIMITS_KEY_PREFIX=settings.LIMITS_KEY_PREFIX,
+        )
+        | overrides
+    )
     db = connection.settings_dict
     if connection.vendor == "sqlite":
         env["SQLITE_PATH"] = str(db["NAME"])
