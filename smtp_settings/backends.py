@@ -13,6 +13,8 @@
 - A 4xx that says we send too fast ("454 Throttling failure", see learning.py): as above,
   and the server's rate is lowered for every process (`Limits.throttled`).
 - 5xx: `failed` for that recipient at once. Other recipients of the message still go.
+- No connection free within the server's wait_timeout (other threads or processes hold them
+  all): this message is not tried; it comes back `deferred` and `stopped`, attempts 0.
 - A full quota window (`MustWait` from the pool's limits): this message and the rest of the
   batch are not tried; they come back `deferred` and `stopped`, with `resume_at` saying when
   the window has room. Likewise, without `resume_at`, when the server is disabled meanwhile.
@@ -137,8 +139,9 @@ class RotatingEmailBackend(BaseEmailBackend):
             return 0
         pool = get_pool(server)
         feed = _Feed(email_messages)
-        sized = len(email_messages) if isinstance(email_messages, list | tuple) else pool.limits.ceiling()
-        threads_wanted = min(pool.limits.ceiling(), sized, self.max_threads or sized)
+        share = pool.limits.share()  # the connections this process may use now
+        sized = len(email_messages) if isinstance(email_messages, list | tuple) else share
+        threads_wanted = min(share, sized, self.max_threads or sized)
         workers = [threading.Thread(target=self._work_in_thread, args=(pool, feed)) for _ in range(threads_wanted - 1)]
         for worker in workers:
             worker.start()
@@ -302,8 +305,9 @@ class _Delivery:
         if conn is None:
             try:
                 conn = self.pool.checkout(self.context)
-            except PoolTimeout as error:
-                self.last = (None, str(error))
+            except PoolTimeout as error:  # not tried: other senders held every connection
+                self.last, self.stopped = (None, str(error)), True
+                self.attempts -= 1
                 return False
             except SessionClosed as error:
                 return self._after_421(None, error)

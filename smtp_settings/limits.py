@@ -28,10 +28,13 @@ class Limits(Protocol):
     def closed(self, slot: object) -> None:
         """The connection holding `slot` is closed: give the slot back."""
 
-    def keep(self, slot: object) -> bool:
+    def keep(self, slot: object, idle: bool = False) -> bool:
         """May the connection holding `slot` stay open after its message? No when the slot
         was lost, or this process holds more than its share (a ceiling was lowered, or
-        another process waits)."""
+        another process waits); and not if it sits `idle` while another process waits."""
+
+    def share(self) -> int:
+        """How many connections this process may use now (as many sending threads are useful)."""
 
     def open_count(self) -> int:
         """How many slots are taken now."""
@@ -102,8 +105,11 @@ class LocalLimits:
         with self._lock:
             self._open -= 1
 
-    def keep(self, slot: object) -> bool:
+    def keep(self, slot: object, idle: bool = False) -> bool:
         return self._open <= self._ceiling
+
+    def share(self) -> int:
+        return self._ceiling
 
     def ceiling(self) -> int:
         return self._ceiling

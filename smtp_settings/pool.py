@@ -249,7 +249,7 @@ class ConnectionPool:
         one at a time: each one closed may be the one that brings us within our share."""
         while True:
             with self._cond:
-                surplus = next((conn for conn in self._idle if not self.limits.keep(conn.slot)), None)
+                surplus = next((conn for conn in self._idle if not self.limits.keep(conn.slot, idle=True)), None)
                 if surplus is None:
                     return
                 self._idle.remove(surplus)

@@ -8,8 +8,8 @@ store (limit_stores.py: Redis, or the database):
   runs out. A process whose slots ran out while it was stopped closes those connections after
   their current message.
 - Fair shares. When another process waits for a connection, each process keeps at most its
-  share of the ceiling (ceiling / processes, the remainder rotating every SHARE_TURN_S) and
-  closes connections beyond it after their current message.
+  share of the ceiling (ceiling / processes, the remainder rotating every SHARE_TURN_S),
+  closes connections beyond it after their current message, and closes idle ones.
 - Rates (per second, per minute) as one pacing time per server: every message reserves its
   turn, whichever process sends it. A throttle reply ("454 Throttling failure", say) halves
   the rate for the cluster; it rises again by a quarter after every SMTP_THROTTLE_RECOVERY_S
@@ -157,9 +157,9 @@ class SharedLimits:
                 return  # expired while we were away: possibly someone else's by now
         self._store.give_slot(self.server_id, self.owner, slot)
 
-    def keep(self, slot: int) -> bool:
+    def keep(self, slot: int, idle: bool = False) -> bool:
         with self._lock:
-            if slot in self._lost or self.retired:
+            if slot in self._lost or self.retired or (idle and self._others_waiting):
                 return False
             return not self._over_share()
 
@@ -191,6 +191,8 @@ class SharedLimits:
     def wait_to_send(self, recipients: int = 1) -> None:
         if self.retired:
             raise MustWait(self.retired, None)
+        if time.monotonic() - self._renewed_at > settings.SMTP_SLOT_LEASE_S * 2 / 3:
+            self._renew(time.time())  # the heartbeat is late (this process was stopped?): which slots are ours
         config = self.config
         now = time.time()
         windows = windows_of(config)
@@ -272,7 +274,7 @@ class SharedLimits:
             self._open = sum(holders.values())
             self._others_waiting = any(waiting.get(owner) for owner in owners if owner != self.owner)
             self._share = ceiling // len(owners) + (place < ceiling % len(owners))
-            over = self._over_share() or self.retired or self._lost
+            over = self._over_share() or self.retired or self._lost or self._others_waiting
         if over and self.on_over_share is not None:
             self.on_over_share()
         if time.monotonic() - self._renewed_at >= settings.SMTP_SLOT_LEASE_S / 3:

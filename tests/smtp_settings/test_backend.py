@@ -281,6 +281,7 @@ def test_wait_timeout_is_honoured(smtp_sandbox, make_server, pool_events):
     assert 1 <= time.monotonic() - started < 2
     assert message.smtp_result.status == "deferred"
     assert message.smtp_result.text == f"no free connection to {server.name} within 1 s"
+    assert (message.smtp_result.stopped, message.smtp_result.attempts) == (True, 0)  # not tried: not late
     assert _kinds(pool_events)[Kind.POOL_WAIT_TIMEOUT] == 1
     pool.checkin(held)
 
