@@ -33,6 +33,9 @@ from dataclasses import replace
 
 from django import db
 from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from smtp_settings import processes
 from smtp_settings.events import Kind
@@ -49,6 +52,7 @@ THROTTLE_FLOOR = 0.1  # units a second: a throttled rate goes no lower
 THROTTLE_STEP_UP = 1.25
 THROTTLE_STEPS_WITHOUT_RATE = 10  # quiet steps that lift the throttle of a server with no rate set
 SENT_FLUSH_S = 1.0
+FULL_RECHECK_S = 0.05
 
 
 def windows_of(server) -> list[Window]:
@@ -81,6 +85,12 @@ def effective_ceiling(config, state: State) -> int:
     return max(1, min(config.max_conns, learned))
 
 
+@receiver(post_delete, sender="smtp_settings.SmtpServer", dispatch_uid="smtp_settings.shared_limits.forget")
+def _forget_deleted_server(sender, instance, **kwargs) -> None:
+    server_id = instance.pk
+    transaction.on_commit(lambda: store().forget(server_id))
+
+
 class SharedLimits:
     """The cluster-wide limits of one server, as seen from this process (see module docstring)."""
 
@@ -100,6 +110,7 @@ class SharedLimits:
         self._open = 0  # cluster-wide, as of the last heartbeat
         self._renewed_at = time.monotonic()
         self._last_wait_note = self._last_reclaim = 0.0
+        self._full_until = 0.0  # waiting threads of this process ask the store once per FULL_RECHECK_S
         self._unflushed, self._flushed_at = 0, time.monotonic()
         self._lock = threading.Lock()
         heartbeat().add(self)
@@ -118,6 +129,8 @@ class SharedLimits:
         with self._lock:
             if self._others_waiting and len(self._slots) >= self._share:
                 return None  # leave the next one to a process below its share
+            if time.monotonic() < self._full_until:
+                return None  # the store said "full" a moment ago: spare it the question
         now = time.time()
         number = self._store.take_slot(
             self.server_id, self.owner, self.ceiling(), now + settings.SMTP_SLOT_LEASE_S, now
@@ -127,6 +140,7 @@ class SharedLimits:
                 self.server_id, self.owner, self.ceiling(), now + settings.SMTP_SLOT_LEASE_S, now
             )
         if number is None:
+            self._full_until = time.monotonic() + FULL_RECHECK_S
             self._note_waiting(now)
             return None
         with self._lock:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from smtp_settings.events import Kind
+from smtp_settings.limit_stores import store
 from smtp_settings.pool import ConnectionPool, ServerConfig
 from smtp_settings.transaction import SessionClosed
 from tests.campaigns.conftest import ROOT, _worker_env
@@ -91,3 +92,15 @@ def _wait_until(condition, within_s: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not within the time"
         time.sleep(0.05)
+
+
+def test_a_deleted_server_leaves_nothing_behind_in_the_shared_limits(make_server):
+    server = make_server()
+    now = time.time()
+    store().take_slot(server.pk, "elsewhere.example:1", 5, now + 30, now)
+    store().set_ceiling(server.pk, 2)
+
+    server.delete()
+
+    assert store().holders(server.pk, time.time()) == {}
+    assert store().state(server.pk).ceiling is None
