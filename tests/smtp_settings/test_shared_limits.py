@@ -112,9 +112,7 @@ def _disable(server):
     return lambda: SmtpServer.objects.filter(pk=server.pk).update(enabled=False)
 
 
-def test_a_server_disabled_mid_batch_sends_nothing_a_second_later_and_the_rest_waits_untried(
-    smtp_sandbox, make_server
-):
+def test_a_server_disabled_mid_batch_sends_nothing_a_second_later_and_the_rest_waits_untried(smtp_sandbox, make_server):
     sandbox = smtp_sandbox(latency_ms=2)
     server = make_server(name="Relay", port=sandbox.port, max_conns=2)
     disabled_at = []
