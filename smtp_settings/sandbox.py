@@ -21,6 +21,7 @@ import random
 import re
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class ReceivedMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes
     message_id: str
+    received_at: float  # time.monotonic() when its final dot arrived
 
 
 class _Handler:
@@ -107,6 +109,7 @@ class _Handler:
                     rcpt_tos=tuple(envelope.rcpt_tos),
                     data=content,
                     message_id=str(BytesHeaderParser().parsebytes(content).get("Message-ID", "")),
+                    received_at=time.monotonic(),
                 ),
             )
         return await self._reply(server, "dot", "250 2.0.0 Ok: queued", action)
