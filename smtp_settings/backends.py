@@ -17,7 +17,8 @@
   all): this message is not tried; it comes back `deferred` and `stopped`, attempts 0.
 - A full quota window (`MustWait` from the pool's limits): this message and the rest of the
   batch are not tried; they come back `deferred` and `stopped`, with `resume_at` saying when
-  the window has room. Likewise, without `resume_at`, when the server is disabled meanwhile.
+  the window has room. Likewise, without `resume_at`, when the server is disabled or deleted
+  meanwhile (its pool's limits learn that within a second).
 - The link breaks after the final dot, before the reply (RFC 1047): the server may hold the
   message. Policy: record it `sent` with `ambiguous=True` rather than risk a duplicate
   (pass resend_ambiguous=True to prefer a duplicate over a possible loss).

@@ -100,6 +100,7 @@ class SharedLimits:
         self.owner = processes.me()
         self.emit = emit or (lambda kind, **fields: None)  # the pool's, for throttle events
         self.retired: str | None = None  # set when the server is disabled or deleted
+        self._seen_saved = False  # the heartbeat has read the server's row
         self.on_over_share = None  # the pool's: close idle connections beyond the share
         self._store = store()
         self._slots: set[int] = set()
@@ -270,12 +271,13 @@ class SharedLimits:
     # -- the heartbeat's rounds --
 
     def beat(self, config, now: float) -> None:
-        """Once a second: the server's settings as saved (None: not found, which the backend
-        checks for itself at every batch), the shared state, the shares; slot renewal every
-        third of the slot lease."""
+        """Once a second: the server's settings as saved (None: not found, deleted if it was
+        found before), the shared state, the shares; slot renewal every third of the slot lease."""
         if config is not None:
-            self.config = config
+            self.config, self._seen_saved = config, True
             self.retired = None if config.enabled else f"not sent: SMTP server “{config.name}” is disabled"
+        elif self._seen_saved:  # (a row never seen may be one not committed yet)
+            self.retired = f"not sent: SMTP server “{self.config.name}” was deleted"
         self._state = self._store.state(self.server_id)
         self._recover_throttle(now)
         holders = self._store.holders(self.server_id, now)

@@ -129,15 +129,22 @@ def test_a_server_disabled_mid_batch_sends_nothing_a_second_later_and_the_rest_w
     assert {r.text for r in untried} == {"not sent: SMTP server “Relay” is disabled"}
 
 
-def test_a_server_deleted_mid_batch_finishes_the_batch_and_then_sends_no_more(smtp_sandbox, make_server):
-    sandbox = smtp_sandbox()
+def test_a_server_deleted_mid_batch_sends_nothing_a_second_later_nor_in_the_next_batch(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(latency_ms=2)
     server = make_server(name="Relay", port=sandbox.port, max_conns=2)
-    sandbox.fault = _when_received(5, lambda: SmtpServer.objects.filter(pk=server.pk).delete())
+    deleted_at = []
+    delete = lambda: (SmtpServer.objects.filter(pk=server.pk).delete(), deleted_at.append(time.monotonic()))  # noqa: E731
+    sandbox.fault = _when_received(600, delete)  # after a heartbeat has read the row: a second or more in
     backend = _backend(server.pk, fail_silently=True)
+    messages = _messages(3000)
 
-    assert backend.send_messages(_messages(50)) == 50
+    sent = backend.send_messages(messages)
+
+    assert 600 <= sent < 3000
+    assert max(message.received_at for message in sandbox.received) < deleted_at[0] + 1.5
+    untried = [message.smtp_result for message in messages if message.smtp_result.status != "sent"]
+    assert {r.text for r in untried} == {"not sent: SMTP server “Relay” was deleted"}
     later = _messages(3)
     assert backend.send_messages(later) == 0
-
-    assert len(sandbox.received) == 50
     assert {(m.smtp_result.status, m.smtp_result.attempts) for m in later} == {("deferred", 0)}
+    assert len(sandbox.received) == sent
