@@ -80,7 +80,8 @@ def run_one(subscribers: int, args) -> None:
     os.environ.update(
         RELAYDECK_VAR_DIR=var_dir,
         DJANGO_SETTINGS_MODULE="project.settings",
-        DEBUG="1",
+        DEBUG="0",  # as in production: DEBUG's cursor wrapper records every query
+        SECRET_KEY=uuid4().hex,
         SMTP_SHARED_LIMITS=MODES[args.mode],
         LIMITS_KEY_PREFIX=f"relaydeck:bench:{uuid4().hex}:",
     )
