@@ -19,7 +19,8 @@ take per message, over the rolling day window). With SMTP_SHARED_LIMITS=false th
 gets LocalLimits: an in-process counter and RateLimiter, no quota bookkeeping.
 
 Rounds alternate shared, local, shared, local... for each list size. Prints each run's
-messages/second and the peak resident memory (VmHWM) of each qcluster process (the largest
+messages/second, the CPU time all qcluster processes used per message (less sensitive than
+the rate to other load on the machine), and the peak resident memory (VmHWM) of each qcluster process (the largest
 is the worker that sent), then the ratio shared/local for each round's pair and for the best
 of each. A ratio of 1.00 means the cluster-wide bookkeeping costs nothing measurable; the
 requirement (issue #10) is at least 0.90. Pairs differ by a few per cent from noise alone on
@@ -47,6 +48,12 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User and system time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cluster_pids(leader: int) -> list[int]:
@@ -148,11 +155,14 @@ def run_one(subscribers: int, args) -> None:
         started = time.perf_counter()
         campaign.launch()
         peaks: dict[int, float] = {}
+        cpu: dict[int, float] = {}
+        before = {pid: cpu_s(pid) for pid in cluster_pids(worker.pid)}
         while Campaign.objects.values_list("status", flat=True).get(pk=campaign.pk) != "finished":
             time.sleep(0.25)
             for pid in cluster_pids(worker.pid):
                 with contextlib.suppress(FileNotFoundError):
                     peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mb(pid))
+                    cpu[pid] = cpu_s(pid) - before.get(pid, 0.0)
         elapsed = time.perf_counter() - started
     finally:
         os.killpg(worker.pid, 9)
@@ -162,6 +172,7 @@ def run_one(subscribers: int, args) -> None:
     assert sent == subscribers, f"only {sent} of {subscribers} sent"
     print(
         f"{args.mode:<6} {subscribers:>7} subscribers: {elapsed:6.1f} s, {subscribers / elapsed:7.1f} msg/s, "
+        f"cluster CPU {sum(cpu.values()) / subscribers * 1000:.2f} ms/msg, "
         f"peak RSS per qcluster process (MB): {', '.join(f'{mb:.0f}' for mb in sorted(peaks.values()))}",
         flush=True,
     )
