@@ -10,10 +10,10 @@ store (limit_stores.py: Redis, or the database):
 - Fair shares. When another process waits for a connection, each process keeps at most its
   share of the ceiling (ceiling / processes, the remainder rotating every SHARE_TURN_S),
   closes connections beyond it after their current message, and closes idle ones.
-- Rates (per second, per minute) as one pacing time per server: every message reserves its
-  turn, whichever process sends it. A throttle reply ("454 Throttling failure", say) halves
-  the rate for the cluster; it rises again by a quarter after every SMTP_THROTTLE_RECOVERY_S
-  without one.
+- Rates (per second, per minute) as one pacing time per server: every message has its
+  turn, whichever process sends it (a process reserves 50 ms of turns at a time). A
+  throttle reply ("454 Throttling failure", say) halves the rate for the cluster; it rises
+  again by a quarter after every SMTP_THROTTLE_RECOVERY_S without one.
 - Quotas (per hour, per day) in rolling windows: a message goes only if every window has
   room, else `MustWait` says until when. Waiting, never deferring nor exceeding.
 - A learned ceiling and the time of the last refusal, so one learning holds for every process
@@ -53,6 +53,8 @@ THROTTLE_STEP_UP = 1.25
 THROTTLE_STEPS_WITHOUT_RATE = 10  # quiet steps that lift the throttle of a server with no rate set
 SENT_FLUSH_S = 1.0
 FULL_RECHECK_S = 0.05
+TURNS_AHEAD_S = 0.05  # a process reserves this much of a server's rate at a time
+TURN_SLACK_S = 0.01  # a reserved turn this far in the past is dropped, not used late
 
 
 def windows_of(server) -> list[Window]:
@@ -112,6 +114,8 @@ class SharedLimits:
         self._renewed_at = time.monotonic()
         self._last_wait_note = self._last_reclaim = 0.0
         self._full_until = 0.0  # waiting threads of this process ask the store once per FULL_RECHECK_S
+        self._turns = (0.0, 0.0, 0.0)  # reserved turns not handed out yet: (next, end, at rate)
+        self._turns_lock = threading.Lock()
         self._unflushed, self._flushed_at = 0, time.monotonic()
         self._lock = threading.Lock()
         heartbeat().add(self)
@@ -219,10 +223,24 @@ class SharedLimits:
         units = recipients if config.rate_counts == "recipients" else 1
         rate = self.rate()
         if rate:
-            send_at = self._store.reserve(self.server_id, units / rate, now)
+            send_at = self._turn(units / rate, rate, now)
             if send_at > now:
                 time.sleep(send_at - now)
         self._count_sent(units)
+
+    def _turn(self, need_s: float, rate: float, now: float) -> float:
+        """When a message needing `need_s` of the rate's time may go. Turns are reserved in
+        the store a block of TURNS_AHEAD_S at a time (one turn at low rates) and handed out
+        here in order, so the cluster's spacing is exactly as if each were reserved alone:
+        unused turns are lost, never used twice, and stale ones are dropped."""
+        with self._turns_lock:
+            start, end, block_rate = self._turns
+            if block_rate != rate or start < now - TURN_SLACK_S or start + need_s > end:
+                block_s = max(need_s, TURNS_AHEAD_S)
+                start = self._store.reserve(self.server_id, block_s, now)
+                end = start + block_s
+            self._turns = (start + need_s, end, rate)
+            return start
 
     def _quota_reason(self, full) -> str:
         per = {"hour": "hourly", "day": "daily"}[full.window]
