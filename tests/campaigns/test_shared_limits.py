@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 
 import pytest
 from django.core.mail import EmailMessage, get_connection
@@ -217,3 +218,50 @@ def test_slots_held_on_a_lost_host_are_free_when_their_lease_runs_out(smtp_sandb
     assert expires <= first_sent_at < expires + 3
     assert "elsewhere.example:12345" not in slots_held(server)
     assert set(received_by_address(sandbox).values()) == {1} and len(sandbox.received) == 100
+
+
+def sample_while(running, read) -> tuple[list[tuple[float, int]], threading.Thread]:
+    """Read `read()` every 20 ms, with the time, for as long as `running()` holds."""
+    samples: list[tuple[float, int]] = []
+
+    def run():
+        while running():
+            samples.append((time.monotonic(), read()))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return samples, thread
+
+
+def test_a_worker_stopped_past_its_slot_lease_gives_up_the_slots_it_lost_when_continued(
+    smtp_sandbox, make_server, workers
+):
+    """SIGSTOP a worker holding both connection slots; its 3 s slot leases run out and another
+    worker takes the slots for a second campaign. The stopped worker's sessions stay open at the
+    server meanwhile (a stopped process closes nothing): 2 + 2. Once continued, it finds its
+    slots lost at its next renewal and closes those sessions after their current message, then
+    waits for its share: within a couple of seconds the server sees 2 again. Nothing twice."""
+    sandbox = smtp_sandbox(latency_ms=20)
+    server = make_server(port=sandbox.port, max_conns=2, wait_timeout=30)
+    first, second = make_campaign([server], 400), make_campaign([server], 400)
+    first.launch()
+    stopped = workers(Q_WORKERS="1", SMTP_SLOT_LEASE_S="3")
+    wait_for(lambda: sum(slots_held(server).values()) == 2 and len(sandbox.received) >= 10, 30, "both slots in use")
+
+    os.killpg(stopped.pid, signal.SIGSTOP)
+    try:
+        second.launch()
+        workers(Q_WORKERS="1", SMTP_SLOT_LEASE_S="3")
+        wait_for(lambda: sent_count(second) >= 20, 30, "the other worker to send with the freed slots")
+    finally:
+        os.killpg(stopped.pid, signal.SIGCONT)
+    continued = time.monotonic()
+    sessions, sampler = sample_while(lambda: not all_finished([first, second]), lambda: sandbox.active)
+    wait_for(lambda: all_finished([first, second]), 90, "both campaigns to finish")
+    sampler.join()
+
+    assert sandbox.max_active <= 2 + 2
+    assert max(active for at, active in sessions if at > continued + 2) <= 2
+    ids = Counter(message.message_id for message in sandbox.received)
+    assert set(ids.values()) == {1} and len(ids) == 800
