@@ -19,8 +19,7 @@ import pytest
 from django.core.mail import EmailMessage, get_connection
 from django.db import connection
 
-from campaigns.models import Campaign, Delivery, Event
-from smtp_settings.events import Kind
+from campaigns.models import Campaign, Delivery
 from smtp_settings.limit_stores import store
 from smtp_settings.results import SENT
 from tests.campaigns.test_sending import make_campaign, received_by_address, sent_count, status_of, wait_for
@@ -142,9 +141,9 @@ def test_the_rate_holds_across_worker_processes_in_any_second(sandbox_process, m
 
 
 @pytest.mark.xfail(
-    reason="a process's sending threads beyond its share of the connections starve: the threads"
-    " holding its connections take them back at once (RotatingEmailBackend starts ceiling() threads,"
-    " not the process's share)",
+    reason="bug: with a paced server, a process's sending threads beyond its share of the connections"
+    " wait past wait_timeout and their messages are deferred (RotatingEmailBackend starts ceiling()"
+    " threads; a thread that checks a connection in takes it straight back)",
 )
 def test_a_process_held_to_its_share_defers_nothing_for_want_of_a_connection(sandbox_process, make_server, workers):
     """Three processes share 6 connections, 2 each. Each process's sending threads take turns
@@ -153,13 +152,14 @@ def test_a_process_held_to_its_share_defers_nothing_for_want_of_a_connection(san
     sandbox = sandbox_process("--quiet")
     server = make_server(port=sandbox.port, max_conns=6, rate_limit=50)
     campaigns = [make_campaign([server], 200) for _ in range(3)]
+    deferred = Delivery.objects.filter(campaign__in=campaigns, status="deferred")
 
     for campaign in campaigns:
         assert campaign.launch()
     workers(Q_WORKERS="3")
-    wait_for(lambda: all_finished(campaigns), 40, "the campaigns to finish")
+    wait_for(lambda: all_finished(campaigns) or deferred.exists(), 40, "the campaigns to finish")
 
-    assert not Event.objects.filter(campaign__in=campaigns, kind=Kind.POOL_WAIT_TIMEOUT).exists()
+    assert list(deferred.values_list("last_reply", flat=True)) == []
     assert_each_delivery_received_once(sandbox.stop(), campaigns)
 
 
@@ -191,7 +191,7 @@ def test_the_slots_of_a_killed_worker_are_free_again_as_soon_as_another_worker_s
     resumed_after_s = time.monotonic() - restarted
     wait_for(lambda: status_of(campaign) == "finished", 60, "the campaign to finish")
 
-    assert resumed_after_s < 10, "the dead worker's slots were not freed before their lease ran out"
+    assert resumed_after_s < 5, "the dead worker's slots were not freed at once"  # 0.8 s measured
     assert dead not in slots_held(server)
     assert_received_once_or_flagged(sandbox, campaign)
 
