@@ -42,7 +42,18 @@ class ReceivedMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes
     message_id: str
-    received_at: float  # time.monotonic() when its final dot arrived
+    received_at: float  # time.monotonic() when the final dot was read
+
+
+def busiest_window(times: list[float], window_s: float = 1.0) -> int:
+    """The most of `times` (in seconds, sorted) within any `window_s` seconds, start included,
+    end not: what a server enforcing "N a second" over a sliding window would count."""
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 class _Handler:
@@ -250,9 +261,11 @@ class SandboxServer:
             self.session_messages.pop(id(session), None)
 
     def summary(self) -> dict:
-        """Counts a person or a test can check: sessions, messages, duplicates, replies sent."""
+        """Counts a person or a test can check: sessions, messages, duplicates, replies sent,
+        the most messages received in any one second and the seconds from the first to the last."""
         with self._lock:
             ids = Counter(message.message_id for message in self.received)
+            times = [message.received_at for message in self.received]  # in order: one event loop
             return {
                 "sessions": self.counters["sessions"],
                 "refused_connections": self.counters["refused"],
@@ -263,6 +276,8 @@ class SandboxServer:
                 "replied_421": self.counters["421_sent"],
                 "tempfailed": self.counters["tempfailed"],
                 "rejected_recipients": self.counters["rejected"],
+                "max_per_second": busiest_window(times),
+                "receiving_s": round(times[-1] - times[0], 3) if times else 0.0,
             }
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:

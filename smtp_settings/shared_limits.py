@@ -11,7 +11,7 @@ store (limit_stores.py: Redis, or the database):
   share of the ceiling (ceiling / processes, the remainder rotating every SHARE_TURN_S),
   closes connections beyond it after their current message, and closes idle ones.
 - Rates (per second, per minute) as one pacing time per server: every message has its
-  turn, whichever process sends it (a process reserves 50 ms of turns at a time). A
+  turn, whichever process sends it (a process reserves 50 ms of its turns at a time). A
   throttle reply ("454 Throttling failure", say) halves the rate for the cluster; it rises
   again by a quarter after every SMTP_THROTTLE_RECOVERY_S without one.
 - Quotas (per hour, per day) in rolling windows: a message goes only if every window has
@@ -53,7 +53,7 @@ THROTTLE_STEP_UP = 1.25
 THROTTLE_STEPS_WITHOUT_RATE = 10  # quiet steps that lift the throttle of a server with no rate set
 SENT_FLUSH_S = 1.0
 FULL_RECHECK_S = 0.05
-TURNS_AHEAD_S = 0.05  # a process reserves this much of a server's rate at a time
+TURNS_AHEAD_S = 0.05  # a process reserves up to what it uses in this long of a server's rate at a time
 TURN_SLACK_S = 0.01  # a reserved turn this far in the past is dropped, not used late
 
 
@@ -115,6 +115,7 @@ class SharedLimits:
         self._last_wait_note = self._last_reclaim = 0.0
         self._full_until = 0.0  # waiting threads of this process ask the store once per FULL_RECHECK_S
         self._turns = (0.0, 0.0, 0.0)  # reserved turns not handed out yet: (next, end, at rate)
+        self._demand = (0, 0.0, 0.0)  # (second, units asked in it, units asked in the one before)
         self._turns_lock = threading.Lock()
         self._unflushed, self._flushed_at = 0, time.monotonic()
         self._lock = threading.Lock()
@@ -230,17 +231,31 @@ class SharedLimits:
 
     def _turn(self, need_s: float, rate: float, now: float) -> float:
         """When a message needing `need_s` of the rate's time may go. Turns are reserved in
-        the store a block of TURNS_AHEAD_S at a time (one turn at low rates) and handed out
-        here in order, so the cluster's spacing is exactly as if each were reserved alone:
-        unused turns are lost, never used twice, and stale ones are dropped."""
+        the store in blocks of what this process uses in TURNS_AHEAD_S (one turn at low
+        rates, at most TURNS_AHEAD_S of the rate) and handed out here in order, so the
+        cluster's spacing is exactly as if each were reserved alone: unused turns are lost,
+        never used twice, and stale ones are dropped."""
         with self._turns_lock:
+            demand = self._demand_per_s(need_s * rate, now)
             start, end, block_rate = self._turns
             if block_rate != rate or start < now - TURN_SLACK_S or start + need_s > end:
-                block_s = max(need_s, TURNS_AHEAD_S)
+                # As many turns as this process used in TURNS_AHEAD_S lately: a block it will
+                # not use up holds the others back for nothing.
+                block_s = max(need_s, min(TURNS_AHEAD_S, demand * TURNS_AHEAD_S / rate))
                 start = self._store.reserve(self.server_id, block_s, now)
                 end = start + block_s
             self._turns = (start + need_s, end, rate)
             return start
+
+    def _demand_per_s(self, units: float, now: float) -> float:
+        """Units this process asked for in the last whole second (counting `units` now)."""
+        second = int(now)
+        counted_second, count, previous = self._demand
+        if second != counted_second:
+            previous = count if second == counted_second + 1 else 0.0
+            counted_second, count = second, 0.0
+        self._demand = (counted_second, count + units, previous)
+        return previous
 
     def _quota_reason(self, full) -> str:
         per = {"hour": "hourly", "day": "daily"}[full.window]
