@@ -14,9 +14,10 @@ finished. Checks that every delivery was sent.
 
 The server entry has limits that take the shared path for every connection and message
 without binding: max_conns=10 (a slot taken and given back per connection) and rate_limit
-100,000/s (a turn per message, taken from blocks each process reserves in the store); `--quota` adds a day quota of 10^9 (a quota
-take per message, over the rolling day window). With SMTP_SHARED_LIMITS=false the same entry
-gets LocalLimits: an in-process counter and RateLimiter, no quota bookkeeping.
+100,000/s (a turn per message, from blocks each process reserves in the store); `--quota`
+adds a day quota of 10^9 (a quota take per message, over the rolling day window). With
+SMTP_SHARED_LIMITS=false the same entry gets LocalLimits: an in-process counter and
+RateLimiter, no quota bookkeeping.
 
 Rounds alternate shared, local, shared, local... for each list size. Prints each run's
 messages/second, the CPU time all qcluster processes used per message (less sensitive than

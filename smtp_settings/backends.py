@@ -143,6 +143,7 @@ class RotatingEmailBackend(BaseEmailBackend):
         share = pool.limits.share()  # the connections this process may use now
         sized = len(email_messages) if isinstance(email_messages, list | tuple) else share
         threads_wanted = min(share, sized, self.max_threads or sized)
+        feed.working = threads_wanted
         workers = [threading.Thread(target=self._work_in_thread, args=(pool, feed)) for _ in range(threads_wanted - 1)]
         for worker in workers:
             worker.start()
@@ -185,10 +186,18 @@ class RotatingEmailBackend(BaseEmailBackend):
             current.following = self._next_delivery(pool, feed)
             current.message.smtp_result = result = current.run()
             feed.done(result)
-            current = current.following
-            if current is not None and feed.stopped is not None:
-                current.give_up(feed.stopped)
+            following, current = current.following, current.following
+            if following is None:
+                break
+            if feed.stopped is not None:
                 current = None
+                following.give_up(feed.stopped)
+            elif result.stopped and feed.leave():
+                # No connection came free for this thread (the ceiling, or this process's share
+                # of it, is smaller than the threads): it leaves the batch to the others.
+                current = None
+                following.give_up(result.text)
+                feed.done(following.message.smtp_result)
 
     def _next_delivery(self, pool: ConnectionPool, feed: "_Feed") -> "_Delivery | None":
         while (message := feed.next()) is not None:
@@ -217,6 +226,7 @@ class _Feed:
         self.reasons: set[str] = set()
         self.stopped: str | None = None
         self.resume_at: float | None = None
+        self.working = 1  # threads taking messages
 
     def next(self):
         with self._lock:
@@ -232,6 +242,14 @@ class _Feed:
                 self.sent += 1
             elif len(self.reasons) < self.MAX_REASONS:
                 self.reasons.add(result.text)
+
+    def leave(self) -> bool:
+        """A thread asks to stop taking messages; yes unless it is the last one working."""
+        with self._lock:
+            if self.working <= 1:
+                return False
+            self.working -= 1
+            return True
 
     def stop(self, reason: str, resume_at: float | None = None) -> None:
         with self._lock:

@@ -9,7 +9,7 @@ Specified here:
   holder's pid gone, on another host when the slot's lease runs out. Sending goes on, once.
 - A process stopped past its slot leases (SIGSTOP) and continued closes the sessions whose
   slots it lost after their current message, so the server is back within max_conns at once.
-- Not yet kept (xfail): processes held to their share of a paced server defer nothing.
+- Processes held to their share of a paced server defer nothing for want of a connection.
 """
 
 import os
@@ -143,11 +143,6 @@ def test_the_rate_holds_across_worker_processes_in_any_second(sandbox_process, m
     assert (summary["received"] - 1) / summary["receiving_s"] >= 35
 
 
-@pytest.mark.xfail(
-    reason="bug: with a paced server, a process's sending threads beyond its share of the connections"
-    " wait past wait_timeout and their messages are deferred (RotatingEmailBackend starts ceiling()"
-    " threads; a thread that checks a connection in takes it straight back)",
-)
 def test_a_process_held_to_its_share_defers_nothing_for_want_of_a_connection(sandbox_process, make_server, workers):
     """Three processes share 6 connections, 2 each. Each process's sending threads take turns
     on its 2 connections: none waits past wait_timeout (5 s) while the others send, which would

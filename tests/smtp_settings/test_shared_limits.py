@@ -148,3 +148,23 @@ def test_a_server_deleted_mid_batch_sends_nothing_a_second_later_nor_in_the_next
     assert backend.send_messages(later) == 0
     assert {(m.smtp_result.status, m.smtp_result.attempts) for m in later} == {("deferred", 0)}
     assert len(sandbox.received) == sent
+
+
+def test_a_thread_left_without_a_connection_leaves_the_batch_to_the_others(smtp_sandbox, make_server):
+    """Another process holds one of the two connections: this process sends on the other, and
+    the thread that found none within wait_timeout gives its message, and the one it had
+    lined up, back untried, once."""
+    sandbox = smtp_sandbox(latency_ms=5)
+    server = make_server(port=sandbox.port, max_conns=2, wait_timeout=1)
+    now = time.time()
+    store().take_slot(server.pk, "elsewhere.example:1", 2, now + 30, now)
+    messages = _messages(300)
+    started = time.monotonic()
+
+    sent = _backend(server, fail_silently=True).send_messages(messages)
+
+    untried = [m.smtp_result for m in messages if m.smtp_result.status != "sent"]
+    assert len(untried) <= 2 and sent == len(sandbox.received) == 300 - len(untried)
+    assert {(r.stopped, r.attempts) for r in untried} <= {(True, 0)}
+    assert time.monotonic() - started < 10  # not a second's wait per message
+    _assert_received_once(sandbox, [m for m in messages if m.smtp_result.status == "sent"])
