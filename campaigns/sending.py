@@ -53,6 +53,7 @@ from django.conf import settings
 from django.core.mail import get_connection
 from django.db import connection, transaction
 from django.db.models import F, Q
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -178,6 +179,15 @@ def _flush_tally(campaign_id: int) -> None:
     changes = {field: F(field) + n for field, n in counts.items() if n}
     if changes:
         Campaign.objects.filter(pk=campaign_id).update(**changes)
+
+
+@receiver(post_save, sender=SmtpServer, dispatch_uid="campaigns.sending.server_saved")
+def _look_again_after_an_edit(sender, instance, **kwargs) -> None:
+    """A campaign waiting for one of its servers' quota windows may have room after an edit
+    (a larger quota, a server enabled): the watchdog looks again at its next round."""
+    Campaign.objects.filter(servers=instance, status=Campaign.Status.RUNNING).exclude(waiting_until=None).update(
+        waiting_until=timezone.now()
+    )
 
 
 # -- the task --

@@ -325,8 +325,8 @@ class _Delivery:
             try:
                 conn = self.pool.checkout(self.context)
             except PoolTimeout as error:  # not tried: other senders held every connection
-                self.last, self.stopped = (None, str(error)), True
-                self.attempts -= 1
+                self.last = (None, str(error))
+                self._untried()
                 return False
             except SessionClosed as error:
                 return self._after_421(None, error)
@@ -340,8 +340,8 @@ class _Delivery:
         except MustWait as wait:  # not tried: this message and the rest of the batch wait
             self.pool.checkin(conn, self.context)
             self.feed.stop(wait.reason, resume_at=wait.until)
-            self.last, self.stopped = (None, wait.reason), True
-            self.attempts -= 1
+            self.last = (None, wait.reason)
+            self._untried()
             return False
         try:
             if self.backend.rate_limiter is not None:
@@ -377,6 +377,12 @@ class _Delivery:
             self.pool.checkin(conn, self.context)
         return self._judge(conn, batch, verdicts)
 
+    def _untried(self) -> None:
+        """This attempt never reached the server. If no attempt did, the message was not
+        tried at all (`stopped`): its caller may give it back without counting an attempt."""
+        self.attempts -= 1
+        self.stopped = self.attempts == 0 and not any(self.outcome.values())
+
     def _before_dot(self) -> None:
         self.backend.on_final_dot(self.message)
 
@@ -396,9 +402,10 @@ class _Delivery:
 
     def _judge(self, conn, batch: list[str], verdicts: list[tuple[int, str, str]]) -> bool:
         """Decide each recipient of a finished transaction; retry the temporary failures."""
-        temporary_at = None
+        temporary_at = throttle = None
         for address, (code, text, stage) in zip(batch, verdicts, strict=True):
             self.last = (code, text)
+            throttle = throttle or ((code, text) if is_throttle(code, text) else None)
             if code < 300:
                 self.outcome[address] = RecipientResult(SENT, code, text)
             elif code >= 500:
@@ -406,8 +413,8 @@ class _Delivery:
                 self.emit(Kind.FAILURE, conn, stage=stage, code=code, text=text, recipient=address)
             else:
                 temporary_at = stage
-        if temporary_at is not None and is_throttle(*self.last):
-            self.pool.throttled(conn, *self.last, self.context)
+        if throttle is not None:
+            self.pool.throttled(conn, *throttle, self.context)
         return True if temporary_at is None else self._retry_later(conn, stage=temporary_at)
 
     def _retry_later(self, conn, stage: str) -> bool:

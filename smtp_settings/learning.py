@@ -25,8 +25,10 @@ from smtp_settings.limits import Limits
 
 CONCURRENCY_REFUSAL = re.compile(r"4\.3\.2|concurrent|too many (smtp )?(connections|sessions)", re.IGNORECASE)
 # "454 Throttling failure: Maximum sending rate exceeded" (SES), "450 4.7.1 … rate limited",
-# "421 4.7.0 Try again later, closing connection. (… rate)" and the like.
-THROTTLE_REPLY = re.compile(r"throttl|\brate\b|rate[- ]limit|too many (messages|mails|emails)", re.IGNORECASE)
+# "451 4.7.1 Sending too fast" and the like (not "452 4.2.2 too many messages": a full mailbox).
+THROTTLE_REPLY = re.compile(
+    r"throttl|sending rate|rate[- ]limit|\brate\b.{0,40}\bexceed|exceed.{0,40}\brate\b|too fast", re.IGNORECASE
+)
 
 
 def is_throttle(code: int | None, text: str) -> bool:

@@ -29,12 +29,14 @@ from functools import cache
 from typing import Protocol
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Sum
+from redis import RedisError
 
 from smtp_settings.models import ConnectionSlot, LimitState, SlotDemand, WindowCount
 
 BUCKETS = 24  # buckets per quota window
+STORE_ERRORS = (DatabaseError, RedisError)  # what a store raises when it is out of reach
 SENT_BUCKET_S = 5  # the card's "last minute" is counted in these
 
 
@@ -192,6 +194,8 @@ class DatabaseStore:
         self._state_row(server_id)
         if connection.vendor == "sqlite":  # its IMMEDIATE transaction holds the write lock already
             return
+        with connection.cursor() as cursor:  # a decider stopped mid-transaction holds up the others this long only
+            cursor.execute("SET LOCAL lock_timeout = '5s'")
         if not LimitState.objects.select_for_update().filter(server_id=server_id).exists():
             self._state_row(server_id, again=True)
             LimitState.objects.select_for_update().filter(server_id=server_id).exists()

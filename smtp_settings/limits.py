@@ -39,6 +39,9 @@ class Limits(Protocol):
     def open_count(self) -> int:
         """How many slots are taken now."""
 
+    def open_elsewhere(self) -> int:
+        """How many slots other processes hold now."""
+
     def ceiling(self) -> int:
         """How many connections may be open now (the configured maximum, or less once learned)."""
 
@@ -120,6 +123,9 @@ class LocalLimits:
 
     def open_count(self) -> int:
         return self._open
+
+    def open_elsewhere(self) -> int:
+        return 0
 
     def note_refusal(self) -> None:
         with self._lock:

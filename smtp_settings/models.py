@@ -1,9 +1,16 @@
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
 from smtp_settings.fields import EncryptedTextField
 from smtp_settings.validators import validate_custom_headers, validate_host
+
+
+def validate_rate(value: float) -> None:
+    """0 (no rate), or at least one message in about 17 minutes: a smaller rate is a typo."""
+    if value != 0 and not value >= 0.001:
+        raise ValidationError("Enter 0 (unlimited) or a rate of at least 0.001 messages a second.")
 
 
 def _range(low: int, high: int) -> list:
@@ -115,8 +122,9 @@ class SmtpServer(models.Model):
     rate_limit = models.FloatField(
         "Rate limit (msg/s)",
         default=0,
-        validators=[MinValueValidator(0), MaxValueValidator(100_000)],
-        help_text="Messages per second across all connections to this server, from every process. 0: unlimited.",
+        validators=[validate_rate, MaxValueValidator(100_000)],
+        help_text="Messages per second across all connections to this server, from every process, "
+        "0.001–100,000. 0: unlimited.",
     )
     rate_per_minute = models.PositiveIntegerField(
         "Rate limit (per minute)",

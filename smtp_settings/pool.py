@@ -142,16 +142,21 @@ class ConnectionPool:
         the session opens, and ConnectFailed for any other failure to open one."""
         wait_s = self.config.wait_timeout
         deadline = time.monotonic() + wait_s
-        with self._cond:
-            while True:
-                if self._idle:
-                    return self._idle.pop()
-                slot = self.limits.try_open()
-                remaining = deadline - time.monotonic()
-                if slot is not None or remaining <= 0:
-                    break
-                # A slot may come free in another process, which cannot wake us: look again soon.
-                self._cond.wait(min(remaining, random.uniform(0.05, 0.15)))
+        while True:
+            with self._cond:
+                conn = self._idle.pop() if self._idle else None
+                if conn is None:
+                    slot = self.limits.try_open()
+                    remaining = deadline - time.monotonic()
+                    if slot is None and remaining > 0:
+                        # A slot may come free in another process, which cannot wake us: look again soon.
+                        self._cond.wait(min(remaining, random.uniform(0.05, 0.15)))
+                        continue
+            if conn is None:
+                break
+            if self.limits.keep(conn.slot):
+                return conn
+            self._discard(conn, quit=True)  # its slot was lost (this process was stopped), or is beyond our share
         if slot is None:
             self.emit(Kind.POOL_WAIT_TIMEOUT, context=context, detail={"wait_timeout": wait_s})
             raise PoolTimeout(f"no free connection to {self.config.name} within {wait_s} s")
@@ -283,7 +288,8 @@ class ConnectionPool:
         it accepted."""
         self.emit(Kind.SESSION_CLOSED_421, context=context, stage=error.step, code=error.code, text=error.text)
         with self._cond:
-            accepted = self._greeted  # ours: other processes' slots may still be opening
+            accepted = self._greeted  # ours greeted, and every other process's open or opening
+        accepted += self.limits.open_elsewhere()
         ceiling = self.learner.refused(accepted, error.text)
         if ceiling is not None:
             self.emit(

@@ -183,7 +183,8 @@ class RedisStore:
     """The shared limits in Redis. Thread-safe: redis-py's client keeps a connection pool."""
 
     def __init__(self, url: str, prefix: str):
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        # A Redis out of reach makes senders wait a little (STORE_ERRORS), never hang.
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
         self.prefix = prefix
         script = self.client.register_script
         self._take_slot, self._give_slot, self._renew = script(TAKE_SLOT), script(GIVE_SLOT), script(RENEW)

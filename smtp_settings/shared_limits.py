@@ -24,8 +24,8 @@ the server's settings once a second: an edit (a lower max_conns, a rate, disabli
 server) is obeyed within about a second, surplus connections closing after their message.
 """
 
+import contextlib
 import logging
-import math
 import threading
 import time
 import weakref
@@ -39,7 +39,7 @@ from django.dispatch import receiver
 
 from smtp_settings import processes
 from smtp_settings.events import Kind
-from smtp_settings.limit_stores import Figures, State, Window, store
+from smtp_settings.limit_stores import STORE_ERRORS, Figures, State, Window, store
 from smtp_settings.limits import MustWait
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 SHARE_TURN_S = 10  # with more processes than connections, who gets the remainder turns this often
 WAIT_NOTE_S = 3.0  # a waiting process's demand lasts this long unless noted again
-THROTTLE_HOLD_S = 2.0  # throttle replies within this long of a change lower the rate once
+THROTTLE_HOLD_S = 10.0  # throttle replies within this long of a change lower the rate once (in flight already)
 THROTTLE_FLOOR = 0.1  # units a second: a throttled rate goes no lower
 THROTTLE_STEP_UP = 1.25
-THROTTLE_STEPS_WITHOUT_RATE = 10  # quiet steps that lift the throttle of a server with no rate set
+STORE_RETRY_S = 5.0  # a batch that could not reach the store waits this long
 SENT_FLUSH_S = 1.0
 FULL_RECHECK_S = 0.05
 TURNS_AHEAD_S = 0.05  # a process reserves up to what it uses in this long of a server's rate at a time
@@ -103,11 +103,16 @@ class SharedLimits:
         self.emit = emit or (lambda kind, **fields: None)  # the pool's, for throttle events
         self.retired: str | None = None  # set when the server is disabled or deleted
         self._seen_saved = False  # the heartbeat has read the server's row
+        self._retiring = False
+        self._trimming = False
         self.on_over_share = None  # the pool's: close idle connections beyond the share
         self._store = store()
         self._slots: set[int] = set()
         self._lost: set[int] = set()
-        self._state = self._store.state(self.server_id)
+        try:
+            self._state = self._store.state(self.server_id)
+        except STORE_ERRORS:  # the heartbeat reads it again
+            self._state = State()
         self._share = config.max_conns
         self._others_waiting = False
         self._open = 0  # cluster-wide, as of the last heartbeat
@@ -138,16 +143,21 @@ class SharedLimits:
             if time.monotonic() < self._full_until:
                 return None  # the store said "full" a moment ago: spare it the question
         now = time.time()
-        number = self._store.take_slot(
-            self.server_id, self.owner, self.ceiling(), now + settings.SMTP_SLOT_LEASE_S, now
-        )
-        if number is None and self._reclaim_from_the_dead(now):
+        try:
             number = self._store.take_slot(
                 self.server_id, self.owner, self.ceiling(), now + settings.SMTP_SLOT_LEASE_S, now
             )
+            if number is None and self._reclaim_from_the_dead(now):
+                number = self._store.take_slot(
+                    self.server_id, self.owner, self.ceiling(), now + settings.SMTP_SLOT_LEASE_S, now
+                )
+        except STORE_ERRORS:  # no slot without the store: the caller waits, and times out untried
+            log.warning("server %s: could not take a connection slot", self.server_id, exc_info=True)
+            number = None
         if number is None:
             self._full_until = time.monotonic() + FULL_RECHECK_S
-            self._note_waiting(now)
+            with contextlib.suppress(*STORE_ERRORS):
+                self._note_waiting(now)
             return None
         with self._lock:
             self._slots.add(number)
@@ -172,10 +182,17 @@ class SharedLimits:
     def closed(self, slot: int) -> None:
         with self._lock:
             self._slots.discard(slot)
+            retired = self._retiring and not self._slots
             if slot in self._lost:
                 self._lost.discard(slot)
-                return  # expired while we were away: possibly someone else's by now
-        self._store.give_slot(self.server_id, self.owner, slot)
+                slot = None  # expired while we were away: possibly someone else's by now
+        if slot is not None:
+            try:
+                self._store.give_slot(self.server_id, self.owner, slot)
+            except STORE_ERRORS:  # no longer renewed: it runs out within the lease
+                log.warning("server %s: could not give slot %s back", self.server_id, slot, exc_info=True)
+        if retired:
+            heartbeat().discard(self)
 
     def keep(self, slot: int, idle: bool = False) -> bool:
         with self._lock:
@@ -192,6 +209,10 @@ class SharedLimits:
 
     def open_count(self) -> int:
         return sum(self._store.holders(self.server_id, time.time()).values())
+
+    def open_elsewhere(self) -> int:
+        holders = self._store.holders(self.server_id, time.time())
+        return sum(count for owner, count in holders.items() if owner != self.owner)
 
     def share(self) -> int:
         """Connections this process may hold now."""
@@ -211,6 +232,21 @@ class SharedLimits:
     def wait_to_send(self, recipients: int = 1) -> None:
         if self.retired:
             raise MustWait(self.retired, None)
+        try:
+            send_at, units = self._take_turn(recipients)
+        except STORE_ERRORS as error:  # nothing may go uncounted: the batch waits a little
+            log.warning("server %s: the shared limits are out of reach", self.server_id, exc_info=True)
+            reason = f"not sent: the shared limits are out of reach ({type(error).__name__})"
+            raise MustWait(reason, time.time() + STORE_RETRY_S) from error
+        now = time.time()
+        if send_at > now:
+            time.sleep(send_at - now)
+        with contextlib.suppress(*STORE_ERRORS):  # only the card's figure
+            self._count_sent(units)
+
+    def _take_turn(self, recipients: int) -> tuple[float, int]:
+        """Count the message in the quotas (MustWait if one is full) and reserve its turn at
+        the rate; returns when the turn is and the units the rate counted."""
         if time.monotonic() - self._renewed_at > settings.SMTP_SLOT_LEASE_S * 2 / 3:
             self._renew(time.time())  # the heartbeat is late (this process was stopped?): which slots are ours
         config = self.config
@@ -223,11 +259,7 @@ class SharedLimits:
                 raise MustWait(self._quota_reason(full), full.free_at)
         units = recipients if config.rate_counts == "recipients" else 1
         rate = self.rate()
-        if rate:
-            send_at = self._turn(units / rate, rate, now)
-            if send_at > now:
-                time.sleep(send_at - now)
-        self._count_sent(units)
+        return (self._turn(units / rate, rate, now) if rate else now), units
 
     def _turn(self, need_s: float, rate: float, now: float) -> float:
         """When a message needing `need_s` of the rate's time may go. Turns are reserved in
@@ -288,10 +320,14 @@ class SharedLimits:
 
     def throttled(self) -> float | None:
         now = time.time()
-        state = self._store.state(self.server_id)
-        current = state.throttled_rate or configured_rate(self.config) or self._recent_rate(now)
-        lowered = max(THROTTLE_FLOOR, current / 2)
-        if not self._store.set_throttle(self.server_id, lowered, now - THROTTLE_HOLD_S, now):
+        try:
+            state = self._store.state(self.server_id)
+            current = state.throttled_rate or configured_rate(self.config) or self._recent_rate(now)
+            lowered = max(THROTTLE_FLOOR, current / 2)
+            if not self._store.set_throttle(self.server_id, lowered, now - THROTTLE_HOLD_S, now):
+                return None
+        except STORE_ERRORS:  # the message is retried anyway; the next throttle reply tries again
+            log.warning("server %s: could not lower the rate", self.server_id, exc_info=True)
             return None
         self._state = replace(state, throttled_rate=lowered, throttled_at=now)
         return lowered
@@ -324,8 +360,8 @@ class SharedLimits:
             self._others_waiting = any(waiting.get(owner) for owner in owners if owner != self.owner)
             self._share = ceiling // len(owners) + (place < ceiling % len(owners))
             over = self._over_share() or self.retired or self._lost or self._others_waiting
-        if over and self.on_over_share is not None:
-            self.on_over_share()
+        if over:
+            self._trim_aside()
         if time.monotonic() - self._renewed_at >= settings.SMTP_SLOT_LEASE_S / 3:
             self._renew(now)
         if self._unflushed and time.monotonic() - self._flushed_at >= 2 * SENT_FLUSH_S:
@@ -341,8 +377,23 @@ class SharedLimits:
             log.warning("server %s: %s connection slots ran out while this process was away", self.server_id, len(lost))
             with self._lock:
                 self._lost |= lost & self._slots
-            if self.on_over_share is not None:
+            self._trim_aside()
+
+    def _trim_aside(self) -> None:
+        """Have the pool close what it may not keep, in a thread of its own: closing says QUIT
+        and waits for the reply, which must never hold up the heartbeat."""
+        with self._lock:
+            if self.on_over_share is None or self._trimming:
+                return
+            self._trimming = True
+
+        def trim():
+            try:
                 self.on_over_share()
+            finally:
+                self._trimming = False
+
+        threading.Thread(target=trim, name=f"smtp-trim-{self.server_id}", daemon=True).start()
 
     def _recover_throttle(self, now: float) -> None:
         state = self._state
@@ -350,8 +401,9 @@ class SharedLimits:
             return
         configured = configured_rate(self.config)
         raised = state.throttled_rate * THROTTLE_STEP_UP
-        steps = math.log(raised / THROTTLE_FLOOR, THROTTLE_STEP_UP)
-        lifted = raised >= configured if configured else steps >= THROTTLE_STEPS_WITHOUT_RATE
+        # With no rate configured, lifted once it no longer binds: the cluster sends at less
+        # than half of it.
+        lifted = raised >= configured if configured else raised >= 2 * self._recent_rate(now)
         new = None if lifted else raised
         if self._store.set_throttle(self.server_id, new, state.throttled_at, now):
             self._state = replace(state, throttled_rate=new, throttled_at=now)
@@ -359,7 +411,13 @@ class SharedLimits:
             self.emit(kind, detail={"rate": new, "quiet_s": settings.SMTP_THROTTLE_RECOVERY_S})
 
     def retire(self) -> None:
-        heartbeat().discard(self)
+        """The pool is closed: the heartbeat renews the slots of its connections still out
+        until the last one is given back, then forgets this object."""
+        with self._lock:
+            self._retiring = True
+            done = not self._slots
+        if done:
+            heartbeat().discard(self)
 
 
 class Heartbeat:
@@ -403,7 +461,10 @@ class Heartbeat:
         now = time.time()
         for lim in limits:
             row = rows.get(lim.server_id)
-            lim.beat(ServerConfig.of(row) if row is not None else None, now)
+            try:
+                lim.beat(ServerConfig.of(row) if row is not None else None, now)
+            except STORE_ERRORS:  # this server's round waits for the next; the others go on
+                log.warning("server %s: the shared limits' heartbeat failed", lim.server_id, exc_info=True)
 
 
 _heartbeat = Heartbeat()
