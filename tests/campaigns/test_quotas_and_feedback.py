@@ -19,6 +19,7 @@ from smtp_settings.events import Kind
 from smtp_settings.limit_stores import store
 from smtp_settings.models import SmtpServer
 from smtp_settings.pool import close_all_pools
+from smtp_settings.sandbox import busiest_window
 from tests.campaigns.test_exactly_once import in_thread
 from tests.campaigns.test_sending import (
     _when_received,
@@ -50,13 +51,7 @@ def short_hour(settings) -> dict:
 
 def most_in_any_window(sandbox, span_s: float) -> int:
     """The most messages the sandbox received within any `span_s` seconds."""
-    times = sorted(message.received_at for message in sandbox.received)
-    start, most = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= span_s:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
+    return busiest_window(sorted(message.received_at for message in sandbox.received), span_s)
 
 
 def waiting(campaign: Campaign) -> tuple[str, object]:
