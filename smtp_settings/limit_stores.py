@@ -203,7 +203,6 @@ class DatabaseStore:
     # -- slots --
 
     def take_slot(self, server_id, owner, ceiling, expires_at, now):
-        self._state_row(server_id)
         try:
             with transaction.atomic():
                 self._serialise(server_id)

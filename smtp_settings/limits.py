@@ -36,9 +36,6 @@ class Limits(Protocol):
     def share(self) -> int:
         """How many connections this process may use now (as many sending threads are useful)."""
 
-    def open_count(self) -> int:
-        """How many slots are taken now."""
-
     def open_elsewhere(self) -> int:
         """How many slots other processes hold now."""
 
@@ -120,9 +117,6 @@ class LocalLimits:
     def set_ceiling(self, conns: int) -> None:
         with self._lock:
             self._ceiling = max(1, min(self.max_conns, conns))
-
-    def open_count(self) -> int:
-        return self._open
 
     def open_elsewhere(self) -> int:
         return 0

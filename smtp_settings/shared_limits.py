@@ -96,11 +96,11 @@ def _forget_deleted_server(sender, instance, **kwargs) -> None:
 class SharedLimits:
     """The cluster-wide limits of one server, as seen from this process (see module docstring)."""
 
-    def __init__(self, config, emit=None):
+    def __init__(self, config, emit):
         self.config = config
         self.server_id = config.id
         self.owner = processes.me()
-        self.emit = emit or (lambda kind, **fields: None)  # the pool's, for throttle events
+        self.emit = emit  # the pool's, for throttle events
         self.retired: str | None = None  # set when the server is disabled or deleted
         self._seen_saved = False  # the heartbeat has read the server's row
         self._retiring = False
@@ -206,9 +206,6 @@ class SharedLimits:
         mine = len(self._slots)
         ceiling = self.ceiling()
         return mine > min(self._share, ceiling) and (self._others_waiting or self._open > ceiling or mine > ceiling)
-
-    def open_count(self) -> int:
-        return sum(self._store.holders(self.server_id, time.time()).values())
 
     def open_elsewhere(self) -> int:
         holders = self._store.holders(self.server_id, time.time())
