@@ -9,6 +9,7 @@ import time
 import pytest
 
 from smtp_settings.events import Kind
+from smtp_settings.learning import is_throttle
 from smtp_settings.limit_stores import store
 from smtp_settings.pool import ConnectionPool, ServerConfig
 from smtp_settings.transaction import SessionClosed
@@ -104,3 +105,20 @@ def test_a_deleted_server_leaves_nothing_behind_in_the_shared_limits(make_server
 
     assert store().holders(server.pk, time.time()) == {}
     assert store().state(server.pk).ceiling is None
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "throttle"),
+    [
+        (454, "Throttling failure: Maximum sending rate exceeded.", True),  # Amazon SES
+        (450, "4.7.1 Message rate limit exceeded, try again later", True),
+        (451, "4.7.1 Sending too fast", True),
+        (452, "4.2.2 Mailbox full, too many messages", False),  # the recipient's mailbox, not our pace
+        (421, "4.3.2 The maximum number of concurrent connections has exceeded a limit", False),  # concurrency
+        (451, "4.3.0 Temporary failure, please try again later", False),
+        (554, "5.7.1 Throttling failure: rejected", False),  # permanent: a failure, not feedback
+        (None, "throttled", False),  # no reply at all
+    ],
+)
+def test_a_throttle_reply_is_one_that_says_we_send_too_fast(code, text, throttle):
+    assert is_throttle(code, text) is throttle

@@ -119,6 +119,7 @@ def test_create_with_htmx_answers_with_a_client_redirect(admin_client):
         ({"rate_limit": "-1"}, "Rate limit (msg/s)"),
         ({"rate_limit": "1e999"}, "Rate limit (msg/s)"),  # infinity
         ({"rate_limit": "nan"}, "Rate limit (msg/s)"),
+        ({"rate_limit": "0.000000001"}, "Rate limit (msg/s)"),  # a turn every 31 years: a typo
         ({"rate_per_minute": "-30"}, "Rate limit (per minute)"),
         ({"rate_per_minute": "thirty"}, "Rate limit (per minute)"),
         ({"rate_per_minute": "0.5"}, "Rate limit (per minute)"),
