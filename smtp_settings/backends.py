@@ -32,6 +32,9 @@ Two hooks for callers that keep their own books (campaigns do):
   Recording that durably lets a caller that crashes tell "never delivered" from "maybe".
   If it raises, the message is not sent (its session is closed mid-DATA) and is `deferred`;
   if what it raises is `StopBatch`, no thread takes another message of the batch either.
+- `on_result(message)` is called from the sending thread as soon as a message that was tried
+  has its `smtp_result`, in the order the results came (a streak of failures, say). If it
+  raises `StopBatch`, no thread takes another message of the batch.
 - `rate_limiter`, an object with `wait_to_send()`, paces every message on top of the
   server's own rate limit (a campaign's rate, say).
 `retries` overrides the server's for 4xx and network errors: a caller that retries in later
@@ -97,6 +100,7 @@ class RotatingEmailBackend(BaseEmailBackend):
         resend_ambiguous: bool = False,
         max_threads: int | None = None,
         on_final_dot=None,
+        on_result=None,
         rate_limiter=None,
         retries: int | None = None,
         **kwargs,
@@ -108,6 +112,7 @@ class RotatingEmailBackend(BaseEmailBackend):
         self.resend_ambiguous = resend_ambiguous
         self.max_threads = max_threads
         self.on_final_dot = on_final_dot
+        self.on_result = on_result
         self.rate_limiter = rate_limiter
         self.retries = retries
 
@@ -186,6 +191,11 @@ class RotatingEmailBackend(BaseEmailBackend):
             current.following = self._next_delivery(pool, feed)
             current.message.smtp_result = result = current.run()
             feed.done(result)
+            if self.on_result is not None:
+                try:
+                    self.on_result(current.message)
+                except StopBatch as stop:
+                    feed.stop(f"not sent: the batch was stopped: {stop}")
             following, current = current.following, current.following
             if following is None:
                 break
@@ -214,7 +224,7 @@ class RotatingEmailBackend(BaseEmailBackend):
 class _Feed:
     """The messages of one send_messages call, handed out to its threads one at a time, with
     counts of what became of them (it keeps no message: a generator's caller decides what
-    stays in memory). `stopped` is set (to the reason) when an on_final_dot hook raised
+    stays in memory). `stopped` is set (to the reason) when an on_final_dot or on_result hook raised
     StopBatch: from then on no thread takes another message."""
 
     MAX_REASONS = 10  # distinct failure texts kept for DeliveryFailed
