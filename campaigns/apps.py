@@ -7,8 +7,9 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
-        from campaigns import eventlog, sending  # noqa: F401  (they connect their smtp_event receivers)
+        from campaigns import eventlog  # noqa: F401  (it connects its smtp_event receiver)
+        from campaigns.sending import loop, watchdog  # noqa: F401  (their receivers)
 
         # A worker that starts (after a crash, say) takes over stalled campaigns at once
         # rather than at the next scheduled watchdog run.
-        post_spawn.connect(lambda **kwargs: sending.watchdog(), weak=False, dispatch_uid="campaigns.watchdog")
+        post_spawn.connect(lambda **kwargs: watchdog.watchdog(), weak=False, dispatch_uid="campaigns.watchdog")

@@ -2,7 +2,7 @@
 
 A campaign's state changes are methods here, each a conditional UPDATE so that two clicks,
 a click and a worker, or two workers can never both win; whoever wins enqueues the work.
-Sending itself lives in `campaigns/sending.py`.
+Sending itself lives in `campaigns/sending/`.
 """
 
 from django.db import models, transaction
@@ -124,13 +124,8 @@ class Campaign(models.Model):
     sessions_closed_421 = models.PositiveIntegerField(default=0)
     reconnects = models.PositiveIntegerField(default=0)
     rotations = models.PositiveIntegerField(default=0)
-    # The sender holding this campaign: one at a time (see campaigns/sending.py).
+    # When every subscriber of its lists had a delivery row (the first sender makes them).
     populated_at = models.DateTimeField(null=True, blank=True)
-    lease_owner = models.CharField(max_length=200, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
-    # The fencing token: raised by one at every take of the lease, never lowered. A delivery
-    # claimed under an older token belongs to a sender that lost the campaign.
-    lease_token = models.PositiveBigIntegerField(default=0)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -193,10 +188,15 @@ class Campaign(models.Model):
             finished_at=timezone.now(),
         )
         if won:
-            self.deliveries.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.DEFERRED)).update(
-                status=Delivery.Status.SKIPPED, last_reply="campaign cancelled"
-            )
+            self.drop_unsent()
         return won
+
+    def drop_unsent(self) -> int:
+        """Deliveries of a cancelled campaign still waiting for their turn are not sent (those in
+        flight finish, and their senders drop what they give back)."""
+        return self.deliveries.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.DEFERRED)).update(
+            status=Delivery.Status.SKIPPED, last_reply="campaign cancelled"
+        )
 
     def retry_failed(self) -> int:
         """Put failed deliveries back in line; sending picks them up (restarting a finished
@@ -210,6 +210,28 @@ class Campaign(models.Model):
             ):
                 self._enqueue_sending()
         return requeued
+
+
+class Sender(models.Model):
+    """One sending task's hold on a campaign. Several send a campaign at once, on any hosts,
+    each claiming its own deliveries under its id, the fencing token (`Delivery.claim_token`).
+
+    The task renews `lease_until` from a thread; a lease that ran out is never renewed, and a
+    sender found dead has it set to None (fenced off): from then on its claims are worth
+    nothing and recovery decides the fate of its rows (see campaigns/sending/)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="senders")
+    owner = models.CharField(max_length=200, help_text='The process, "host:pid".')
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="None once it stopped or was fenced off.")
+    started_at = models.DateTimeField(auto_now_add=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    sent = models.PositiveIntegerField(default=0, help_text="Messages it sent.")
+
+    class Meta:
+        indexes = [models.Index(fields=["campaign", "lease_until"], name="sender_campaign_lease")]
+
+    def __str__(self) -> str:
+        return f"sender {self.pk} of campaign {self.campaign_id} ({self.owner})"
 
 
 class Delivery(models.Model):
@@ -233,8 +255,8 @@ class Delivery(models.Model):
     message_id = models.CharField(max_length=255, blank=True)
     ambiguous = models.BooleanField(default=False, help_text="The link broke after the final dot: maybe delivered.")
     claimed_at = models.DateTimeField(null=True, blank=True)
-    # The lease token of the sender that claimed it: only that sender may send it, and only
-    # while it still holds the lease (see campaigns/sending.py, the final-dot fence).
+    # The id of the Sender that claimed it: only that sender may send it, and only while its
+    # lease stands (see campaigns/sending/leases.py, the final-dot fence).
     claim_token = models.PositiveBigIntegerField(null=True, blank=True)
     # Set just before the final dot goes out: from then on the server may hold the message.
     final_dot_at = models.DateTimeField(null=True, blank=True)

@@ -1,8 +1,10 @@
-"""django-q2 tasks: thin, taking ids; the work is in importing.py and sending.py."""
+"""django-q2 tasks: thin, taking ids; the work is in importing.py and sending/."""
 
 from django.conf import settings
 
-from campaigns import eventlog, importing, sending
+from campaigns import eventlog, importing
+from campaigns.sending import loop
+from campaigns.sending import watchdog as campaign_watchdog
 
 
 def import_csv(import_id: int) -> None:
@@ -10,11 +12,11 @@ def import_csv(import_id: int) -> None:
 
 
 def send_campaign(campaign_id: int) -> None:
-    sending.send_campaign(campaign_id)
+    loop.send_campaign(campaign_id)
 
 
 def watchdog() -> None:
-    sending.watchdog()
+    campaign_watchdog.watchdog()
 
 
 def prune_events() -> None:

@@ -281,13 +281,18 @@ SMTP_THROTTLE_RECOVERY_S = env_int("SMTP_THROTTLE_RECOVERY_S", 30)  # quiet time
 if SMTP_SLOT_LEASE_S < 3:  # renewed every third of it
     raise ImproperlyConfigured("SMTP_SLOT_LEASE_S must be at least 3 (seconds)")
 
-# Campaign sending (campaigns/sending.py).
+# Campaign sending (campaigns/sending/).
 CAMPAIGN_BATCH_SIZE = env_int("CAMPAIGN_BATCH_SIZE", 200)  # deliveries claimed and sent at a time, at most
 CAMPAIGN_BATCH_MEMORY_MB = env_int("CAMPAIGN_BATCH_MEMORY_MB", 64)  # fewer when large messages would need more
 CAMPAIGN_LEASE_S = env_int("CAMPAIGN_LEASE_S", 60)  # a silent sender loses its campaign after this
 if CAMPAIGN_LEASE_S < 2:  # renewed every third of it: shorter leaves no time to send anything
     raise ImproperlyConfigured("CAMPAIGN_LEASE_S must be at least 2 (seconds)")
 CAMPAIGN_TASK_BUDGET_S = env_int("CAMPAIGN_TASK_BUDGET_S", 120)  # then a task hands over to a fresh one
+# Senders (worker tasks, on any hosts) sending one campaign at once, at most; fewer when its
+# servers have few connections or a low rate (campaigns/sending/leases.py).
+CAMPAIGN_MAX_SENDERS = env_int("CAMPAIGN_MAX_SENDERS", 4)
+if CAMPAIGN_MAX_SENDERS < 1:
+    raise ImproperlyConfigured("CAMPAIGN_MAX_SENDERS must be at least 1")
 CAMPAIGN_RETRY_DELAY_S = env_int("CAMPAIGN_RETRY_DELAY_S", 60)  # first wait for a deferred delivery, then doubled
 # A delivery whose final dot went out before its sender died: "sent" (flag it ambiguous, never
 # a duplicate) or "resend" (never a loss).

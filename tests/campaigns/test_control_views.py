@@ -102,9 +102,9 @@ def test_pause_resume_cancel(sender_client, campaign):
 
 
 def test_progress_shows_counts_and_escapes_what_servers_said(sender_client, campaign):
-    from campaigns import sending
+    from campaigns.sending import loop
 
-    sending.populate(campaign)
+    loop.populate(campaign)
     from django.utils import timezone
 
     Delivery.objects.filter(pk=campaign.deliveries.first().pk).update(
@@ -122,9 +122,9 @@ def test_progress_rate_is_the_runs_average_once_finished(sender_client, campaign
 
     from django.utils import timezone
 
-    from campaigns import sending
+    from campaigns.sending import loop
 
-    sending.populate(campaign)
+    loop.populate(campaign)
     now = timezone.now()
     campaign.deliveries.update(status="sent", sent_at=now)
     Campaign.objects.filter(pk=campaign.pk).update(

@@ -9,8 +9,9 @@ from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
 
-from campaigns import eventlog, sending
+from campaigns import eventlog
 from campaigns.models import Campaign, Event
+from campaigns.sending import loop
 from smtp_settings.events import Kind, PoolEvent, smtp_event
 from smtp_settings.sandbox import SES_421
 from tests.campaigns.test_sending import make_campaign, start_sending
@@ -113,7 +114,7 @@ def test_auto_pause_is_logged_with_its_reason(smtp_sandbox, make_server, setting
     campaign = make_campaign([make_server(port=sandbox.port)], 10, auto_pause_after=5)
     Campaign.objects.filter(pk=campaign.pk).update(status="running")
 
-    sending.send_campaign(campaign.pk)
+    loop.send_campaign(campaign.pk)
 
     event = Event.objects.get(kind=eventlog.AUTO_PAUSE)
     assert event.campaign == campaign and "5 failed deliveries in a row" in event.text and "550" in event.text

@@ -13,8 +13,10 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from campaigns import eventlog, sending
-from campaigns.models import Campaign, Delivery, Event
+from campaigns import eventlog
+from campaigns.models import Campaign, Delivery, Event, Sender
+from campaigns.sending import leases, loop, watchdog
+from campaigns.sending.recovery import recover_orphans
 from tests.campaigns.test_sending import (
     assert_everyone_received_once,
     make_campaign,
@@ -49,21 +51,23 @@ def running(campaign: Campaign) -> Campaign:
 # -- the fence --
 
 
-def claimed_batch(campaign: Campaign, size: int) -> tuple[sending.CampaignSender, list]:
-    """A sender holding the campaign, with a batch of `size` deliveries claimed in hand."""
-    lease = sending.take_lease(campaign.pk)
-    sending.populate(campaign)
-    sender = sending.CampaignSender(campaign, lease, sending.LeaseKeeper(lease))
-    return sender, sender.claim(size)
+def claimed_batch(campaign: Campaign, size: int) -> tuple[loop.CampaignSender, list]:
+    """A sender that joined the campaign, with a batch of `size` deliveries claimed in hand."""
+    lease = leases.join(campaign.pk)
+    loop.populate(campaign)
+    keeper = leases.SenderKeeper(lease)
+    keeper.look()
+    sender = loop.CampaignSender(campaign, lease, keeper)
+    return sender, leases.claimed(lease, leases.claim(lease, size))
 
 
 def let_the_lease_run_out(campaign: Campaign) -> None:
-    Campaign.objects.filter(pk=campaign.pk).update(lease_until="2000-01-01T00:00:00Z")
+    Sender.objects.filter(campaign=campaign).exclude(lease_until=None).update(lease_until="2000-01-01T00:00:00Z")
 
 
-def test_a_sender_whose_lease_was_taken_over_cannot_finish_a_message(smtp_sandbox, make_server):
+def test_a_sender_whose_rows_were_recovered_by_another_cannot_finish_a_message(smtp_sandbox, make_server):
     """A sender stalls with a claimed batch in hand; its lease runs out and another sender
-    takes the campaign over. When the first one wakes up, the server gets nothing from it."""
+    recovers its rows. When the first one wakes up, the server gets nothing from it."""
     sandbox = smtp_sandbox(pipelining=True)
     server = make_server(port=sandbox.port)
     campaign = running(make_campaign([server], 6))
@@ -71,30 +75,39 @@ def test_a_sender_whose_lease_was_taken_over_cannot_finish_a_message(smtp_sandbo
     assert len(batch) == 6
 
     let_the_lease_run_out(campaign)
-    successor = sending.take_lease(campaign.pk)
-    sending.recover_orphans(campaign, successor)
+    recover_orphans(campaign)  # what any other sender does when it joins
     sender.send(server, batch)  # wakes up and carries on with its batch
 
     assert sandbox.received == []
     assert set(campaign.deliveries.values_list("status", flat=True)) == {"pending"}
-    sending.release_lease(successor)
-    sending.send_campaign(campaign.pk)
+    loop.send_campaign(campaign.pk)
     assert_everyone_received_once(sandbox, campaign)
 
 
-def test_a_sender_whose_lease_was_taken_before_any_recovery_cannot_finish_a_message(smtp_sandbox, make_server):
-    """The successor holds the lease but has not recovered anything yet: the stalled sender's
-    claims still stand, and only the campaign's token says they are no longer worth anything."""
+def test_a_sender_whose_lease_ran_out_cannot_finish_a_message_before_any_recovery(smtp_sandbox, make_server):
+    """Another sender joined but has not recovered anything yet: the stalled sender's claims
+    still stand, and only its lease says they are no longer worth anything."""
     sandbox = smtp_sandbox()
     server = make_server(port=sandbox.port)
     campaign = running(make_campaign([server], 3))
     sender, batch = claimed_batch(campaign, 3)
 
     let_the_lease_run_out(campaign)
-    assert sending.take_lease(campaign.pk)
+    assert leases.join(campaign.pk)
     sender.send(server, batch)
 
     assert sandbox.received == []
+
+
+def test_a_lease_that_ran_out_is_never_renewed(make_server):
+    campaign = running(make_campaign([make_server()], 1))
+    lease = leases.join(campaign.pk)
+    assert leases.renew(lease)
+
+    let_the_lease_run_out(campaign)
+
+    assert not leases.renew(lease)
+    assert Sender.objects.get(pk=lease.token).lease_until.year == 2000
 
 
 def test_a_message_refused_at_its_dot_and_then_fenced_off_goes_back_in_line(smtp_sandbox, make_server):
@@ -112,7 +125,10 @@ def test_a_message_refused_at_its_dot_and_then_fenced_off_goes_back_in_line(smtp
         return None
 
     sandbox.fault = refuse_first_dot
-    sending.send_campaign(campaign.pk)
+    loop.send_campaign(campaign.pk)  # stops at the second dot: its lease ran out
+    assert sandbox.received == []
+    assert set(campaign.deliveries.values_list("status", "final_dot_at")) == {("pending", None)}
+    loop.send_campaign(campaign.pk)  # the sender started in its place
 
     assert_everyone_received_once(sandbox, campaign)
     assert not campaign.deliveries.filter(ambiguous=True).exists()
@@ -140,9 +156,9 @@ def test_a_fenced_off_sender_cannot_overwrite_what_recovery_decided(smtp_sandbox
     Delivery.objects.filter(pk=delivery.pk).update(final_dot_at=timezone.now())
 
     let_the_lease_run_out(campaign)
-    sending.recover_orphans(campaign, sending.take_lease(campaign.pk))
+    recover_orphans(campaign)
     delivery.status, delivery.last_reply = "deferred", "451 the link broke before the reply"
-    sending._save_outcomes([delivery], sender.lease)
+    loop._save_outcomes([delivery], sender.lease)
 
     assert Delivery.objects.values_list("status", "ambiguous").get(pk=delivery.pk) == ("sent", True)
 
@@ -151,15 +167,15 @@ def test_an_outcome_write_that_fails_once_is_tried_again(smtp_sandbox, make_serv
     settings.CAMPAIGN_BATCH_SIZE = 5
     sandbox = smtp_sandbox()
     campaign = running(make_campaign([make_server(port=sandbox.port)], 12))
-    save_outcomes, failures = sending._save_outcomes, iter([DatabaseError("database is locked")])
+    save_outcomes, failures = loop._save_outcomes, iter([DatabaseError("database is locked")])
 
     def locked_once(deliveries, lease):
         if deliveries and (error := next(failures, None)):
             raise error
         save_outcomes(deliveries, lease)
 
-    monkeypatch.setattr(sending, "_save_outcomes", locked_once)
-    sending.send_campaign(campaign.pk)
+    monkeypatch.setattr(loop, "_save_outcomes", locked_once)
+    loop.send_campaign(campaign.pk)
 
     assert_everyone_received_once(sandbox, campaign)
     assert not campaign.deliveries.filter(ambiguous=True).exists()
@@ -175,16 +191,16 @@ def test_a_batch_slower_than_the_lease_keeps_its_sender_while_the_watchdog_fires
     settings.CAMPAIGN_LEASE_S = 2
     sandbox = smtp_sandbox(latency_ms=100)
     campaign = running(make_campaign([make_server(port=sandbox.port, max_conns=1)], 12))
-    sender = in_thread(lambda: sending.send_campaign(campaign.pk))
-    wait_for(lambda: Campaign.objects.filter(pk=campaign.pk).exclude(lease_owner="").exists(), 10, "the sender")
+    sender = in_thread(lambda: loop.send_campaign(campaign.pk))
+    wait_for(lambda: Sender.objects.filter(campaign=campaign).exists(), 10, "the sender")
     takeovers = []
 
     def compete():
         while sender.is_alive():
-            sending.watchdog()
-            if lease := sending.take_lease(campaign.pk):
+            watchdog.watchdog()
+            if lease := leases.join(campaign.pk):  # one connection: one sender at a time
                 takeovers.append(status_of(campaign))
-                sending.release_lease(lease)
+                leases.release(lease, 0)
             time.sleep(0.05)
 
     competitor = in_thread(compete)
@@ -200,15 +216,15 @@ def test_a_claim_holds_what_the_slowest_rate_sends_in_a_quarter_of_the_lease(mak
     settings.CAMPAIGN_LEASE_S = 60
     settings.CAMPAIGN_BATCH_SIZE = 200
     fast, slow = make_server(name="fast"), make_server(name="slow", rate_limit=0.5)
-    campaign = make_campaign([fast, slow], 1, rate_limit=1)
-    lease = sending.take_lease(campaign.pk)
-    sender = sending.CampaignSender(campaign, lease, sending.LeaseKeeper(lease))
+    campaign = running(make_campaign([fast, slow], 1, rate_limit=1))
+    lease = leases.join(campaign.pk)
+    sender = loop.CampaignSender(campaign, lease, leases.SenderKeeper(lease))
 
     assert sender.claim_size(fast) == 15  # the campaign's 1 msg/s for 15 s
     assert sender.claim_size(slow) == 7  # the server's 0.5 msg/s
     Campaign.objects.filter(pk=campaign.pk).update(rate_limit=0)
     campaign.refresh_from_db()
-    unlimited = sending.CampaignSender(campaign, lease, sending.LeaseKeeper(lease))
+    unlimited = loop.CampaignSender(campaign, lease, leases.SenderKeeper(lease))
     assert unlimited.claim_size(fast) == 200 and unlimited.claim_size(slow) == 7
 
 
@@ -219,12 +235,12 @@ def test_two_senders_started_at_once_send_each_address_once(smtp_sandbox, make_s
     sandbox = smtp_sandbox(latency_ms=2)
     campaign = running(make_campaign([make_server(port=sandbox.port, max_conns=3)], 300))
     start = threading.Barrier(2)
-    senders = [in_thread(lambda: (start.wait(), sending.send_campaign(campaign.pk))) for _ in range(2)]
+    senders = [in_thread(lambda: (start.wait(), loop.send_campaign(campaign.pk))) for _ in range(2)]
     for sender in senders:
         sender.join(timeout=60)
 
     if status_of(campaign) != "finished":  # the loser left at once; the winner may have handed over
-        sending.send_campaign(campaign.pk)
+        loop.send_campaign(campaign.pk)
     assert_everyone_received_once(sandbox, campaign)
 
 
@@ -244,10 +260,14 @@ def test_two_workers_given_the_same_campaign_twice_send_each_address_once(smtp_s
 
 
 def _sender_pid(campaign: Campaign) -> int:
-    """The process holding the campaign (waiting out a hand-over between two tasks)."""
-    owner = Campaign.objects.values_list("lease_owner", flat=True).get
-    wait_for(lambda: owner(pk=campaign.pk), 30, "a sender to hold the campaign")
-    return int(owner(pk=campaign.pk).rpartition(":")[2])
+    """The process of the campaign's live sender (waiting out a hand-over between two tasks)."""
+
+    def owner():
+        live = Sender.objects.filter(campaign=campaign, lease_until__gt=timezone.now()).order_by("-pk")
+        return live.values_list("owner", flat=True).first()
+
+    wait_for(owner, 30, "a sender to hold the campaign")
+    return int(owner().rpartition(":")[2])
 
 
 def test_a_sender_stopped_past_its_lease_and_continued_completes_nothing_it_lost(smtp_sandbox, make_server, workers):
@@ -265,7 +285,7 @@ def test_a_sender_stopped_past_its_lease_and_continued_completes_nothing_it_lost
     try:
         stopped_at = len(sandbox.received)
         time.sleep(4)  # past the 2 s lease, with room for a renewal just before the stop
-        sending.watchdog()  # enqueues a sender; the cluster's other worker takes it
+        watchdog.watchdog()  # enqueues a sender; the cluster's other worker takes it
         wait_for(lambda: len(sandbox.received) >= stopped_at + 10, 60, "the second worker to send")
         assert _sender_pid(campaign) != stopped
     finally:
@@ -295,9 +315,9 @@ def test_a_failing_task_puts_its_rows_back_and_pauses_the_campaign_after_three(
     def disk_full(*args):
         raise DatabaseError("database or disk is full")
 
-    monkeypatch.setattr(sending, "_save_outcomes", disk_full)
+    monkeypatch.setattr(loop, "_save_outcomes", disk_full)
     for _ in range(3):
-        sending.send_campaign(campaign.pk)  # what the watchdog would start each minute
+        loop.send_campaign(campaign.pk)  # what the watchdog would start each minute
         assert not campaign.deliveries.filter(status="sending").exists()
 
     campaign.refresh_from_db()
@@ -306,12 +326,12 @@ def test_a_failing_task_puts_its_rows_back_and_pauses_the_campaign_after_three(
     assert "database or disk is full" in campaign.pause_reason
     errors = Event.objects.filter(campaign=campaign, kind=eventlog.TASK_ERROR)
     assert [event.detail["failures_in_a_row"] for event in errors.order_by("id")] == [1, 2, 3]
-    sending.watchdog()
+    watchdog.watchdog()
     assert status_of(campaign) == "paused"  # no restart loop
 
     monkeypatch.undo()
     campaign.resume()
-    sending.send_campaign(campaign.pk)
+    loop.send_campaign(campaign.pk)
     assert_everyone_received_once(sandbox, campaign)  # what went out before each failure, never again
     assert Campaign.objects.get(pk=campaign.pk).task_failures == 0
 
@@ -331,7 +351,7 @@ def test_large_messages_are_rendered_as_they_are_sent_within_the_batch_memory(sa
 
     tracemalloc.start()
     try:
-        sending.send_campaign(campaign.pk)
+        loop.send_campaign(campaign.pk)
         peak_bytes = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

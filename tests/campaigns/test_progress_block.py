@@ -8,9 +8,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import sending
 from campaigns.models import Campaign
 from campaigns.progress import Progress, progress
+from campaigns.sending import loop
 from tests.campaigns.test_sending import make_campaign
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def _block(browser, campaign: Campaign) -> str:
 def test_a_waiting_campaign_says_what_it_waits_for_and_counts_the_wait_in_its_eta(viewer_client, make_server):
     now = timezone.now()
     campaign = make_campaign([make_server()], 40)
-    sending.populate(campaign)
+    loop.populate(campaign)
     # 30 sent in the minute before the window filled, 5 minutes ago: 0.5 a second, 10 to go.
     for n, delivery in enumerate(campaign.deliveries.order_by("pk")[:30]):
         delivery.status, delivery.sent_at = "sent", now - timedelta(minutes=5, seconds=2 * n)

@@ -12,8 +12,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import sending
 from campaigns.models import Campaign
+from campaigns.sending import watchdog
 from project.roles import Role
 from smtp_settings.events import Kind
 from smtp_settings.limit_stores import store
@@ -101,7 +101,7 @@ def test_the_quota_count_survives_a_worker_restart(smtp_sandbox, make_server, sh
     assert len(sandbox.received) == 600
     workers(**short_hour)
     wait_for(lambda: timezone.now() > waiting(campaign)[1], WINDOW_S + 1, "the window to have room")
-    sending.watchdog()  # its run every minute, a little early
+    watchdog.watchdog()  # its run every minute, a little early
     wait_for(lambda: status_of(campaign) == "finished", 40, "the campaign to finish after the restart")
 
     assert most_in_any_window(sandbox, WINDOW_S - ARRIVAL_JITTER_S) <= 600

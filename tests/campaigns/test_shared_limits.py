@@ -21,8 +21,9 @@ from collections import Counter
 import pytest
 from django.core.mail import EmailMessage, get_connection
 from django.db import connection
+from django.utils import timezone
 
-from campaigns.models import Campaign, Delivery
+from campaigns.models import Campaign, Delivery, Sender
 from smtp_settings.limit_stores import store
 from smtp_settings.results import SENT
 from tests.campaigns.test_sending import make_campaign, received_by_address, sent_count, status_of, wait_for
@@ -37,9 +38,9 @@ def all_finished(campaigns) -> bool:
 
 
 def senders_of(campaigns) -> set[str]:
-    """The processes holding the campaigns now."""
-    owners = Campaign.objects.filter(pk__in=[c.pk for c in campaigns]).values_list("lease_owner", flat=True)
-    return {owner for owner in owners if owner}
+    """The processes sending the campaigns now."""
+    live = Sender.objects.filter(campaign__in=campaigns, lease_until__gt=timezone.now())
+    return set(live.values_list("owner", flat=True))
 
 
 def assert_each_delivery_received_once(summary: dict, campaigns, also: int = 0) -> None:

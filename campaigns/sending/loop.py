@@ -1,0 +1,519 @@
+"""The sender loop: what one sending task does with the campaign it joined.
+
+`send_campaign(id)` (a django-q2 task) joins the campaign (see leases.py), recovers what dead
+senders left (recovery.py), makes the delivery rows if nobody has (in chunks, resumable), and
+starts as many more senders as the servers can use. Then it claims batches and sends each
+through RotatingEmailBackend, rendering each message only when a connection is ready for it,
+and records every outcome. A claim holds no more than the slowest applicable rate sends in a
+quarter of the lease, nor more than CAMPAIGN_BATCH_MEMORY_MB of messages. After
+CAMPAIGN_TASK_BUDGET_S it enqueues its successor and stops, so no task outlives django-q2's
+timeout (and is never handed to a second worker).
+
+Stopping between messages: pause, cancel, auto-pause and a disabled server stop the batch in
+hand within about a second (the keeper's watch, and the fence at every final dot). Messages
+already past their dot finish; the rest of the claim goes back in line (dropped if cancelled).
+
+Exactly once: the backend calls `on_final_dot` just before a message's content and final dot
+go out. We record that moment (`final_dot_at`) with the fence (leases.FINAL_DOT); if it fails,
+the message is held back before its dot (a server discards a transaction without it) and the
+batch stops. Recovery decides rows whose sender died by that record.
+
+Failures in a row are counted per message, in the order results come (`on_result`), across
+all senders; the campaign pauses at `auto_pause_after`. Deferred deliveries come back after
+CAMPAIGN_RETRY_DELAY_S, doubling, until the server's `retries` are used up: then failed.
+A server whose batch could not connect at all is left out for a while (rotation.py). A server
+whose quota window is full sends nothing until it has room; when all wait, the campaign says
+for what and until when. A task that fails on an unexpected error puts its deliveries back and
+records why; after TASK_FAILURES_BEFORE_PAUSE such failures in a row the campaign pauses.
+"""
+
+import logging
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from django import db
+from django.conf import settings
+from django.core.mail import get_connection
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.dispatch import receiver
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from campaigns import eventlog
+from campaigns.models import Campaign, Delivery, Subscriber
+from campaigns.rendering import CampaignRenderer, RenderError, message_domain
+from campaigns.sending import leases
+from campaigns.sending.leases import Lease, SenderKeeper
+from campaigns.sending.recovery import recover_orphans
+from campaigns.sending.rotation import ServerRotation
+from smtp_settings.backends import StopBatch
+from smtp_settings.events import Kind, smtp_event
+from smtp_settings.limits import RateLimiter
+from smtp_settings.models import SmtpServer
+from smtp_settings.results import DEFERRED, FAILED, SENT
+from smtp_settings.shared_limits import configured_rate
+
+log = logging.getLogger(__name__)
+Status = Delivery.Status
+
+POPULATE_CHUNK = 2000
+FIRST_RECRUIT_S = 2  # a sender looks for missing peers after this, then after twice as long, and so on
+CLAIM_LEASE_FRACTION = 0.25  # a claim holds what the slowest rate sends in this much of a lease
+TASK_FAILURES_BEFORE_PAUSE = 3
+BACKEND = "smtp_settings.backends.RotatingEmailBackend"
+TASK = "campaigns.tasks.send_campaign"
+
+
+def start_senders(campaign: Campaign, count: int = 1) -> None:
+    for _ in range(count):
+        async_task(TASK, campaign.pk, group=f"campaign-{campaign.pk}")
+
+
+def recruit(campaign: Campaign) -> None:
+    """Start the senders the campaign can still use (a task that finds enough just ends).
+
+    A worker's django-q2 pusher may take tasks ahead of its busy workers and hold them; other
+    hosts then never see them. So senders recruit again a few times while they run (after 2,
+    4, 8… s), and the extra tasks reach the workers that are free."""
+    start_senders(campaign, leases.senders_wanted(campaign) - leases.live_senders(campaign))
+
+
+# -- what the pools report, counted per campaign --
+
+_TALLIED = {Kind.SESSION_CLOSED_421: "sessions_closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}
+_tally: Counter = Counter()
+_tally_lock = threading.Lock()
+
+
+@receiver(smtp_event, dispatch_uid="campaigns.sending.tally")
+def _count_event(sender, event, **kwargs) -> None:
+    field = _TALLIED.get(event.kind)
+    campaign_id = event.context.get("campaign_id")
+    if field and campaign_id:
+        with _tally_lock:
+            _tally[(campaign_id, field)] += 1
+
+
+def _flush_tally(campaign_id: int) -> None:
+    with _tally_lock:
+        counts = {field: _tally.pop((campaign_id, field), 0) for field in _TALLIED.values()}
+    changes = {field: F(field) + n for field, n in counts.items() if n}
+    if changes:
+        Campaign.objects.filter(pk=campaign_id).update(**changes)
+
+
+# -- the task --
+
+
+def send_campaign(campaign_id: int) -> None:
+    lease = leases.join(campaign_id)
+    if lease is None:
+        log.info("campaign %s: not running, or it has all the senders it can use", campaign_id)
+        return
+    more, sender = False, None
+    try:
+        with SenderKeeper(lease) as keeper:
+            campaign = Campaign.objects.get(pk=campaign_id)
+            recover_orphans(campaign)
+            populate(campaign)
+            recruit(campaign)
+            try:
+                sender = CampaignSender(campaign, lease, keeper)
+            except RenderError as error:  # templates saved around the form's checks (the admin, say)
+                campaign.pause(f"The campaign's templates do not compile: {error}")
+            else:
+                more = sender.run()
+    except Exception as error:
+        log.exception("campaign %s: the sending task failed", campaign_id)
+        _after_task_error(lease, error)
+    finally:
+        leases.release(lease, sender.sent if sender else 0)
+        eventlog.flush()
+    _hand_over(campaign_id, more)
+
+
+def _hand_over(campaign_id: int, more: bool) -> None:
+    """A successor when this task's time is up; and one when the campaign is running with work
+    waiting but no sender left (it was resumed while this one was stopping, say)."""
+    campaign = Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.RUNNING).first()
+    if campaign is None:
+        return
+    if more or (
+        (not campaign.waiting_until or campaign.waiting_until <= timezone.now())
+        and campaign.deliveries.filter(status=Status.PENDING).exists()
+        and not leases.live_senders(campaign)
+    ):
+        start_senders(campaign)
+
+
+def _after_task_error(lease: Lease, error: Exception) -> None:
+    """A sending task stopped on an unexpected error: put its deliveries back, say why, and
+    pause the campaign if that keeps happening (the watchdog would restart it for ever).
+
+    The sender first fences itself off, so that no thread of the failed task can still
+    finish a message; its rows are then orphans like a dead sender's."""
+    try:
+        leases.release(lease, 0)
+        campaign = Campaign.objects.get(pk=lease.campaign_id)
+        recover_orphans(campaign)
+        Campaign.objects.filter(pk=campaign.pk).update(task_failures=F("task_failures") + 1)
+        campaign.refresh_from_db(fields=["task_failures"])
+        reason = f"{type(error).__name__}: {error}"[:2000]
+        text, failures = f"The sending task stopped: {reason}", campaign.task_failures
+        eventlog.record_campaign_event(campaign, eventlog.TASK_ERROR, text, failures_in_a_row=failures)
+        if campaign.task_failures >= TASK_FAILURES_BEFORE_PAUSE:
+            campaign.pause(f"Paused after {campaign.task_failures} sending tasks in a row failed. Last error: {reason}")
+    except Exception:  # the database itself is away: the lease runs out, the watchdog recovers
+        log.exception("campaign %s: could not record the failure", lease.campaign_id)
+
+
+def populate(campaign: Campaign) -> None:
+    """One delivery per active subscriber of the campaign's lists, in chunks, resumable (and
+    harmless if two senders do it at once: a subscriber's second row is not inserted)."""
+    if campaign.populated_at:
+        return
+    list_ids = list(campaign.lists.values_list("pk", flat=True))
+    members = Subscriber.lists.through.objects.filter(
+        mailinglist_id__in=list_ids, subscriber__status=Subscriber.Status.ACTIVE
+    )
+    after = campaign.deliveries.order_by("-subscriber_id").values_list("subscriber_id", flat=True).first() or 0
+    while True:
+        chunk = list(
+            members.filter(subscriber_id__gt=after)
+            .order_by("subscriber_id")
+            .values_list("subscriber_id", flat=True)
+            .distinct()[:POPULATE_CHUNK]
+        )
+        if not chunk:
+            break
+        Delivery.objects.bulk_create(
+            [Delivery(campaign=campaign, subscriber_id=pk) for pk in chunk], ignore_conflicts=True
+        )
+        after = chunk[-1]
+    Campaign.objects.filter(pk=campaign.pk).update(populated_at=timezone.now())
+
+
+def _message_id(campaign: Campaign, delivery: Delivery) -> str:
+    """Stable per delivery: a message sent again after a crash keeps its Message-ID."""
+    return f"<relaydeck.{campaign.pk}.{delivery.pk}@{message_domain(campaign)}>"
+
+
+def _bytes_per_message(campaign: Campaign) -> int:
+    """A generous guess at the memory one message of this campaign holds while its batch is
+    out: the rendered parts (a text part made from the HTML is about as large), their MIME
+    encoding and the bytes on the wire."""
+    template_chars = len(campaign.subject) + len(campaign.html_body) + len(campaign.text_body or campaign.html_body)
+    return 4 * template_chars + 4096
+
+
+_SENT_EARLY = (
+    "UPDATE campaigns_delivery SET status = 'sent', sent_at = %s, last_code = %s, last_reply = %s, ambiguous = %s"
+    " WHERE id = %s AND status = 'sending' AND claim_token = %s"
+)
+# The server may have been deleted while its batch was out: then the delivery names none.
+_OUTCOME = (
+    "UPDATE campaigns_delivery SET status = %s, attempts = %s,"
+    " server_id = (SELECT id FROM smtp_settings_smtpserver WHERE id = %s), last_code = %s, last_reply = %s,"
+    " message_id = %s, sent_at = %s, ambiguous = %s, next_attempt_at = %s, updated_at = %s"
+    " WHERE id = %s AND status IN ('sending', 'sent') AND claim_token = %s"  # 'sent': by _SENT_EARLY
+)
+_thread = threading.local()
+
+
+def _db_time(value):
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
+    """Write each delivery's outcome in one statement run many times (bulk_update's CASE
+    expressions cost milliseconds per row), and only where this sender's claim still stands."""
+    rows = [
+        [
+            d.status,
+            d.attempts,
+            d.server_id,
+            d.last_code,
+            d.last_reply,
+            d.message_id,
+            _db_time(d.sent_at),
+            d.ambiguous,
+            _db_time(d.next_attempt_at),
+            _db_time(d.updated_at),
+            d.pk,
+            lease.token,
+        ]
+        for d in deliveries
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(_OUTCOME, rows)
+
+
+class CampaignSender:
+    """Claims and sends batches of one campaign until it is done, stopped, or the task's
+    time is up. `run()` returns True when a successor task should carry on."""
+
+    def __init__(self, campaign: Campaign, lease: Lease, keeper: SenderKeeper):
+        self.campaign = campaign
+        self.lease = lease
+        self.keeper = keeper
+        self.sent = 0
+        self.renderer = CampaignRenderer(campaign)
+        self.rotation = ServerRotation(campaign)
+        self.rate_limiter = RateLimiter(campaign.rate_limit) if campaign.rate_limit else None
+        memory_cap = settings.CAMPAIGN_BATCH_MEMORY_MB * 2**20 // _bytes_per_message(campaign)
+        self.batch_size = max(1, min(settings.CAMPAIGN_BATCH_SIZE, memory_cap))
+
+    def run(self) -> bool:
+        deadline = time.monotonic() + settings.CAMPAIGN_TASK_BUDGET_S
+        campaign = self.campaign
+        recruit_gap_s = FIRST_RECRUIT_S
+        recruit_at = time.monotonic() + recruit_gap_s
+        while time.monotonic() < deadline:
+            if self.keeper.stop.is_set():
+                return False
+            if time.monotonic() >= recruit_at:
+                recruit(campaign)
+                recruit_gap_s *= 2
+                recruit_at = time.monotonic() + recruit_gap_s
+            campaign.refresh_from_db(fields=["status", "auto_pause_after", "task_failures", "waiting_until"])
+            if campaign.status != Campaign.Status.RUNNING:
+                return False
+            self.rotation.refresh()
+            if not self.rotation.servers:
+                campaign.pause("None of the campaign's SMTP servers is enabled.")
+                return False
+            server = self.rotation.next()
+            if server is None:  # every server waits for a quota window: wait, never defer
+                if not self.wait_for_quota(deadline):
+                    return False
+                continue
+            if campaign.waiting_until:
+                Campaign.objects.filter(pk=campaign.pk).update(waiting_reason="", waiting_until=None)
+                campaign.waiting_reason, campaign.waiting_until = "", None
+            ids = leases.claim(self.lease, self.claim_size(server))
+            if ids:
+                self.send(server, leases.claimed(self.lease, ids))
+                if campaign.task_failures:
+                    Campaign.objects.filter(pk=campaign.pk).update(task_failures=0)
+                continue
+            if recover_orphans(campaign):  # a dead sender's rows came back in line
+                continue
+            if self.finish_if_done():
+                return False
+            wait_s = self.seconds_to_next_retry()
+            if wait_s is None or time.monotonic() + wait_s > deadline:
+                return False  # the others finish; the watchdog starts a sender when retries are due
+            time.sleep(min(wait_s, 1.0))
+        return True
+
+    def wait_for_quota(self, deadline: float) -> bool:
+        """Say on the campaign what it waits for and until when, and wait a second; False
+        when the wait outlasts this task (the watchdog starts a sender when it is over)."""
+        until, reason = self.rotation.soonest()
+        if not self.campaign.waiting_until:
+            log.info("campaign %s: %s", self.campaign.pk, reason)
+        self.campaign.waiting_until = datetime.fromtimestamp(until, UTC)
+        Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.RUNNING).update(
+            waiting_reason=reason[:500], waiting_until=self.campaign.waiting_until
+        )
+        wait_s = until - time.time()
+        if time.monotonic() + wait_s > deadline:
+            return False
+        self.keeper.stop.wait(max(0.0, min(wait_s, 1.0)))
+        return True
+
+    def claim_size(self, server: SmtpServer) -> int:
+        """As many deliveries as the slowest applicable rate sends in a quarter of the lease:
+        a claim should never outlast the lease that protects it (renewal covers a server
+        slower than its rate, and the fence covers a sender that stops renewing)."""
+        rates = [rate for rate in (self.campaign.rate_limit, configured_rate(server)) if rate > 0]
+        if not rates:
+            return self.batch_size
+        return max(1, min(self.batch_size, int(min(rates) * settings.CAMPAIGN_LEASE_S * CLAIM_LEASE_FRACTION)))
+
+    def _record_final_dot(self, message) -> None:
+        """The backend's on_final_dot hook, run in the sending thread (plain SQL: the ORM's
+        update costs more than the message itself). It is the fence: if this sender's claim or
+        lease is gone, the campaign stopped or the server was disabled, the message is held
+        back before its dot and the batch stops.
+
+        It first records that this thread's previous message was accepted, so a sender that
+        dies leaves at most one message per thread whose fate is unknown, not a whole batch
+        whose outcomes were waiting to be written. (Both statements in one transaction.)"""
+        if self.keeper.stop.is_set():
+            raise StopBatch("the campaign is no longer running, or this sender lost its lease")
+        now = _db_time(timezone.now())
+        token = self.lease.token
+        previous, _thread.previous = getattr(_thread, "previous", None), message
+        result = getattr(previous, "smtp_result", None)
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                if result is not None and result.status == SENT:
+                    early = [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id, token]
+                    cursor.execute(_SENT_EARLY, early)
+                cursor.execute(leases.FINAL_DOT, [now, message.delivery_id, token, token, now, message.server_id])
+                fenced_off = cursor.rowcount != 1
+        except db.Error as error:  # not the server's fault: stop, give the batch back, no attempt used
+            raise StopBatch(f"the final dot could not be recorded: {error}") from error
+        if fenced_off:
+            raise StopBatch("this sender may no longer send it: the campaign stopped, or the lease or server is gone")
+
+    def _count_result(self, message) -> None:
+        """The backend's on_result hook: failures in a row, per message, in the order results
+        come from every sender; the campaign pauses at `auto_pause_after`. A success resets the
+        count only when it may be above 0 (the keeper looks twice a second), so the common case
+        writes nothing here."""
+        result = message.smtp_result
+        if result.stopped or (result.status == DEFERRED and result.code is None):
+            return  # not tried, or the server was not reached: says nothing about the address
+        campaign = Campaign.objects.filter(pk=self.campaign.pk)
+        try:
+            if result.status == SENT:
+                if self.keeper.failures_seen:
+                    self.keeper.failures_seen = False
+                    campaign.filter(consecutive_failures__gt=0).update(consecutive_failures=0)
+                return
+            with transaction.atomic():
+                campaign.update(consecutive_failures=F("consecutive_failures") + 1)
+                in_a_row = campaign.values_list("consecutive_failures", flat=True).get()
+        except db.Error:
+            log.warning("campaign %s: could not count a failure", self.campaign.pk, exc_info=True)
+            return
+        self.keeper.failures_seen = True
+        limit = self.campaign.auto_pause_after
+        if limit and in_a_row >= limit:
+            self._auto_pause(in_a_row, f"{result.code or ''} {result.text}".strip())
+            raise StopBatch("the campaign paused itself")
+
+    def _auto_pause(self, in_a_row: int, last_failure: str) -> None:
+        campaign = Campaign.objects.get(pk=self.campaign.pk)
+        reason = f"Paused after {in_a_row} failed deliveries in a row. Last reply: {last_failure}"
+        if campaign.pause(reason[:2000]):
+            eventlog.record_campaign_event(campaign, eventlog.AUTO_PAUSE, reason)
+            log.warning("campaign %s auto-paused after %s failures in a row", campaign.pk, in_a_row)
+        self.keeper.stop.set()
+
+    def _messages(self, server: SmtpServer, batch: list[Delivery], settled: list[Delivery], out: list):
+        """Each delivery's message, rendered only when the backend is ready to send it, so a
+        batch never holds more than its memory budget; appends (delivery, message) to `out`
+        and deliveries that need no message to `settled`. Stops as soon as the campaign stops
+        or the server is disabled: what is left goes back in line."""
+        now = timezone.now()
+        for delivery in batch:
+            if self.keeper.stop.is_set() or server.pk not in self.keeper.servers:
+                return
+            delivery.updated_at = now
+            if delivery.subscriber.status != Subscriber.Status.ACTIVE:
+                delivery.status, delivery.last_reply = Status.SKIPPED, "not subscribed any more"
+                settled.append(delivery)
+                continue
+            delivery.message_id = delivery.message_id or _message_id(self.campaign, delivery)
+            try:
+                message = self.renderer.message(delivery.subscriber, delivery.message_id)
+            except RenderError as error:
+                delivery.status, delivery.last_reply = Status.FAILED, f"the template failed for them: {error}"
+                settled.append(delivery)
+                continue
+            message.delivery_id, message.server_id = delivery.pk, server.pk
+            message.event_context = {"delivery_id": delivery.pk}
+            out.append((delivery, message))
+            yield message
+
+    def send(self, server: SmtpServer, batch: list[Delivery]) -> None:
+        """Send `batch` through `server` and record what became of each delivery."""
+        now = timezone.now()
+        _thread.previous = None  # a message of an earlier batch is recorded already
+        messages, settled = [], []
+        backend = get_connection(
+            BACKEND,
+            server=server,
+            fail_silently=True,
+            event_context={"campaign_id": self.campaign.pk},
+            on_final_dot=self._record_final_dot,
+            on_result=self._count_result,
+            rate_limiter=self.rate_limiter,
+            retries=0,  # deferred deliveries come back in a later pass, not in this batch
+            max_threads=len(batch),
+        )
+        backend.send_messages(self._messages(server, batch, settled, messages))
+
+        answered = [(delivery, message) for delivery, message in messages if not message.smtp_result.stopped]
+        waits = [m.smtp_result for _, m in messages if m.smtp_result.stopped and m.smtp_result.resume_at]
+        if waits:
+            self.rotation.wait(server, waits[0].resume_at, waits[0].text)
+        if answered and self._unreachable(answered) and self.rotation.mark_down(server):
+            log.warning("campaign %s: %s unreachable, its batch goes to another server", self.campaign.pk, server)
+            for delivery, _ in answered:
+                delivery.status, delivery.updated_at = Status.PENDING, now
+        elif answered:
+            self._judge(server, answered, now)
+        self._write_outcomes([*settled, *(delivery for delivery, _ in answered)])
+        self._give_back_unsent([delivery.pk for delivery, message in messages if message.smtp_result.stopped])
+        self.sent += sum(1 for delivery, _ in answered if delivery.status == Status.SENT)
+        _flush_tally(self.campaign.pk)
+
+    def _write_outcomes(self, deliveries: list[Delivery]) -> None:
+        """What the worker knows must reach the database before anything else is decided:
+        without it, recovery would have to guess (and might send a delivered message again).
+        So a failed write is tried once more, after the database had a moment."""
+        try:
+            _save_outcomes(deliveries, self.lease)
+        except db.Error:
+            log.warning("campaign %s: writing outcomes failed, trying again", self.campaign.pk, exc_info=True)
+            connection.close()  # a broken connection is not reopened outside a request: a new one
+            time.sleep(1)
+            _save_outcomes(deliveries, self.lease)
+
+    def _give_back_unsent(self, stopped_ids: list[int]) -> None:
+        """Deliveries this sender claimed but never took to their dot go back in line, where a
+        claim of ours still stands: those the batch never reached, and those it stopped at the
+        fence. (A stopped one may carry the final dot of an earlier attempt, but the backend
+        only tries a message again after the server refused that dot.) A cancelled campaign
+        drops them."""
+        mine = self.campaign.deliveries.filter(status=Status.SENDING, claim_token=self.lease.token)
+        back = mine.filter(Q(final_dot_at=None) | Q(pk__in=stopped_ids)).update(
+            status=Status.PENDING, claim_token=None, final_dot_at=None, updated_at=timezone.now()
+        )
+        if back and Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.CANCELLED).exists():
+            self.campaign.drop_unsent()
+
+    @staticmethod
+    def _unreachable(messages) -> bool:
+        """Nothing got through and no server reply says why: the server could not be reached."""
+        results = [message.smtp_result for _, message in messages]
+        return all(result.status == DEFERRED and result.code is None for result in results)
+
+    def _judge(self, server: SmtpServer, messages, now) -> None:
+        """Set each delivery's outcome from its message's result."""
+        for delivery, message in messages:
+            result = message.smtp_result
+            delivery.attempts += 1
+            delivery.server = server
+            delivery.last_code, delivery.last_reply = result.code, result.text[:2000]
+            delivery.updated_at = now
+            if result.status == SENT:
+                delivery.status, delivery.sent_at, delivery.ambiguous = Status.SENT, now, result.ambiguous
+            elif result.status == FAILED or delivery.attempts > server.retries:
+                delivery.status = Status.FAILED
+            else:
+                delivery.status = Status.DEFERRED
+                delay_s = settings.CAMPAIGN_RETRY_DELAY_S * 2 ** (delivery.attempts - 1)
+                delivery.next_attempt_at = now + timedelta(seconds=delay_s)
+
+    def finish_if_done(self) -> bool:
+        unfinished = self.campaign.deliveries.filter(status__in=(Status.PENDING, Status.SENDING, Status.DEFERRED))
+        if unfinished.exists():
+            return False
+        now = timezone.now()
+        Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.RUNNING).update(
+            status=Campaign.Status.FINISHED, finished_at=now, updated_at=now
+        )
+        return True
+
+    def seconds_to_next_retry(self) -> float | None:
+        deferred = self.campaign.deliveries.filter(status=Status.DEFERRED).order_by("next_attempt_at")
+        due_at = deferred.values_list("next_attempt_at", flat=True).first()
+        return None if due_at is None else max(0.0, (due_at - timezone.now()).total_seconds())
