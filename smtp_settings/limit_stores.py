@@ -21,7 +21,6 @@ two small stores, tested alike, was simpler than two algorithms with different s
 Times are seconds since the epoch from the caller's clock (hosts keep time with NTP).
 """
 
-import contextlib
 import math
 import threading
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Sum
 from redis import RedisError
 
+from project.sqlite_writes import one_writer
 from smtp_settings.models import ConnectionSlot, LimitState, SlotDemand, WindowCount
 
 BUCKETS = 24  # buckets per quota window
@@ -168,18 +168,6 @@ class DatabaseStore:
     def __init__(self):
         self._known: set[int] = set()  # servers whose LimitState row exists
         self._lock = threading.Lock()
-        self._sqlite_writer = threading.Lock()
-
-    def _one_writer(self):
-        """On SQLite, this process's threads write the hot rows one at a time, queued here:
-        queued in SQLite's busy handler instead, each would sleep 1 ms and more per try while
-        another holds the write lock (with a pool's ten sender threads reserving a turn per
-        message, that cost a fifth of the campaign rate). SQLite still makes the decisions
-        atomic across processes. Inside a transaction (which holds SQLite's write lock
-        already) it does not wait: a thread waiting there for the SQLite lock would wait for us."""
-        if connection.vendor != "sqlite" or connection.in_atomic_block:
-            return contextlib.nullcontext()
-        return self._sqlite_writer
 
     def _state_row(self, server_id: int, again: bool = False) -> None:
         """Make sure the server's LimitState row exists (`again`: it was found missing)."""
@@ -262,7 +250,7 @@ class DatabaseStore:
     def reserve(self, server_id, interval_s, now):
         self._state_row(server_id)
         sql = _RESERVE_SQLITE if connection.vendor == "sqlite" else _RESERVE
-        with self._one_writer(), connection.cursor() as cursor:
+        with one_writer(), connection.cursor() as cursor:
             cursor.execute(sql, [now, interval_s, server_id])
             row = cursor.fetchone()
             if row is None:  # the row went (the server was forgotten): make it again
@@ -274,7 +262,7 @@ class DatabaseStore:
     def take_quota(self, server_id, units, windows, now):
         # Plain SQL, as in reserve: this runs for every message, and building the ORM's
         # queries cost several times what SQLite takes to run them.
-        with self._one_writer(), transaction.atomic():
+        with one_writer(), transaction.atomic():
             self._serialise(server_id)
             with connection.cursor() as cursor:
                 cursor.execute(_COUNTED % ", ".join(["%s"] * len(windows)), [server_id, *(w.name for w in windows)])
@@ -299,7 +287,7 @@ class DatabaseStore:
 
     def count_sent(self, server_id, units, now):
         bucket = math.floor(now / SENT_BUCKET_S)
-        with self._one_writer(), transaction.atomic():
+        with one_writer(), transaction.atomic():
             self._serialise(server_id)
             self._add(server_id, "sent", bucket, units, keep_from=bucket - 60 // SENT_BUCKET_S)
 

@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery, Sender
+from project.sqlite_writes import one_writer
 from smtp_settings import processes
 from smtp_settings.models import SmtpServer
 from smtp_settings.shared_limits import configured_rate
@@ -159,7 +160,7 @@ def claim(lease: Lease, size: int) -> list[int]:
     now = timezone.now()
     params = [_db_time(now), lease.token, lease.campaign_id]
     sql = _CLAIM_SKIP_LOCKED if connection.vendor == "postgresql" else _CLAIM
-    with connection.cursor() as cursor:
+    with one_writer(), connection.cursor() as cursor:
         cursor.execute(sql.format(which="status = 'pending'"), [*params, size, lease.token, _db_time(now)])
         ids = [row[0] for row in cursor.fetchall()]
         if len(ids) < size:

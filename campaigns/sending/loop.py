@@ -49,6 +49,7 @@ from campaigns.sending import leases
 from campaigns.sending.leases import Lease, SenderKeeper
 from campaigns.sending.recovery import recover_orphans
 from campaigns.sending.rotation import ServerRotation
+from project.sqlite_writes import one_writer
 from smtp_settings.backends import StopBatch
 from smtp_settings.events import Kind, smtp_event
 from smtp_settings.limits import RateLimiter
@@ -247,7 +248,7 @@ def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
         ]
         for d in deliveries
     ]
-    with transaction.atomic(), connection.cursor() as cursor:
+    with one_writer(), transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(_OUTCOME, rows)
 
 
@@ -350,7 +351,7 @@ class CampaignSender:
         previous, _thread.previous = getattr(_thread, "previous", None), message
         result = getattr(previous, "smtp_result", None)
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
+            with one_writer(), transaction.atomic(), connection.cursor() as cursor:
                 if result is not None and result.status == SENT:
                     early = [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id, token]
                     cursor.execute(_SENT_EARLY, early)
