@@ -14,9 +14,9 @@ from campaigns.demo import DEMO_SANDBOX_OPTIONS, DEMO_SANDBOX_PORT
 STOP_WAIT_S = 20  # after its SIGTERM, then the child's whole process group is killed
 
 
-def dashboard_command(addrport: str) -> list[str]:
-    """runserver for development (no auto-reload, as `serve` restarts nothing), gunicorn with
-    gunicorn.conf.py once DEBUG is off."""
+def _dashboard(addrport: str) -> list[str]:
+    """runserver while DEBUG is on, without its reloader (the worker beside it would not reload);
+    gunicorn with gunicorn.conf.py once DEBUG is off."""
     if settings.DEBUG:
         return [sys.executable, "manage.py", "runserver", addrport, "--noreload"]
     bind = f"127.0.0.1:{addrport}" if addrport.isdigit() else addrport  # a bare port, as runserver reads it
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             # whitenoise serves, with DEBUG off, only what collectstatic wrote to STATIC_ROOT.
             call_command("collectstatic", interactive=False, verbosity=verbosity)
         commands = {
-            "dashboard": dashboard_command(addrport),
+            "dashboard": _dashboard(addrport),
             "worker": [sys.executable, "manage.py", "qcluster"],
         }
         if sandbox:
