@@ -1,17 +1,33 @@
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 import threading
 
+from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from campaigns.demo import DEMO_SANDBOX_OPTIONS, DEMO_SANDBOX_PORT
 
+STOP_WAIT_S = 20  # after its SIGTERM, then the child's whole process group is killed
+
+
+def _dashboard(addrport: str) -> list[str]:
+    """runserver while DEBUG is on, without its reloader (the worker beside it would not reload);
+    gunicorn with gunicorn.conf.py once DEBUG is off."""
+    if settings.DEBUG:
+        return [sys.executable, "manage.py", "runserver", addrport, "--noreload"]
+    bind = f"127.0.0.1:{addrport}" if addrport.isdigit() else addrport  # a bare port, as runserver reads it
+    config = settings.BASE_DIR / "gunicorn.conf.py"
+    return [sys.executable, "-m", "gunicorn", f"--config={config}", f"--bind={bind}"]
+
 
 class Command(BaseCommand):
     help = (
-        "Run the dashboard (runserver) and its django-q2 worker together, and with --sandbox the "
-        "local SMTP sandbox the demo sends to; Ctrl-C stops them all."
+        "Run the dashboard (runserver while DEBUG is on, else gunicorn) and its django-q2 worker "
+        "together, and with --sandbox the local SMTP sandbox the demo sends to; Ctrl-C stops them all."
     )
 
     def add_arguments(self, parser):
@@ -22,14 +38,16 @@ class Command(BaseCommand):
             help=f"Also run the SMTP sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT} with SES- and Exchange-like limits.",
         )
 
-    def handle(self, *args, addrport, sandbox, **options):
-        manage = [sys.executable, "manage.py"]
+    def handle(self, *args, addrport, sandbox, verbosity, **options):
+        if not settings.DEBUG:
+            # whitenoise serves, with DEBUG off, only what collectstatic wrote to STATIC_ROOT.
+            call_command("collectstatic", interactive=False, verbosity=verbosity)
         commands = {
-            "dashboard": [*manage, "runserver", addrport, "--noreload"],
-            "worker": [*manage, "qcluster"],
+            "dashboard": _dashboard(addrport),
+            "worker": [sys.executable, "manage.py", "qcluster"],
         }
         if sandbox:
-            commands["sandbox"] = [*manage, "smtp_sandbox", "--quiet", *DEMO_SANDBOX_OPTIONS]
+            commands["sandbox"] = [sys.executable, "manage.py", "smtp_sandbox", "--quiet", *DEMO_SANDBOX_OPTIONS]
         # Ctrl-C and SIGTERM reach only this process (the children have sessions of their own,
         # and a shell may start us with SIGINT ignored); each child then gets one SIGTERM.
         stop = threading.Event()
@@ -50,8 +68,12 @@ class Command(BaseCommand):
             if process.poll() is None:
                 process.terminate()
         for process in processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=STOP_WAIT_S)
+            # Each child leads a process group (its session) holding whatever it started:
+            # gunicorn's and django-q2's workers. Killing the group leaves nothing behind, even
+            # when a child did not stop in time or went without stopping its own.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         sys.exit(exit_code)
