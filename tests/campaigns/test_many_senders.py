@@ -117,6 +117,19 @@ def test_joins_beyond_what_the_servers_can_use_are_refused(make_server, settings
     assert leases.join(campaign.pk) is not None
 
 
+def test_concurrent_joins_never_exceed_what_the_servers_can_use(make_server, settings):
+    settings.CAMPAIGN_MAX_SENDERS = 4
+    campaign = make_campaign([make_server(max_conns=4)], 1)  # two senders
+    Campaign.objects.filter(pk=campaign.pk).update(status="running")
+    start, joined = threading.Barrier(6), []
+    threads = [in_thread(lambda: (start.wait(), joined.append(leases.join(campaign.pk)))) for _ in range(6)]
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sum(lease is not None for lease in joined) == 2
+    assert Sender.objects.filter(campaign=campaign).count() == 2
+
+
 # -- controls that act between two messages --
 
 
