@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 Status = Delivery.Status
 
 POPULATE_CHUNK = 2000
-FIRST_RECRUIT_S = 2  # a sender looks for missing peers after this, then after twice as long, and so on
+FIRST_RECRUIT_S = 1  # a sender looks for missing peers after this, then after twice as long, and so on
 CLAIM_LEASE_FRACTION = 0.25  # a claim holds what the slowest rate sends in this much of a lease
 TASK_FAILURES_BEFORE_PAUSE = 3
 BACKEND = "smtp_settings.backends.RotatingEmailBackend"
@@ -76,10 +76,12 @@ def start_senders(campaign: Campaign, count: int = 1) -> None:
 def recruit(campaign: Campaign) -> None:
     """Start the senders the campaign can still use (a task that finds enough just ends).
 
-    A worker's django-q2 pusher may take tasks ahead of its busy workers and hold them; other
-    hosts then never see them. So senders recruit again a few times while they run (after 2,
-    4, 8… s), and the extra tasks reach the workers that are free."""
-    start_senders(campaign, leases.senders_wanted(campaign) - leases.live_senders(campaign))
+    A worker's django-q2 pusher takes tasks ahead of its busy workers and holds them (up to
+    its queue_limit, plus one in hand), so other hosts never see them. So twice the missing
+    senders are asked for, and senders ask again a few times while they run (after 1, 2, 4…
+    s): the extra tasks reach the workers that are free, and the rest end at once."""
+    missing = leases.senders_wanted(campaign) - leases.live_senders(campaign)
+    start_senders(campaign, 2 * missing if missing > 0 else 0)
 
 
 # -- what the pools report, counted per campaign --

@@ -41,7 +41,7 @@ def sent_by_cluster(campaign: Campaign, clusters) -> Counter:
 
 
 def test_three_workers_send_one_campaign_together_each_address_once(smtp_sandbox, make_server, workers):
-    sandbox = smtp_sandbox(latency_ms=2, pipelining=True)
+    sandbox = smtp_sandbox(latency_ms=5, pipelining=True)  # a few seconds: time for all three to join
     campaign = make_campaign([make_server(port=sandbox.port, max_conns=6)], 5000)
     clusters = [workers(Q_WORKERS="1", CAMPAIGN_MAX_SENDERS="3") for _ in range(3)]
 
