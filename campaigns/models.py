@@ -280,7 +280,7 @@ class Delivery(models.Model):
 class Event(models.Model):
     """Something a connection pool (or a campaign's sender) did or heard, kept for the log.
 
-    Written in bulk off the sending path by `campaigns/eventlog.py`; identical events close
+    Written in bulk off the sending path by `campaigns/eventlog/writer.py`; identical events close
     together (a storm of 421s, say) are stored once with a `count`.
     """
 

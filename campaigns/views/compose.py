@@ -17,13 +17,13 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from campaigns.eventlog.views import campaign_events_context
 from campaigns.forms import CampaignForm, TestSendForm
 from campaigns.models import Campaign, Subscriber
 from campaigns.progress import Progress, counts_by_campaign
 from campaigns.progress import progress as campaign_progress
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain, sample_subscriber
 from campaigns.views import get_campaign_or_404
-from campaigns.views.logs import campaign_events_context
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required
 from smtp_settings.models import SmtpServer

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_q.tasks import async_task
 
-from campaigns.list_forms import ImportForm, MailingListForm
+from campaigns.lists.forms import ImportForm, MailingListForm
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required

@@ -10,6 +10,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from campaigns import eventlog
+from campaigns.eventlog import writer
 from campaigns.models import Campaign, Event
 from campaigns.sending import loop
 from smtp_settings.events import Kind, PoolEvent, smtp_event
@@ -96,7 +97,7 @@ def test_an_event_outlives_its_deleted_campaign_and_server(make_server):
 @pytest.mark.django_db(transaction=True)
 def test_events_are_written_by_a_background_thread(settings):
     settings.EVENT_LOG_FLUSH_S = 0.05
-    buffer = eventlog._Buffer()
+    buffer = writer._Buffer()
     now = timezone.now()
 
     buffer.add(Event(at=now, last_at=now, kind=Kind.CONNECT))
@@ -122,7 +123,7 @@ def test_auto_pause_is_logged_with_its_reason(smtp_sandbox, make_server, setting
 
 @pytest.mark.django_db
 def test_prune_deletes_what_is_older_than_the_retention(monkeypatch):
-    monkeypatch.setattr(eventlog, "PRUNE_CHUNK", 7)
+    monkeypatch.setattr(writer, "PRUNE_CHUNK", 7)
     now = timezone.now()
     Event.objects.bulk_create(
         [Event(at=now - timedelta(days=d), last_at=now, kind=Kind.CONNECT) for d in [0, 1, 29] + [31] * 20]
