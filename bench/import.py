@@ -4,7 +4,7 @@
 
 Each size runs in a fresh process on a fresh SQLite database in a temporary directory: it
 writes a CSV file (name, two attribute columns, and one invalid row in every thousand),
-imports it into an empty list with `campaigns.importing.import_csv_file`, imports it again
+imports it into an empty list with `campaigns.lists.importing.import_csv_file`, imports it again
 (every row then merges), and reports rows per second and the process's peak RSS. The
 importer streams, so the peak RSS of the large file should be about that of the small one.
 """
@@ -50,7 +50,7 @@ def measure(rows: int) -> dict:
     django.setup()
     from django.core.management import call_command
 
-    from campaigns.importing import import_csv_file
+    from campaigns.lists.importing import import_csv_file
     from campaigns.models import MailingList, Subscriber
 
     call_command("migrate", verbosity=0)

@@ -47,6 +47,10 @@ class Subscriber(models.Model):
     def normalise_email(address: str) -> str:
         return address.strip().lower()
 
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
     def set_status(self, status: str) -> None:
         self.status = status
         self.unsubscribed_at = None if status == self.Status.ACTIVE else timezone.now()
@@ -82,6 +86,19 @@ class SubscriberImport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.original_name} into {self.mailing_list}"
+
+    @property
+    def is_queued(self) -> bool:
+        return self.status == self.Status.QUEUED
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == self.Status.RUNNING
+
+    @property
+    def is_finished(self) -> bool:
+        """Done or failed: nothing more will change, so its page stops following it."""
+        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class Campaign(models.Model):
@@ -138,11 +155,62 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # What each status allows. Views and templates ask these rather than the status, and the
+    # state changes below use the same tuples, so a button shows only where its click can win.
     EDITABLE = (Status.DRAFT, Status.SCHEDULED)  # before sending starts
+    DELETABLE = (Status.DRAFT, Status.FINISHED, Status.CANCELLED)  # nothing is being sent, or will be
+    CANCELLABLE = (Status.DRAFT, Status.SCHEDULED, Status.RUNNING, Status.PAUSED)
+    RETRYABLE = (Status.RUNNING, Status.PAUSED, Status.FINISHED)  # its failed deliveries can go out again
+    UNDER_WAY = (Status.SCHEDULED, Status.RUNNING, Status.PAUSED)  # launched and not over: its lists are in use
 
     @property
     def is_editable(self) -> bool:
         return self.status in self.EDITABLE
+
+    @property
+    def is_deletable(self) -> bool:
+        return self.status in self.DELETABLE
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.status == self.Status.SCHEDULED
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == self.Status.RUNNING
+
+    @property
+    def is_paused(self) -> bool:
+        return self.status == self.Status.PAUSED
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.status == self.Status.CANCELLED
+
+    @property
+    def is_live(self) -> bool:
+        """Sending, or about to: its page follows it."""
+        return self.status in (self.Status.SCHEDULED, self.Status.RUNNING)
+
+    @property
+    def can_launch(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+    @property
+    def can_pause(self) -> bool:
+        return self.is_running
+
+    @property
+    def can_resume(self) -> bool:
+        return self.is_paused
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in self.CANCELLABLE
+
+    @property
+    def can_retry_failed(self) -> bool:
+        return self.status in self.RETRYABLE
 
     def _transition(self, allowed: tuple[str, ...], **changes) -> bool:
         """Apply `changes` if the campaign is still in one of `allowed`; True if this call won."""
@@ -171,6 +239,7 @@ class Campaign(models.Model):
         return self._transition((self.Status.SCHEDULED,), status=self.Status.DRAFT)
 
     def pause(self, reason: str = "") -> bool:
+        """Stop taking new deliveries; those in flight finish (the page says "Pausing…" until they have)."""
         return self._transition((self.Status.RUNNING,), status=self.Status.PAUSED, pause_reason=reason)
 
     def resume(self) -> bool:
@@ -182,29 +251,28 @@ class Campaign(models.Model):
         return won
 
     def cancel(self) -> bool:
-        won = self._transition(
-            (self.Status.DRAFT, self.Status.SCHEDULED, self.Status.RUNNING, self.Status.PAUSED),
-            status=self.Status.CANCELLED,
-            finished_at=timezone.now(),
-        )
+        """Stop for good: the deliveries still waiting their turn are dropped (`drop_unsent`)."""
+        won = self._transition(self.CANCELLABLE, status=self.Status.CANCELLED, finished_at=timezone.now())
         if won:
             self.drop_unsent()
         return won
 
     def drop_unsent(self) -> int:
-        """Deliveries of a cancelled campaign still waiting for their turn are not sent (those in
-        flight finish, and their senders drop what they give back)."""
+        """Deliveries of a cancelled campaign still waiting for their turn become `cancelled`:
+        not sent, and never to be (those in flight finish, and their senders drop what they
+        give back). Counted apart from `skipped`, so the page tells the two apart."""
         return self.deliveries.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.DEFERRED)).update(
-            status=Delivery.Status.SKIPPED, last_reply="campaign cancelled"
+            status=Delivery.Status.CANCELLED, updated_at=timezone.now()
         )
 
     def retry_failed(self) -> int:
         """Put failed deliveries back in line; sending picks them up (restarting a finished
-        campaign). Returns how many were requeued."""
+        campaign, or once a paused one is resumed). Returns how many were requeued: none for
+        a campaign that cannot retry (a cancelled one, say, even if cancelled meanwhile)."""
         with transaction.atomic():
-            requeued = self.deliveries.filter(status=Delivery.Status.FAILED).update(
-                status=Delivery.Status.PENDING, attempts=0, next_attempt_at=None
-            )
+            requeued = Delivery.objects.filter(
+                campaign_id=self.pk, campaign__status__in=self.RETRYABLE, status=Delivery.Status.FAILED
+            ).update(status=Delivery.Status.PENDING, attempts=0, next_attempt_at=None)
             if requeued and self._transition(
                 (self.Status.FINISHED,), status=self.Status.RUNNING, finished_at=None, consecutive_failures=0
             ):
@@ -243,11 +311,12 @@ class Delivery(models.Model):
         SENT = "sent", "Sent"
         DEFERRED = "deferred", "Deferred"
         FAILED = "failed", "Failed"
-        SKIPPED = "skipped", "Skipped"
+        SKIPPED = "skipped", "Skipped"  # the subscriber left before their turn
+        CANCELLED = "cancelled", "Cancelled"  # the campaign was cancelled before its turn: not sent
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
-    status = models.CharField(max_length=8, choices=Status, default=Status.PENDING)
+    status = models.CharField(max_length=10, choices=Status, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_reply = models.TextField(blank=True)
@@ -280,7 +349,7 @@ class Delivery(models.Model):
 class Event(models.Model):
     """Something a connection pool (or a campaign's sender) did or heard, kept for the log.
 
-    Written in bulk off the sending path by `campaigns/eventlog.py`; identical events close
+    Written in bulk off the sending path by `campaigns/eventlog/writer.py`; identical events close
     together (a storm of 421s, say) are stored once with a `count`.
     """
 

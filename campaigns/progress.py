@@ -40,6 +40,7 @@ class Sharing:
 
 @dataclass
 class Progress:
+    campaign: Campaign
     counts: dict[str, int]
     ambiguous: int = 0
     rate_per_s: float = 0.0
@@ -54,7 +55,38 @@ class Progress:
 
     @property
     def done(self) -> int:
+        """Deliveries that went out, failed, or were skipped because their subscriber left."""
         return self.counts[Status.SENT] + self.counts[Status.FAILED] + self.counts[Status.SKIPPED]
+
+    @property
+    def in_flight(self) -> int:
+        """Claimed by a sender and not settled yet: a pause or cancel lets these finish."""
+        return self.counts[Status.SENDING]
+
+    @property
+    def not_sent(self) -> int:
+        """What a cancel kept from going out: the deliveries it marked, and any that a sender
+        busy when it came gave back unsent (neither will ever be sent)."""
+        if not self.campaign.is_cancelled:
+            return 0
+        return self.total - self.done - self.in_flight
+
+    @property
+    def stopping(self) -> bool:
+        """Paused or cancelled, but messages claimed before the click are still going out."""
+        return self.in_flight > 0 and (self.campaign.is_paused or self.campaign.is_cancelled)
+
+    @property
+    def status_label(self) -> str:
+        if self.stopping:
+            return "Pausing…" if self.campaign.is_paused else "Cancelling…"
+        return self.campaign.get_status_display()
+
+    @property
+    def refreshes(self) -> bool:
+        """Whether the page keeps polling: while the campaign is live, and after a pause or
+        cancel until nothing is in flight."""
+        return self.campaign.is_live or self.in_flight > 0
 
     @property
     def remaining(self) -> int:
@@ -118,7 +150,7 @@ def _rate_per_s(campaign: Campaign, deliveries, counts: dict[str, int], now: dat
 
 def shared_servers(campaign: Campaign) -> list[Sharing]:
     """The campaign's servers that other running campaigns use too, with those campaigns."""
-    if campaign.status != Campaign.Status.RUNNING:
+    if not campaign.is_running:
         return []
     uses = (
         Campaign.servers.through.objects.filter(
@@ -139,6 +171,7 @@ def progress(campaign: Campaign) -> Progress:
     counts = counts_by_campaign([campaign.pk])[campaign.pk]
     now = timezone.now()
     return Progress(
+        campaign=campaign,
         counts=counts,
         ambiguous=deliveries.filter(ambiguous=True).count(),
         rate_per_s=_rate_per_s(campaign, deliveries, counts, now),

@@ -1,8 +1,9 @@
-"""django-q2 tasks: thin, taking ids; the work is in importing.py and sending/."""
+"""django-q2 tasks: thin, taking ids; the work is in lists/importing.py, sending/ and eventlog/."""
 
 from django.conf import settings
 
-from campaigns import eventlog, importing
+from campaigns import eventlog
+from campaigns.lists import importing
 from campaigns.sending import loop
 from campaigns.sending import watchdog as campaign_watchdog
 

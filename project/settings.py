@@ -303,6 +303,6 @@ if CAMPAIGN_AMBIGUOUS_POLICY not in ("sent", "resend"):
 CAMPAIGN_MAX_SUBJECT_BYTES = env_int("CAMPAIGN_MAX_SUBJECT_BYTES", 998)
 CAMPAIGN_MAX_BODY_BYTES = env_int("CAMPAIGN_MAX_BODY_BYTES", 1024 * 1024)
 
-# The event log (campaigns/eventlog.py): events are written in bulk this often, kept this long.
+# The event log (campaigns/eventlog/writer.py): events are written in bulk this often, kept this long.
 EVENT_LOG_FLUSH_S = env_int("EVENT_LOG_FLUSH_S", 1)
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)

@@ -1,12 +1,10 @@
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
-from project.htmx import HtmxHttpRequest
+from project.htmx import HtmxHttpRequest, redirect_to
 from project.roles import Role, role_required
 from smtp_settings.forms import ConnectionTestForm, SmtpServerForm, TestMessageForm
 from smtp_settings.live import live_figures
@@ -32,9 +30,7 @@ def _render_form(request: HtmxHttpRequest, form: SmtpServerForm, server: SmtpSer
 
 def _saved(request: HtmxHttpRequest, server: SmtpServer, verb: str) -> HttpResponse:
     messages.success(request, f"SMTP server “{server.name}” {verb}.")
-    if request.htmx:
-        return HttpResponseClientRedirect(reverse("smtp_settings:list"))
-    return redirect("smtp_settings:list")
+    return redirect_to(request, "smtp_settings:list")
 
 
 @role_required(Role.VIEWER)

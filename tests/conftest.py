@@ -58,10 +58,10 @@ def _fast_password_hashing(settings):
 def _events_written_on_flush(settings, monkeypatch):
     """No event-log thread in tests, and each test buffers its own events: they are written
     when the test or the sender flushes."""
-    from campaigns import eventlog
+    from campaigns.eventlog import writer
 
     settings.EVENT_LOG_FLUSH_S = 0
-    monkeypatch.setattr(eventlog, "_buffer", eventlog._Buffer())
+    monkeypatch.setattr(writer, "_buffer", writer._Buffer())
 
 
 @pytest.fixture(autouse=True)

@@ -1,36 +1,30 @@
-"""Writing campaigns: the list, the form, the detail page, the preview and a test message.
+"""Writing campaigns: the list, the form, the detail page, the preview and a test message
+(sent by `campaigns/test_message.py`).
 
 Launching and the live progress block are in `control.py`.
 """
 
-from dataclasses import dataclass
-
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from csp.decorators import csp
 from django.contrib import messages
-from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
+from django.core.mail import EmailMultiAlternatives, make_msgid
 from django.db import transaction
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
+from campaigns.eventlog.views import campaign_events_context
 from campaigns.forms import CampaignForm, TestSendForm
 from campaigns.models import Campaign, Subscriber
 from campaigns.progress import Progress, counts_by_campaign
 from campaigns.progress import progress as campaign_progress
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain, sample_subscriber
+from campaigns.test_message import send_test_message
 from campaigns.views import get_campaign_or_404
-from campaigns.views.logs import campaign_events_context
-from project.htmx import HtmxHttpRequest
+from project.htmx import HtmxHttpRequest, redirect_to
 from project.roles import Role, role_required
-from smtp_settings.models import SmtpServer
-from smtp_settings.results import SENT, SmtpResult
 
-BACKEND = "smtp_settings.backends.RotatingEmailBackend"
-DELETABLE = (Campaign.Status.DRAFT, Campaign.Status.FINISHED, Campaign.Status.CANCELLED)
 SAVED_FIELDS = [name for name in CampaignForm.Meta.fields if name not in ("lists", "servers")]
 
 
@@ -40,9 +34,7 @@ def _render_form(request: HtmxHttpRequest, form: CampaignForm, campaign: Campaig
 
 
 def _to_detail(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
-    if request.htmx:
-        return HttpResponseClientRedirect(reverse("campaigns:detail", args=[campaign.pk]))
-    return redirect("campaigns:detail", pk=campaign.pk)
+    return redirect_to(request, "campaigns:detail", pk=campaign.pk)
 
 
 def _not_editable(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
@@ -71,7 +63,7 @@ def _save_if_editable(form: CampaignForm) -> bool:
 def campaign_list(request: HtmxHttpRequest) -> HttpResponse:
     campaigns = list(Campaign.objects.all())
     counts = counts_by_campaign([campaign.pk for campaign in campaigns])
-    rows = [(campaign, Progress(counts=counts[campaign.pk])) for campaign in campaigns]
+    rows = [Progress(campaign, counts[campaign.pk]) for campaign in campaigns]
     return render(request, "campaigns/list.html", {"rows": rows})
 
 
@@ -113,7 +105,6 @@ def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "campaign": campaign,
         "progress": campaign_progress(campaign),
         "test_form": TestSendForm(),
-        "deletable": campaign.status in DELETABLE,
         **campaign_events_context(campaign),
     }
     return render(request, "campaigns/detail.html", context)
@@ -170,48 +161,6 @@ def campaign_preview_html(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return HttpResponse(html)
 
 
-@dataclass
-class TestSend:
-    to_email: str
-    error: str = ""
-    server: SmtpServer | None = None
-    message_id: str = ""
-    result: SmtpResult | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.result is not None and self.result.status == SENT
-
-
-def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
-    """Send one message of the campaign to `to_email`, now, through its first enabled server.
-
-    It is rendered for the subscriber with that address if there is one (so its unsubscribe
-    link is theirs), else with the sample subscriber's name and attributes and a link that
-    unsubscribes nobody.
-    """
-    test = TestSend(to_email)
-    test.server = campaign.servers.filter(enabled=True).order_by("pk").first()
-    if test.server is None:
-        test.error = "This campaign has no enabled SMTP server to send through."
-        return test
-    recipient = Subscriber.objects.filter(email=Subscriber.normalise_email(to_email)).first()
-    if recipient is None:
-        sample = sample_subscriber(campaign)
-        recipient = Subscriber(email=to_email, name=sample.name, attributes=sample.attributes)
-    test.message_id = make_msgid("relaydeck-test", domain=message_domain(campaign))
-    try:
-        message = CampaignRenderer(campaign).message(recipient, test.message_id)
-    except RenderError as error:
-        test.error = f"The message could not be rendered: {error}"
-        return test
-    get_connection(BACKEND, server=test.server, fail_silently=True).send_messages([message])
-    test.result = getattr(message, "smtp_result", None)
-    if test.result is None:
-        test.error = f"The server “{test.server.name}” is not available."
-    return test
-
-
 @role_required(Role.SENDER)
 @require_POST
 def campaign_test_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
@@ -229,18 +178,16 @@ def campaign_test_send(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def campaign_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
-    if campaign.status not in DELETABLE:
+    if not campaign.is_deletable:
         return _not_deletable(request, campaign)
     if request.method == "GET":
         return render(request, "campaigns/confirm_delete.html", {"campaign": campaign})
     # Conditional, so that a campaign launched meanwhile is not deleted.
-    deleted, _ = Campaign.objects.filter(pk=pk, status__in=DELETABLE).delete()
+    deleted, _ = Campaign.objects.filter(pk=pk, status__in=Campaign.DELETABLE).delete()
     if not deleted:
         return _not_deletable(request, get_campaign_or_404(pk))
     messages.success(request, f"Campaign “{campaign.name}” deleted.")
-    if request.htmx:
-        return HttpResponseClientRedirect(reverse("campaigns:list"))
-    return redirect("campaigns:list")
+    return redirect_to(request, "campaigns:list")
 
 
 def _not_deletable(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:

@@ -7,6 +7,7 @@ worker, changes nothing twice. htmx gets the progress block back; a plain POST r
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_GET, require_POST
 
 from campaigns.models import Campaign
@@ -60,13 +61,21 @@ def cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _acted(request, campaign, campaign.cancel(), "cancel")
 
 
+def _requeued_message(campaign: Campaign, requeued: int) -> str:
+    """Retrying means different things by status: say which."""
+    queued = f"{requeued} failed deliver{pluralize(requeued, 'y,ies')} queued again"
+    if campaign.can_resume:  # paused: nothing goes out until someone resumes it
+        return f"{queued}; {pluralize(requeued, 'it goes,they go')} out when you resume the campaign."
+    return f"{queued}; sending {pluralize(requeued, 'it,them')} now."  # running, or finished and restarted
+
+
 @role_required(Role.SENDER)
 @require_POST
 def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     campaign = get_campaign_or_404(pk)
     requeued = campaign.retry_failed()
     if requeued:
-        messages.success(request, f"{requeued} failed deliveries queued again.")
+        messages.success(request, _requeued_message(campaign, requeued))
     return _acted(request, campaign, bool(requeued), "retry")
 
 

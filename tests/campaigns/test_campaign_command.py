@@ -6,6 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from campaigns.models import Campaign, MailingList
+from campaigns.sending import loop
 from tests.campaigns.test_sending import make_campaign
 
 
@@ -69,9 +70,12 @@ def test_launch_pause_resume_cancel_and_status(make_server):
     status = json.loads(run("status", str(campaign.pk), "--json"))
     assert status == {
         "id": campaign.pk, "status": "running", "total": 0, "sent": 0, "failed": 0, "deferred": 0,
-        "pending": 0, "skipped": 0, "ambiguous": 0,
+        "pending": 0, "skipped": 0, "cancelled": 0, "ambiguous": 0,
     }  # fmt: skip
+    loop.populate(campaign)
     assert run("cancel", str(campaign.pk)) == f"campaign {campaign.pk} is cancelled"
+    status = json.loads(run("status", str(campaign.pk), "--json"))
+    assert (status["status"], status["pending"], status["skipped"], status["cancelled"]) == ("cancelled", 0, 0, 2)
 
 
 def test_unknown_campaign(db):

@@ -1,10 +1,14 @@
-"""Launch, pause, resume, cancel, retry: one change per click, whatever the clicking."""
+"""Launch, pause, resume, cancel, retry: one change per click, whatever the clicking, and a
+page that says what the click did and what happens next."""
+
+import re
 
 import pytest
 from django.urls import reverse
 from django_q.brokers import get_broker
 
 from campaigns.models import Campaign, Delivery
+from campaigns.sending import loop
 from tests.campaigns.test_sending import make_campaign
 
 ACTIONS = ["launch", "pause", "resume", "cancel", "retry_failed"]
@@ -102,11 +106,10 @@ def test_pause_resume_cancel(sender_client, campaign):
 
 
 def test_progress_shows_counts_and_escapes_what_servers_said(sender_client, campaign):
-    from campaigns.sending import loop
-
     loop.populate(campaign)
     from django.utils import timezone
 
+    Campaign.objects.filter(pk=campaign.pk).update(status="paused")
     Delivery.objects.filter(pk=campaign.deliveries.first().pk).update(
         status="failed", last_code=550, last_reply="<script>alert(1)</script> no such user", updated_at=timezone.now()
     )
@@ -122,8 +125,6 @@ def test_progress_rate_is_the_runs_average_once_finished(sender_client, campaign
 
     from django.utils import timezone
 
-    from campaigns.sending import loop
-
     loop.populate(campaign)
     now = timezone.now()
     campaign.deliveries.update(status="sent", sent_at=now)
@@ -134,3 +135,104 @@ def test_progress_rate_is_the_runs_average_once_finished(sender_client, campaign
     html = sender_client.get(reverse("campaigns:progress", args=[campaign.pk])).content.decode()
 
     assert "1.5 msg/s on average" in html
+
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+POLLS = 'hx-trigger="every 2s"'
+
+
+def _running_with(campaign: Campaign, *statuses: str) -> Campaign:
+    loop.populate(campaign)
+    for delivery, status in zip(campaign.deliveries.order_by("pk"), statuses, strict=True):
+        Delivery.objects.filter(pk=delivery.pk).update(status=status)
+    Campaign.objects.filter(pk=campaign.pk).update(status="running")
+    campaign.refresh_from_db()
+    return campaign
+
+
+def _badge(html: str) -> str:
+    return re.search(r'<span class="badge status-\w+">([^<]*)</span>', html).group(1)
+
+
+@pytest.mark.parametrize(
+    "action, stopping, stopped", [("pause", "Pausing…", "Paused"), ("cancel", "Cancelling…", "Cancelled")]
+)
+def test_a_pause_or_cancel_says_so_and_refreshes_until_nothing_is_in_flight(
+    sender_client, campaign, action, stopping, stopped
+):
+    _running_with(campaign, "sent", "sending", "sending")
+
+    html = sender_client.post(reverse(f"campaigns:{action}", args=[campaign.pk]), **HTMX).content.decode()
+
+    assert _badge(html) == stopping
+    assert f'hx-get="{reverse("campaigns:progress", args=[campaign.pk])}" {POLLS}' in html
+    assert "2 in flight, finishing" in html
+    # The sender settles what it had in hand: one went out, one goes back unsent.
+    first, second = campaign.deliveries.filter(status="sending").order_by("pk")
+    Delivery.objects.filter(pk=first.pk).update(status="sent")
+    html = sender_client.get(reverse("campaigns:progress", args=[campaign.pk])).content.decode()
+    assert _badge(html) == stopping and POLLS in html
+    Delivery.objects.filter(pk=second.pk).update(status="pending")
+    html = sender_client.get(reverse("campaigns:progress", args=[campaign.pk])).content.decode()
+    assert _badge(html) == stopped
+    assert POLLS not in html and "hx-get" not in html.split(">", 1)[0] and "in flight" not in html
+
+
+def test_a_pause_with_nothing_in_flight_is_paused_at_once(sender_client, campaign):
+    _running_with(campaign, "sent", "pending", "pending")
+
+    html = sender_client.post(reverse("campaigns:pause", args=[campaign.pk]), **HTMX).content.decode()
+
+    assert _badge(html) == "Paused" and POLLS not in html
+
+
+def test_the_campaign_list_says_pausing_too(sender_client, campaign):
+    _running_with(campaign, "sent", "sending", "pending")
+    campaign.pause()
+
+    html = sender_client.get(reverse("campaigns:list")).content.decode()
+
+    assert 'class="badge status-paused">Pausing…</span>' in html
+
+
+def _with_failures(campaign: Campaign, status: str, failures: int) -> Campaign:
+    _running_with(campaign, *["failed"] * failures, *["sent"] * (3 - failures))
+    Campaign.objects.filter(pk=campaign.pk).update(status=status)
+    return campaign
+
+
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+def test_retry_failed_on_a_paused_campaign_says_they_wait_for_resume(sender_client, campaign, headers):
+    _with_failures(campaign, "paused", 2)
+
+    response = sender_client.post(reverse("campaigns:retry_failed", args=[campaign.pk]), follow=True, **headers)
+
+    html = response.content.decode()
+    assert "2 failed deliveries queued again; they go out when you resume the campaign." in html
+    assert reverse("campaigns:resume", args=[campaign.pk]) in html  # the Resume button is right there
+    campaign.refresh_from_db()
+    assert campaign.status == "paused"
+    assert campaign.deliveries.filter(status="pending").count() == 2
+
+
+def test_retry_failed_on_a_finished_campaign_sends_them_again(sender_client, campaign):
+    _with_failures(campaign, "finished", 1)
+
+    response = sender_client.post(reverse("campaigns:retry_failed", args=[campaign.pk]), **HTMX)
+
+    html = response.content.decode()
+    assert "1 failed delivery queued again; sending it now." in html
+    assert _badge(html) == "Running" and POLLS in html
+    campaign.refresh_from_db()
+    assert campaign.status == "running"
+
+
+def test_retry_failed_on_a_cancelled_campaign_changes_nothing(sender_client, campaign):
+    _with_failures(campaign, "running", 1)
+    campaign.cancel()
+
+    response = sender_client.post(reverse("campaigns:retry_failed", args=[campaign.pk]), **HTMX)
+
+    html = response.content.decode()
+    assert "is cancelled: nothing to retry." in html and "Retry failed" not in html
+    assert campaign.deliveries.filter(status="failed").count() == 1

@@ -183,7 +183,7 @@ def test_cancel_mid_batch_stops_between_two_messages(smtp_sandbox, make_server, 
     assert len(sandbox.received) <= at_click + 1  # the one in flight, if any
     statuses = Counter(campaign.deliveries.values_list("status", flat=True))
     assert statuses["sent"] == len(sandbox.received)
-    assert statuses["sent"] + statuses["skipped"] == 300  # nothing left pending or in flight
+    assert statuses["sent"] + statuses["cancelled"] == 300  # nothing left pending or in flight
 
 
 def test_auto_pause_fires_at_exactly_the_configured_streak(smtp_sandbox, make_server):

@@ -1,5 +1,5 @@
-"""The progress block of a running campaign: the wait for a quota window, an ETA that
-includes it, and the servers it shares with other running campaigns."""
+"""The progress block of a campaign: the wait for a quota window, an ETA that includes it,
+the servers it shares with other running campaigns, and what a cancel kept from going out."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +8,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns.models import Campaign
+from campaigns.models import Campaign, Delivery
 from campaigns.progress import Progress, progress
 from campaigns.sending import loop
 from tests.campaigns.test_sending import make_campaign
@@ -88,10 +88,11 @@ def test_the_time_it_resumes_names_the_day_when_not_today(make_server, now, show
 
 def test_the_eta_starts_when_the_wait_ends():
     now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-    counts = {"pending": 600, "sending": 0, "sent": 0, "deferred": 0, "failed": 0, "skipped": 0}
+    running = Campaign(status="running")
+    counts = dict.fromkeys(Delivery.Status.values, 0) | {"pending": 600}
 
     def eta(waiting_until):
-        return Progress(counts=counts, rate_per_s=10, waiting_until=waiting_until, now=now).eta_text
+        return Progress(running, counts, rate_per_s=10, waiting_until=waiting_until, now=now).eta_text
 
     assert eta(None) == "1 min 00 s"
     assert eta(now + timedelta(minutes=30)) == "31 min 00 s"
@@ -130,3 +131,44 @@ def test_a_campaign_alone_on_its_server_or_not_running_says_nothing_of_sharing(v
 
     assert "is shared with" not in _block(viewer_client, alone)
     assert "is shared with" not in _block(viewer_client, draft)
+
+
+# -- a cancelled campaign --
+
+
+def _sent_some_then_cancelled(campaign: Campaign, sent: int, failed: int, skipped: int, in_flight: int = 0) -> Campaign:
+    loop.populate(campaign)
+    ids = list(campaign.deliveries.order_by("pk").values_list("pk", flat=True))
+    for status, count in [("sent", sent), ("failed", failed), ("skipped", skipped), ("sending", in_flight)]:
+        Delivery.objects.filter(pk__in=ids[:count]).update(status=status)
+        ids = ids[count:]
+    _running(campaign, started_at=timezone.now())
+    assert campaign.cancel()
+    return campaign
+
+
+def test_a_cancelled_campaign_shows_what_went_out_and_what_the_cancel_kept_back(viewer_client, make_server):
+    campaign = _sent_some_then_cancelled(make_campaign([make_server()], 50), sent=4, failed=1, skipped=1)
+
+    html = _block(viewer_client, campaign)
+
+    assert "Cancelled after 6 of 50 (12.0%); 44 not sent" in html
+    assert '<progress max="100" value="12.0">' in html
+    assert '<dt>Cancelled</dt><dd class="count-cancelled">44</dd>' in html
+    assert '<dt>Skipped</dt><dd class="count-skipped">1</dd>' in html  # the subscriber who left
+    assert "hx-get" not in html
+    listed = viewer_client.get(reverse("campaigns:list")).content.decode()
+    assert 'value="12.0" title="Cancelled after 6 of 50; 44 not sent"' in listed
+
+
+def test_what_a_busy_sender_gives_back_after_a_cancel_counts_as_not_sent(viewer_client, make_server):
+    campaign = _sent_some_then_cancelled(make_campaign([make_server()], 10), sent=2, failed=0, skipped=0, in_flight=3)
+    block = progress(campaign)
+    assert (block.done, block.in_flight, block.not_sent, block.status_label) == (2, 3, 5, "Cancelling…")
+
+    in_flight = campaign.deliveries.filter(status="sending").order_by("pk")
+    in_flight.filter(pk=in_flight[0].pk).update(status="sent")
+    in_flight.filter(pk=in_flight[0].pk).update(status="deferred")  # the server said 451
+    in_flight.update(status="pending")  # the batch stopped before its turn
+
+    assert "Cancelled after 3 of 10 (30.0%); 7 not sent" in _block(viewer_client, campaign)

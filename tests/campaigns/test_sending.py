@@ -294,7 +294,7 @@ def test_a_campaign_with_all_the_senders_its_servers_can_use_takes_no_more(make_
     assert campaign.deliveries.count() == 0  # it did not even start
 
 
-def test_cancel_skips_what_is_left_and_retry_failed_requeues(smtp_sandbox, make_server):
+def test_cancel_marks_what_is_left_cancelled_and_retry_failed_requeues(smtp_sandbox, make_server):
     sandbox = smtp_sandbox(reject="reader0@")
     campaign = make_campaign([make_server(port=sandbox.port)], 3)
     start_sending(campaign)
@@ -310,7 +310,7 @@ def test_cancel_skips_what_is_left_and_retry_failed_requeues(smtp_sandbox, make_
     other = make_campaign([make_server(name="other", port=sandbox.port)], 4)
     loop.populate(other)
     assert other.cancel()
-    assert set(other.deliveries.values_list("status", flat=True)) == {"skipped"}
+    assert set(other.deliveries.values_list("status", flat=True)) == {"cancelled"}
     assert not other.launch()
 
 

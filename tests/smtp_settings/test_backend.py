@@ -1,12 +1,13 @@
 """RotatingEmailBackend and its pool, against the sandbox: what the server received, exactly."""
 
+import re
 import threading
 import time
 from collections import Counter
 from email import message_from_bytes
 
 import pytest
-from django.core.mail import EmailMessage, get_connection, send_mail
+from django.core.mail import EmailMessage, get_connection, make_msgid, send_mail
 from django.db import connection
 
 from smtp_settings.backends import DeliveryFailed, StopBatch
@@ -22,8 +23,16 @@ BACKEND = "smtp_settings.backends.RotatingEmailBackend"
 
 
 def _messages(count: int, to=None) -> list[EmailMessage]:
+    """Messages with a Message-ID each, given up front as a campaign gives them: what the
+    server received can then be told apart, message by message."""
     return [
-        EmailMessage(f"Hello {n}", "A campaign message.\n", "news@example.test", to or [f"r{n}@example.test"])
+        EmailMessage(
+            f"Hello {n}",
+            "A campaign message.\n",
+            "news@example.test",
+            to or [f"r{n}@example.test"],
+            headers={"Message-ID": make_msgid(domain="example.test")},
+        )
         for n in range(count)
     ]
 
@@ -32,12 +41,32 @@ def _backend(server, **options):
     return get_connection(BACKEND, server=server, retry_backoff_s=0.01, **options)
 
 
+def _id(message: EmailMessage) -> str:
+    return message.extra_headers["Message-ID"]
+
+
 def _assert_received_once(sandbox, messages):
-    sent_ids = {message.smtp_result and message.message().get("Message-ID") for message in messages}
+    """The server received each of `messages` exactly once, and nothing else."""
     received = Counter(message.message_id for message in sandbox.received)
-    assert len(sandbox.received) == len(messages), sandbox.summary()
-    assert max(received.values()) == 1, "a message was received twice"
-    assert len(sent_ids) == len(messages)
+    sent = Counter(_id(message) for message in messages)
+    assert received == sent, f"missing: {sorted(sent - received)}; extra or twice: {sorted(received - sent)}"
+
+
+def test_the_received_once_check_notices_a_missing_a_doubled_and_a_stray_message(smtp_sandbox, make_server):
+    """The check the tests below rely on can fail, and does when it should."""
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port)
+    first, second, never_sent = _messages(3)
+    _backend(server).send_messages([first, second])
+
+    _assert_received_once(sandbox, [first, second])
+    with pytest.raises(AssertionError, match=re.escape(f"missing: ['{_id(never_sent)}']; extra or twice: []")):
+        _assert_received_once(sandbox, [first, second, never_sent])
+    with pytest.raises(AssertionError, match=re.escape(f"missing: []; extra or twice: ['{_id(second)}']")):
+        _assert_received_once(sandbox, [first])
+    _backend(server).send_messages([first])
+    with pytest.raises(AssertionError, match=re.escape(f"missing: []; extra or twice: ['{_id(first)}']")):
+        _assert_received_once(sandbox, [first, second])
 
 
 def _kinds(events) -> Counter:
@@ -396,7 +425,7 @@ def test_custom_headers_are_added_and_message_ids_kept_across_resends(smtp_sandb
     messages = _messages(5)
     _backend(server, max_threads=1).send_messages(messages)
     assert all(b"X-Relaydeck-Test: yes" in m.data for m in sandbox.received)
-    assert len({m.message_id for m in sandbox.received}) == 5
+    _assert_received_once(sandbox, messages)
 
 
 def test_events_carry_the_callers_context(smtp_sandbox, make_server, pool_events):

@@ -113,6 +113,7 @@ class Command(BaseCommand):
             "deferred": now.counts["deferred"],
             "pending": now.counts["pending"] + now.counts["sending"],
             "skipped": now.counts["skipped"],
+            "cancelled": now.counts["cancelled"],
             "ambiguous": now.ambiguous,
         }
         if as_json:

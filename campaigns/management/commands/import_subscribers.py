@@ -3,7 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.importing import ImportFailed, ImportResult, check_header, import_csv_file, size_error
+from campaigns.lists.importing import ImportFailed, ImportResult, check_header, import_csv_file, size_error
 from campaigns.models import MailingList
 
 

@@ -21,7 +21,7 @@ from django.db.models import CharField, Count, F, Max, Min, QuerySet, Sum
 from django.db.models.functions import Lower, Substr, TruncMinute
 from django.utils import timezone
 
-from campaigns.eventlog import AUTO_PAUSE, TASK_ERROR
+from campaigns.eventlog.writer import AUTO_PAUSE, TASK_ERROR
 from campaigns.models import Campaign, Delivery, Event
 from smtp_settings.events import Kind
 from smtp_settings.models import SmtpServer

@@ -13,7 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns import eventlog, log_filters
+from campaigns import eventlog
+from campaigns.eventlog import filters
 from campaigns.models import Delivery, Event
 from smtp_settings.events import Kind
 from smtp_settings.sandbox import SES_421
@@ -135,7 +136,7 @@ def test_filters_combine(viewer_client, campaign):
 
 
 def test_kind_choices_are_the_pool_kinds_and_auto_pause():
-    choices = {value for value, _ in log_filters.LogFilterForm().fields["kind"].choices}
+    choices = {value for value, _ in filters.LogFilterForm().fields["kind"].choices}
     assert {"", "connect", "421", "reconnect", "rotation", "learned_limit", "auto_pause"} <= choices
 
 
@@ -372,7 +373,7 @@ def test_export_streams_the_filtered_events_as_csv(viewer_client, campaign):
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == 'attachment; filename="relaydeck-events.csv"'
-    assert list(rows[0]) == log_filters.EXPORT_COLUMNS
+    assert list(rows[0]) == filters.EXPORT_COLUMNS
     assert rows == [
         {
             "at": storm.at.isoformat(),
@@ -395,7 +396,7 @@ def test_export_streams_the_filtered_events_as_csv(viewer_client, campaign):
 
 
 def test_export_reads_in_keyset_chunks_newest_first(viewer_client, monkeypatch):
-    monkeypatch.setattr(log_filters, "EXPORT_CHUNK", 4)
+    monkeypatch.setattr(filters, "EXPORT_CHUNK", 4)
     events = make_events(10, kind=Kind.ROTATION)
 
     response = viewer_client.get(EXPORT)
@@ -487,7 +488,7 @@ def test_the_chart_covers_the_last_day_in_at_most_240_bars(make_server):
     now = timezone.now()
     send_at(campaign, [now - timedelta(days=3), now - timedelta(hours=20), now - timedelta(hours=2), now])
 
-    timeline = log_filters.campaign_timeline(campaign)
+    timeline = filters.campaign_timeline(campaign)
 
     assert timeline.minutes == 6 and len(timeline.buckets) <= 240
     assert timeline.sent == 3  # the one three days ago is outside the last 24 hours

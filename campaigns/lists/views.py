@@ -6,20 +6,16 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 from django_q.tasks import async_task
 
-from campaigns.list_forms import ImportForm, MailingListForm
+from campaigns.lists.forms import ImportForm, MailingListForm
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
-from project.htmx import HtmxHttpRequest
+from project.htmx import HtmxHttpRequest, redirect_to
 from project.roles import Role, role_required
 
 SUBSCRIBERS_PER_PAGE = 50
 RECENT_IMPORTS = 5
-# A list these campaigns are sending to cannot be deleted from under them.
-SENDING = (Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED)
 
 
 def _get_list_or_404(pk: int) -> MailingList:
@@ -54,8 +50,7 @@ def list_create(request: HtmxHttpRequest) -> HttpResponse:
         return _render_index(request, form, status=400)
     mailing_list = form.save()
     messages.success(request, f"List “{mailing_list.name}” created.")
-    url = reverse("lists:detail", args=[mailing_list.pk])
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return redirect_to(request, "lists:detail", mailing_list.pk)
 
 
 def _subscribers_context(request: HtmxHttpRequest, mailing_list: MailingList) -> dict:
@@ -91,7 +86,8 @@ def list_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def list_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     mailing_list = _get_list_or_404(pk)
-    sending = mailing_list.campaigns.filter(status__in=SENDING)
+    # A list that campaigns are sending to cannot be deleted from under them.
+    sending = mailing_list.campaigns.filter(status__in=Campaign.UNDER_WAY)
     if request.method == "GET":
         return render(
             request, "campaigns/lists/confirm_delete.html", {"mailing_list": mailing_list, "sending": sending}
@@ -101,8 +97,7 @@ def list_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return HttpResponse(f"The list is in use by {names}: cancel or finish them first.", status=409)
     mailing_list.delete()
     messages.success(request, f"List “{mailing_list.name}” deleted; its subscribers are kept.")
-    url = reverse("lists:index")
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    return redirect_to(request, "lists:index")
 
 
 def _render_row(request: HtmxHttpRequest, mailing_list: MailingList, subscriber: Subscriber) -> HttpResponse:
@@ -166,7 +161,6 @@ def import_status(request: HtmxHttpRequest, import_pk: int) -> HttpResponse:
     if not request.htmx:
         return render(request, "campaigns/lists/import.html", {"job": job})
     response = render(request, "campaigns/lists/_import_status.html", {"job": job})
-    finished = job.status in (SubscriberImport.Status.DONE, SubscriberImport.Status.FAILED)
-    if finished and request.GET.get("polling"):
+    if job.is_finished and request.GET.get("polling"):
         response["HX-Trigger"] = "subscribers-changed"  # the list page refreshes its table once
     return response

@@ -13,7 +13,6 @@ the campaign sender also calls when a task ends.
 import logging
 import os
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -49,6 +48,8 @@ class _Buffer:
         self._rows: dict[object, Event] = {}
         self._lock = threading.Lock()
         self._pid = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def add(self, row: Event, aggregate_key=None) -> None:
         with self._lock:
@@ -65,18 +66,28 @@ class _Buffer:
     def _start(self) -> None:
         self._pid = os.getpid()
         self._rows = {}
+        self._thread = None  # a forked process does not inherit its parent's thread
+        self._stopping.clear()
         if settings.EVENT_LOG_FLUSH_S > 0:
-            threading.Thread(target=self._run, name="event-log", daemon=True).start()
+            self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            time.sleep(settings.EVENT_LOG_FLUSH_S)
+        while not self._stopping.wait(settings.EVENT_LOG_FLUSH_S):
             try:
                 if self.flush():
                     connection.close()  # hold no connection between rounds
             except Exception:  # the database is away: these events are lost, not the sending
                 log.exception("could not write events")
                 connection.close()
+        connection.close()
+
+    def stop(self) -> None:
+        """End the writing thread, if this process started one, then write what is left."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
 
     def flush(self) -> int:
         with self._lock:

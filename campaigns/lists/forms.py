@@ -2,7 +2,7 @@ from pathlib import PurePath
 
 from django import forms
 
-from campaigns.importing import ImportFailed, check_header, size_error
+from campaigns.lists.importing import ImportFailed, check_header, size_error
 from campaigns.models import MailingList
 
 CSV_SUFFIXES = (".csv", ".txt")

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.utils import timezone
 from django.utils.formats import number_format
 
-from campaigns.log_filters import Timeline, campaign_timeline
+from campaigns.eventlog.filters import Timeline, campaign_timeline
 from campaigns.models import Campaign
 
 WIDTH = 720

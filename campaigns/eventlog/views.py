@@ -1,12 +1,12 @@
 """The event log: the filtered table with its counts per kind and live tail, the CSV export,
-and a campaign's own events for its page. The queries are in `campaigns/log_filters.py`."""
+and a campaign's own events for its page. The queries are in `filters.py`."""
 
 from django.http import HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from campaigns.charts import campaign_chart
-from campaigns.log_filters import (
+from campaigns.eventlog.charts import campaign_chart
+from campaigns.eventlog.filters import (
     LogFilterForm,
     csv_chunks,
     filtered_events,

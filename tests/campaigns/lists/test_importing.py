@@ -6,8 +6,8 @@ import re
 import pytest
 from django.core.files.base import ContentFile
 
-from campaigns import importing
-from campaigns.importing import ImportFailed, import_csv_file, run_import
+from campaigns.lists import importing
+from campaigns.lists.importing import ImportFailed, import_csv_file, run_import
 from campaigns.models import MailingList, Subscriber, SubscriberImport
 
 pytestmark = pytest.mark.django_db

@@ -10,6 +10,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from campaigns import eventlog
+from campaigns.eventlog import writer
 from campaigns.models import Campaign, Event
 from campaigns.sending import loop
 from smtp_settings.events import Kind, PoolEvent, smtp_event
@@ -93,18 +94,41 @@ def test_an_event_outlives_its_deleted_campaign_and_server(make_server):
     assert (event.campaign, event.server, event.server_name) == (None, None, "ses")
 
 
-@pytest.mark.django_db(transaction=True)
-def test_events_are_written_by_a_background_thread(settings):
+@pytest.fixture
+def threaded_buffer(settings):
+    """A buffer that writes from its own thread, as in production; the thread ends with the test."""
     settings.EVENT_LOG_FLUSH_S = 0.05
-    buffer = eventlog._Buffer()
-    now = timezone.now()
+    buffer = writer._Buffer()
+    yield buffer
+    buffer.stop()
 
-    buffer.add(Event(at=now, last_at=now, kind=Kind.CONNECT))
+
+def _event(kind: str = Kind.CONNECT) -> Event:
+    now = timezone.now()
+    return Event(at=now, last_at=now, kind=kind)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_are_written_by_a_background_thread(threaded_buffer):
+    threaded_buffer.add(_event())
 
     deadline = time.monotonic() + 5
     while not Event.objects.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert Event.objects.filter(kind=Kind.CONNECT).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stopping_the_writer_ends_its_thread_at_once_and_writes_what_is_left(settings, threaded_buffer):
+    settings.EVENT_LOG_FLUSH_S = 60  # the thread's first round is a minute away
+    threaded_buffer.add(_event())
+    thread = threaded_buffer._thread
+    started = time.monotonic()
+
+    threaded_buffer.stop()
+
+    assert not thread.is_alive() and time.monotonic() - started < 5
+    assert Event.objects.filter(kind=Kind.CONNECT).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -122,7 +146,7 @@ def test_auto_pause_is_logged_with_its_reason(smtp_sandbox, make_server, setting
 
 @pytest.mark.django_db
 def test_prune_deletes_what_is_older_than_the_retention(monkeypatch):
-    monkeypatch.setattr(eventlog, "PRUNE_CHUNK", 7)
+    monkeypatch.setattr(writer, "PRUNE_CHUNK", 7)
     now = timezone.now()
     Event.objects.bulk_create(
         [Event(at=now - timedelta(days=d), last_at=now, kind=Kind.CONNECT) for d in [0, 1, 29] + [31] * 20]

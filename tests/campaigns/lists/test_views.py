@@ -5,8 +5,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from campaigns import tasks
+from campaigns.lists import views as list_views
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
-from campaigns.views import lists as list_views
 
 pytestmark = pytest.mark.django_db
 

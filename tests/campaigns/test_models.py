@@ -1,0 +1,116 @@
+"""What each campaign status allows, and what cancel and retry do to its deliveries."""
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from campaigns.models import Campaign, Delivery
+from campaigns.sending import loop
+from tests.campaigns.test_sending import make_campaign
+
+pytestmark = pytest.mark.django_db
+
+Status = Campaign.Status
+PREDICATES = [
+    "is_editable",
+    "is_deletable",
+    "can_launch",
+    "can_pause",
+    "can_resume",
+    "can_cancel",
+    "can_retry_failed",
+    "is_live",
+]
+# What a user may do, and what the page does, in each status: one row per status, in the order above.
+ALLOWED = {
+    Status.DRAFT: {"is_editable", "is_deletable", "can_launch", "can_cancel"},
+    Status.SCHEDULED: {"is_editable", "can_cancel", "is_live"},
+    Status.RUNNING: {"can_pause", "can_cancel", "can_retry_failed", "is_live"},
+    Status.PAUSED: {"can_resume", "can_cancel", "can_retry_failed"},
+    Status.CANCELLED: {"is_deletable"},
+    Status.FINISHED: {"is_deletable", "can_retry_failed"},
+}
+
+
+@pytest.mark.parametrize("status", Status.values)
+def test_each_status_allows_exactly_its_actions(status):
+    campaign = Campaign(status=status)
+
+    assert {name for name in PREDICATES if getattr(campaign, name)} == ALLOWED[status]
+
+
+@pytest.mark.parametrize("status", Status.values)
+def test_the_predicates_agree_with_the_state_changes(make_server, status):
+    """A button shown (its predicate true) is a click that wins; a hidden one would lose."""
+    for action, predicate in [("pause", "can_pause"), ("resume", "can_resume"), ("cancel", "can_cancel")]:
+        campaign = make_campaign([make_server()], 0, status=status)
+        allowed = getattr(campaign, predicate)
+        assert getattr(campaign, action)() == allowed, action
+
+
+def _deliveries(campaign: Campaign, *statuses: str) -> None:
+    loop.populate(campaign)
+    for delivery, status in zip(campaign.deliveries.order_by("pk"), statuses, strict=True):
+        delivery.status = status
+        delivery.save(update_fields=["status"])
+
+
+def _statuses(campaign: Campaign) -> list[str]:
+    return list(campaign.deliveries.order_by("pk").values_list("status", flat=True))
+
+
+def test_cancel_marks_what_waited_its_turn_as_cancelled_and_keeps_the_rest(make_server):
+    campaign = make_campaign([make_server()], 6, status=Status.RUNNING)
+    _deliveries(campaign, "sent", "failed", "skipped", "sending", "pending", "deferred")
+
+    assert campaign.cancel()
+
+    # The one in flight finishes as its sender takes it; the subscriber who left stays a skip.
+    assert _statuses(campaign) == ["sent", "failed", "skipped", "sending", "cancelled", "cancelled"]
+
+
+def test_retry_failed_requeues_the_failures_of_a_paused_campaign_without_resuming_it(make_server):
+    campaign = make_campaign([make_server()], 3, status=Status.PAUSED)
+    _deliveries(campaign, "sent", "failed", "failed")
+
+    assert campaign.retry_failed() == 2
+
+    assert campaign.status == Status.PAUSED
+    assert _statuses(campaign) == ["sent", "pending", "pending"]
+
+
+def test_retry_failed_restarts_a_finished_campaign(make_server, django_capture_on_commit_callbacks):
+    campaign = make_campaign([make_server()], 2, status=Status.FINISHED)
+    _deliveries(campaign, "sent", "failed")
+
+    with django_capture_on_commit_callbacks() as enqueued:
+        assert campaign.retry_failed() == 1
+
+    assert campaign.status == Status.RUNNING and campaign.finished_at is None
+    assert len(enqueued) == 1
+
+
+def test_retry_failed_leaves_a_cancelled_campaign_alone(make_server):
+    campaign = make_campaign([make_server()], 2, status=Status.RUNNING)
+    _deliveries(campaign, "failed", "pending")
+    campaign.cancel()
+
+    assert campaign.retry_failed() == 0
+
+    assert _statuses(campaign) == ["failed", "cancelled"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deliveries_an_earlier_cancel_skipped_become_cancelled_on_upgrade(make_server):
+    """Before `cancelled` existed, a cancel marked the rows it stopped `skipped`, "campaign cancelled"."""
+    campaign = make_campaign([make_server()], 3, status=Status.RUNNING)
+    _deliveries(campaign, "sent", "skipped", "skipped")
+    Delivery.objects.filter(pk=campaign.deliveries.order_by("pk")[2].pk).update(last_reply="campaign cancelled")
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("campaigns")
+    executor.migrate([("campaigns", "0005_senders")])
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(latest)
+
+    assert _statuses(campaign) == ["sent", "skipped", "cancelled"]
