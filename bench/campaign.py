@@ -29,152 +29,33 @@ a 2-core machine, so read the best-of ratio first.
 """
 
 import argparse
-import contextlib
-import os
 import re
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-from uuid import uuid4
 
-ROOT = Path(__file__).resolve().parent.parent
+from cluster_run import make_campaign, open_fresh_database, send_through_cluster, start_sink
+
 MODES = {"shared": "true", "local": "false"}
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_s(pid: int) -> float:
-    """User and system time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cluster_pids(leader: int) -> list[int]:
-    """The qcluster process and everything it started (same process group)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == leader:
-                    pids.append(int(entry.name))
-            except ProcessLookupError:
-                pass
-    return pids
-
-
-def fresh_postgres(url: str) -> None:
-    """Drop and create the database of `url`, through the server's `postgres` database."""
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def run_one(subscribers: int, args) -> None:
     """In a child process with its own database: set up, launch, time, measure."""
-    var_dir = tempfile.mkdtemp(prefix="relaydeck-bench-campaign-")
-    os.environ.update(
-        RELAYDECK_VAR_DIR=var_dir,
-        DJANGO_SETTINGS_MODULE="project.settings",
-        DEBUG="0",  # as in production: DEBUG's cursor wrapper records every query
-        SECRET_KEY=uuid4().hex,
-        SMTP_SHARED_LIMITS=MODES[args.mode],
-        LIMITS_KEY_PREFIX=f"relaydeck:bench:{uuid4().hex}:",
-    )
-    if args.database == "postgres":
-        fresh_postgres(args.database_url)
-        os.environ.update(DATABASE_URL=args.database_url, REDIS_URL=args.redis_url)
-    else:
-        os.environ.pop("DATABASE_URL", None)
-        os.environ.pop("REDIS_URL", None)
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
-    import django
-
-    django.setup()
-    from backend import Sink
-    from django.core.management import call_command
-    from django_q.brokers import get_broker
-
-    from campaigns.models import Campaign, MailingList, Subscriber
-    from smtp_settings.models import SmtpServer
-
-    call_command("migrate", verbosity=0)
-    get_broker().purge_queue()  # Redis keeps the queue across runs
-    sink = Sink(args.sink, 0)
-    mailing_list = MailingList.objects.create(name="bench")
-    through = Subscriber.lists.through
-    for start in range(0, subscribers, 5000):
-        batch = Subscriber.objects.bulk_create(
-            [
-                Subscriber(email=f"reader{n}@example.test", name=f"Reader {n}", attributes={"city": "Lisbon"})
-                for n in range(start, min(start + 5000, subscribers))
-            ]
-        )
-        through.objects.bulk_create([through(subscriber_id=s.pk, mailinglist_id=mailing_list.pk) for s in batch])
-    server = SmtpServer.objects.create(
-        name="sink",
-        host="127.0.0.1",
-        port=sink.port,
-        tls="none",
-        auth_protocol="none",
-        max_conns=10,
-        rate_limit=100_000,
-        quota_per_day=10**9 if args.quota else 0,
-    )
-    campaign = Campaign.objects.create(
-        name="bench",
-        subject="Hello {{ subscriber.name }}",
-        from_email="News <news@example.test>",
-        html_body="<h1>Hello {{ subscriber.name }}</h1>" + "<p>Lorem ipsum dolor sit amet, consectetur.</p>" * 30,
-    )
-    campaign.lists.add(mailing_list)
-    campaign.servers.add(server)
-
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env=os.environ | {"Q_WORKERS": "2"},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    open_fresh_database(args.database, args.database_url, args.redis_url, SMTP_SHARED_LIMITS=MODES[args.mode])
+    sink = start_sink(args.sink)
     try:
-        time.sleep(3)  # the cluster starts
-        started = time.perf_counter()
-        campaign.launch()
-        peaks: dict[int, float] = {}
-        cpu: dict[int, float] = {}
-        before = {pid: cpu_s(pid) for pid in cluster_pids(worker.pid)}
-        while Campaign.objects.values_list("status", flat=True).get(pk=campaign.pk) != "finished":
-            time.sleep(0.25)
-            for pid in cluster_pids(worker.pid):
-                with contextlib.suppress(FileNotFoundError):
-                    peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mb(pid))
-                    cpu[pid] = cpu_s(pid) - before.get(pid, 0.0)
-        elapsed = time.perf_counter() - started
+        campaign = make_campaign(
+            subscribers, sink.port, max_conns=10, rate_limit=100_000, quota_per_day=10**9 if args.quota else 0
+        )
+        run = send_through_cluster(campaign, workers=2)
     finally:
-        os.killpg(worker.pid, 9)
-        worker.wait()
         sink.stop()
     sent = campaign.deliveries.filter(status="sent").count()
     assert sent == subscribers, f"only {sent} of {subscribers} sent"
+    elapsed = run.elapsed_s
     print(
         f"{args.mode:<6} {subscribers:>7} subscribers: {elapsed:6.1f} s, {subscribers / elapsed:7.1f} msg/s, "
-        f"cluster CPU {sum(cpu.values()) / subscribers * 1000:.2f} ms/msg, "
-        f"peak RSS per qcluster process (MB): {', '.join(f'{mb:.0f}' for mb in sorted(peaks.values()))}",
+        f"cluster CPU {sum(run.cluster_cpu_s.values()) / subscribers * 1000:.2f} ms/msg, "
+        f"peak RSS per qcluster process (MB): {', '.join(f'{mb:.0f}' for mb in sorted(run.peak_rss_mb.values()))}",
         flush=True,
     )
 
