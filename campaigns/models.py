@@ -273,8 +273,11 @@ class Campaign(models.Model):
             requeued = Delivery.objects.filter(
                 campaign_id=self.pk, campaign__status__in=self.RETRYABLE, status=Delivery.Status.FAILED
             ).update(status=Delivery.Status.PENDING, attempts=0, next_attempt_at=None)
-            if requeued and self._transition(
-                (self.Status.FINISHED,), status=self.Status.RUNNING, finished_at=None, consecutive_failures=0
+            if requeued and (
+                self._transition(
+                    (self.Status.FINISHED,), status=self.Status.RUNNING, finished_at=None, consecutive_failures=0
+                )
+                or self.status == self.Status.RUNNING  # its senders may all have ended: one more joins if needed
             ):
                 self._enqueue_sending()
         return requeued

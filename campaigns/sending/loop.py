@@ -293,12 +293,13 @@ class CampaignSender:
                 if not self.wait_for_quota(deadline):
                     return False
                 continue
-            if campaign.waiting_until:
-                Campaign.objects.filter(pk=campaign.pk).update(waiting_reason="", waiting_until=None)
-                campaign.waiting_reason, campaign.waiting_until = "", None
             ids = leases.claim(self.lease, self.claim_size(server))
             if ids:
+                sent_before = self.sent
                 self.send(server, leases.claimed(self.lease, ids))
+                if campaign.waiting_until and self.sent > sent_before:  # not before: the window may still be full
+                    Campaign.objects.filter(pk=campaign.pk).update(waiting_reason="", waiting_until=None)
+                    campaign.waiting_reason, campaign.waiting_until = "", None
                 if campaign.task_failures:
                     Campaign.objects.filter(pk=campaign.pk).update(task_failures=0)
                 continue
