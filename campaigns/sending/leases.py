@@ -114,6 +114,10 @@ class SenderKeeper:
         self.lost = threading.Event()
         self.failures_seen = False  # the campaign's failure streak was above 0 at the last look
         self.servers: set[int] = set()
+        # Built once: building a query through the many-to-many costs more than running it.
+        self._campaign = Campaign.objects.filter(pk=lease.campaign_id).values("status", "consecutive_failures")
+        enabled = SmtpServer.objects.filter(enabled=True, campaigns=lease.campaign_id)
+        self._enabled = enabled.values_list("pk", flat=True)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sender-{lease.token}", daemon=True)
 
@@ -127,13 +131,12 @@ class SenderKeeper:
         self._thread.join()
 
     def look(self) -> None:
-        row = Campaign.objects.filter(pk=self.lease.campaign_id).values("status", "consecutive_failures").first()
+        row = next(iter(self._campaign.all()), None)
         if row is None or row["status"] != Campaign.Status.RUNNING:
             self.stop.set()
             return
         self.failures_seen = row["consecutive_failures"] > 0
-        enabled = SmtpServer.objects.filter(enabled=True, campaigns=self.lease.campaign_id)
-        self.servers = set(enabled.values_list("pk", flat=True))
+        self.servers = set(self._enabled.all())
 
     def _run(self) -> None:
         renew_every = max(1, round(settings.CAMPAIGN_LEASE_S / 3 / WATCH_S))
@@ -188,10 +191,20 @@ _CLAIM = (
 )
 _CLAIM_SKIP_LOCKED = _CLAIM.replace("LIMIT %s)", "LIMIT %s FOR UPDATE SKIP LOCKED)")
 # The fence: a final dot may go out only for a row this sender claimed, while its lease stands,
-# the campaign runs, and the server is enabled.
+# the campaign runs and the server is enabled. The same statement records that the thread's
+# previous message (`previous`, or none) was accepted, where our claim on it still stands: one
+# round trip, no transaction to open. RETURNING says which rows it changed.
 FINAL_DOT = (
-    "UPDATE campaigns_delivery SET final_dot_at = %s WHERE id = %s AND status = 'sending' AND claim_token = %s"
+    "UPDATE campaigns_delivery SET"
+    " final_dot_at = CASE WHEN id = %(current)s THEN %(now)s ELSE final_dot_at END,"
+    " status = CASE WHEN id = %(previous)s THEN 'sent' ELSE status END,"
+    " sent_at = CASE WHEN id = %(previous)s THEN %(now)s ELSE sent_at END,"
+    " last_code = CASE WHEN id = %(previous)s THEN %(code)s ELSE last_code END,"
+    " last_reply = CASE WHEN id = %(previous)s THEN %(reply)s ELSE last_reply END,"
+    " ambiguous = CASE WHEN id = %(previous)s THEN %(ambiguous)s ELSE ambiguous END"
+    " WHERE status = 'sending' AND claim_token = %(token)s AND (id = %(previous)s OR (id = %(current)s"
     " AND EXISTS (SELECT 1 FROM campaigns_sender s JOIN campaigns_campaign c ON c.id = s.campaign_id"
-    " WHERE s.id = %s AND s.lease_until > %s AND c.status = 'running')"
-    " AND EXISTS (SELECT 1 FROM smtp_settings_smtpserver WHERE id = %s AND enabled)"
+    " WHERE s.id = %(token)s AND s.lease_until > %(now)s AND c.status = 'running')"
+    " AND EXISTS (SELECT 1 FROM smtp_settings_smtpserver WHERE id = %(server)s AND enabled)))"
+    " RETURNING id"
 )

@@ -60,7 +60,7 @@ from smtp_settings.shared_limits import configured_rate
 log = logging.getLogger(__name__)
 Status = Delivery.Status
 
-POPULATE_CHUNK = 2000
+POPULATE_CHUNK = 10_000
 FIRST_RECRUIT_S = 1  # a sender looks for missing peers after this, then after twice as long, and so on
 CLAIM_LEASE_FRACTION = 0.25  # a claim holds what the slowest rate sends in this much of a lease
 TASK_FAILURES_BEFORE_PAUSE = 3
@@ -174,29 +174,34 @@ def _after_task_error(lease: Lease, error: Exception) -> None:
 
 
 def populate(campaign: Campaign) -> None:
-    """One delivery per active subscriber of the campaign's lists, in chunks, resumable (and
-    harmless if two senders do it at once: a subscriber's second row is not inserted)."""
+    """One delivery per active subscriber of the campaign's lists, in chunks (INSERT … SELECT:
+    building 100,000 model instances cost seconds), resumable, and harmless if two senders do
+    it at once: a subscriber's second row is not inserted."""
     if campaign.populated_at:
         return
     list_ids = list(campaign.lists.values_list("pk", flat=True))
-    members = Subscriber.lists.through.objects.filter(
-        mailinglist_id__in=list_ids, subscriber__status=Subscriber.Status.ACTIVE
-    )
-    after = campaign.deliveries.order_by("-subscriber_id").values_list("subscriber_id", flat=True).first() or 0
-    while True:
-        chunk = list(
-            members.filter(subscriber_id__gt=after)
-            .order_by("subscriber_id")
-            .values_list("subscriber_id", flat=True)
-            .distinct()[:POPULATE_CHUNK]
-        )
-        if not chunk:
-            break
-        Delivery.objects.bulk_create(
-            [Delivery(campaign=campaign, subscriber_id=pk) for pk in chunk], ignore_conflicts=True
-        )
-        after = chunk[-1]
+    if list_ids:
+        deliveries = campaign.deliveries.order_by("-subscriber_id").values_list("subscriber_id", flat=True)
+        after = deliveries.first() or 0
+        lists = ", ".join(["%s"] * len(list_ids))
+        while True:
+            with one_writer(), connection.cursor() as cursor:
+                cursor.execute(_POPULATE.format(lists=lists), [campaign.pk, *list_ids, after, POPULATE_CHUNK])
+            last = deliveries.first() or 0
+            if last <= after:
+                break
+            after = last
     Campaign.objects.filter(pk=campaign.pk).update(populated_at=timezone.now())
+
+
+_POPULATE = (
+    "INSERT INTO campaigns_delivery (campaign_id, subscriber_id, status, attempts, last_reply, message_id, ambiguous)"
+    " SELECT DISTINCT %s, m.subscriber_id, 'pending', 0, '', '', FALSE FROM campaigns_subscriber_lists m"
+    " JOIN campaigns_subscriber s ON s.id = m.subscriber_id"
+    " WHERE m.mailinglist_id IN ({lists}) AND s.status = 'active' AND m.subscriber_id > %s"
+    " ORDER BY m.subscriber_id LIMIT %s"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 def _message_id(campaign: Campaign, delivery: Delivery) -> str:
@@ -212,16 +217,12 @@ def _bytes_per_message(campaign: Campaign) -> int:
     return 4 * template_chars + 4096
 
 
-_SENT_EARLY = (
-    "UPDATE campaigns_delivery SET status = 'sent', sent_at = %s, last_code = %s, last_reply = %s, ambiguous = %s"
-    " WHERE id = %s AND status = 'sending' AND claim_token = %s"
-)
 # The server may have been deleted while its batch was out: then the delivery names none.
 _OUTCOME = (
     "UPDATE campaigns_delivery SET status = %s, attempts = %s,"
     " server_id = (SELECT id FROM smtp_settings_smtpserver WHERE id = %s), last_code = %s, last_reply = %s,"
     " message_id = %s, sent_at = %s, ambiguous = %s, next_attempt_at = %s, updated_at = %s"
-    " WHERE id = %s AND status IN ('sending', 'sent') AND claim_token = %s"  # 'sent': by _SENT_EARLY
+    " WHERE id = %s AND status IN ('sending', 'sent') AND claim_token = %s"  # 'sent': at the next final dot
 )
 _thread = threading.local()
 
@@ -233,6 +234,13 @@ def _db_time(value):
 def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
     """Write each delivery's outcome in one statement run many times (bulk_update's CASE
     expressions cost milliseconds per row), and only where this sender's claim still stands."""
+    times: dict = {}  # a batch's rows share a few times: each converted once
+
+    def db_time(value):
+        if value not in times:
+            times[value] = connection.ops.adapt_datetimefield_value(value)
+        return times[value]
+
     rows = [
         [
             d.status,
@@ -241,10 +249,10 @@ def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
             d.last_code,
             d.last_reply,
             d.message_id,
-            _db_time(d.sent_at),
+            db_time(d.sent_at),
             d.ambiguous,
-            _db_time(d.next_attempt_at),
-            _db_time(d.updated_at),
+            db_time(d.next_attempt_at),
+            db_time(d.updated_at),
             d.pk,
             lease.token,
         ]
@@ -346,20 +354,26 @@ class CampaignSender:
 
         It first records that this thread's previous message was accepted, so a sender that
         dies leaves at most one message per thread whose fate is unknown, not a whole batch
-        whose outcomes were waiting to be written. (Both statements in one transaction.)"""
+        whose outcomes were waiting to be written."""
         if self.keeper.stop.is_set():
             raise StopBatch("the campaign is no longer running, or this sender lost its lease")
-        now = _db_time(timezone.now())
-        token = self.lease.token
         previous, _thread.previous = getattr(_thread, "previous", None), message
         result = getattr(previous, "smtp_result", None)
+        accepted = result is not None and result.status == SENT
+        params = {
+            "now": _db_time(timezone.now()),
+            "token": self.lease.token,
+            "current": message.delivery_id,
+            "server": message.server_id,
+            "previous": previous.delivery_id if accepted else None,
+            "code": result.code if accepted else None,
+            "reply": result.text[:2000] if accepted else "",
+            "ambiguous": result.ambiguous if accepted else False,
+        }
         try:
-            with one_writer(), transaction.atomic(), connection.cursor() as cursor:
-                if result is not None and result.status == SENT:
-                    early = [now, result.code, result.text[:2000], result.ambiguous, previous.delivery_id, token]
-                    cursor.execute(_SENT_EARLY, early)
-                cursor.execute(leases.FINAL_DOT, [now, message.delivery_id, token, token, now, message.server_id])
-                fenced_off = cursor.rowcount != 1
+            with one_writer(), connection.cursor() as cursor:
+                cursor.execute(leases.FINAL_DOT, params)
+                fenced_off = message.delivery_id not in {row[0] for row in cursor.fetchall()}
         except db.Error as error:  # not the server's fault: stop, give the batch back, no attempt used
             raise StopBatch(f"the final dot could not be recorded: {error}") from error
         if fenced_off:
@@ -373,12 +387,13 @@ class CampaignSender:
         result = message.smtp_result
         if result.stopped or (result.status == DEFERRED and result.code is None):
             return  # not tried, or the server was not reached: says nothing about the address
+        if result.status == SENT and not self.keeper.failures_seen:
+            return
         campaign = Campaign.objects.filter(pk=self.campaign.pk)
         try:
             if result.status == SENT:
-                if self.keeper.failures_seen:
-                    self.keeper.failures_seen = False
-                    campaign.filter(consecutive_failures__gt=0).update(consecutive_failures=0)
+                self.keeper.failures_seen = False
+                campaign.filter(consecutive_failures__gt=0).update(consecutive_failures=0)
                 return
             with transaction.atomic():
                 campaign.update(consecutive_failures=F("consecutive_failures") + 1)

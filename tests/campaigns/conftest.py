@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,7 +57,7 @@ def workers():
         return process
 
     yield start
-    for process in started:
-        if process.poll() is None:
+    for process in started:  # the whole group, even if its leader is gone: no stray worker may outlive the test
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
