@@ -143,6 +143,8 @@ class Campaign(models.Model):
     rotations = models.PositiveIntegerField(default=0)
     # When every subscriber of its lists had a delivery row (the first sender makes them).
     populated_at = models.DateTimeField(null=True, blank=True)
+    # Sending tasks asked for by its senders and not started yet (see sending/loop.py, recruit).
+    senders_asked = models.PositiveSmallIntegerField(default=0)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -219,6 +221,11 @@ class Campaign(models.Model):
         self.refresh_from_db()
         return won
 
+    def lock(self) -> None:
+        """Lock the campaign's row until the transaction ends (SQLite's IMMEDIATE transactions
+        lock the whole database anyway)."""
+        list(Campaign.objects.select_for_update().filter(pk=self.pk).values_list("pk"))
+
     def _enqueue_sending(self) -> None:
         from django_q.tasks import async_task
 
@@ -270,6 +277,7 @@ class Campaign(models.Model):
         campaign, or once a paused one is resumed). Returns how many were requeued: none for
         a campaign that cannot retry (a cancelled one, say, even if cancelled meanwhile)."""
         with transaction.atomic():
+            self.lock()  # against a sender finishing the campaign meanwhile (see sending/loop.py)
             requeued = Delivery.objects.filter(
                 campaign_id=self.pk, campaign__status__in=self.RETRYABLE, status=Delivery.Status.FAILED
             ).update(status=Delivery.Status.PENDING, attempts=0, next_attempt_at=None)

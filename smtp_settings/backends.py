@@ -19,7 +19,8 @@
   batch are not tried; they come back `deferred` and `stopped`, with `resume_at` saying when
   the window has room. Likewise, without `resume_at`, when the server is disabled or deleted
   meanwhile (its pool's limits learn that within a second).
-- The link breaks after the final dot, before the reply (RFC 1047): the server may hold the
+- The link breaks after the final dot, before the reply (RFC 1047), or the reply to the dot
+  breaks the protocol: the server may hold the
   message. Policy: record it `sent` with `ambiguous=True` rather than risk a duplicate
   (pass resend_ambiguous=True to prefer a duplicate over a possible loss).
 

@@ -171,7 +171,8 @@ class PooledConnection:
             final = self._read(stage)
         except (smtplib.SMTPServerDisconnected, OSError) as error:
             self.close()
-            raise ConnectionLost(stage, error, after_dot=dot_sent and not isinstance(error, ProtocolError)) from error
+            # After the dot, even a reply that breaks the protocol may come from a server that took the message.
+            raise ConnectionLost(stage, error, after_dot=dot_sent) from error
         # The final reply ends the transaction whatever it says: no RSET (and none may be
         # sent while another envelope is in flight: it would become message content).
         if final[0] < 300:

@@ -10,7 +10,8 @@ Several senders (django-q2 tasks, on any hosts) send one campaign at once:
   it has lost its claims for good, and recovery may hand them to others.
 - Claims are single UPDATEs under the sender's token; on PostgreSQL the rows to take are
   chosen `FOR UPDATE SKIP LOCKED`, so concurrent claims never wait on each other nor take
-  the same row. SQLite runs one writer at a time (IMMEDIATE transactions).
+  the same row. SQLite runs one writer at a time (its write lock; within a process, queued
+  on `one_writer`).
 - The fence (`FINAL_DOT`) is what makes a duplicate impossible, whatever the timing: a final
   dot goes out only for a row still claimed under this sender's token, while its lease
   stands, the campaign is running and the batch's server is enabled.
@@ -103,7 +104,8 @@ class SenderKeeper:
     """A sender's watch, from its own thread: renews the lease every third of CAMPAIGN_LEASE_S
     and looks at the campaign every WATCH_S. `stop` is set when the sender must take no more
     messages: the campaign is no longer running (paused, cancelled, auto-paused) or the lease
-    is lost. `servers` holds the ids of the campaign's enabled servers, as last seen.
+    is lost. `servers` holds the ids of the campaign's enabled servers, as last seen;
+    `failures_seen` says a failure streak may be running (set here, cleared by a success).
 
     Renewal only makes a takeover rare, and the watch only makes a stop quick. What makes a
     duplicate impossible is the fence at each final dot."""
@@ -111,7 +113,6 @@ class SenderKeeper:
     def __init__(self, lease: Lease):
         self.lease = lease
         self.stop = threading.Event()
-        self.lost = threading.Event()
         self.failures_seen = False  # the campaign's failure streak was above 0 at the last look
         self.servers: set[int] = set()
         # Built once: building a query through the many-to-many costs more than running it.
@@ -135,7 +136,8 @@ class SenderKeeper:
         if row is None or row["status"] != Campaign.Status.RUNNING:
             self.stop.set()
             return
-        self.failures_seen = row["consecutive_failures"] > 0
+        if row["consecutive_failures"] > 0:  # never cleared here: a sending thread's news is newer
+            self.failures_seen = True
         self.servers = set(self._enabled.all())
 
     def _run(self) -> None:
@@ -146,7 +148,6 @@ class SenderKeeper:
                 rounds += 1
                 try:
                     if rounds % renew_every == 0 and not renew(self.lease):
-                        self.lost.set()
                         self.stop.set()
                         return
                     self.look()
@@ -161,14 +162,14 @@ def claim(lease: Lease, size: int) -> list[int]:
     """Claim up to `size` deliveries, pending first, then deferred ones whose time has come;
     returns their ids (none if the lease is gone or the campaign stopped)."""
     now = timezone.now()
-    params = [_db_time(now), lease.token, lease.campaign_id]
+    params = [db_time(now), lease.token, lease.campaign_id]
     sql = _CLAIM_SKIP_LOCKED if connection.vendor == "postgresql" else _CLAIM
     with one_writer(), connection.cursor() as cursor:
-        cursor.execute(sql.format(which="status = 'pending'"), [*params, size, lease.token, _db_time(now)])
+        cursor.execute(sql.format(which="status = 'pending'"), [*params, size, lease.token, db_time(now)])
         ids = [row[0] for row in cursor.fetchall()]
         if len(ids) < size:
             due = "status = 'deferred' AND next_attempt_at <= %s"
-            cursor.execute(sql.format(which=due), [*params, _db_time(now), size - len(ids), lease.token, _db_time(now)])
+            cursor.execute(sql.format(which=due), [*params, db_time(now), size - len(ids), lease.token, db_time(now)])
             ids += [row[0] for row in cursor.fetchall()]
     return sorted(ids)
 
@@ -178,7 +179,7 @@ def claimed(lease: Lease, ids: list[int]) -> list[Delivery]:
     return list(mine.select_related("subscriber").order_by("id"))
 
 
-def _db_time(value):
+def db_time(value):
     return connection.ops.adapt_datetimefield_value(value)
 
 

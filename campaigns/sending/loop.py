@@ -43,7 +43,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from campaigns import eventlog
-from campaigns.models import Campaign, Delivery, Subscriber
+from campaigns.models import Campaign, Delivery
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain
 from campaigns.sending import leases
 from campaigns.sending.leases import Lease, SenderKeeper
@@ -69,6 +69,8 @@ TASK = "campaigns.tasks.send_campaign"
 
 
 def start_senders(campaign: Campaign, count: int = 1) -> None:
+    if count > 0:
+        Campaign.objects.filter(pk=campaign.pk).update(senders_asked=F("senders_asked") + count)
     for _ in range(count):
         async_task(TASK, campaign.pk, group=f"campaign-{campaign.pk}")
 
@@ -79,9 +81,13 @@ def recruit(campaign: Campaign) -> None:
     A worker's django-q2 pusher takes tasks ahead of its busy workers and holds them (up to
     its queue_limit, plus one in hand), so other hosts never see them. So twice the missing
     senders are asked for, and senders ask again a few times while they run (after 1, 2, 4…
-    s): the extra tasks reach the workers that are free, and the rest end at once."""
-    missing = leases.senders_wanted(campaign) - leases.live_senders(campaign)
-    start_senders(campaign, 2 * missing if missing > 0 else 0)
+    s): the extra tasks reach the workers that are free, and the rest end at once. Tasks
+    asked for and not started yet never exceed twice the senders wanted, so a cluster with
+    fewer workers than that does not pile up tasks in front of everything else."""
+    wanted = leases.senders_wanted(campaign)
+    missing = wanted - leases.live_senders(campaign)
+    asked = Campaign.objects.values_list("senders_asked", flat=True).get(pk=campaign.pk)
+    start_senders(campaign, min(2 * missing, 2 * wanted - asked))
 
 
 # -- what the pools report, counted per campaign --
@@ -112,6 +118,7 @@ def _flush_tally(campaign_id: int) -> None:
 
 
 def send_campaign(campaign_id: int) -> None:
+    Campaign.objects.filter(pk=campaign_id, senders_asked__gt=0).update(senders_asked=F("senders_asked") - 1)
     lease = leases.join(campaign_id)
     if lease is None:
         log.info("campaign %s: not running, or it has all the senders it can use", campaign_id)
@@ -138,6 +145,11 @@ def send_campaign(campaign_id: int) -> None:
     _hand_over(campaign_id, more)
 
 
+def _ready(now) -> Q:
+    """Deliveries a sender could claim now."""
+    return Q(status=Status.PENDING) | Q(status=Status.DEFERRED, next_attempt_at__lte=now)
+
+
 def _hand_over(campaign_id: int, more: bool) -> None:
     """A successor when this task's time is up; and one when the campaign is running with work
     waiting but no sender left (it was resumed while this one was stopping, say)."""
@@ -146,7 +158,7 @@ def _hand_over(campaign_id: int, more: bool) -> None:
         return
     if more or (
         (not campaign.waiting_until or campaign.waiting_until <= timezone.now())
-        and campaign.deliveries.filter(status=Status.PENDING).exists()
+        and campaign.deliveries.filter(_ready(timezone.now())).exists()
         and not leases.live_senders(campaign)
     ):
         start_senders(campaign)
@@ -227,10 +239,6 @@ _OUTCOME = (
 _thread = threading.local()
 
 
-def _db_time(value):
-    return connection.ops.adapt_datetimefield_value(value)
-
-
 def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
     """Write each delivery's outcome in one statement run many times (bulk_update's CASE
     expressions cost milliseconds per row), and only where this sender's claim still stands."""
@@ -273,7 +281,9 @@ class CampaignSender:
         self.sent = 0
         self.renderer = CampaignRenderer(campaign)
         self.rotation = ServerRotation(campaign)
-        self.rate_limiter = RateLimiter(campaign.rate_limit) if campaign.rate_limit else None
+        # The campaign's rate is shared out among the senders it gets (each paces its own part).
+        self.rate = campaign.rate_limit / leases.senders_wanted(campaign) if campaign.rate_limit else 0.0
+        self.rate_limiter = RateLimiter(self.rate) if self.rate else None
         memory_cap = settings.CAMPAIGN_BATCH_MEMORY_MB * 2**20 // _bytes_per_message(campaign)
         self.batch_size = max(1, min(settings.CAMPAIGN_BATCH_SIZE, memory_cap))
 
@@ -341,7 +351,7 @@ class CampaignSender:
         """As many deliveries as the slowest applicable rate sends in a quarter of the lease:
         a claim should never outlast the lease that protects it (renewal covers a server
         slower than its rate, and the fence covers a sender that stops renewing)."""
-        rates = [rate for rate in (self.campaign.rate_limit, configured_rate(server)) if rate > 0]
+        rates = [rate for rate in (self.rate, configured_rate(server)) if rate > 0]
         if not rates:
             return self.batch_size
         return max(1, min(self.batch_size, int(min(rates) * settings.CAMPAIGN_LEASE_S * CLAIM_LEASE_FRACTION)))
@@ -361,7 +371,7 @@ class CampaignSender:
         result = getattr(previous, "smtp_result", None)
         accepted = result is not None and result.status == SENT
         params = {
-            "now": _db_time(timezone.now()),
+            "now": leases.db_time(timezone.now()),
             "token": self.lease.token,
             "current": message.delivery_id,
             "server": message.server_id,
@@ -425,7 +435,7 @@ class CampaignSender:
             if self.keeper.stop.is_set() or server.pk not in self.keeper.servers:
                 return
             delivery.updated_at = now
-            if delivery.subscriber.status != Subscriber.Status.ACTIVE:
+            if not delivery.subscriber.is_active:
                 delivery.status, delivery.last_reply = Status.SKIPPED, "not subscribed any more"
                 settled.append(delivery)
                 continue
@@ -493,11 +503,11 @@ class CampaignSender:
         only tries a message again after the server refused that dot.) A cancelled campaign
         drops them."""
         mine = self.campaign.deliveries.filter(status=Status.SENDING, claim_token=self.lease.token)
-        back = mine.filter(Q(final_dot_at=None) | Q(pk__in=stopped_ids)).update(
+        mine.filter(Q(final_dot_at=None) | Q(pk__in=stopped_ids)).update(
             status=Status.PENDING, claim_token=None, final_dot_at=None, updated_at=timezone.now()
         )
-        if back and Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.CANCELLED).exists():
-            self.campaign.drop_unsent()
+        if Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.CANCELLED).exists():
+            self.campaign.drop_unsent()  # and deferred outcomes written since the cancel
 
     @staticmethod
     def _unreachable(messages) -> bool:
@@ -523,13 +533,17 @@ class CampaignSender:
                 delivery.next_attempt_at = now + timedelta(seconds=delay_s)
 
     def finish_if_done(self) -> bool:
+        """Finish the campaign if nothing is left: checked under the campaign's lock, which
+        Retry failed takes too, so rows it puts back in line are never left behind."""
         unfinished = self.campaign.deliveries.filter(status__in=(Status.PENDING, Status.SENDING, Status.DEFERRED))
-        if unfinished.exists():
-            return False
-        now = timezone.now()
-        Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.RUNNING).update(
-            status=Campaign.Status.FINISHED, finished_at=now, updated_at=now
-        )
+        with transaction.atomic():
+            self.campaign.lock()
+            if unfinished.exists():
+                return False
+            now = timezone.now()
+            Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.RUNNING).update(
+                status=Campaign.Status.FINISHED, finished_at=now, updated_at=now
+            )
         return True
 
     def seconds_to_next_retry(self) -> float | None:

@@ -26,6 +26,7 @@ def watchdog() -> None:
         if campaign.status != Campaign.Status.RUNNING:
             recover_orphans(campaign)  # paused or cancelled with a dead sender's rows in flight
         elif (not campaign.waiting_until or campaign.waiting_until <= now) and not leases.live_senders(campaign, now):
+            Campaign.objects.filter(pk=campaign.pk).update(senders_asked=0)  # those tasks are lost or late
             start_senders(campaign)  # it starts the others its servers can use
 
 

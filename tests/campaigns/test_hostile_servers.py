@@ -60,7 +60,7 @@ def test_a_mail_reply_at_a_byte_a_second_defers_within_send_timeout(hostile_smtp
 
 @pytest.mark.parametrize(
     ("stage", "reply"),
-    [("MAIL", "999 out of range"), ("MAIL", "-45 negative"), ("RCPT", "abc"), ("dot", "150 maybe later")],
+    [("MAIL", "999 out of range"), ("MAIL", "-45 negative"), ("RCPT", "abc")],
 )
 def test_a_reply_no_server_may_send_defers_without_a_code(hostile_smtp, make_server, stage, reply):
     hostile = hostile_smtp(replies={stage: reply})
@@ -74,6 +74,19 @@ def test_a_reply_no_server_may_send_defers_without_a_code(hostile_smtp, make_ser
     assert not campaign.deliveries.filter(ambiguous=True).exists()
     assert set(Event.objects.exclude(code=None).values_list("code", flat=True)) <= {220}  # the greetings
     assert hostile.connections == 3  # one per attempt: none reused after its bad reply
+
+
+def test_a_bad_reply_to_the_final_dot_counts_as_maybe_delivered_never_sent_again(hostile_smtp, make_server):
+    hostile = hostile_smtp(replies={"dot": "150 maybe later"})
+    campaign = make_campaign([make_server(port=hostile.port)], 3)
+
+    start_sending(campaign)
+
+    [(status, code, text)] = _outcomes(campaign)
+    assert (status, code) == (Delivery.Status.SENT, None)
+    assert text.startswith("bad reply at dot, connection closed: the server ")
+    assert campaign.deliveries.filter(ambiguous=True).count() == 3
+    assert hostile.connections == 3  # one per message, each sent once
 
 
 def _assert_nowhere(text: str) -> None:

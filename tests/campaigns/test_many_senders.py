@@ -12,6 +12,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
+from django_q.brokers import get_broker
 
 from campaigns.models import Campaign, Delivery, Sender
 from campaigns.sending import leases, loop
@@ -103,6 +104,34 @@ def test_senders_follow_the_capacity_of_the_servers(make_server, settings):
     assert leases.senders_wanted(make_campaign([make_server(max_conns=50, rate_limit=2)], 1)) == 1
     learned = make_server(max_conns=50, learned_max_conns=2)
     assert leases.senders_wanted(make_campaign([learned], 1)) == 1
+
+
+def test_a_campaign_rate_is_shared_out_among_its_senders(make_server, settings):
+    settings.CAMPAIGN_MAX_SENDERS = 4
+    campaign = make_campaign([make_server(max_conns=50)], 1, rate_limit=1000)  # two senders at 500/s
+    Campaign.objects.filter(pk=campaign.pk).update(status="running")
+    lease = leases.join(campaign.pk)
+
+    sender = loop.CampaignSender(campaign, lease, leases.SenderKeeper(lease))
+
+    assert leases.senders_wanted(campaign) == 2 and sender.rate == 500
+
+
+def test_recruiting_never_asks_for_more_than_twice_the_senders_wanted(make_server, settings):
+    """Fewer workers than senders wanted (none here): the tasks asked for stay bounded."""
+    settings.CAMPAIGN_MAX_SENDERS = 4
+    campaign = make_campaign([make_server(max_conns=50)], 1)
+    Campaign.objects.filter(pk=campaign.pk).update(status="running")
+    leases.join(campaign.pk)
+    queued = get_broker().queue_size()
+
+    for _ in range(10):
+        loop.recruit(campaign)
+
+    assert get_broker().queue_size() - queued == 2 * 4
+    campaign.pause()
+    loop.send_campaign(campaign.pk)  # one of them starts (and ends: the campaign was paused meanwhile)
+    assert Campaign.objects.values_list("senders_asked", flat=True).get(pk=campaign.pk) == 2 * 4 - 1
 
 
 def test_joins_beyond_what_the_servers_can_use_are_refused(make_server, settings):

@@ -168,10 +168,8 @@ ODD_REPLIES = [
     ("RCPT", "abc"),
     ("RCPT", "354 go ahead?"),
     ("DATA", "250 2.0.0 Ok"),
-    ("dot", "150 maybe later"),
-    ("dot", "999 what"),
-    ("dot", "354 more?"),
 ]
+ODD_REPLIES_TO_THE_DOT = ["150 maybe later", "999 what", "354 more?"]
 
 
 @pytest.mark.parametrize("ehlo", ["250 hostile.test", PIPELINING_EHLO], ids=["plain", "pipelining"])
@@ -190,6 +188,21 @@ def test_an_odd_reply_defers_the_message_and_closes_the_connection(
         assert {r.code for r in result.recipients.values()} == {None}
     assert hostile.connections == 2  # never reused after the bad reply
     assert all(event.code is None or 200 <= event.code <= 599 for event in pool_events)
+
+
+@pytest.mark.parametrize("reply", ODD_REPLIES_TO_THE_DOT)
+def test_an_odd_reply_to_the_final_dot_counts_as_maybe_delivered_never_sent_again(hostile_smtp, make_server, reply):
+    """The whole message went out: the server may hold it, whatever it answered. Sending it
+    again risks a duplicate, so it is counted sent and flagged ambiguous (RFC 1047)."""
+    hostile = hostile_smtp(replies={"dot": reply})
+
+    messages = _send(make_server(port=hostile.port, max_conns=1), count=2)
+
+    for message in messages:
+        result = message.smtp_result
+        assert (result.status, result.ambiguous, result.attempts) == ("sent", True, 1)
+        assert result.text.startswith("bad reply at dot, connection closed: ")
+    assert hostile.connections == 2  # never reused after the bad reply
 
 
 @pytest.mark.parametrize(
