@@ -20,9 +20,9 @@
   the window has room. Likewise, without `resume_at`, when the server is disabled or deleted
   meanwhile (its pool's limits learn that within a second).
 - The link breaks after the final dot, before the reply (RFC 1047), or the reply to the dot
-  breaks the protocol: the server may hold the
-  message. Policy: record it `sent` with `ambiguous=True` rather than risk a duplicate
-  (pass resend_ambiguous=True to prefer a duplicate over a possible loss).
+  breaks the protocol: the server may hold the message. Policy: record it `sent` with
+  `ambiguous=True` rather than risk a duplicate (pass resend_ambiguous=True to prefer a
+  duplicate over a possible loss).
 
 Events carry the backend's `event_context`, updated with a message's own `event_context`
 attribute if it has one (a subscriber id, say).
