@@ -6,7 +6,7 @@ as it likes. `BoundedSMTP` (and `BoundedSMTPSSL`) read every reply within one de
 these bounds, and every session, the pool's and "test connection"'s, is one of them:
 
 - a whole reply arrives within `reply_timeout_s` (and within `ends_at`, an overall deadline
-  such as the probe's), however slowly its bytes come;
+  such as the probe's), however slowly its bytes come (give or take TIMEOUT_SLACK_S);
 - it has at most MAX_REPLY_LINES lines and MAX_REPLY_BYTES bytes;
 - its code is three digits from 200 to 599, the same on every line (RFC 5321 §4.2).
 
@@ -26,6 +26,7 @@ from smtp_settings.redaction import redact, secret_pattern
 
 MAX_REPLY_LINES = 100
 MAX_REPLY_BYTES = 64 * 1024  # RFC 5321 allows 512 per line; EHLO replies are the longest real ones
+TIMEOUT_SLACK_S = 0.01  # how much longer than its deadline a read or write may wait (see _wait_at_most)
 _LAST_LINE_SEPARATORS = (b" ", b"\r", b"\n", b"")
 
 
@@ -69,6 +70,17 @@ def _shown(line: bytes) -> str:
     return repr(line[:40].decode("ascii", "replace").rstrip("\r\n"))
 
 
+def _wait_at_most(sock: socket.socket, seconds: float) -> None:
+    """Let the socket's next operation wait `seconds`, or up to TIMEOUT_SLACK_S longer.
+
+    Setting a timeout is a system call that lets other threads take the GIL, which the sending
+    thread then waits to get back: once for its write and once for its read, every message.
+    A timeout that is already about right, as it is between messages, is left as it is."""
+    current = sock.gettimeout()
+    if current is None or not 0 <= current - seconds <= TIMEOUT_SLACK_S:
+        sock.settimeout(seconds)
+
+
 class _DeadlineSocketIO(socket.SocketIO):
     """A socket's reading side that gives up at `ends_at` (time.monotonic()) however slowly
     the bytes trickle in: each read may only wait for what is left."""
@@ -79,7 +91,7 @@ class _DeadlineSocketIO(socket.SocketIO):
         left = self.ends_at - time.monotonic()
         if left <= 0:
             raise TimeoutError("timed out")
-        self._sock.settimeout(left)
+        _wait_at_most(self._sock, left)
         return super().readinto(buffer)
 
 
@@ -105,7 +117,7 @@ class _BoundedReplies:
 
     def send(self, s) -> None:
         if self.sock:
-            self.sock.settimeout(self._seconds_allowed())  # reads leave the socket with their own
+            _wait_at_most(self.sock, self._seconds_allowed())  # reads leave the socket with their own
         super().send(s)
 
     def getreply(self) -> tuple[int, bytes]:

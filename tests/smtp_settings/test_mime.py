@@ -17,6 +17,12 @@ def _alternatives() -> EmailMultiAlternatives:
     return message
 
 
+def _html_only() -> EmailMessage:
+    message = EmailMessage("Hi", "<p>Hello</p>\r\n" * 3, "news@example.test", ["r@example.test"])
+    message.content_subtype = "html"
+    return message
+
+
 def _with_attachment() -> EmailMessage:
     message = EmailMessage("Report", "See attached.", "news@example.test", ["ann@example.test"])
     message.attach("report.bin", bytes(range(256)) * 8, "application/octet-stream")
@@ -30,6 +36,12 @@ MESSAGES = {
     "non-ASCII subject and names": lambda: EmailMessage(
         "Grüße aus Köln ✉", "Hallo\n", "Zoë Müller <zoe@example.test>", ["Jürgen <j@example.test>"]
     ),
+    "mixed line endings": lambda: EmailMessage(
+        "Hi", "one\r\ntwo\rthree\nfour\n\n\rfive", "news@example.test", ["r@example.test"]
+    ),
+    "non-ASCII body, no final newline": lambda: EmailMessage(
+        "Hi", "Grüße\nzwei\r\ndrei ✉", "news@example.test", ["r@example.test"]
+    ),
     "long subject": lambda: EmailMessage("word " * 40, "Body\n", "news@example.test", ["r@example.test"]),
     "spacing in headers": lambda: EmailMessage(
         "Two  spaces and\ta tab ", "Body\n", "news@example.test", ["r@example.test"], headers={"X-Pad": " lead"}
@@ -41,6 +53,7 @@ MESSAGES = {
         ["r@example.test"],
         headers={"List-Unsubscribe": "<https://mail.example.test/u/" + "a" * 90 + "/>", "X-Tag": "a=b; c=?d?"},
     ),
+    "HTML only": _html_only,
     "alternatives": _alternatives,
     "attachments": _with_attachment,
     "reply-to and many recipients": lambda: EmailMessage(

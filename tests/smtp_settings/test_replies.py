@@ -3,13 +3,21 @@
 import base64
 import io
 import smtplib
+import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from smtp_settings.redaction import REDACTED, redact, secret_pattern
-from smtp_settings.replies import MAX_REPLY_BYTES, MAX_REPLY_LINES, ProtocolError, read_reply
+from smtp_settings.replies import (
+    MAX_REPLY_BYTES,
+    MAX_REPLY_LINES,
+    TIMEOUT_SLACK_S,
+    ProtocolError,
+    _wait_at_most,
+    read_reply,
+)
 
 SMALL_LINES, SMALL_BYTES = 5, 200  # bounds small enough for generated input to cross them
 
@@ -82,6 +90,24 @@ def test_a_reply_at_the_bounds_is_read():
     assert len(stream) <= MAX_REPLY_BYTES
     code, text = _read(stream)
     assert code == 250 and text.count(b"\n") == MAX_REPLY_LINES - 1
+
+
+@pytest.mark.parametrize(
+    ("current", "wanted", "after"),
+    [
+        (5.0, 5.0, 5.0),
+        (5.0, 5.0 - TIMEOUT_SLACK_S / 2, 5.0),  # about right: no system call
+        (5.0, 4.0, 4.0),  # a deadline closer than the slack allows
+        (5.0, 6.0, 6.0),  # never shorter than wanted: a reply could come in time
+        (None, 5.0, 5.0),  # a blocking socket gets its deadline
+    ],
+)
+def test_a_sockets_timeout_is_changed_only_when_it_is_not_about_right(current, wanted, after):
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(current)
+        _wait_at_most(ours, wanted)
+        assert ours.gettimeout() == after
 
 
 # -- redaction --
