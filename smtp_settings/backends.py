@@ -80,7 +80,8 @@ _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]
 
 def envelope_address(address: str, encoding: str) -> str:
     """The bare address for MAIL FROM/RCPT TO: "News <a@b.example>" gives "a@b.example",
-    exactly as parseaddr(sanitize_address(address, encoding)) does, errors included.
+    exactly as parseaddr(sanitize_address(address, encoding)) does, errors included, except
+    that an address with a control character is refused (ValueError).
 
     Parsing an address the email package's way costs as much as rendering the message, and
     every recipient of a campaign is a new one: a plain address is taken as it is, and only
@@ -90,11 +91,18 @@ def envelope_address(address: str, encoding: str) -> str:
     return _parsed_address(address, encoding)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 @lru_cache(maxsize=4096)
 def _parsed_address(address: str, encoding: str) -> str:
     """A campaign repeats its From ("News <news@example.test>") on every message: recent ones
-    are remembered."""
-    return parseaddr(sanitize_address(address, encoding))[1]
+    are remembered. What the email package lets through with a control character in it (a NUL,
+    say) is refused: no SMTP server should see one in an envelope."""
+    parsed = parseaddr(sanitize_address(address, encoding))[1]
+    if _CONTROL.search(parsed):
+        raise ValueError(f"a control character in the address {parsed!r}")
+    return parsed
 
 
 class StopBatch(Exception):
@@ -230,7 +238,7 @@ class RotatingEmailBackend(BaseEmailBackend):
         while (message := feed.next()) is not None:
             try:
                 return _Delivery(self, pool, feed, message)
-            except (ValueError, TypeError, UnicodeError) as error:  # an address or header that cannot go out
+            except (ValueError, TypeError, UnicodeError, IndexError, AttributeError) as error:  # hostile address/header
                 message.smtp_result = result = SmtpResult(
                     FAILED, None, f"not sent: {error}", attempts=0, server=pool.config.name
                 )

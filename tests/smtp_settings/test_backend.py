@@ -457,11 +457,13 @@ def test_pool_is_shared_and_reused_across_get_connection_calls(smtp_sandbox, mak
     assert sandbox.summary()["sessions"] == 1
 
 
-def test_a_message_that_cannot_be_rendered_fails_alone(smtp_sandbox, make_server):
+@pytest.mark.parametrize("address", ["not an address@@example.test", '"', '"a"@', "a\x00b@example.test"])
+def test_a_message_that_cannot_be_rendered_fails_alone(smtp_sandbox, make_server, address):
+    """Whatever Django's address parsing raises on it (ValueError, IndexError for a lone quote…)."""
     sandbox = smtp_sandbox()
     server = make_server(port=sandbox.port)
     good = _messages(2)
-    bad = EmailMessage("Hi", "Body", "news@example.test", ["not an address@@example.test"])
+    bad = EmailMessage("Hi", "Body", "news@example.test", [address])
     assert _backend(server, max_threads=1).send_messages([good[0], bad, good[1]]) == 2
     assert bad.smtp_result.status == "failed" and bad.smtp_result.attempts == 0
     assert bad.smtp_result.text.startswith("not sent: ")

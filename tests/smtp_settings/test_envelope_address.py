@@ -22,7 +22,11 @@ def outcome(parse, address, encoding: str) -> str | tuple[type, str]:
 
 
 def djangos(address, encoding: str) -> str:
-    return parseaddr(sanitize_address(address, encoding))[1]
+    """Django's envelope address, and the one rule added: no control character in it."""
+    parsed = parseaddr(sanitize_address(address, encoding))[1]
+    if any(ord(char) < 32 or ord(char) == 127 for char in parsed):
+        raise ValueError(f"a control character in the address {parsed!r}")
+    return parsed
 
 
 def same(address, encoding: str = "utf-8") -> bool:
