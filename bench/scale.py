@@ -101,7 +101,7 @@ def run_child(database: str, subscribers: int, workers: int, args) -> dict:
 
 PARTIES = ["workers", "q other", "postgres", "redis", "sink"]
 HEADER = (
-    f"{'':<30} | CPU ms per message\n"
+    f"{'':<35}| CPU ms per message\n"
     f"{'database':<8} {'list':>7} {'wkr':>3} {'msg/s':>6} {'wall s':>6} | "
     + " ".join(f"{party:>8}" for party in PARTIES)
     + f" {'total':>6} | {'busy':>4} | sent by each worker; peak RSS of each (MB)"
