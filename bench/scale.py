@@ -21,10 +21,12 @@ party, from /proc before and after: the qcluster's worker processes; its other p
 redis-server; and the sink. On SQLite the database's work is inside the workers. `busy` is all
 of that over the machine's cores and the wall time: near 100% the machine is the limit. Then
 the messages each worker sent, and each worker's peak resident memory (VmHWM), for the list
-and for a small one (--small), so that memory flat in list size can be read off. Rounds
-alternate every configuration; the best of each counts. Ratios: 2 workers / 1 and 4 / 2.
+and for a small one (--small), so that memory flat in list size can be read off; on
+PostgreSQL, the transactions committed per message and the sessions opened, as the server
+counted them. Rounds alternate every configuration; the best of each counts. Ratios: 2
+workers / 1 and 4 / 2.
 
-PostgreSQL and Redis are the machine's shared servers: their figures include anything else
+PostgreSQL and Redis are the machine's shared servers: their CPU figures include anything else
 using them meanwhile. Run it on a quiet machine.
 
 `--profile` instead sends one campaign with one sender (as one worker does), in a process of
@@ -72,6 +74,7 @@ def run_one(database: str, subscribers: int, workers: int, args) -> None:
         campaign = make_campaign(
             subscribers, sink.port, max_conns=args.conns_per_worker * workers, rate_limit=RATE_LIMIT
         )
+        counts_before = postgres_counts() if database == "postgres" else None
         run = send_through_cluster(campaign, workers, measure)
     finally:
         sink.stop()
@@ -88,7 +91,20 @@ def run_one(database: str, subscribers: int, workers: int, args) -> None:
         "sent_by_worker": [run.sent_by.get(pid, 0) for pid in run.workers],
         "peak_rss_mb": [run.peak_rss_mb.get(pid, 0.0) for pid in run.workers],
     }
+    if counts_before:
+        time.sleep(1)  # the qcluster's connections end and report
+        figures["postgres"] = [after - before for before, after in zip(counts_before, postgres_counts(), strict=True)]
     print(json.dumps(figures), flush=True)
+
+
+def postgres_counts() -> tuple[int, int]:
+    """Transactions committed and sessions opened so far in this database, by PostgreSQL's
+    statistics (a connection reports its transactions at least every second, and when it ends)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT xact_commit, sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()
 
 
 def run_child(database: str, subscribers: int, workers: int, args) -> dict:
@@ -101,10 +117,10 @@ def run_child(database: str, subscribers: int, workers: int, args) -> dict:
 
 PARTIES = ["workers", "q other", "postgres", "redis", "sink"]
 HEADER = (
-    f"{'':<30} | CPU ms per message\n"
+    f"{'':<35}| CPU ms per message\n"
     f"{'database':<8} {'list':>7} {'wkr':>3} {'msg/s':>6} {'wall s':>6} | "
     + " ".join(f"{party:>8}" for party in PARTIES)
-    + f" {'total':>6} | {'busy':>4} | sent by each worker; peak RSS of each (MB)"
+    + f" {'total':>6} | {'busy':>4} | sent by each worker; peak RSS of each (MB); PostgreSQL's count"
 )
 
 
@@ -115,6 +131,9 @@ def row(run: dict) -> str:
     total = sum(cpu.values())
     sent = "/".join(str(n) for n in run["sent_by_worker"])
     rss = "/".join(f"{mb:.0f}" for mb in run["peak_rss_mb"])
+    if "postgres" in run:
+        transactions, sessions = run["postgres"]
+        rss += f"; {transactions / messages:.2f} transactions/msg, {sessions} sessions"
     return (
         f"{run['database']:<8} {messages:>7} {run['workers']:>3} {messages / elapsed:6.0f} {elapsed:6.1f} | "
         f"{per_message} {total / messages * 1000:6.3f} | {total / elapsed / CORES:4.0%} | {sent}; {rss}"
