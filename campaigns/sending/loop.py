@@ -123,7 +123,7 @@ def send_campaign(campaign_id: int) -> None:
     if lease is None:
         log.info("campaign %s: not running, or it has all the senders it can use", campaign_id)
         return
-    more, sender = False, None
+    more, sender, failed = False, None, False
     try:
         with SenderKeeper(lease) as keeper:
             campaign = Campaign.objects.get(pk=campaign_id)
@@ -138,11 +138,13 @@ def send_campaign(campaign_id: int) -> None:
                 more = sender.run()
     except Exception as error:
         log.exception("campaign %s: the sending task failed", campaign_id)
+        failed = True
         _after_task_error(lease, error)
     finally:
         leases.release(lease, sender.sent if sender else 0)
         eventlog.flush()
-    _hand_over(campaign_id, more)
+    if not failed:  # after a failure the watchdog tries again in a minute, not at once
+        _hand_over(campaign_id, more)
 
 
 def _ready(now) -> Q:
