@@ -9,7 +9,6 @@ import time
 from collections import Counter
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -17,6 +16,7 @@ from django_q.brokers import get_broker
 from campaigns.models import Campaign, Delivery, Sender
 from campaigns.sending import leases, loop
 from smtp_settings.pool import close_all_pools
+from tests.campaigns.test_exactly_once import in_thread
 from tests.campaigns.test_sending import (
     assert_everyone_received_once,
     make_campaign,
@@ -160,18 +160,6 @@ def test_concurrent_joins_never_exceed_what_the_servers_can_use(make_server, set
 
 
 # -- controls that act between two messages --
-
-
-def in_thread(target) -> threading.Thread:
-    def run():
-        try:
-            target()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_pause_at_one_message_a_second_sends_nothing_that_was_not_in_flight(smtp_sandbox, make_server, sender_client):
