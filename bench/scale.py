@@ -219,6 +219,8 @@ def profile_one(database: str, args) -> None:
     print(f"{elapsed:.1f} s, {elapsed / sent * 1e6:.0f} µs per message (wall), {len(profiles)} sending threads besides")
     for order in ("cumulative", "tottime"):
         stats.sort_stats(order).print_stats(25)
+    if args.profile_out:
+        stats.dump_stats(args.profile_out)
 
 
 def _profile_sending_threads() -> list[cProfile.Profile]:
@@ -253,6 +255,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/relaydeck_bench_scale")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     parser.add_argument("--profile", action="store_true", help="profile one sender in process instead")
+    parser.add_argument("--profile-out", help="with --profile: also save the merged profile here (pstats)")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--profile-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,6 +269,8 @@ def main() -> None:
             command = [sys.executable, __file__, "--profile-one", database, "--subscribers", str(args.subscribers)]
             command += ["--conns-per-worker", str(args.conns_per_worker)]
             command += ["--database-url", args.database_url, "--redis-url", args.redis_url]
+            if args.profile_out:
+                command += ["--profile-out", f"{args.profile_out}.{database}"]
             subprocess.run(command, check=True)
         return None
     return compare(args)

@@ -5,6 +5,7 @@ into ``var/secret_key``. Production sets ``DEBUG=0`` and must then give ``SECRET
 (or ``SECRET_KEY_FILE``); see README.md for every variable.
 """
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -306,3 +307,21 @@ CAMPAIGN_MAX_BODY_BYTES = env_int("CAMPAIGN_MAX_BODY_BYTES", 1024 * 1024)
 # The event log (campaigns/eventlog/writer.py): events are written in bulk this often, kept this long.
 EVENT_LOG_FLUSH_S = env_int("EVENT_LOG_FLUSH_S", 1)
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)
+
+# Transactional mail (smtp_settings/outbox/, relay/, api/).
+# Networks whose clients may send through the SMTP relay without AUTH (comma-separated CIDRs).
+RELAY_TRUSTED_NETWORKS = env_list("RELAY_TRUSTED_NETWORKS", [])
+try:
+    _TRUSTED = [ipaddress.ip_network(network, strict=False) for network in RELAY_TRUSTED_NETWORKS]
+except ValueError as _error:
+    raise ImproperlyConfigured(f"RELAY_TRUSTED_NETWORKS: {_error}") from None
+RELAY_MAX_MESSAGE_BYTES = env_int("RELAY_MAX_MESSAGE_BYTES", 10 * 1024 * 1024)  # larger: 552 (API: 400)
+RELAY_MAX_RECIPIENTS = env_int("RELAY_MAX_RECIPIENTS", 100)  # per message; more: 452 (API: 400)
+RELAY_TLS_CERT = env_str("RELAY_TLS_CERT")  # PEM files: with both set, the relay offers STARTTLS
+RELAY_TLS_KEY = env_str("RELAY_TLS_KEY")
+RELAY_LISTEN = env_str("RELAY_LISTEN", "127.0.0.1:2587")  # where `make run` starts the relay
+OUTBOX_RETRIES = env_int("OUTBOX_RETRIES", 5)  # deferred this many times, then failed
+OUTBOX_RETRY_DELAY_S = env_int("OUTBOX_RETRY_DELAY_S", 60)  # first wait for a deferred message, then doubled
+OUTBOX_LEASE_S = env_int("OUTBOX_LEASE_S", 60)  # a silent outbox sender loses its claims after this
+if OUTBOX_LEASE_S < 2:
+    raise ImproperlyConfigured("OUTBOX_LEASE_S must be at least 2 (seconds)")

@@ -1,5 +1,9 @@
+import hashlib
+import secrets
+
+from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -298,3 +302,157 @@ class SlotDemand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner} for server {self.server_id}"
+
+
+# -- transactional mail: the outbox, and who may fill it (smtp_settings/outbox/, relay/, api/) --
+
+
+class RelayCredential(models.Model):
+    """A login for an application that sends through the SMTP relay. The password is stored
+    hashed (Django's password hasher); mail sent with it goes out through `servers`, or the
+    relay's default route when none are chosen."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="Which application uses it.")
+    username = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9._@+-]+$", "Use letters, digits and . _ @ + - only.")],
+        help_text="Letters, digits and . _ @ + -",
+    )
+    password_hash = models.CharField(max_length=256, editable=False)
+    servers = models.ManyToManyField(
+        SmtpServer, blank=True, related_name="+", help_text="Blank: the relay's default route."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_password(self, raw: str) -> None:
+        self.password_hash = make_password(raw)
+
+    def check_password(self, raw: str) -> bool:
+        return check_password(raw, self.password_hash)
+
+
+class ApiToken(models.Model):
+    """A bearer token for the HTTP API. Only its SHA-256 is kept (a token is 32 random bytes,
+    so a fast hash is enough and lets a request find its token by index); `prefix` is shown
+    to tell tokens apart."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="Which application uses it.")
+    prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    servers = models.ManyToManyField(
+        SmtpServer, blank=True, related_name="+", help_text="Blank: the relay's default route."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+    @classmethod
+    def issue(cls, name: str, servers=()) -> tuple["ApiToken", str]:
+        """A new token and its key, which is shown once and never stored."""
+        key = "rdk_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(name=name, prefix=key[:10], key_hash=cls.hash(key))
+        token.servers.set(servers)
+        return token, key
+
+
+class RelayRoute(models.Model):
+    """The relay's default route (one row): where mail from trusted networks, and from
+    credentials and tokens that name no server, goes out. None chosen: the first enabled server."""
+
+    servers = models.ManyToManyField(SmtpServer, blank=True, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return "default route"
+
+    @classmethod
+    def get(cls) -> "RelayRoute":
+        return cls.objects.get_or_create(pk=1)[0]
+
+
+class OutboxMessage(models.Model):
+    """One transactional message, kept as the exact bytes the application handed over, until
+    it is sent or has failed for good. Claimed and fenced like a campaign's deliveries: only
+    the holder of `claim_token`, while its lease stands, may send its final dot."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DEFERRED = "deferred", "Deferred"
+        FAILED = "failed", "Failed"
+
+    class Source(models.TextChoices):
+        RELAY = "relay", "SMTP relay"
+        API = "api", "HTTP API"
+        BACKEND = "backend", "Django backend"
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=10, choices=Source)
+    submitted_by = models.CharField(
+        max_length=200, blank=True, help_text="The credential, token or client address that handed it over."
+    )
+    mail_from = models.CharField(max_length=998, blank=True, help_text="The envelope sender; blank: a null sender.")
+    recipients = models.JSONField(help_text="The envelope recipients.")
+    data = models.BinaryField(help_text="The message, headers and body, as it goes on the wire.")
+    size = models.PositiveIntegerField()
+    message_id = models.CharField(max_length=998, blank=True)
+    subject = models.CharField(max_length=255, blank=True, help_text="For the outbox page.")
+    priority = models.SmallIntegerField(default=0, help_text="Higher goes first.")
+    route = models.JSONField(default=list, blank=True, help_text="Ids of the servers it may go through; []: default.")
+    server = models.ForeignKey(
+        SmtpServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="Where it went."
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_reply = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.PositiveBigIntegerField(null=True, blank=True)
+    final_dot_at = models.DateTimeField(null=True, blank=True)
+    ambiguous = models.BooleanField(default=False, help_text="The link broke after the final dot: maybe delivered.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="outbox_ready"),
+            models.Index(fields=["created_at"], name="outbox_created"),
+            models.Index(fields=["sent_at"], name="outbox_sent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"outbox message {self.pk} ({self.status})"
+
+
+class OutboxSender(models.Model):
+    """A process delivering the outbox. Its id is the claim token of the messages it holds; it
+    may send a message's final dot only while `lease_until` stands (see outbox/delivery.py)."""
+
+    owner = models.CharField(max_length=200, help_text='The process, "host:pid".')
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="None once it stopped or was fenced off.")
+    started_at = models.DateTimeField(auto_now_add=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    sent = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"outbox sender {self.pk} ({self.owner})"

@@ -218,11 +218,6 @@ _POPULATE = (
 )
 
 
-def _message_id(campaign: Campaign, delivery: Delivery) -> str:
-    """Stable per delivery: a message sent again after a crash keeps its Message-ID."""
-    return f"<relaydeck.{campaign.pk}.{delivery.pk}@{message_domain(campaign)}>"
-
-
 def _bytes_per_message(campaign: Campaign) -> int:
     """A generous guess at the memory one message of this campaign holds while its batch is
     out: the rendered parts (a text part made from the HTML is about as large), their MIME
@@ -282,6 +277,8 @@ class CampaignSender:
         self.keeper = keeper
         self.sent = 0
         self.renderer = CampaignRenderer(campaign)
+        # Stable per delivery: a message sent again after a crash keeps its Message-ID.
+        self.message_id_format = f"<relaydeck.{campaign.pk}.{{}}@{message_domain(campaign)}>"
         self.rotation = ServerRotation(campaign)
         # The campaign's rate is shared out among the senders it gets (each paces its own part).
         self.rate = campaign.rate_limit / leases.senders_wanted(campaign) if campaign.rate_limit else 0.0
@@ -441,7 +438,7 @@ class CampaignSender:
                 delivery.status, delivery.last_reply = Status.SKIPPED, "not subscribed any more"
                 settled.append(delivery)
                 continue
-            delivery.message_id = delivery.message_id or _message_id(self.campaign, delivery)
+            delivery.message_id = delivery.message_id or self.message_id_format.format(delivery.pk)
             try:
                 message = self.renderer.message(delivery.subscriber, delivery.message_id)
             except RenderError as error:

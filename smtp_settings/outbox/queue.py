@@ -1,0 +1,111 @@
+"""Putting messages in the outbox: what every door (relay, API, Django backend) calls.
+
+`enqueue` writes in the caller's transaction and wakes the delivery once it commits: a caller
+that rolls back sends nothing, and a message is in the outbox before anyone is told it was
+accepted. Bad input raises `Refused` with what is wrong, before anything is written.
+"""
+
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from smtp_settings.models import OutboxMessage
+from smtp_settings.validators import unsafe_header_character
+
+_HEADERS = BytesHeaderParser(policy=compat32)
+_HEADER_BYTES = 64 * 1024  # Message-ID and Subject are looked for in this much of the message
+
+
+class Refused(ValueError):
+    """A message the outbox will not take; `field` names what is wrong, the text says how."""
+
+    def __init__(self, field: str, text: str):
+        super().__init__(text)
+        self.field = field
+
+
+@dataclass
+class Envelope:
+    mail_from: str
+    recipients: list[str]
+    data: bytes
+    source: str
+    submitted_by: str = ""
+    route: list[int] = field(default_factory=list)
+    priority: int = 0
+
+
+def check_address(address: str, field: str) -> str:
+    """An envelope address: no control characters (CR/LF smuggling above all), ASCII or
+    UTF-8, at most 254 characters with one "@" (a blank sender is the null sender)."""
+    if character := unsafe_header_character(address):
+        raise Refused(field, f"{field}: the control character {character} is not allowed in an address")
+    if field != "mail_from" or address:
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain or len(address) > 254 or " " in address:
+            raise Refused(field, f"{field}: {address[:100]!r} is not an email address")
+    return address
+
+
+def check(envelope: Envelope) -> None:
+    check_address(envelope.mail_from, "mail_from")
+    if not envelope.recipients:
+        raise Refused("to", "to: at least one recipient is needed")
+    if len(envelope.recipients) > settings.RELAY_MAX_RECIPIENTS:
+        raise Refused("to", f"to: at most {settings.RELAY_MAX_RECIPIENTS} recipients per message")
+    for address in envelope.recipients:
+        check_address(address, "to")
+    if not envelope.data:
+        raise Refused("data", "the message is empty")
+    if len(envelope.data) > settings.RELAY_MAX_MESSAGE_BYTES:
+        raise Refused("data", f"the message is larger than {settings.RELAY_MAX_MESSAGE_BYTES:,} bytes")
+
+
+def _headers(data: bytes) -> tuple[str, str]:
+    """(Message-ID, Subject) as written in the message, for the outbox page."""
+    head = data[:_HEADER_BYTES].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    headers = _HEADERS.parsebytes(head)
+    message_id, subject = headers.get("Message-ID", ""), headers.get("Subject", "")
+    return str(message_id).strip()[:998], " ".join(str(subject).split())[:255]
+
+
+def build(envelope: Envelope) -> OutboxMessage:
+    """An unsaved outbox message for `envelope` (Refused if it is not acceptable)."""
+    check(envelope)
+    message_id, subject = _headers(envelope.data)
+    now = timezone.now()
+    return OutboxMessage(
+        created_at=now,
+        updated_at=now,
+        source=envelope.source,
+        submitted_by=envelope.submitted_by[:200],
+        mail_from=envelope.mail_from,
+        recipients=list(envelope.recipients),
+        data=envelope.data,
+        size=len(envelope.data),
+        message_id=message_id,
+        subject=subject,
+        priority=envelope.priority,
+        route=list(envelope.route),
+    )
+
+
+def enqueue(envelopes: list[Envelope]) -> list[OutboxMessage]:
+    """Write the messages to the outbox in the caller's transaction (all or none: Refused
+    before anything is written) and wake the delivery once it commits."""
+    messages = [build(envelope) for envelope in envelopes]
+    with transaction.atomic():
+        saved = OutboxMessage.objects.bulk_create(messages)
+        transaction.on_commit(wake)
+    return saved
+
+
+def wake() -> None:
+    """Make sure a worker delivers the outbox (see delivery.py)."""
+    from smtp_settings.outbox.delivery import wake_senders  # the delivery needs the backend; the doors need not
+
+    wake_senders()
