@@ -12,17 +12,18 @@ else at most the last week of the filter's range, or the last 24 hours without a
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django import forms
-from django.db import connection
-from django.db.models import CharField, Count, F, Max, Min, QuerySet, Sum
-from django.db.models.functions import Lower, Substr, TruncMinute
+from django.db.models import Count, F, Max, Min, QuerySet, Sum
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from campaigns.eventlog.writer import AUTO_PAUSE, TASK_ERROR
 from campaigns.models import Campaign, Delivery, Event
+from project.charts import Timeline, minute_of
+from project.forms import TimeRangeForm
 from smtp_settings.events import Kind
 from smtp_settings.models import SmtpServer
 
@@ -50,24 +51,9 @@ EXPORT_COLUMNS = [
 ]
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP: CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-CHART_WINDOW = timedelta(hours=24)
-MAX_BARS = 240
-BUCKET_MINUTES = (1, 2, 3, 5, 6, 10, 15, 20, 30, 60)
-
-DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
 
 
-def _datetime_field(label: str, help_text: str) -> forms.DateTimeField:
-    return forms.DateTimeField(
-        label=label,
-        required=False,
-        help_text=help_text,
-        input_formats=[DATETIME_LOCAL, "%Y-%m-%dT%H:%M:%S"],
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format=DATETIME_LOCAL),
-    )
-
-
-class LogFilterForm(forms.Form):
+class LogFilterForm(TimeRangeForm):
     """The log's filters, from the query string. `before` and `after` are the keyset bounds."""
 
     server = forms.ModelChoiceField(
@@ -80,8 +66,6 @@ class LogFilterForm(forms.Form):
         choices=[("", "All kinds"), *((kind, kind.replace("_", " ")) for kind in KINDS)], required=False
     )
     code = forms.IntegerField(label="Reply code", min_value=100, max_value=599, required=False)
-    since = _datetime_field("From", "Inclusive.")
-    until = _datetime_field("Until", "Exclusive.")
     q = forms.CharField(
         label="Server said",
         max_length=200,
@@ -92,12 +76,10 @@ class LogFilterForm(forms.Form):
     after = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
 
     FILTERS = ("server", "campaign", "kind", "code", "since", "until", "q")
+    field_order = FILTERS
 
     def clean(self):
         cleaned = super().clean()
-        since, until = cleaned.get("since"), cleaned.get("until")
-        if since and until and since >= until:
-            self.add_error("until", "Must be after “From”.")
         if cleaned.get("before") is not None and cleaned.get("after") is not None:
             self.add_error("after", "Ask for older or newer events, not both.")
         return cleaned
@@ -254,66 +236,9 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
 # A campaign's timeline
 
 
-@dataclass
-class Bucket:
-    start: datetime
-    sent: int = 0
-    closed_421: int = 0
-    reconnects: int = 0
-
-
-@dataclass
-class Timeline:
-    """Messages sent, 421s and reconnects per bucket of `minutes`, over at most CHART_WINDOW."""
-
-    minutes: int
-    buckets: list[Bucket] = field(default_factory=list)
-
-    @property
-    def start(self) -> datetime:
-        return self.buckets[0].start
-
-    @property
-    def end(self) -> datetime:
-        return self.buckets[-1].start + timedelta(minutes=self.minutes)
-
-    @property
-    def sent(self) -> int:
-        return sum(bucket.sent for bucket in self.buckets)
-
-    @property
-    def closed_421(self) -> int:
-        return sum(bucket.closed_421 for bucket in self.buckets)
-
-    @property
-    def reconnects(self) -> int:
-        return sum(bucket.reconnects for bucket in self.buckets)
-
-
-def _minute(column: str):
-    """The minute of a datetime column, to group by. TruncMinute is native on PostgreSQL but a
-    Python function called per row on SQLite (175 ms for 50,000 deliveries); there, the stored
-    text (UTC, "YYYY-MM-DD HH:MM:SS...") cut after the minute gives the same groups natively."""
-    if connection.vendor == "sqlite":
-        return Substr(column, 1, 16, output_field=CharField())
-    return TruncMinute(column, tzinfo=UTC)
-
-
-def _as_minute(value) -> datetime:
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return value
-
-
-def _floor(moment: datetime, minutes: int) -> datetime:
-    """The start of the bucket of `minutes` that `moment` falls in (buckets start on the hour)."""
-    epoch_minute = int(moment.timestamp() // 60)
-    return datetime.fromtimestamp((epoch_minute - epoch_minute % minutes) * 60, tz=UTC)
-
-
 def campaign_timeline(campaign: Campaign) -> Timeline | None:
-    """The campaign's last CHART_WINDOW of sending, in at most MAX_BARS buckets; None before it
-    sent or heard anything."""
+    """The campaign's last day of sending, with its 421s and reconnects ("sent", "closed_421"
+    and "reconnects" per bucket); None before it sent or heard anything."""
     sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
     events = Event.objects.filter(campaign=campaign)
     ends = [
@@ -326,27 +251,12 @@ def campaign_timeline(campaign: Campaign) -> Timeline | None:
     ]
     if not any(ends):
         return None
-    end = max(moment for moment in ends if moment)
-    start = max(min(moment for moment in starts if moment), end - CHART_WINDOW)
-    span_minutes = (end - start).total_seconds() / 60
-    minutes = next((size for size in BUCKET_MINUTES if span_minutes / size <= MAX_BARS), BUCKET_MINUTES[-1])
-    last = _floor(end, minutes)
-    first = max(_floor(start, minutes), last - timedelta(minutes=minutes * (MAX_BARS - 1)))
-    count = int((last - first).total_seconds() // (minutes * 60)) + 1
-    timeline = Timeline(minutes, [Bucket(first + timedelta(minutes=minutes * n)) for n in range(count)])
-
-    def bucket(minute) -> Bucket:
-        index = int((_as_minute(minute) - first).total_seconds() // (minutes * 60))
-        return timeline.buckets[min(max(index, 0), count - 1)]
-
-    per_minute = sent.filter(sent_at__gte=first).annotate(minute=_minute("sent_at"))
-    for minute, n in per_minute.order_by().values_list("minute").annotate(n=Count("id")):
-        bucket(minute).sent += n
-    marked = within(events.filter(kind__in=(Kind.SESSION_CLOSED_421, Kind.RECONNECT)), first, None, id_range=True)
-    marked = marked.annotate(minute=_minute("at")).order_by().values_list("minute", "kind")
+    timeline = Timeline.covering(min(moment for moment in starts if moment), max(moment for moment in ends if moment))
+    per_minute = sent.filter(sent_at__gte=timeline.start).annotate(minute=minute_of("sent_at"))
+    timeline.add("sent", per_minute.order_by().values_list("minute").annotate(n=Count("id")))
+    names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects"}
+    marked = within(events.filter(kind__in=names), timeline.start, None, id_range=True)
+    marked = marked.annotate(minute=minute_of("at")).order_by().values_list("minute", "kind")
     for minute, kind, n in marked.annotate(n=Sum("count")):
-        if kind == Kind.SESSION_CLOSED_421:
-            bucket(minute).closed_421 += n
-        else:
-            bucket(minute).reconnects += n
+        timeline.add(names[kind], [(minute, n)])
     return timeline

@@ -16,17 +16,13 @@ from campaigns.eventlog.filters import (
     time_window,
 )
 from campaigns.models import Campaign
+from project.forms import filters_in_use
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required
 
 
 def _filters(request: HtmxHttpRequest) -> QueryDict:
-    """The filters in use, without empty ones or the page bounds: the base of every link."""
-    filters = QueryDict(mutable=True)
-    for name in LogFilterForm.FILTERS:
-        if value := request.GET.get(name, "").strip():
-            filters[name] = value
-    return filters
+    return filters_in_use(request.GET, LogFilterForm.FILTERS)
 
 
 def _bad_filters(request: HtmxHttpRequest, form: LogFilterForm) -> HttpResponse:
