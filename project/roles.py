@@ -4,8 +4,9 @@ place that decides.
 - viewer: reads every page (campaigns, their progress and logs, lists, SMTP servers without
   their secrets) and exports the log;
 - sender: also writes lists and campaigns: import, edit, launch, pause, resume, cancel, retry,
-  send tests, delete;
-- admin: also SMTP servers (and their "Test connection") and, in the Django admin, users.
+  send tests, delete; and requeues and deletes outbox messages;
+- admin: also SMTP servers (and their "Test connection"), relay logins, API tokens and the
+  default route and, in the Django admin, users.
 
 Each role includes the ones before it. A role is a Django group of the same name, with at least
 the model permissions of ROLE_PERMISSIONS (which the Django admin goes by); superusers are

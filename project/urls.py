@@ -14,6 +14,9 @@ urlpatterns = [
     path("lists/", include("campaigns.lists.urls")),
     path("logs/", include("campaigns.eventlog.urls")),
     path("u/<str:token>/", unsubscribe, name="unsubscribe"),
+    path("outbox/", include("smtp_settings.outbox.urls")),
     path("settings/smtp/", include("smtp_settings.urls")),
+    path("settings/relay/", include("smtp_settings.access.urls")),
+    path("api/v1/", include("smtp_settings.api.urls")),
     path("admin/", admin.site.urls),
 ]

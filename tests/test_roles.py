@@ -9,14 +9,15 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
 from campaigns.rendering import unsubscribe_url
 from project.roles import Role, role_of
-from smtp_settings.models import SmtpServer
+from smtp_settings.models import ApiToken, OutboxMessage, RelayCredential, RelayRoute, SmtpServer
 from tests.campaigns.test_sending import make_campaign
 
 pytestmark = pytest.mark.django_db
 
-# Open without a role: logging in and out (out: to any logged-in account), and the
-# unsubscribe page, which its signed token opens. The Django admin keeps its own staff check.
-PUBLIC = {"login", "logout", "unsubscribe"}
+# Open without a role: logging in and out (out: to any logged-in account), the unsubscribe
+# page, which its signed token opens, and the HTTP API, which its bearer tokens open
+# (tests/smtp_settings/test_api.py). The Django admin keeps its own staff check.
+PUBLIC = {"login", "logout", "unsubscribe", "api:messages", "api:message"}
 PRINCIPALS = [*Role, None, "anonymous"]
 
 
@@ -47,20 +48,35 @@ def objects(make_server, closed_port):
     """One of everything a URL can name; the server points where nothing answers."""
     campaign = make_campaign([make_server(port=closed_port)], 2)
     mailing_list = campaign.lists.get()
+    credential = RelayCredential(name="app", username="app")
+    credential.set_password("a-long-password")
+    credential.save()
+    message = OutboxMessage.objects.create(
+        source="api", recipients=["to@example.test"], data=b"Subject: hi\r\n\r\nhi\r\n", size=18, status="failed"
+    )
     return {
         "campaign": campaign,
         "list": mailing_list,
         "subscriber": mailing_list.subscribers.first(),
         "job": SubscriberImport.objects.create(mailing_list=mailing_list, original_name="people.csv"),
+        "message": message,
+        "credential": credential,
+        "token": ApiToken.issue("app")[0],
     }
 
 
 def _url(name: str, params: tuple[str, ...], objects: dict) -> str:
-    pk_of = {"smtp_settings": SmtpServer.objects.get().pk, "lists": objects["list"].pk}
+    pk_of = {
+        "smtp_settings": SmtpServer.objects.get().pk,
+        "lists": objects["list"].pk,
+        "outbox": objects["message"].pk,
+        "access": objects["credential"].pk,
+    }
     values = {
         "pk": pk_of.get(name.split(":")[0], objects["campaign"].pk),
         "subscriber_pk": objects["subscriber"].pk,
         "import_pk": objects["job"].pk,
+        "token_pk": objects["token"].pk,
         "token": unsubscribe_url(objects["subscriber"].pk, None).rsplit("/", 2)[-2],
     }
     return reverse(name, kwargs={param: values[param] for param in params})
@@ -75,6 +91,10 @@ def _everything() -> tuple:
         list(Subscriber.lists.through.objects.values_list("pk")),
         list(SmtpServer.objects.values_list("pk", "enabled", "max_conns")),
         SubscriberImport.objects.count(),
+        list(OutboxMessage.objects.values_list("pk", "status", "attempts")),
+        list(RelayCredential.objects.values_list("pk", "name", "password_hash", "enabled")),
+        list(ApiToken.objects.values_list("pk", "name", "enabled")),
+        list(RelayRoute.servers.through.objects.values_list("pk")),
     )
 
 
@@ -125,9 +145,21 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "logs:campaign",
         "smtp_settings:list",
         "smtp_settings:live",
+        "outbox:list",
+        "outbox:detail",
+        "outbox:counts",
+        "outbox:chart",
+        "access:index",
     }
     administered = {name for name, needed in rules.items() if needed == Role.ADMIN}
-    assert administered == {name for name in rules if name.startswith("smtp_settings:")} - readable
+    assert administered == {name for name in rules if name.startswith(("smtp_settings:", "access:"))} - readable
+    sent = {name for name, needed in rules.items() if needed == Role.SENDER}
+    assert {name for name in sent if name.startswith("outbox:")} == {
+        "outbox:requeue",
+        "outbox:delete",
+        "outbox:requeue_filtered",
+        "outbox:delete_filtered",
+    }
 
 
 @pytest.mark.parametrize("principal", PRINCIPALS, ids=str)

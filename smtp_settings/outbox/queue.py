@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from smtp_settings.models import OutboxMessage
+from smtp_settings.outbox.reading import decoded
 from smtp_settings.validators import unsafe_header_character
 
 _HEADERS = BytesHeaderParser(policy=compat32)
@@ -66,11 +67,13 @@ def check(envelope: Envelope) -> None:
 
 
 def _headers(data: bytes) -> tuple[str, str]:
-    """(Message-ID, Subject) as written in the message, for the outbox page."""
+    """(Message-ID, Subject) as written in the message, the subject decoded, for the outbox page."""
     head = data[:_HEADER_BYTES].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     headers = _HEADERS.parsebytes(head)
-    message_id, subject = headers.get("Message-ID", ""), headers.get("Subject", "")
-    return str(message_id).strip()[:998], " ".join(str(subject).split())[:255]
+    message_id, subject = headers.get("Message-ID", ""), str(headers.get("Subject", ""))
+    if "=?" in subject:  # encoded words, worth the cost of decoding
+        subject = decoded("Subject", subject)
+    return str(message_id).strip()[:998], " ".join(subject.split())[:255]
 
 
 def build(envelope: Envelope) -> OutboxMessage:
