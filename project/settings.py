@@ -54,6 +54,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()] if value else default
 
 
+def env_networks(name: str) -> list[str]:
+    """Comma-separated networks ("10.0.0.0/8, 192.0.2.7"), each checked and written as a CIDR."""
+    try:
+        return [str(ipaddress.ip_network(network, strict=False)) for network in env_list(name, [])]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+
+
 def _development_secret_key() -> str:
     path = VAR_DIR / "secret_key"
     if not path.exists():
@@ -310,15 +318,15 @@ EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30)
 
 # Transactional mail (smtp_settings/outbox/, relay/, api/).
 # Networks whose clients may send through the SMTP relay without AUTH (comma-separated CIDRs).
-RELAY_TRUSTED_NETWORKS = env_list("RELAY_TRUSTED_NETWORKS", [])
-try:
-    _TRUSTED = [ipaddress.ip_network(network, strict=False) for network in RELAY_TRUSTED_NETWORKS]
-except ValueError as _error:
-    raise ImproperlyConfigured(f"RELAY_TRUSTED_NETWORKS: {_error}") from None
+RELAY_TRUSTED_NETWORKS = env_networks("RELAY_TRUSTED_NETWORKS")
 RELAY_MAX_MESSAGE_BYTES = env_int("RELAY_MAX_MESSAGE_BYTES", 10 * 1024 * 1024)  # larger: 552 (API: 400)
 RELAY_MAX_RECIPIENTS = env_int("RELAY_MAX_RECIPIENTS", 100)  # per message; more: 452 (API: 400)
 RELAY_TLS_CERT = env_str("RELAY_TLS_CERT")  # PEM files: with both set, the relay offers STARTTLS
 RELAY_TLS_KEY = env_str("RELAY_TLS_KEY")
+if bool(RELAY_TLS_CERT) != bool(RELAY_TLS_KEY):
+    raise ImproperlyConfigured("RELAY_TLS_CERT and RELAY_TLS_KEY are set together, or neither")
+RELAY_MAX_SESSIONS = env_int("RELAY_MAX_SESSIONS", 500)  # client connections at once; more: 421
+RELAY_TIMEOUT_S = env_int("RELAY_TIMEOUT_S", 300)  # a client silent this long, or this slow over DATA, is cut off
 RELAY_LISTEN = env_str("RELAY_LISTEN", "127.0.0.1:2587")  # where `make run` starts the relay
 OUTBOX_RETRIES = env_int("OUTBOX_RETRIES", 5)  # deferred this many times, then failed
 OUTBOX_RETRY_DELAY_S = env_int("OUTBOX_RETRY_DELAY_S", 60)  # first wait for a deferred message, then doubled

@@ -29,6 +29,8 @@ from email.parser import BytesHeaderParser
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
+from smtp_settings.loop_server import LoopServer
+
 SES_421 = "421 Connection closed by server. Maximum message count per session reached."
 EXCHANGE_421 = (
     "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, closing transmission channel"
@@ -230,9 +232,7 @@ class SandboxServer:
         self.active = 0
         self.max_active = 0
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving = LoopServer("smtp-sandbox")
 
     # -- bookkeeping (called on the server's event loop; read from other threads) --
 
@@ -294,7 +294,7 @@ class SandboxServer:
         return user == login and hmac.compare_digest(digest, hmac.digest(password, challenge, "md5").hex().encode())
 
     def _protocol(self) -> SMTP:
-        options = {"hostname": "sandbox.relaydeck.test", "ident": "Relaydeck sandbox", "loop": self._loop}
+        options = {"hostname": "sandbox.relaydeck.test", "ident": "Relaydeck sandbox", "loop": self._serving.loop}
         if self.credentials:
             options |= {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
             options["auth_exclude_mechanism"] = [] if self.cram_md5 else ["CRAM-MD5"]
@@ -305,33 +305,12 @@ class SandboxServer:
     # -- lifecycle --
 
     def start(self) -> "SandboxServer":
-        self._loop = asyncio.new_event_loop()
         ssl_context = self.tls_context if self.implicit_tls else None
-        self._server = self._loop.run_until_complete(
-            self._loop.create_server(self._protocol, self.host, self.port, ssl=ssl_context, backlog=1024)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"smtp-sandbox-{self.port}", daemon=True)
-        self._thread.start()
+        self.port = self._serving.start(self._protocol, self.host, self.port, ssl_context)
         return self
 
     def stop(self) -> None:
-        if self._loop is None:
-            return
-
-        async def shutdown():
-            self._server.close()
-            await self._server.wait_closed()
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-        self._loop = None
+        self._serving.stop()
 
     def __enter__(self) -> "SandboxServer":
         return self.start()

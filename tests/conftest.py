@@ -16,6 +16,7 @@ from smtp_settings.events import smtp_event
 from smtp_settings.limit_stores import store
 from smtp_settings.models import SmtpServer
 from smtp_settings.pool import close_all_pools
+from smtp_settings.relay.server import Relay
 from smtp_settings.sandbox import SandboxServer
 from smtp_settings.validators import HOST_NAME
 from tests.certs import make_certificates
@@ -116,6 +117,13 @@ def _servers_of(server_class):
 def smtp_sandbox():
     """Start SMTP sandboxes on random loopback ports: `smtp_sandbox(auth="u:p", ...)`."""
     yield from _servers_of(SandboxServer)
+
+
+@pytest.fixture
+def smtp_relay(transactional_db):
+    """Start SMTP relays on random loopback ports, writing to the test database (from threads
+    of their own, hence transactional_db): `smtp_relay(trusted_networks=["127.0.0.0/8"])`."""
+    yield from _servers_of(Relay)
 
 
 @pytest.fixture

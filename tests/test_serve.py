@@ -1,5 +1,5 @@
-"""`manage.py serve`, the heart of `make run`: dashboard and worker together (runserver while
-DEBUG is on, gunicorn once it is off), and Ctrl-C stops every process they started."""
+"""`manage.py serve`, the heart of `make run`: dashboard, worker and SMTP relay together
+(runserver while DEBUG is on, gunicorn once it is off), and Ctrl-C stops every process they started."""
 
 import contextlib
 import os
@@ -52,6 +52,20 @@ def _get(url: str, timeout_s: float, **headers: str) -> urllib.request.addinfour
     raise AssertionError(f"{url} did not answer within {timeout_s} s")
 
 
+def _smtp_greeting(listen: str, timeout_s: float = 30) -> bytes:
+    """The first line an SMTP server on HOST:PORT says, once it listens."""
+    host, port = listen.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                return sock.makefile("rb").readline()
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
 def _children(pid: int) -> dict[int, list[str]]:
     """Child pid -> argv, from /proc."""
     pids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -77,6 +91,7 @@ def env(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("serve")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env |= {"RELAYDECK_VAR_DIR": str(var_dir), "STATIC_ROOT": str(var_dir / "static")}
+    env["RELAY_LISTEN"] = f"127.0.0.1:{_free_port()}"
     env["DJANGO_SETTINGS_MODULE"] = "project.settings"
     subprocess.run([*MANAGE, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     return env
@@ -120,7 +135,8 @@ def test_serve_runs_runserver_and_worker_while_debug_is_on_and_ctrl_c_stops_all(
     port = _free_port()
     with _serving(env | {"DEBUG": "1"}, port) as serve:
         assert _get(f"http://127.0.0.1:{port}/settings/smtp/", timeout_s=30).status == 302  # to the login page
-        assert sorted(argv[2] for argv in _children(serve.pid).values()) == ["qcluster", "runserver"]
+        assert sorted(argv[2] for argv in _children(serve.pid).values()) == ["qcluster", "runserver", "smtp_relay"]
+        assert _smtp_greeting(env["RELAY_LISTEN"]).startswith(b"220 ")
         output = _ctrl_c_stops_everything(serve)
     assert "has stopped" in output  # django-q2's last word
 
@@ -131,7 +147,7 @@ def test_serve_runs_gunicorn_with_static_files_once_debug_is_off_and_ctrl_c_stop
         login = _get(f"http://127.0.0.1:{port}/login/", timeout_s=30)
         assert login.status == 200
         assert login.headers["Server"] == "gunicorn"
-        assert sorted(argv[2] for argv in _children(serve.pid).values()) == ["gunicorn", "qcluster"]
+        assert sorted(argv[2] for argv in _children(serve.pid).values()) == ["gunicorn", "qcluster", "smtp_relay"]
         # The page links the hashed copy collectstatic wrote, and whitenoise serves it as such.
         stylesheet = re.search(r'href="(/static/css/relaydeck\.[0-9a-f]{12}\.css)"', login.read().decode())[1]
         static = _get(f"http://127.0.0.1:{port}{stylesheet}", timeout_s=5)

@@ -77,6 +77,16 @@ def test_bad_boolean_is_a_clear_configuration_error(tmp_path):
     assert "DEBUG must be a boolean (1/0, true/false), not 'maybe'" in result.stderr
 
 
+def test_relay_networks_and_certificate_are_checked(tmp_path):
+    show = "import django; django.setup(); from django.conf import settings; print(settings.RELAY_TRUSTED_NETWORKS)"
+    result = _python(tmp_path, "-c", show, RELAY_TRUSTED_NETWORKS="10.1.2.3/8, 2001:db8::1")
+    assert result.stdout.strip() == "['10.0.0.0/8', '2001:db8::1/128']"
+    result = _python(tmp_path, "-c", show, RELAY_TRUSTED_NETWORKS="10.0.0.0/8,intranet")
+    assert "RELAY_TRUSTED_NETWORKS: 'intranet' does not appear to be an IPv4 or IPv6 network" in result.stderr
+    result = _python(tmp_path, "-c", show, RELAY_TLS_CERT="/etc/relaydeck/relay.pem")
+    assert "RELAY_TLS_CERT and RELAY_TLS_KEY are set together, or neither" in result.stderr
+
+
 @pytest.mark.django_db
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite only")
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():

@@ -45,6 +45,10 @@ def check_address(address: str, field: str) -> str:
     UTF-8, at most 254 characters with one "@" (a blank sender is the null sender)."""
     if character := unsafe_header_character(address):
         raise Refused(field, f"{field}: the control character {character} is not allowed in an address")
+    try:
+        address.encode()
+    except UnicodeEncodeError:  # lone surrogates: what became of bytes that were not UTF-8
+        raise Refused(field, f"{field}: the address is not valid UTF-8") from None
     if field != "mail_from" or address:
         local, at, domain = address.rpartition("@")
         if not at or not local or not domain or len(address) > 254 or " " in address:
@@ -99,11 +103,13 @@ def build(envelope: Envelope) -> OutboxMessage:
 
 def enqueue(envelopes: list[Envelope]) -> list[OutboxMessage]:
     """Write the messages to the outbox in the caller's transaction (all or none: Refused
-    before anything is written) and wake the delivery once it commits."""
+    before anything is written) and wake the delivery once it commits. A failure to wake it
+    is logged, not raised: the messages are committed by then, and a caller told otherwise
+    would hand them over again (the delivery's own watchdog finds them all the same)."""
     messages = [build(envelope) for envelope in envelopes]
     with transaction.atomic():
         saved = OutboxMessage.objects.bulk_create(messages)
-        transaction.on_commit(wake)
+        transaction.on_commit(wake, robust=True)
     return saved
 
 

@@ -26,8 +26,9 @@ def _dashboard(addrport: str) -> list[str]:
 
 class Command(BaseCommand):
     help = (
-        "Run the dashboard (runserver while DEBUG is on, else gunicorn) and its django-q2 worker "
-        "together, and with --sandbox the local SMTP sandbox the demo sends to; Ctrl-C stops them all."
+        "Run the dashboard (runserver while DEBUG is on, else gunicorn), its django-q2 worker and the "
+        "SMTP relay (on RELAY_LISTEN) together, and with --sandbox the local SMTP sandbox the demo sends "
+        "to; Ctrl-C stops them all."
     )
 
     def add_arguments(self, parser):
@@ -45,6 +46,7 @@ class Command(BaseCommand):
         commands = {
             "dashboard": _dashboard(addrport),
             "worker": [sys.executable, "manage.py", "qcluster"],
+            "relay": [sys.executable, "manage.py", "smtp_relay", "--listen", settings.RELAY_LISTEN],
         }
         if sandbox:
             commands["sandbox"] = [sys.executable, "manage.py", "smtp_sandbox", "--quiet", *DEMO_SANDBOX_OPTIONS]
@@ -54,8 +56,11 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
         processes = {name: subprocess.Popen(command, start_new_session=True) for name, command in commands.items()}
-        others = " and the SMTP sandbox" if sandbox else ""
-        self.stdout.write(f"Relaydeck is running on http://{addrport}/ with its worker{others}. Ctrl-C stops all.")
+        others = ", the SMTP sandbox" if sandbox else ""
+        self.stdout.write(
+            f"Relaydeck is running on http://{addrport}/ with its worker{others} and the SMTP relay on "
+            f"{settings.RELAY_LISTEN}. Ctrl-C stops all."
+        )
 
         while not stop.wait(0.5) and all(process.poll() is None for process in processes.values()):
             pass

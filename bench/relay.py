@@ -1,0 +1,101 @@
+"""Messages per second the SMTP relay accepts, committed to the outbox, from 1 and 50 clients.
+
+    python bench/relay.py [--messages 2000] [--sessions 1 50] [--rounds 2] [--database sqlite|postgres]
+
+What it measures: a real `manage.py smtp_relay` on a fresh database (SQLite by default, the
+issue's target: 500 messages a second) takes ~2 KB messages from Postfix's smtp-source (C, so
+the client costs next to nothing; unpacked into var/bench/ with smtp-sink on first use) from a
+trusted address, without AUTH, as the chat server of issue 12 sends. Each run sends
+`--messages` over S sessions at once, both ways applications do: a new connection for every
+message, and one connection kept for all of a session's messages. A message counts once the
+client has its 250, which the relay gives only once the message is committed; the figures are
+messages a second (wall clock, first connection to last 250) and the relay's CPU time per
+message, and the outbox must hold every message at the end. The best of `--rounds` counts.
+
+Not measured here yet: the issue's time from the first accept to the last delivery through a
+`max_conns=5` server needs the outbox delivery (smtp_settings/outbox/delivery.py), and
+QueuedEmailBackend.send_messages belongs with that backend.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cluster_run import ROOT, cpu_s, open_fresh_database
+
+MODES = {"connection per message": [], "connection kept": ["-d"]}
+
+
+def start_relay() -> tuple[subprocess.Popen, int]:
+    relay = subprocess.Popen(
+        [sys.executable, "manage.py", "smtp_relay", "--listen", "127.0.0.1:0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # a line per session
+        text=True,
+    )
+    return relay, int(re.search(r"listening on 127\.0\.0\.1:(\d+)", relay.stdout.readline())[1])
+
+
+def smtp_source() -> tuple[Path, dict]:
+    from backend import POSTFIX_DIR, smtp_sink_binary
+
+    smtp_sink_binary()  # unpacks the postfix package, smtp-source with it
+    return POSTFIX_DIR / "usr" / "sbin" / "smtp-source", os.environ | {
+        "LD_LIBRARY_PATH": str(POSTFIX_DIR / "usr" / "lib" / "postfix")
+    }
+
+
+def run(port: int, relay_pid: int, sessions: int, messages: int, mode: list[str]) -> tuple[float, float]:
+    """(messages a second, relay CPU ms a message) for one smtp-source run; all must be queued."""
+    from smtp_settings.models import OutboxMessage
+
+    binary, env = smtp_source()
+    before, cpu_before = OutboxMessage.objects.count(), cpu_s(relay_pid)
+    command = [str(binary), *mode, "-s", str(sessions), "-m", str(messages), "-l", "2000", "-N"]
+    command += ["-f", "app@example.test", "-t", "reader@example.test", "-S", "Your order", f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - started
+    queued = OutboxMessage.objects.count() - before
+    if queued != messages:
+        raise SystemExit(f"{queued} of {messages} messages are in the outbox")
+    return messages / elapsed, (cpu_s(relay_pid) - cpu_before) * 1000 / messages
+
+
+def bench(database: str, args) -> None:
+    open_fresh_database(database, args.database_url, "", RELAY_TRUSTED_NETWORKS="127.0.0.1")
+    relay, port = start_relay()
+    try:
+        for sessions in args.sessions:
+            for name, mode in MODES.items():
+                best = max(run(port, relay.pid, sessions, args.messages, mode) for _ in range(args.rounds))
+                print(
+                    f"{database:7} {sessions:3} sessions, {name:23} {best[0]:7.0f} msg/s accepted, "
+                    f"relay CPU {best[1]:.2f} ms/msg",
+                    flush=True,
+                )
+    finally:
+        relay.terminate()
+        relay.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/relaydeck_bench_relay")
+    args = parser.parse_args()
+    bench(args.database, args)
+
+
+if __name__ == "__main__":
+    main()
