@@ -66,7 +66,7 @@ from django.core.mail.message import sanitize_address
 from smtp_settings.events import Kind
 from smtp_settings.learning import is_throttle
 from smtp_settings.limits import MustWait
-from smtp_settings.mime import message_bytes
+from smtp_settings.mime import wire_bytes
 from smtp_settings.models import SmtpServer
 from smtp_settings.pool import ConnectFailed, ConnectionPool, PoolTimeout, get_pool
 from smtp_settings.results import DEFERRED, FAILED, SENT, RecipientResult, SmtpResult
@@ -304,12 +304,8 @@ class _Delivery:
         self.outcome: dict[str, RecipientResult | None] = {
             envelope_address(address, encoding): None for address in message.recipients()
         }
-        mime = message.message()
-        for name, value in self.config.custom_headers:
-            if name not in mime:
-                mime[name] = value
-        self.message_id = str(mime["Message-ID"])
-        self.data = prepare_data(message_bytes(mime))
+        self.message_id, content = wire_bytes(message, self.config.custom_headers)
+        self.data = prepare_data(content)
         self.attempts = self.temp_failures = self.in_a_row_421 = 0
         self.last: tuple[int | None, str] = (None, "")
         self.ambiguous = self.stopped = False
