@@ -38,6 +38,7 @@ EXPORT_COLUMNS = [
     "kind",
     "server",
     "campaign",
+    "outbox_message_id",
     "connection_id",
     "messages_on_connection",
     "stage",
