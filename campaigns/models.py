@@ -6,6 +6,7 @@ Sending itself lives in `campaigns/sending/`.
 """
 
 from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from smtp_settings.models import SmtpServer
@@ -371,6 +372,10 @@ class Event(models.Model):
     server = models.ForeignKey(SmtpServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     server_name = models.CharField(max_length=100, blank=True)
     campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    # Not a foreign key: the log keeps what happened to a message after it left the outbox.
+    outbox_message_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The outbox message (smtp_settings.OutboxMessage) it concerns."
+    )
     connection_id = models.PositiveBigIntegerField(null=True, blank=True)
     messages_on_connection = models.PositiveIntegerField(default=0)
     stage = models.CharField(max_length=16, blank=True)
@@ -389,6 +394,9 @@ class Event(models.Model):
             models.Index(fields=["campaign", "id"], name="event_campaign"),
             models.Index(fields=["server", "id"], name="event_server"),
             models.Index(fields=["code", "id"], name="event_code"),
+            models.Index(
+                fields=["outbox_message_id", "id"], name="event_outbox", condition=Q(outbox_message_id__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

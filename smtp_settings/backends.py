@@ -44,7 +44,11 @@ Threads the backend starts close their database connections when done, in case a
 opened one.
 
 `send_messages` takes a list or any iterable; a generator is pulled only as threads are ready
-for another message, so its caller can render messages just in time.
+for another message, so its caller can render messages just in time. Besides Django's
+messages it takes `RawMessage`s (raw.py): their bytes and envelope go out as they are, with
+the server's custom headers they lack prepended (the outbox's messages).
+
+`QueuedEmailBackend`, at the end, sends nothing itself: it puts messages in the outbox.
 
 A failure never raises out of the batch, except that with fail_silently=False a batch in
 which nothing at all was sent raises DeliveryFailed.
@@ -67,8 +71,10 @@ from smtp_settings.events import Kind
 from smtp_settings.learning import is_throttle
 from smtp_settings.limits import MustWait
 from smtp_settings.mime import wire_bytes
-from smtp_settings.models import SmtpServer
+from smtp_settings.models import OutboxMessage, SmtpServer
+from smtp_settings.outbox.queue import Envelope, check, enqueue
 from smtp_settings.pool import ConnectFailed, ConnectionPool, PoolTimeout, get_pool
+from smtp_settings.raw import RawMessage, with_headers
 from smtp_settings.results import DEFERRED, FAILED, SENT, RecipientResult, SmtpResult
 from smtp_settings.transaction import BeforeDotFailed, ConnectionLost, SessionClosed, prepare_data
 
@@ -299,6 +305,15 @@ class _Delivery:
         self.following: _Delivery | None = None  # the next message this thread sends
         self.handed_over = None  # a connection the previous message left with our envelope in flight
         self.context = {**backend.event_context, **getattr(message, "event_context", {})}
+        if isinstance(message, RawMessage):  # the outbox's: bytes and envelope as they are
+            self.mail_from, self.message_id = message.mail_from, message.message_id
+            self.outcome = dict.fromkeys(message.recipients)
+            if any(_CONTROL.search(address) for address in (self.mail_from, *self.outcome)):
+                raise ValueError("a control character in the envelope")
+            self.data = prepare_data(with_headers(message.data, self.config.custom_headers))
+            self.attempts = self.temp_failures = self.in_a_row_421 = 0
+            self.last, self.ambiguous, self.stopped = (None, ""), False, False
+            return
         encoding = message.encoding or "utf-8"
         self.mail_from = envelope_address(message.from_email, encoding)
         self.outcome: dict[str, RecipientResult | None] = {
@@ -422,6 +437,8 @@ class _Delivery:
         following = self.following
         if following is None or not conn.pipelining or len(batch) < len(pending):
             return None
+        if not self.pool.limits.keep(conn.slot):
+            return None  # beyond this process's share now (another one waits): it closes after us
         cap = self.pool.msgs_cap(conn)
         if cap and conn.sent + 1 >= cap:
             return None  # we rotate after this message
@@ -509,3 +526,63 @@ def _verdicts(result, batch: list[str]) -> list[tuple[int, str, str]]:
         (*result.rcpts[address], "RCPT") if result.rcpts[address][0] >= 300 else (*result.data, result.stage)
         for address in batch
     ]
+
+
+class QueuedEmailBackend(BaseEmailBackend):
+    """A Django email backend that puts messages in the outbox instead of sending them.
+
+        EMAIL_BACKEND = "smtp_settings.backends.QueuedEmailBackend"
+        get_connection("smtp_settings.backends.QueuedEmailBackend", server="SES", priority=10)
+
+    `send_messages` writes every message, as the bytes Django makes of it, to the outbox in the
+    caller's transaction (one insert for the list) and returns how many it queued. It touches
+    no SMTP server: workers deliver the messages once the transaction commits, and nothing if
+    it rolls back. `server` (an SmtpServer, its name or pk) routes them through that server;
+    without it they take the relay's default route. A message the outbox refuses (an address
+    with a line break, say) raises `Refused` and nothing of the call is queued; with
+    fail_silently, only that message is left out."""
+
+    def __init__(
+        self, fail_silently: bool = False, server: SmtpServer | str | int | None = None, priority: int = 0, **kwargs
+    ):
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.server = server
+        self.priority = priority
+
+    def _route(self) -> list[int]:
+        if self.server is None:
+            return []
+        key = self.server.pk if isinstance(self.server, SmtpServer) else self.server
+        found = SmtpServer.objects.filter(**{"pk" if isinstance(key, int) else "name": key}).values_list(
+            "pk", flat=True
+        )
+        if not found:
+            raise ImproperlyConfigured(f"SMTP server “{self.server}” does not exist")
+        return [found[0]]
+
+    def send_messages(self, email_messages) -> int:
+        messages = list(email_messages)
+        if not messages:
+            return 0
+        route = self._route()
+        envelopes = []
+        for message in messages:
+            try:
+                envelopes.append(self._envelope(message, route))
+            except ValueError:  # Refused, or an address that cannot be made an envelope
+                if not self.fail_silently:
+                    raise
+        return len(enqueue(envelopes)) if envelopes else 0
+
+    def _envelope(self, message, route: list[int]) -> Envelope:
+        encoding = message.encoding or "utf-8"
+        envelope = Envelope(
+            mail_from=envelope_address(message.from_email, encoding),
+            recipients=[envelope_address(address, encoding) for address in message.recipients()],
+            data=wire_bytes(message, ())[1],
+            source=OutboxMessage.Source.BACKEND,
+            route=route,
+            priority=self.priority,
+        )
+        check(envelope)
+        return envelope

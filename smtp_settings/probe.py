@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from smtp_settings.backends import envelope_address
 from smtp_settings.connection import Deadline, SmtpStepError, Step, StepRunner, explain, open_session
-from smtp_settings.mime import message_bytes
+from smtp_settings.mime import wire_bytes
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _test_transaction(server, from_email: str, to_email: str) -> tuple[str, str,
     """MAIL FROM and RCPT TO addresses (an internationalised domain as punycode, as the
     backend sends it) and the test message's bytes; ValueError if they cannot be made."""
     message = test_message(server, from_email, to_email)
-    return envelope_address(from_email, "utf-8"), envelope_address(to_email, "utf-8"), message_bytes(message.message())
+    return envelope_address(from_email, "utf-8"), envelope_address(to_email, "utf-8"), wire_bytes(message, ())[1]
 
 
 def probe(server, to_email: str = "", from_email: str = "") -> ProbeResult:

@@ -39,6 +39,7 @@ EXPORT_COLUMNS = [
     "kind",
     "server",
     "campaign",
+    "outbox_message_id",
     "connection_id",
     "messages_on_connection",
     "stage",

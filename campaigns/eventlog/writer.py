@@ -2,7 +2,8 @@
 
 The `smtp_event` receiver only adds the event to an in-memory buffer (a dict lookup and an
 unsaved model instance); a background thread writes the buffer with one bulk insert every
-EVENT_LOG_FLUSH_S. Identical events of one campaign and server in one flush (a storm of
+EVENT_LOG_FLUSH_S. Events of an outbox message (context `outbox_message_id`) keep its id.
+Identical events of one campaign (or outbox message) and server in one flush (a storm of
 421s or retries: same kind, stage, code and text) become one row with a `count`, so a storm
 costs a few rows a second, and retention (`prune_events`) bounds the rest.
 
@@ -141,6 +142,7 @@ def _as_datetime(epoch_s: float) -> datetime:
 def record_pool_event(sender, event: PoolEvent, **kwargs) -> None:
     at = _as_datetime(event.at)
     campaign_id = event.context.get("campaign_id")
+    outbox_message_id = event.context.get("outbox_message_id")
     row = Event(
         at=at,
         last_at=at,
@@ -148,6 +150,7 @@ def record_pool_event(sender, event: PoolEvent, **kwargs) -> None:
         server_id=event.server_id,
         server_name=event.server_name,
         campaign_id=campaign_id,
+        outbox_message_id=outbox_message_id,
         connection_id=event.connection_id,
         messages_on_connection=event.messages_on_connection,
         stage=event.stage,
@@ -161,7 +164,7 @@ def record_pool_event(sender, event: PoolEvent, **kwargs) -> None:
     )
     key = None
     if event.kind in AGGREGATED:
-        key = (campaign_id, event.server_id, event.kind, event.stage, event.code, event.text)
+        key = (campaign_id, outbox_message_id, event.server_id, event.kind, event.stage, event.code, event.text)
     _buffer.add(row, key)
 
 

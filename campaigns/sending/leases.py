@@ -15,15 +15,15 @@ Several senders (django-q2 tasks, on any hosts) send one campaign at once:
 - The fence (`FINAL_DOT`) is what makes a duplicate impossible, whatever the timing: a final
   dot goes out only for a row still claimed under this sender's token, while its lease
   stands, the campaign is running and the batch's server is enabled.
+
+The keeper's thread, the fence's hook and the generic half of recovery are shared with the
+outbox's senders (smtp_settings/leases.py).
 """
 
-import logging
 import math
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django import db
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -31,14 +31,12 @@ from django.utils import timezone
 from campaigns.models import Campaign, Delivery, Sender
 from project.sqlite_writes import one_writer
 from smtp_settings import processes
+from smtp_settings.leases import LeaseKeeper, db_time, live
 from smtp_settings.models import SmtpServer
 from smtp_settings.shared_limits import configured_rate
 
-log = logging.getLogger(__name__)
-
 CONNECTIONS_PER_SENDER = 2  # a sender with fewer connections than this is better merged with another
 RATE_PER_SENDER = 500  # messages per second one sender process keeps up with, with room to spare
-WATCH_S = 0.5  # how often a sender looks at its campaign's status and servers
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,7 @@ def senders_wanted(campaign: Campaign) -> int:
 def live_senders(campaign: Campaign, now=None) -> int:
     now = now or timezone.now()
     owners = campaign.senders.filter(lease_until__gt=now).values_list("owner", flat=True)
-    return sum(1 for owner in owners if not processes.is_gone(owner))
+    return live(owners)
 
 
 def join(campaign_id: int) -> Lease | None:
@@ -100,36 +98,25 @@ def release(lease: Lease, sent: int) -> None:
     Sender.objects.filter(pk=lease.token).update(lease_until=None, stopped_at=now, sent=sent)
 
 
-class SenderKeeper:
-    """A sender's watch, from its own thread: renews the lease every third of CAMPAIGN_LEASE_S
-    and looks at the campaign every WATCH_S. `stop` is set when the sender must take no more
+class SenderKeeper(LeaseKeeper):
+    """A campaign sender's watch (see smtp_settings.leases.LeaseKeeper): renews the lease and
+    looks at the campaign every WATCH_S. `stop` is set when the sender must take no more
     messages: the campaign is no longer running (paused, cancelled, auto-paused) or the lease
     is lost. `servers` holds the ids of the campaign's enabled servers, as last seen;
-    `failures_seen` says a failure streak may be running (set here, cleared by a success).
-
-    Renewal only makes a takeover rare, and the watch only makes a stop quick. What makes a
-    duplicate impossible is the fence at each final dot."""
+    `failures_seen` says a failure streak may be running (set here, cleared by a success)."""
 
     def __init__(self, lease: Lease):
+        super().__init__(f"sender-{lease.token}", settings.CAMPAIGN_LEASE_S)
         self.lease = lease
-        self.stop = threading.Event()
         self.failures_seen = False  # the campaign's failure streak was above 0 at the last look
         self.servers: set[int] = set()
         # Built once: building a query through the many-to-many costs more than running it.
         self._campaign = Campaign.objects.filter(pk=lease.campaign_id).values("status", "consecutive_failures")
         enabled = SmtpServer.objects.filter(enabled=True, campaigns=lease.campaign_id)
         self._enabled = enabled.values_list("pk", flat=True)
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sender-{lease.token}", daemon=True)
 
-    def __enter__(self) -> "SenderKeeper":
-        self.look()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._done.set()
-        self._thread.join()
+    def renew(self) -> bool:
+        return renew(self.lease)
 
     def look(self) -> None:
         row = next(iter(self._campaign.all()), None)
@@ -139,23 +126,6 @@ class SenderKeeper:
         if row["consecutive_failures"] > 0:  # never cleared here: a sending thread's news is newer
             self.failures_seen = True
         self.servers = set(self._enabled.all())
-
-    def _run(self) -> None:
-        renew_every = max(1, round(settings.CAMPAIGN_LEASE_S / 3 / WATCH_S))
-        rounds = 0
-        try:
-            while not self._done.wait(WATCH_S):
-                rounds += 1
-                try:
-                    if rounds % renew_every == 0 and not renew(self.lease):
-                        self.stop.set()
-                        return
-                    self.look()
-                except db.Error:  # try again next round, on a new connection; the fence holds meanwhile
-                    log.warning("campaign %s: could not renew or look", self.lease.campaign_id, exc_info=True)
-                    connection.close()
-        finally:
-            connection.close()
 
 
 def claim(lease: Lease, size: int) -> list[int]:
@@ -177,10 +147,6 @@ def claim(lease: Lease, size: int) -> list[int]:
 def claimed(lease: Lease, ids: list[int]) -> list[Delivery]:
     mine = Delivery.objects.filter(id__in=ids, status=Delivery.Status.SENDING, claim_token=lease.token)
     return list(mine.select_related("subscriber").order_by("id"))
-
-
-def db_time(value):
-    return connection.ops.adapt_datetimefield_value(value)
 
 
 # A claim and a final dot both require a live sender (lease standing) of a running campaign.

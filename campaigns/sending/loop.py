@@ -18,6 +18,9 @@ go out. We record that moment (`final_dot_at`) with the fence (leases.FINAL_DOT)
 the message is held back before its dot (a server discards a transaction without it) and the
 batch stops. Recovery decides rows whose sender died by that record.
 
+Transactional mail goes first: a batch through a server that outbox messages wait for
+(smtp_settings/outbox/delivery.py) keeps to one connection, and still goes.
+
 Failures in a row are counted per message, in the order results come (`on_result`), across
 all senders; the campaign pauses at `auto_pause_after`. Deferred deliveries come back after
 CAMPAIGN_RETRY_DELAY_S, doubling, until the server's `retries` are used up: then failed.
@@ -31,7 +34,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django import db
 from django.conf import settings
@@ -52,9 +55,11 @@ from campaigns.sending.rotation import ServerRotation
 from project.sqlite_writes import one_writer
 from smtp_settings.backends import StopBatch
 from smtp_settings.events import Kind, smtp_event
+from smtp_settings.leases import FinalDotFence, judge, save_outcomes
 from smtp_settings.limits import RateLimiter
 from smtp_settings.models import SmtpServer
-from smtp_settings.results import DEFERRED, FAILED, SENT
+from smtp_settings.outbox.delivery import servers_waited_for
+from smtp_settings.results import DEFERRED, SENT
 from smtp_settings.shared_limits import configured_rate
 
 log = logging.getLogger(__name__)
@@ -226,45 +231,8 @@ def _bytes_per_message(campaign: Campaign) -> int:
     return 4 * template_chars + 4096
 
 
-# The server may have been deleted while its batch was out: then the delivery names none.
-_OUTCOME = (
-    "UPDATE campaigns_delivery SET status = %s, attempts = %s,"
-    " server_id = (SELECT id FROM smtp_settings_smtpserver WHERE id = %s), last_code = %s, last_reply = %s,"
-    " message_id = %s, sent_at = %s, ambiguous = %s, next_attempt_at = %s, updated_at = %s"
-    " WHERE id = %s AND status IN ('sending', 'sent') AND claim_token = %s"  # 'sent': at the next final dot
-)
-_thread = threading.local()
-
-
 def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
-    """Write each delivery's outcome in one statement run many times (bulk_update's CASE
-    expressions cost milliseconds per row), and only where this sender's claim still stands."""
-    times: dict = {}  # a batch's rows share a few times: each converted once
-
-    def db_time(value):
-        if value not in times:
-            times[value] = connection.ops.adapt_datetimefield_value(value)
-        return times[value]
-
-    rows = [
-        [
-            d.status,
-            d.attempts,
-            d.server_id,
-            d.last_code,
-            d.last_reply,
-            d.message_id,
-            db_time(d.sent_at),
-            d.ambiguous,
-            db_time(d.next_attempt_at),
-            db_time(d.updated_at),
-            d.pk,
-            lease.token,
-        ]
-        for d in deliveries
-    ]
-    with one_writer(), transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(_OUTCOME, rows)
+    save_outcomes("campaigns_delivery", deliveries, lease.token, extra=("message_id",))
 
 
 class CampaignSender:
@@ -355,39 +323,6 @@ class CampaignSender:
             return self.batch_size
         return max(1, min(self.batch_size, int(min(rates) * settings.CAMPAIGN_LEASE_S * CLAIM_LEASE_FRACTION)))
 
-    def _record_final_dot(self, message) -> None:
-        """The backend's on_final_dot hook, run in the sending thread (plain SQL: the ORM's
-        update costs more than the message itself). It is the fence: if this sender's claim or
-        lease is gone, the campaign stopped or the server was disabled, the message is held
-        back before its dot and the batch stops.
-
-        It first records that this thread's previous message was accepted, so a sender that
-        dies leaves at most one message per thread whose fate is unknown, not a whole batch
-        whose outcomes were waiting to be written."""
-        if self.keeper.stop.is_set():
-            raise StopBatch("the campaign is no longer running, or this sender lost its lease")
-        previous, _thread.previous = getattr(_thread, "previous", None), message
-        result = getattr(previous, "smtp_result", None)
-        accepted = result is not None and result.status == SENT
-        params = {
-            "now": leases.db_time(timezone.now()),
-            "token": self.lease.token,
-            "current": message.delivery_id,
-            "server": message.server_id,
-            "previous": previous.delivery_id if accepted else None,
-            "code": result.code if accepted else None,
-            "reply": result.text[:2000] if accepted else "",
-            "ambiguous": result.ambiguous if accepted else False,
-        }
-        try:
-            with one_writer(), connection.cursor() as cursor:
-                cursor.execute(leases.FINAL_DOT, params)
-                fenced_off = message.delivery_id not in {row[0] for row in cursor.fetchall()}
-        except db.Error as error:  # not the server's fault: stop, give the batch back, no attempt used
-            raise StopBatch(f"the final dot could not be recorded: {error}") from error
-        if fenced_off:
-            raise StopBatch("this sender may no longer send it: the campaign stopped, or the lease or server is gone")
-
     def _count_result(self, message) -> None:
         """The backend's on_result hook: failures in a row, per message, in the order results
         come from every sender; the campaign pauses at `auto_pause_after`. A success resets the
@@ -445,7 +380,7 @@ class CampaignSender:
                 delivery.status, delivery.last_reply = Status.FAILED, f"the template failed for them: {error}"
                 settled.append(delivery)
                 continue
-            message.delivery_id, message.server_id = delivery.pk, server.pk
+            message.row_id, message.server_id = delivery.pk, server.pk  # for the fence
             message.event_context = {"delivery_id": delivery.pk}
             out.append((delivery, message))
             yield message
@@ -453,18 +388,25 @@ class CampaignSender:
     def send(self, server: SmtpServer, batch: list[Delivery]) -> None:
         """Send `batch` through `server` and record what became of each delivery."""
         now = timezone.now()
-        _thread.previous = None  # a message of an earlier batch is recorded already
         messages, settled = [], []
         backend = get_connection(
             BACKEND,
             server=server,
             fail_silently=True,
             event_context={"campaign_id": self.campaign.pk},
-            on_final_dot=self._record_final_dot,
+            on_final_dot=FinalDotFence(
+                leases.FINAL_DOT,
+                self.lease.token,
+                self.keeper.stop,
+                stopped="the campaign is no longer running, or this sender lost its lease",
+                fenced_off="this sender may no longer send it: the campaign stopped, or the lease or server is gone",
+            ),
             on_result=self._count_result,
             rate_limiter=self.rate_limiter,
             retries=0,  # deferred deliveries come back in a later pass, not in this batch
-            max_threads=len(batch),
+            # Transactional mail goes first: while the outbox waits for this server, the
+            # campaign keeps one connection, so the outbox gets the others at once.
+            max_threads=1 if server.pk in servers_waited_for() else len(batch),
         )
         backend.send_messages(self._messages(server, batch, settled, messages))
 
@@ -517,19 +459,7 @@ class CampaignSender:
     def _judge(self, server: SmtpServer, messages, now) -> None:
         """Set each delivery's outcome from its message's result."""
         for delivery, message in messages:
-            result = message.smtp_result
-            delivery.attempts += 1
-            delivery.server = server
-            delivery.last_code, delivery.last_reply = result.code, result.text[:2000]
-            delivery.updated_at = now
-            if result.status == SENT:
-                delivery.status, delivery.sent_at, delivery.ambiguous = Status.SENT, now, result.ambiguous
-            elif result.status == FAILED or delivery.attempts > server.retries:
-                delivery.status = Status.FAILED
-            else:
-                delivery.status = Status.DEFERRED
-                delay_s = settings.CAMPAIGN_RETRY_DELAY_S * 2 ** (delivery.attempts - 1)
-                delivery.next_attempt_at = now + timedelta(seconds=delay_s)
+            judge(delivery, message.smtp_result, server, now, server.retries, settings.CAMPAIGN_RETRY_DELAY_S)
 
     def finish_if_done(self) -> bool:
         """Finish the campaign if nothing is left: checked under the campaign's lock, which

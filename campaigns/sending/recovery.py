@@ -13,55 +13,24 @@ one conditional UPDATE, which also clears its claim, so a woken-up sender can ch
 import logging
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from campaigns import eventlog
 from campaigns.models import Campaign, Delivery
-from smtp_settings import processes
 from smtp_settings.events import Kind
+from smtp_settings.leases import fence_off_dead, settle_orphans
 
 log = logging.getLogger(__name__)
 Status = Delivery.Status
 
 
-def fence_off_dead_senders(campaign: Campaign) -> None:
-    now = timezone.now()
-    senders = campaign.senders.exclude(lease_until=None)
-    senders.filter(lease_until__lte=now).update(lease_until=None, stopped_at=now)
-    for pk, owner in senders.values_list("pk", "owner"):
-        if processes.is_gone(owner):
-            senders.filter(pk=pk).update(lease_until=None, stopped_at=now)
-
-
 def recover_orphans(campaign: Campaign) -> int:
     """Decide the fate of deliveries whose sender is no longer live; returns how many went
     back in line."""
-    fence_off_dead_senders(campaign)
+    fence_off_dead(campaign.senders.all())
     live = campaign.senders.exclude(lease_until=None).values("pk")
     orphans = campaign.deliveries.filter(status=Status.SENDING).exclude(Q(claim_token__in=live))
-    now = timezone.now()
-    # A row whose dot is recorded between the two statements (its sender's fence read the
-    # lease before it was fenced off: PostgreSQL) matches neither and stays `sending`, to be
-    # decided as past its dot next time.
-    with transaction.atomic():
-        if settings.CAMPAIGN_AMBIGUOUS_POLICY == "sent":
-            maybe = orphans.exclude(final_dot_at=None).update(
-                status=Status.SENT,
-                ambiguous=True,
-                sent_at=now,
-                claim_token=None,
-                updated_at=now,
-                last_reply="The sender stopped after the final dot went out: probably delivered, not sent again.",
-            )
-        else:
-            maybe = orphans.exclude(final_dot_at=None).update(
-                status=Status.PENDING, ambiguous=True, final_dot_at=None, claim_token=None, updated_at=now
-            )
-        never = orphans.filter(final_dot_at=None).update(
-            status=Status.PENDING, claimed_at=None, claim_token=None, updated_at=now
-        )
+    maybe, never = settle_orphans(orphans, Status.PENDING, claimed_at=None)
     if maybe:
         eventlog.record_campaign_event(
             campaign,

@@ -87,7 +87,7 @@ def test_the_command_exits_non_zero_with_one_line(db):
     import subprocess
     import sys
 
-    from tests.campaigns.conftest import ROOT, _worker_env
+    from tests.conftest import ROOT, _worker_env
 
     result = subprocess.run(
         [sys.executable, "manage.py", "campaign", "launch", "42"], cwd=ROOT, env=_worker_env(), capture_output=True

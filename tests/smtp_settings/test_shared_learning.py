@@ -13,7 +13,7 @@ from smtp_settings.learning import is_throttle
 from smtp_settings.limit_stores import store
 from smtp_settings.pool import ConnectionPool, ServerConfig
 from smtp_settings.transaction import SessionClosed
-from tests.campaigns.conftest import ROOT, _worker_env
+from tests.conftest import ROOT, _worker_env
 from tests.smtp_settings.test_backend import _backend, _messages
 
 pytestmark = pytest.mark.django_db(transaction=True)  # another process reads what this one wrote

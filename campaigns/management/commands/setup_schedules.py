@@ -5,6 +5,7 @@ SCHEDULES = [
     # name, function, every N minutes
     ("campaigns watchdog", "campaigns.tasks.watchdog", 1),
     ("prune events", "campaigns.tasks.prune_events", 24 * 60),
+    ("outbox watchdog", "smtp_settings.tasks.outbox_watchdog", 1),
 ]
 
 

@@ -382,6 +382,7 @@ def test_export_streams_the_filtered_events_as_csv(viewer_client, campaign):
             "kind": "421",
             "server": "ses",
             "campaign": campaign.name,
+            "outbox_message_id": "",
             "connection_id": "7",
             "messages_on_connection": "50",
             "stage": "MAIL",
