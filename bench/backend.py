@@ -42,6 +42,7 @@ import django  # noqa: E402
 
 django.setup()
 
+import postfix  # noqa: E402
 from django.core.mail import EmailMessage, get_connection  # noqa: E402
 from django.core.mail.backends.smtp import EmailBackend  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -50,7 +51,6 @@ from smtp_settings.models import SmtpServer  # noqa: E402
 from smtp_settings.pool import close_all_pools  # noqa: E402
 
 BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor. " * 26)[:2000]
-POSTFIX_DIR = ROOT / "var" / "bench" / "postfix"
 
 
 def free_port() -> int:
@@ -59,23 +59,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def smtp_sink_binary() -> Path:
-    binary = POSTFIX_DIR / "usr" / "sbin" / "smtp-sink"
-    if not binary.exists():
-        download = POSTFIX_DIR.parent / "download"
-        download.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", "postfix"], cwd=download, check=True, capture_output=True)
-        package = next(download.glob("postfix_*.deb"))
-        subprocess.run(["dpkg", "-x", str(package), str(POSTFIX_DIR)], check=True)
-    return binary
-
-
 class Sink:
     def __init__(self, kind: str, latency_ms: float):
         self.port = free_port()
         if kind == "smtp-sink":
-            binary = smtp_sink_binary()
-            env = os.environ | {"LD_LIBRARY_PATH": str(POSTFIX_DIR / "usr" / "lib" / "postfix")}
+            binary, env = postfix.tool("smtp-sink")
             user = ["-u", "nobody"] if os.geteuid() == 0 else []
             command = [str(binary), *user, f"127.0.0.1:{self.port}", "1024"]
         else:
@@ -144,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.latency and args.sink != "sandbox":
         parser.error("--latency needs --sink sandbox")
-    if args.sink == "smtp-sink" and not shutil.which("dpkg") and not (POSTFIX_DIR / "usr").exists():
+    if args.sink == "smtp-sink" and not shutil.which("dpkg") and not (postfix.POSTFIX_DIR / "usr").exists():
         sys.exit("smtp-sink needs Debian's dpkg to unpack postfix; use --sink sandbox")
     call_command("migrate", verbosity=0)
 

@@ -18,7 +18,6 @@ QueuedEmailBackend.send_messages belongs with that backend.
 """
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import postfix
 from cluster_run import ROOT, cpu_s, open_fresh_database
 
 MODES = {"connection per message": [], "connection kept": ["-d"]}
@@ -44,12 +44,7 @@ def start_relay() -> tuple[subprocess.Popen, int]:
 
 
 def smtp_source() -> tuple[Path, dict]:
-    from backend import POSTFIX_DIR, smtp_sink_binary
-
-    smtp_sink_binary()  # unpacks the postfix package, smtp-source with it
-    return POSTFIX_DIR / "usr" / "sbin" / "smtp-source", os.environ | {
-        "LD_LIBRARY_PATH": str(POSTFIX_DIR / "usr" / "lib" / "postfix")
-    }
+    return postfix.tool("smtp-source")
 
 
 def run(port: int, relay_pid: int, sessions: int, messages: int, mode: list[str]) -> tuple[float, float]:

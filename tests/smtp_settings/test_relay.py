@@ -21,7 +21,7 @@ from smtp_settings.models import OutboxMessage, RelayCredential
 from smtp_settings.outbox import queue
 from smtp_settings.outbox.queue import Envelope
 from smtp_settings.relay.writer import OutboxWriter
-from tests.campaigns.conftest import ROOT, _worker_env
+from tests.conftest import ROOT, _worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the relay writes from threads of its own
 
