@@ -46,7 +46,7 @@ from datetime import timedelta
 from django import db
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -113,11 +113,15 @@ def wake_senders() -> None:
 
 def ask_sender() -> None:
     """A task asked for, and its sender row: both or neither (a row whose task never went out
-    would hold off every wake-up until its lease ran out)."""
+    would hold off every wake-up until its lease ran out). The row is committed first, so
+    that the task finds it however soon a worker takes it."""
     until = timezone.now() + timedelta(seconds=settings.OUTBOX_LEASE_S)
-    with transaction.atomic():
-        asked = OutboxSender.objects.create(owner="", lease_until=until)
+    asked = OutboxSender.objects.create(owner="", lease_until=until)
+    try:
         async_task(TASK, asked.pk, group="outbox")
+    except Exception:
+        asked.delete()
+        raise
 
 
 def join(sender_id: int | None = None) -> Lease | None:
