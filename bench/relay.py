@@ -1,13 +1,18 @@
 """Messages per second the SMTP relay accepts, committed to the outbox, from 1 and 50 clients.
 
     python bench/relay.py [--messages 2000] [--sessions 1 50] [--rounds 2] [--database sqlite|postgres]
+                          [--modes per-message kept login]
 
 What it measures: a real `manage.py smtp_relay` on a fresh database (SQLite by default, the
 issue's target: 500 messages a second) takes ~2 KB messages from Postfix's smtp-source (C, so
 the client costs next to nothing; unpacked into var/bench/ with smtp-sink on first use) from a
 trusted address, without AUTH, as the chat server of issue 12 sends. Each run sends
 `--messages` over S sessions at once, both ways applications do: a new connection for every
-message, and one connection kept for all of a session's messages. A message counts once the
+message, and one connection kept for all of a session's messages. A third mode logs in on
+every connection (AUTH PLAIN with a relay login, hashed by Django's PBKDF2 as in production),
+as an application with a relay login that opens a connection per message does: smtp-source
+cannot log in, so an asyncio client of this script's speaks SMTP there (its own CPU time is
+not the relay's, but it may bound the messages a second). A message counts once the
 client has its 250, which the relay gives only once the message is committed; the figures are
 messages a second (wall clock, first connection to last 250) and the relay's CPU time per
 message, and the outbox must hold every message at the end. The best of `--rounds` counts.
@@ -21,6 +26,8 @@ messages in one transaction, commit included (the issue's target: under 1 s), be
 """
 
 import argparse
+import asyncio
+import base64
 import os
 import re
 import subprocess
@@ -33,7 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import postfix
 from cluster_run import ROOT, cpu_s, open_fresh_database
 
-MODES = {"connection per message": [], "connection kept": ["-d"]}
+MODES = {"per-message": "connection per message", "kept": "connection kept", "login": "connection per message, AUTH"}
+SMTP_SOURCE_OPTIONS = {"per-message": [], "kept": ["-d"]}
+USERNAME, PASSWORD = "bench", "a relay login for the benchmark"
+MESSAGE = (
+    b"From: app@example.test\r\nTo: reader@example.test\r\nSubject: Your order\r\n\r\n" + (b"x" * 76 + b"\r\n") * 25
+)
 
 
 def start_relay() -> tuple[subprocess.Popen, int]:
@@ -51,16 +63,61 @@ def smtp_source() -> tuple[Path, dict]:
     return postfix.tool("smtp-source")
 
 
-def run(port: int, relay_pid: int, sessions: int, messages: int, mode: list[str]) -> tuple[float, float]:
-    """(messages a second, relay CPU ms a message) for one smtp-source run; all must be queued."""
+def run_smtp_source(port: int, sessions: int, messages: int, mode: str) -> None:
+    binary, env = smtp_source()
+    command = [str(binary), *SMTP_SOURCE_OPTIONS[mode], "-s", str(sessions), "-m", str(messages), "-l", "2000", "-N"]
+    command += ["-f", "app@example.test", "-t", "reader@example.test", "-S", "Your order", f"127.0.0.1:{port}"]
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+async def _reply(reader: asyncio.StreamReader, expected: bytes) -> None:
+    line = await reader.readline()
+    while line[3:4] == b"-":
+        line = await reader.readline()
+    if not line.startswith(expected):
+        raise SystemExit(f"the relay answered {line!r}, not {expected.decode()}")
+
+
+async def _logging_in(port: int, messages: int) -> None:
+    """One client session: `messages` connections, each logging in and sending one message."""
+    login = b"AUTH PLAIN " + base64.b64encode(f"\0{USERNAME}\0{PASSWORD}".encode())
+    exchange = [
+        (b"EHLO bench.example.test", b"250"),
+        (login, b"235"),
+        (b"MAIL FROM:<app@example.test>", b"250"),
+        (b"RCPT TO:<reader@example.test>", b"250"),
+        (b"DATA", b"354"),
+        (MESSAGE + b".", b"250"),  # ~2 KB, as smtp-source's
+        (b"QUIT", b"221"),
+    ]
+    for _ in range(messages):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _reply(reader, b"220")
+        for line, expected in exchange:
+            writer.write(line + b"\r\n")
+            await _reply(reader, expected)
+        writer.close()
+        await writer.wait_closed()
+
+
+def run_logging_in(port: int, sessions: int, messages: int) -> None:
+    async def all_sessions():
+        share, extra = divmod(messages, sessions)
+        await asyncio.gather(*(_logging_in(port, share + (n < extra)) for n in range(sessions)))
+
+    asyncio.run(all_sessions())
+
+
+def run(port: int, relay_pid: int, sessions: int, messages: int, mode: str) -> tuple[float, float]:
+    """(messages a second, relay CPU ms a message) for one run; all must be queued."""
     from smtp_settings.models import OutboxMessage
 
-    binary, env = smtp_source()
     before, cpu_before = OutboxMessage.objects.count(), cpu_s(relay_pid)
-    command = [str(binary), *mode, "-s", str(sessions), "-m", str(messages), "-l", "2000", "-N"]
-    command += ["-f", "app@example.test", "-t", "reader@example.test", "-S", "Your order", f"127.0.0.1:{port}"]
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    if mode == "login":
+        run_logging_in(port, sessions, messages)
+    else:
+        run_smtp_source(port, sessions, messages, mode)
     elapsed = time.perf_counter() - started
     queued = OutboxMessage.objects.count() - before
     if queued != messages:
@@ -68,15 +125,26 @@ def run(port: int, relay_pid: int, sessions: int, messages: int, mode: list[str]
     return messages / elapsed, (cpu_s(relay_pid) - cpu_before) * 1000 / messages
 
 
+def make_login() -> None:
+    """The relay login of the AUTH mode, hashed as in production; its first login pays the
+    hasher (about half a second), the others are remembered (smtp_settings/relay/credentials.py)."""
+    from smtp_settings.models import RelayCredential
+
+    credential = RelayCredential(name=USERNAME, username=USERNAME)
+    credential.set_password(PASSWORD)
+    credential.save()
+
+
 def bench(database: str, args) -> None:
     open_fresh_database(database, args.database_url, "", RELAY_TRUSTED_NETWORKS="127.0.0.1")
+    make_login()
     relay, port = start_relay()
     try:
         for sessions in args.sessions:
-            for name, mode in MODES.items():
+            for mode in args.modes:
                 best = max(run(port, relay.pid, sessions, args.messages, mode) for _ in range(args.rounds))
                 print(
-                    f"{database:7} {sessions:3} sessions, {name:23} {best[0]:7.0f} msg/s accepted, "
+                    f"{database:7} {sessions:3} sessions, {MODES[mode]:29} {best[0]:7.0f} msg/s accepted, "
                     f"relay CPU {best[1]:.2f} ms/msg",
                     flush=True,
                 )
@@ -108,7 +176,7 @@ def deliver(args) -> None:
     try:
         time.sleep(3)  # the cluster is up
         first = OutboxMessage.objects.count()
-        run(port, relay.pid, 50, args.deliver, MODES["connection per message"])
+        run(port, relay.pid, 50, args.deliver, "per-message")
         batch = OutboxMessage.objects.filter(pk__gt=first)
         while batch.filter(status="sent").count() < args.deliver:
             if batch.filter(status="failed").exists() or cluster.poll() is not None:
@@ -153,6 +221,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/relaydeck_bench_relay")
     parser.add_argument("--deliver", type=int, default=1000, help="messages for the delivery time")

@@ -327,6 +327,7 @@ if bool(RELAY_TLS_CERT) != bool(RELAY_TLS_KEY):
     raise ImproperlyConfigured("RELAY_TLS_CERT and RELAY_TLS_KEY are set together, or neither")
 RELAY_MAX_SESSIONS = env_int("RELAY_MAX_SESSIONS", 500)  # client connections at once; more: 421
 RELAY_TIMEOUT_S = env_int("RELAY_TIMEOUT_S", 300)  # a client silent this long, or this slow over DATA, is cut off
+RELAY_LOGIN_TIMEOUT_S = env_int("RELAY_LOGIN_TIMEOUT_S", 30)  # a client not logged in by then (nor trusted) is cut off
 RELAY_LISTEN = env_str("RELAY_LISTEN", "127.0.0.1:2587")  # where `make run` starts the relay
 OUTBOX_RETRIES = env_int("OUTBOX_RETRIES", 5)  # deferred this many times, then failed
 OUTBOX_RETRY_DELAY_S = env_int("OUTBOX_RETRY_DELAY_S", 60)  # first wait for a deferred message, then doubled

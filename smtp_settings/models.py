@@ -1,5 +1,6 @@
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
@@ -7,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from project.sqlite_writes import one_writer
 from smtp_settings.fields import EncryptedTextField
 from smtp_settings.validators import validate_custom_headers, validate_host
 
@@ -306,6 +308,20 @@ class SlotDemand(models.Model):
 
 # -- transactional mail: the outbox, and who may fill it (smtp_settings/outbox/, relay/, api/) --
 
+LAST_USED_STEP = timedelta(minutes=1)  # a login's or token's last_used_at is written at most this often
+
+
+def _mark_used(door: "RelayCredential | ApiToken") -> None:
+    """Set `last_used_at` to now, unless it is less than LAST_USED_STEP old: an application
+    sending a message a second costs one write a minute, not one a message."""
+    now = timezone.now()
+    if door.last_used_at is not None and now - door.last_used_at < LAST_USED_STEP:
+        return
+    stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_STEP)
+    with one_writer():
+        type(door).objects.filter(stale, pk=door.pk).update(last_used_at=now)
+    door.last_used_at = now
+
 
 class RelayCredential(models.Model):
     """A login for an application that sends through the SMTP relay. The password is stored
@@ -337,7 +353,20 @@ class RelayCredential(models.Model):
         self.password_hash = make_password(raw)
 
     def check_password(self, raw: str) -> bool:
-        return check_password(raw, self.password_hash)
+        """Whether `raw` is the password. A hash made by an older hasher, or with fewer
+        iterations than the current one, is replaced by a current one (as Django does for
+        users), unless the password was changed meanwhile."""
+
+        def upgrade(raw: str) -> None:
+            old = self.password_hash
+            self.set_password(raw)
+            with one_writer():
+                RelayCredential.objects.filter(pk=self.pk, password_hash=old).update(password_hash=self.password_hash)
+
+        return check_password(raw, self.password_hash, upgrade)
+
+    def mark_used(self) -> None:
+        _mark_used(self)
 
 
 class ApiToken(models.Model):
@@ -372,6 +401,15 @@ class ApiToken(models.Model):
         token = cls.objects.create(name=name, prefix=key[:10], key_hash=cls.hash(key))
         token.servers.set(servers)
         return token, key
+
+    def mark_used(self) -> None:
+        _mark_used(self)
+
+    def revoke(self) -> None:
+        """Disable the token for good. It stays, so that its name keeps telling whose messages
+        are whose."""
+        ApiToken.objects.filter(pk=self.pk).update(enabled=False)
+        self.enabled = False
 
 
 class RelayRoute(models.Model):
@@ -414,7 +452,6 @@ class OutboxMessage(models.Model):
     )
     mail_from = models.CharField(max_length=998, blank=True, help_text="The envelope sender; blank: a null sender.")
     recipients = models.JSONField(help_text="The envelope recipients.")
-    data = models.BinaryField(help_text="The message, headers and body, as it goes on the wire.")
     size = models.PositiveIntegerField()
     message_id = models.CharField(max_length=998, blank=True)
     subject = models.CharField(max_length=255, blank=True, help_text="For the outbox page.")
@@ -432,6 +469,9 @@ class OutboxMessage(models.Model):
     final_dot_at = models.DateTimeField(null=True, blank=True)
     ambiguous = models.BooleanField(default=False, help_text="The link broke after the final dot: maybe delivered.")
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Last, after every column that is filtered or claimed by: SQLite reads a row's columns in
+    # order, and up to 10 MB here would be overflow pages walked to reach the status.
+    data = models.BinaryField(help_text="The message, headers and body, as it goes on the wire.")
 
     class Meta:
         indexes = [

@@ -12,7 +12,11 @@ HOST_NAME = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}\.?$")
 # RFC 5322 §3.6.8: a field name is printable US-ASCII (33-126) except the colon.
 HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 # Headers the sender sets itself; letting a server entry override them would break mail.
-RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "message-id", "date", "content-type"}
+RESERVED_HEADERS = {
+    *("from", "to", "cc", "bcc", "subject", "message-id", "date"),
+    *("mime-version", "content-type", "content-transfer-encoding"),  # a second one: readers disagree on the body
+}
+SHOWN = 100  # characters of what was given, at most, in an error message
 
 # Python's email package breaks a header's line wherever str.splitlines() would: at CR and LF,
 # and at \x0b, \x0c, \x1c-\x1e, \x85, U+2028 and U+2029 too, so that what follows can become
@@ -41,6 +45,12 @@ def validate_header_text(value: str) -> None:
 _HEADERS = HeaderRegistry()
 
 
+def shown(value) -> str:
+    """`value` as an error message quotes it: at most SHOWN characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= SHOWN else text[:SHOWN] + "…"
+
+
 def validate_address(value: str) -> None:
     """An address, or a display name and an address: "News <news@example.test>".
 
@@ -66,7 +76,7 @@ def validate_address(value: str) -> None:
     try:
         validate_email(address)
     except ValidationError:
-        raise ValidationError(f"“{address}” is not a valid email address.") from None
+        raise ValidationError(f"“{shown(address)}” is not a valid email address.") from None
 
 
 def validate_host(value: str) -> None:
@@ -90,8 +100,9 @@ def validate_custom_headers(value) -> None:
         if not isinstance(name, str) or not HEADER_NAME.match(name):
             raise ValidationError(
                 "Header name %(name)r is not valid: use printable ASCII without spaces or colons.",
-                params={"name": name},
+                params={"name": shown(name)},
             )
+        name = shown(name)  # for the messages below: a valid name may still be any length
         if name.lower() in RESERVED_HEADERS:
             raise ValidationError(
                 "Header %(name)s is set by Relaydeck itself and cannot be overridden.",

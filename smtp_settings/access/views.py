@@ -16,11 +16,15 @@ from project.htmx import HtmxHttpRequest, redirect_to
 from project.roles import Role, role_required
 from smtp_settings.access.forms import CredentialForm, RouteForm, TokenForm
 from smtp_settings.models import ApiToken, RelayCredential, RelayRoute, SmtpServer
+from smtp_settings.relay import listen_address
 
 
 def _relay() -> dict:
     """Where the relay listens and how it lets clients in, as configured."""
-    host, _, port = settings.RELAY_LISTEN.rpartition(":")
+    try:
+        host, port = listen_address(settings.RELAY_LISTEN)
+    except ValueError:  # the relay cannot start with it either; the page shows what it is
+        host, port = settings.RELAY_LISTEN, ""
     return {
         "host": host,
         "port": port,
@@ -116,12 +120,10 @@ def token_create(request: HtmxHttpRequest) -> HttpResponse:
 @role_required(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def token_revoke(request: HtmxHttpRequest, token_pk: int) -> HttpResponse:
-    """A revoked token stays listed, disabled: its name keeps telling whose messages are whose."""
     token = get_object_or_404(ApiToken, pk=token_pk)
     if request.method == "GET":
         return render(request, "smtp_settings/access/confirm.html", {"object": token, "kind": "token"})
-    ApiToken.objects.filter(pk=token.pk).update(enabled=False)
-    token.enabled = False
+    token.revoke()
     if request.htmx:
         return render(request, "smtp_settings/access/_token_row.html", {"token": token})
     messages.success(request, f"API token “{token.name}” revoked.")

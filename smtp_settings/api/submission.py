@@ -12,7 +12,7 @@ from smtp_settings.backends import envelope_address
 from smtp_settings.mime import message_bytes
 from smtp_settings.models import ApiToken, OutboxMessage, SmtpServer
 from smtp_settings.outbox.queue import Envelope, Refused, enqueue
-from smtp_settings.validators import validate_address, validate_custom_headers, validate_header_text
+from smtp_settings.validators import shown, validate_address, validate_custom_headers, validate_header_text
 
 FIELDS = ("to", "from", "subject", "text", "html", "headers", "server")
 MAX_SUBJECT_CHARACTERS = 998
@@ -88,7 +88,7 @@ def _route(payload: dict, token: ApiToken) -> list[int]:
     found = [server for server in (allowed or SmtpServer.objects.all()) if name in (server.pk, server.name)]
     if not found:
         allowed_text = "one of this token's servers" if allowed else "an SMTP server's name or id"
-        raise Refused("server", f"server: {str(name)[:100]!r} is not {allowed_text}")
+        raise Refused("server", f"server: {shown(str(name))!r} is not {allowed_text}")
     if not found[0].enabled:
         raise Refused("server", f"server: {found[0].name} is disabled")
     return [found[0].pk]
@@ -97,7 +97,8 @@ def _route(payload: dict, token: ApiToken) -> list[int]:
 def build(payload: dict) -> EmailMultiAlternatives:
     """The message `payload` describes (Refused naming the field if it cannot be built)."""
     if unknown := sorted(set(payload) - set(FIELDS)):
-        raise Refused(unknown[0], f"{unknown[0]}: not a field; the fields are {', '.join(FIELDS)}")
+        name = shown(unknown[0])  # the client's key, any length
+        raise Refused(name, f"{name}: not a field; the fields are {', '.join(FIELDS)}")
     from_email = _checked("from", _text(payload, "from"), validate_address)
     subject = _checked("subject", _text(payload, "subject"), validate_header_text)
     if len(subject) > MAX_SUBJECT_CHARACTERS:

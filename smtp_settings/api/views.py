@@ -4,21 +4,16 @@ key is looked up by its SHA-256, so no comparison of secrets can leak timing. Er
 wrong or revoked token, 404 for a message the token did not submit."""
 
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 
 from django.contrib.auth.decorators import login_not_required
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from smtp_settings.api.submission import max_body_bytes, submit, submitter
 from smtp_settings.models import ApiToken, OutboxMessage
 from smtp_settings.outbox.queue import Refused
-
-LAST_USED_PRECISION = timedelta(minutes=1)  # last_used_at is written at most this often
 
 
 def _error(text: str, field: str | None, status: int = 400) -> JsonResponse:
@@ -46,9 +41,7 @@ def token_required(view: Callable) -> Callable:
         token = ApiToken.objects.filter(key_hash=ApiToken.hash(key), enabled=True).first() if key else None
         if token is None:
             return _unauthorized(presented=bool(key))
-        now = timezone.now()
-        stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_PRECISION)
-        ApiToken.objects.filter(stale, pk=token.pk).update(last_used_at=now)
+        token.mark_used()
         return view(request, token, *args, **kwargs)
 
     return checked

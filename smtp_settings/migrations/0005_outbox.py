@@ -74,7 +74,6 @@ class Migration(migrations.Migration):
                 ('submitted_by', models.CharField(blank=True, help_text='The credential, token or client address that handed it over.', max_length=200)),
                 ('mail_from', models.CharField(blank=True, help_text='The envelope sender; blank: a null sender.', max_length=998)),
                 ('recipients', models.JSONField(help_text='The envelope recipients.')),
-                ('data', models.BinaryField(help_text='The message, headers and body, as it goes on the wire.')),
                 ('size', models.PositiveIntegerField()),
                 ('message_id', models.CharField(blank=True, max_length=998)),
                 ('subject', models.CharField(blank=True, help_text='For the outbox page.', max_length=255)),
@@ -90,6 +89,7 @@ class Migration(migrations.Migration):
                 ('ambiguous', models.BooleanField(default=False, help_text='The link broke after the final dot: maybe delivered.')),
                 ('sent_at', models.DateTimeField(blank=True, null=True)),
                 ('server', models.ForeignKey(blank=True, help_text='Where it went.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='smtp_settings.smtpserver')),
+                ('data', models.BinaryField(help_text='The message, headers and body, as it goes on the wire.')),
             ],
             options={
                 'indexes': [models.Index(fields=['status', 'next_attempt_at'], name='outbox_ready'), models.Index(fields=['created_at'], name='outbox_created'), models.Index(fields=['sent_at'], name='outbox_sent')],

@@ -1,4 +1,4 @@
-"""Putting messages in the outbox: what every door (relay, API, Django backend) calls.
+"""Putting messages in the outbox: what each door (the SMTP relay, the HTTP API) calls.
 
 `enqueue` writes in the caller's transaction and wakes the delivery once it commits: a caller
 that rolls back sends nothing, and a message is in the outbox before anyone is told it was
@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from smtp_settings.models import OutboxMessage
 from smtp_settings.outbox.reading import decoded
-from smtp_settings.validators import unsafe_header_character
+from smtp_settings.validators import HEADER_UNSAFE, unsafe_header_character
 
 _HEADERS = BytesHeaderParser(policy=compat32)
 _HEADER_BYTES = 64 * 1024  # Message-ID and Subject are looked for in this much of the message
@@ -71,13 +71,16 @@ def check(envelope: Envelope) -> None:
 
 
 def _headers(data: bytes) -> tuple[str, str]:
-    """(Message-ID, Subject) as written in the message, the subject decoded, for the outbox page."""
+    """(Message-ID, Subject) as written in the message, the subject decoded, for the outbox
+    page; without control characters, which the message itself keeps (a database may refuse
+    them in text: PostgreSQL a NUL)."""
     head = data[:_HEADER_BYTES].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     headers = _HEADERS.parsebytes(head)
-    message_id, subject = headers.get("Message-ID", ""), str(headers.get("Subject", ""))
+    message_id, subject = str(headers.get("Message-ID", "")), str(headers.get("Subject", ""))
     if "=?" in subject:  # encoded words, worth the cost of decoding
         subject = decoded("Subject", subject)
-    return str(message_id).strip()[:998], " ".join(subject.split())[:255]
+    subject = " ".join(subject.split())  # folded lines unfolded, line separators too
+    return HEADER_UNSAFE.sub("", message_id).strip()[:998], HEADER_UNSAFE.sub("", subject)[:255]
 
 
 def build(envelope: Envelope) -> OutboxMessage:
@@ -103,10 +106,14 @@ def build(envelope: Envelope) -> OutboxMessage:
 
 def enqueue(envelopes: list[Envelope]) -> list[OutboxMessage]:
     """Write the messages to the outbox in the caller's transaction (all or none: Refused
-    before anything is written) and wake the delivery once it commits. A failure to wake it
-    is logged, not raised: the messages are committed by then, and a caller told otherwise
-    would hand them over again (the delivery's own watchdog finds them all the same)."""
-    messages = [build(envelope) for envelope in envelopes]
+    before anything is written) and wake the delivery once it commits."""
+    return save([build(envelope) for envelope in envelopes])
+
+
+def save(messages: list[OutboxMessage]) -> list[OutboxMessage]:
+    """Write messages made by `build` in the caller's transaction, and wake the delivery once
+    it commits. A failure to wake it is logged, not raised: the messages are committed by
+    then, and a caller told otherwise would hand them over again (the next wake sends them)."""
     with transaction.atomic():
         saved = OutboxMessage.objects.bulk_create(messages)
         transaction.on_commit(wake, robust=True)

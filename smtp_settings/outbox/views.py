@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from project.forms import filters_in_use
 from project.htmx import HtmxHttpRequest, redirect_to
-from project.roles import Role, role_required
+from project.roles import Role, role_of, role_required
 from smtp_settings.models import OutboxMessage, SmtpServer
 from smtp_settings.outbox import actions
 from smtp_settings.outbox.charts import outbox_chart
@@ -68,11 +68,15 @@ def live_chart(request: HtmxHttpRequest) -> HttpResponse:
 @role_required(Role.VIEWER)
 @require_GET
 def message_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    message = get_object_or_404(OutboxMessage.objects.select_related("server"), pk=pk)
+    """Everyone sees a message's envelope, status and last reply; only admins its headers and
+    text, which may hold password-reset links and one-time codes."""
+    admin = role_of(request.user) == Role.ADMIN
+    shown = OutboxMessage.objects.select_related("server")
+    message = get_object_or_404(shown if admin else shown.defer("data"), pk=pk)
     context = {
         "message": message,
         "route": SmtpServer.objects.filter(pk__in=message.route).order_by("name"),
-        "reading": read(bytes(message.data)),
+        "reading": read(bytes(message.data)) if admin else None,
         "filters": _filters(request),
     }
     return render(request, "smtp_settings/outbox/detail.html", context)

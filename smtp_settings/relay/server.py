@@ -14,8 +14,10 @@ Envelope addresses are checked as they come (control characters, CR/LF smuggling
 are not UTF-8, non-ASCII without SMTPUTF8: 553), recipients beyond RELAY_MAX_RECIPIENTS get
 452, a message over RELAY_MAX_MESSAGE_BYTES 552 (SIZE is advertised, and MAIL's SIZE= checked).
 Sessions beyond max_sessions are greeted with 421; a client silent for RELAY_TIMEOUT_S is cut
-off; aiosmtpd bounds command lines (512 bytes and a little more for MAIL) and lines of data
-(1,000 bytes, as RFC 5321 has it: longer ones get 500).
+off, and so is one that has not logged in within RELAY_LOGIN_TIMEOUT_S (unless trusted) or
+that failed AUTH three times; a command sent more often than COMMAND_CALL_LIMIT allows ends
+the session (421); aiosmtpd bounds command lines (512 bytes and a little more for MAIL) and
+lines of data (1,000 bytes, as RFC 5321 has it: longer ones get 500).
 """
 
 import asyncio
@@ -26,7 +28,6 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from django.conf import settings
@@ -35,16 +36,25 @@ from django.db import DatabaseError
 from smtp_settings.loop_server import LoopServer
 from smtp_settings.models import OutboxMessage
 from smtp_settings.outbox.queue import Envelope, Refused, check_address
-from smtp_settings.relay.credentials import Sender, authenticate
-from smtp_settings.relay.writer import OutboxWriter, refusal
+from smtp_settings.relay.credentials import MAX_PENDING_CHECKS, Busy, Logins, Sender
+from smtp_settings.relay.writer import DEADLINE_S, OutboxWriter, refusal
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 AUTH_FAILURE_DELAY_S = 1.0  # before a 535: a guesser gets one try a second per connection
+MAX_AUTH_FAILURES = 3  # the third ends the session
+# Times a command may be sent in one session: a kept connection sends MAIL, RCPT, DATA and RSET
+# for every message, and may check it is alive with NOOP; nothing else needs repeating.
+COMMAND_CALL_LIMIT = {"*": 1_000_000, "NOOP": 10_000} | dict.fromkeys(
+    ["AUTH", "EHLO", "HELO", "STARTTLS", "HELP", "VRFY", "EXPN"], 10
+)
 TOO_MANY_SESSIONS = "421 4.3.2 Too many connections to the relay; please try again later"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure; please try again later"
+AUTH_BUSY = "454 4.7.0 Too many logins at once; please try again later"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
+TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed logins; closing the connection"
+LOGIN_TIMEOUT = "421 4.7.0 No login in time; closing the connection"
 
 
 def tls_from_settings() -> ssl.SSLContext | None:
@@ -114,8 +124,10 @@ class _Handler:
             submitted_by=sender.name,
             route=list(sender.route),
         )
-        reply = await self.relay.writer.submit(message)
+        reply = await self.relay.writer.submit(message, sender)
         server.replies[reply[:1]] += 1
+        if reply.startswith("421"):
+            server.loop.call_soon(server.transport.close)  # once the reply is written
         return reply
 
     async def handle_exception(self, error):
@@ -135,6 +147,7 @@ class _RelaySMTP(SMTP):
             enable_SMTPUTF8=True,
             tls_context=relay.tls_context,
             timeout=settings.RELAY_TIMEOUT_S,
+            command_call_limit=COMMAND_CALL_LIMIT,
             loop=relay.loop,
         )
         self.relay = relay
@@ -143,14 +156,31 @@ class _RelaySMTP(SMTP):
         self.replies = {"2": 0, "4": 0, "5": 0}  # to final dots
         self.auth_failures = 0
         self.started = time.monotonic()
+        self._login_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport):
-        super().connection_made(transport)  # again after STARTTLS, with a new session
+        first = self._original_transport is None  # else after STARTTLS, with a new session
+        super().connection_made(transport)
         peer = self.session.peer
         self.client = peer[0] if isinstance(peer, tuple) else str(peer)
         self.trusted = self.relay.trusts(self.client)
         # aiosmtpd decides once per server whether AUTH waits for TLS; here it is per client.
         self._auth_require_tls = self.tls_context is not None and not self.relay.is_local(self.client)
+        if first and not self.trusted:
+            self._login_deadline = self.loop.call_later(settings.RELAY_LOGIN_TIMEOUT_S, self._login_timed_out)
+
+    def connection_lost(self, error):
+        if self._login_deadline:
+            self._login_deadline.cancel()
+        super().connection_lost(error)
+
+    def _login_timed_out(self) -> None:
+        """Cut off a client that did not log in in time: else anyone could hold every session."""
+        if self.session.authenticated or self.transport is None:
+            return
+        log.info("Relay: %s did not log in within %s s", self.client, settings.RELAY_LOGIN_TIMEOUT_S)
+        self._writer.write(f"{LOGIN_TIMEOUT}\r\n".encode())
+        self.transport.close()
 
     async def _handle_client(self):
         relay = self.relay
@@ -201,15 +231,22 @@ class _RelaySMTP(SMTP):
             return result  # malformed, and answered already
         login, password = result.auth_data
         try:
-            sender = await self.loop.run_in_executor(self.relay.auth_threads, authenticate, login, password)
+            sender = await self.relay.logins.authenticate(login, password)
+        except Busy:
+            log.warning("Relay: too many logins waiting for the password hasher; one from %s deferred", self.client)
+            return AuthResult(success=False, handled=False, message=AUTH_BUSY)
         except DatabaseError:
             log.exception("Relay: could not check a login from %s", self.client)
             return AuthResult(success=False, handled=False, message=AUTH_UNAVAILABLE)
-        if sender is None:
-            self.auth_failures += 1
-            await asyncio.sleep(AUTH_FAILURE_DELAY_S)
+        if sender is not None:
+            return AuthResult(success=True, auth_data=sender)
+        self.auth_failures += 1
+        await asyncio.sleep(AUTH_FAILURE_DELAY_S)
+        if self.auth_failures < MAX_AUTH_FAILURES:
             return AuthResult(success=False, handled=False)  # aiosmtpd answers 535 5.7.8
-        return AuthResult(success=True, auth_data=sender)
+        await self.push(TOO_MANY_AUTH_FAILURES)
+        self.transport.close()
+        return AuthResult(success=False, handled=True)
 
 
 class Relay:
@@ -220,6 +257,8 @@ class Relay:
     local_networks: CIDRs whose clients may AUTH without STARTTLS (loopback; trusted ones too).
     tls_context: offered as STARTTLS (default: from RELAY_TLS_CERT and RELAY_TLS_KEY, if set).
     max_sessions: client connections at once, at most (default RELAY_MAX_SESSIONS).
+    max_pending_logins: password checks running or waiting, at most (more: 454; credentials.py).
+    writer_deadline_s: how long a session waits for the writer to take its message up (writer.py).
     """
 
     def __init__(
@@ -231,6 +270,8 @@ class Relay:
         local_networks: Iterable[str] = LOOPBACK,
         tls_context: ssl.SSLContext | None = None,
         max_sessions: int | None = None,
+        max_pending_logins: int = MAX_PENDING_CHECKS,
+        writer_deadline_s: float = DEADLINE_S,
     ):
         self.host, self.port = host, port
         self.trusted_networks = _networks(
@@ -241,8 +282,8 @@ class Relay:
         self.max_sessions = settings.RELAY_MAX_SESSIONS if max_sessions is None else max_sessions
         self.hostname = socket.gethostname()
         self.sessions = 0  # touched on the event loop only
-        self.writer = OutboxWriter()
-        self.auth_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay-auth")
+        self.writer = OutboxWriter(writer_deadline_s)
+        self.logins = Logins(max_pending_logins)
         self._serving = LoopServer("smtp-relay")
 
     def trusts(self, host: str) -> bool:
@@ -265,7 +306,7 @@ class Relay:
         self._serving.stop_listening()
         self.writer.stop()
         self._serving.stop(timeout_s=10)
-        self.auth_threads.shutdown()
+        self.logins.shutdown()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:

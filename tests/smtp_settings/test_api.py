@@ -196,6 +196,8 @@ def _many(n: int) -> list[str]:
         ({"headers": {"X-Evil": "1\u2028Bcc: all@example.test"}}, "headers", "U+2028"),
         ({"headers": {"Bad Name": "1"}}, "headers", "not valid"),
         ({"headers": {"Subject": "other"}}, "headers", "set by Relaydeck itself"),
+        ({"headers": {"Content-Transfer-Encoding": "base64"}}, "headers", "set by Relaydeck itself"),
+        ({"headers": {"MIME-Version": "2.0"}}, "headers", "set by Relaydeck itself"),
         ({"headers": {"X-Count": 3}}, "headers", "must be text"),
         ({"server": "nowhere"}, "server", "'nowhere' is not an SMTP server"),
         ({"server": True}, "server", "name or id"),
@@ -212,6 +214,23 @@ def test_bad_input_names_the_field(api, token, settings, change, field, says):
     assert response.json()["field"] == field
     assert says in response.json()["error"]
     assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"x" * 100_000: 1}, "x" * 100 + "…"),
+        ({"headers": {"X-" + "x" * 100_000: "1\n"}}, "headers"),
+        ({"headers": {"Bad " + "x" * 100_000: "1"}}, "headers"),
+        ({"to": "a" * 100_000 + "@example.test"}, "to"),
+    ],
+    ids=["field", "header-name", "bad-header-name", "address"],
+)
+def test_an_error_quotes_at_most_100_characters_of_what_was_sent(api, token, change, field):
+    response = post(api, {**GOOD, **change}, token[1])
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert len(response.json()["error"]) < 250
 
 
 def test_a_message_larger_than_djangos_form_limit_is_taken(api, token, settings):

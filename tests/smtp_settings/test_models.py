@@ -3,7 +3,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import override_settings
 
-from smtp_settings.models import SmtpServer
+from smtp_settings.models import OutboxMessage, SmtpServer
 
 pytestmark = pytest.mark.django_db
 
@@ -109,3 +109,11 @@ def test_password_survives_a_secret_key_rotation_with_fallbacks(settings):
         assert SmtpServer.objects.get(pk=server.pk).password == "s3cret"
     with override_settings(SECRET_KEY="a-new-secret-key-" * 3, SECRET_KEY_FALLBACKS=[]):
         assert SmtpServer.objects.get(pk=server.pk).password == ""
+
+
+def test_an_outbox_messages_bytes_are_the_last_column_of_its_row():
+    """SQLite reads a row's columns in order: up to 10 MB before the status would be overflow
+    pages walked by every claim and count."""
+    with connection.cursor() as cursor:
+        columns = connection.introspection.get_table_description(cursor, OutboxMessage._meta.db_table)
+    assert columns[-1].name == "data"

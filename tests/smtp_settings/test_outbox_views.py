@@ -234,7 +234,7 @@ def test_an_outbox_that_did_nothing_today_has_no_chart(viewer_client):
 # -- one message --
 
 
-def test_a_messages_page_shows_its_envelope_headers_and_text_but_never_its_html(viewer_client, make_server):
+def test_a_messages_page_shows_an_admin_its_envelope_headers_and_text_but_never_its_html(admin_client, make_server):
     message = make_message(
         to="Bob@example.test",
         subject="Größe 42",
@@ -243,7 +243,7 @@ def test_a_messages_page_shows_its_envelope_headers_and_text_but_never_its_html(
         status=Status.SENT,
     )
 
-    page = viewer_client.get(reverse("outbox:detail", args=[message.pk])).content.decode()
+    page = admin_client.get(reverse("outbox:detail", args=[message.pk])).content.decode()
 
     assert "<h1>Größe 42</h1>" in page  # the header, decoded
     assert f"{message.size} bytes" in page and "Bob@example.test" in page and "shop@example.test" in page
@@ -252,6 +252,48 @@ def test_a_messages_page_shows_its_envelope_headers_and_text_but_never_its_html(
     assert "Hi Bob,\nyour order &lt;ships&gt; today." in page
     assert "<code>text/html</code>" in page
     assert "steal()" not in page and "alert(1)" not in page
+    assert "Only the beginning" not in page
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.SENDER])
+def test_below_admin_a_messages_page_shows_its_envelope_and_status_but_not_its_headers_or_text(login_as, role):
+    """A transactional message may hold a password-reset link or a one-time code."""
+    message = make_message(to="bob@example.test", status=Status.FAILED, last_code=550, last_reply="5.1.1 No such user")
+
+    page = login_as(role).get(reverse("outbox:detail", args=[message.pk])).content.decode()
+
+    assert "bob@example.test" in page and "shop@example.test" in page and "Failed" in page
+    assert "550 5.1.1 No such user" in page
+    assert "your order" not in page and '<th scope="row">' not in page
+    assert "Only admins see a message's headers and text" in page
+
+
+def stored(data: bytes) -> OutboxMessage:
+    """A message of these bytes, as a client may hand over anything."""
+    [message] = queue.enqueue([queue.Envelope("app@example.test", ["bob@example.test"], data, source="relay")])
+    return message
+
+
+def test_only_the_beginning_of_a_large_message_is_read_for_its_page(admin_client, settings):
+    settings.RELAY_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+    headers = b"".join(b"X-Header-%d: %d\r\n" % (n, n) for n in range(150))
+    message = stored(b"Subject: big\r\n" + headers + b"\r\n" + b"a line of text\r\n" * 600_000)  # 9 MB
+
+    page = admin_client.get(reverse("outbox:detail", args=[message.pk])).content.decode()
+
+    assert "Only the beginning of this message is shown." in page
+    assert page.count('<th scope="row">') == 100 and "X-Header-98" in page and "X-Header-99" not in page
+    assert re.search(r"<li><code>text/plain</code>, 2\d\d\.\d\xa0KB</li>", page)  # of 9 MB
+
+
+def test_a_message_the_email_package_cannot_read_is_said_so(admin_client):
+    nested = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (n, n) for n in range(1000))
+    message = stored(b"Subject: deep\r\n" + nested + b"Content-Type: text/plain\r\n\r\nhi\r\n")  # RecursionError
+
+    response = admin_client.get(reverse("outbox:detail", args=[message.pk]))
+
+    assert response.status_code == 200
+    assert "This message could not be shown" in response.content.decode()
 
 
 def test_an_unknown_message_is_404(viewer_client):

@@ -3,6 +3,7 @@
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import smtplib
@@ -12,15 +13,18 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from smtp_settings.models import OutboxMessage, RelayCredential
 from smtp_settings.outbox import queue
 from smtp_settings.outbox.queue import Envelope
-from smtp_settings.relay.writer import OutboxWriter
+from smtp_settings.relay import writer
+from smtp_settings.relay.credentials import Sender
+from smtp_settings.relay.writer import COMMIT_FAILED, OutboxWriter
 from tests.conftest import ROOT, _worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the relay writes from threads of its own
@@ -294,24 +298,122 @@ def test_a_failed_commit_answers_451_writes_nothing_and_the_retry_goes_through(s
     assert bytes(OutboxMessage.objects.get(pk=pk).data) == MESSAGE
 
 
-def test_one_refused_message_does_not_fail_the_others_of_its_group():
+def one_group(envelopes: list[Envelope]) -> list[str]:
+    """The replies of a writer that finds these messages waiting, as from as many sessions."""
     writer = OutboxWriter()
 
-    async def three_sessions() -> list[str]:
-        answers = [
-            writer.submit(Envelope("app@example.test", ["reader@example.test"], data, source="relay"))
-            for data in (MESSAGE, b"", MESSAGE)
-        ]
-        writer.start()  # all three are waiting: one group
-        return await asyncio.wait_for(asyncio.gather(*answers), timeout=10)
+    async def sessions() -> list[str]:
+        waiting = [asyncio.create_task(writer.submit(envelope, Sender("app"))) for envelope in envelopes]
+        await asyncio.sleep(0)  # all of them are waiting
+        writer.start()
+        return await asyncio.wait_for(asyncio.gather(*waiting), timeout=10)
 
     try:
-        replies = asyncio.run(three_sessions())
+        return asyncio.run(sessions())
     finally:
         writer.stop()
+
+
+def envelope(data: bytes = MESSAGE, **fields) -> Envelope:
+    return Envelope("app@example.test", ["reader@example.test"], data, source="relay", **fields)
+
+
+def accepted(replies: list[str]) -> list[int]:
+    return [int(re.fullmatch(r"250 2\.0\.0 Ok: queued as (\d+)", reply)[1]) for reply in replies]
+
+
+def test_one_refused_message_does_not_fail_the_others_of_its_group():
+    replies = one_group([envelope(), envelope(b""), envelope()])
     assert replies[1] == "554 5.6.0 the message is empty"
-    accepted = [int(re.fullmatch(r"250 2\.0\.0 Ok: queued as (\d+)", reply)[1]) for reply in (replies[0], replies[2])]
-    assert sorted(accepted) == sorted(OutboxMessage.objects.values_list("pk", flat=True))
+    assert sorted(accepted([replies[0], replies[2]])) == sorted(OutboxMessage.objects.values_list("pk", flat=True))
+
+
+def test_control_characters_in_a_subject_or_message_id_do_not_fail_its_group():
+    """PostgreSQL refuses a NUL in text: the columns the page shows leave them out; the message keeps them."""
+    odd = b"Subject: a\0b\r\nMessage-ID: <\x01odd@example.test>\r\n\r\nHi\r\n"
+
+    replies = one_group([envelope(), envelope(odd), envelope()])
+
+    message = OutboxMessage.objects.get(pk=accepted(replies)[1])
+    assert (message.subject, message.message_id, bytes(message.data)) == ("ab", "<odd@example.test>", odd)
+    assert OutboxMessage.objects.count() == 3
+
+
+def test_a_message_the_database_refuses_fails_alone_and_the_rest_of_its_group_is_written():
+    # No integer column holds 2**64, on SQLite or PostgreSQL: a stand-in for whatever a
+    # database may refuse that the checks before it let through.
+    replies = one_group([envelope(), envelope(priority=2**64), envelope()])
+
+    assert replies[1] == COMMIT_FAILED
+    assert sorted(accepted([replies[0], replies[2]])) == sorted(OutboxMessage.objects.values_list("pk", flat=True))
+
+
+def test_a_refused_message_keeps_its_own_reply_when_the_commit_of_its_group_fails():
+    replies = one_group([envelope(b""), envelope(priority=2**64)])
+    assert replies == ["554 5.6.0 the message is empty", COMMIT_FAILED]
+
+
+@contextlib.contextmanager
+def outbox_locked():
+    """Hold the outbox table's write lock from the test's own connection, as another process might."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"LOCK TABLE {OutboxMessage._meta.db_table} IN EXCLUSIVE MODE")
+        else:  # SQLite's whole database, taken by BEGIN IMMEDIATE (transaction_mode)
+            cursor.execute("SELECT 1")
+        yield
+
+
+def test_a_message_the_stuck_writer_cannot_take_up_gets_451_and_one_it_took_waits_for_its_commit(smtp_relay):
+    relay = smtp_relay(trusted_networks=LOOPBACK, writer_deadline_s=1)
+    replies = {}
+
+    def application(name: str) -> None:
+        with connect(relay) as smtp:
+            replies[name] = send(smtp, MESSAGE.replace(b"order-1@", f"{name}@".encode()))
+
+    taken, waiting = (threading.Thread(target=application, args=(name,)) for name in ("taken", "waiting"))
+    with outbox_locked():
+        taken.start()
+        time.sleep(0.5)  # the writer has taken it up, and waits for the lock
+        waiting.start()
+        waiting.join(timeout=10)
+        assert replies["waiting"][0] == 451  # within the deadline, while the lock is held
+        assert "taken" not in replies  # past the deadline, but a message being written gets no 451
+    taken.join(timeout=30)
+
+    assert queued_id(replies["taken"])
+    assert list(OutboxMessage.objects.values_list("message_id", flat=True)) == ["<taken@example.test>"]
+
+
+def test_an_unexpected_error_in_the_writer_answers_451_and_the_next_message_goes_through(smtp_relay, monkeypatch):
+    def fails_once(envelope):
+        monkeypatch.setattr(writer, "build", queue.build)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(writer, "build", fails_once)
+    relay = smtp_relay(trusted_networks=LOOPBACK)
+    with connect(relay) as smtp:
+        assert send(smtp)[0] == 451
+        pk = queued_id(send(smtp))
+    assert list(OutboxMessage.objects.values_list("pk", flat=True)) == [pk]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's end
+def test_once_the_writer_thread_is_gone_messages_get_421(smtp_relay, monkeypatch):
+    def ends_the_thread(envelope):
+        raise SystemExit
+
+    monkeypatch.setattr(writer, "build", ends_the_thread)
+    relay = smtp_relay(trusted_networks=LOOPBACK)
+    with connect(relay) as smtp:
+        assert send(smtp)[0] == 451  # the message it had taken up
+    relay.writer._thread.join(timeout=5)
+    with connect(relay) as smtp:
+        assert send(smtp)[0] == 421
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtp.noop()
+    assert not OutboxMessage.objects.exists()
 
 
 def test_a_failure_to_wake_the_delivery_after_the_commit_still_answers_250(smtp_relay, monkeypatch):
@@ -404,6 +506,16 @@ def test_sigkill_right_after_the_250_loses_nothing(relay_process):
     assert bytes(OutboxMessage.objects.get(pk=queued_id(reply)).data) == MESSAGE
 
 
+def unread_bytes(server_port: int, client_port: int) -> int:
+    """What the client sent on this loopback connection that the server has not read yet: its
+    socket's receive queue, from /proc/net/tcp."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        _, local, remote, _, queues = line.split()[:5]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return int(queues.split(":")[1], 16)
+    raise AssertionError(f"no connection from port {client_port} to {server_port}")
+
+
 def test_sigkill_mid_data_gives_no_250_and_writes_nothing(relay_process):
     relay, port = relay_process()
     smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
@@ -411,16 +523,25 @@ def test_sigkill_mid_data_gives_no_250_and_writes_nothing(relay_process):
     smtp.mail("app@example.test")
     smtp.rcpt("reader@example.test")
     assert smtp.docmd("DATA")[0] == 354
-    half = len(MESSAGE) // 2
-    smtp.send(MESSAGE[:half])
-    time.sleep(0.3)  # the relay has read it
+    smtp.send(re.sub(rb"(?m)^\.", b"..", MESSAGE))  # all of it, dots stuffed, but the final dot
+    client_port = smtp.sock.getsockname()[1]
+    deadline = time.monotonic() + 10
+    while unread_bytes(port, client_port) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert unread_bytes(port, client_port) == 0  # the relay has read it, in DATA
+    assert not OutboxMessage.objects.exists()  # and holds it: nothing is written before the dot
+
     relay.kill()
     relay.wait()
     with pytest.raises(OSError):  # SMTPServerDisconnected or a reset: never a reply
-        smtp.send(MESSAGE[half:] + b".\r\n")
+        smtp.send(b".\r\n")
         smtp.getreply()
     smtp.close()
-    assert not OutboxMessage.objects.exists()
+
+    relay, port = relay_process()  # restarted: it has nothing of the dead one's session to write
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as again:
+        pk = queued_id(send(again, MESSAGE.replace(b"order-1@", b"order-2@")))
+    assert list(OutboxMessage.objects.values_list("pk", "message_id")) == [(pk, "<order-2@example.test>")]
 
 
 def test_listen_must_be_host_and_port():

@@ -94,6 +94,16 @@ def test_the_page_says_how_to_reach_the_relay(admin_client, settings):
     assert "<dt>Security</dt><dd>STARTTLS</dd>" in page
 
 
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [("[::1]:2587", "::1", "2587"), ("127.0.0.1:25", "127.0.0.1", "25"), ("2587", "2587", "")],
+)
+def test_the_page_reads_relay_listen_as_the_relay_does(admin_client, settings, listen, host, port):
+    settings.RELAY_LISTEN = listen
+    page = admin_client.get(INDEX).content.decode()
+    assert f"<dt>SMTP host</dt><dd><code>{host}</code>" in page and f"<dt>Port</dt><dd><code>{port}</code>" in page
+
+
 def test_the_page_says_when_starttls_is_not_configured_and_nobody_is_trusted(admin_client, settings):
     settings.RELAY_TRUSTED_NETWORKS, settings.RELAY_TLS_CERT = [], ""
     page = admin_client.get(INDEX).content.decode()

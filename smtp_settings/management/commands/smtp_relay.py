@@ -4,16 +4,8 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from smtp_settings.relay import listen_address
 from smtp_settings.relay.server import Relay
-
-
-def _host_and_port(listen: str) -> tuple[str, int]:
-    """ "127.0.0.1:2587", "[::1]:2587" or "0.0.0.0:25"."""
-    host, _, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise CommandError(f"--listen must be HOST:PORT, not {listen!r}")
-    return host, int(port)
 
 
 class Command(BaseCommand):
@@ -31,7 +23,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, listen, **options):
-        host, port = _host_and_port(listen)
+        try:
+            host, port = listen_address(listen)
+        except ValueError:
+            raise CommandError(f"--listen must be HOST:PORT, not {listen!r}") from None
         relay = Relay(host, port)
         try:
             relay.start()
