@@ -78,7 +78,8 @@ class OutboxWriter:
 
     async def submit(self, envelope: Envelope, sender: Sender) -> str:
         """The reply for this message, once it is committed (or not). On the event loop."""
-        handover = _Handover(envelope, sender, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        handover = _Handover(envelope, sender, loop.create_future())
         with self._ready:
             if self._stopped:
                 return SHUTTING_DOWN
@@ -86,16 +87,20 @@ class OutboxWriter:
                 return WRITER_GONE
             self._waiting.append(handover)
             self._ready.notify()
+        deadline = loop.call_later(self.deadline_s, self._expire, handover)
         try:
-            return await asyncio.wait_for(asyncio.shield(handover.answer), self.deadline_s)
-        except TimeoutError:
-            if not self._drop(handover):
-                return await handover.answer
-            log.warning("The relay's writer did not take a message up in %s s; it was answered 451", self.deadline_s)
-            return NOT_TAKEN
+            return await handover.answer
         except asyncio.CancelledError:  # its client left
             self._drop(handover)
             raise
+        finally:
+            deadline.cancel()
+
+    def _expire(self, handover: _Handover) -> None:
+        """At the deadline, on the event loop: 451 unless the writer has taken the message up."""
+        if self._drop(handover) and not handover.answer.done():
+            log.warning("The relay's writer did not take a message up in %s s; it was answered 451", self.deadline_s)
+            handover.answer.set_result(NOT_TAKEN)
 
     def _drop(self, handover: _Handover) -> bool:
         """Whether the message was dropped before the writer took it up."""
