@@ -1,4 +1,4 @@
-"""Putting messages in the outbox: what each door (the SMTP relay, the HTTP API) calls.
+"""Putting messages in the outbox: what every door (relay, API, Django backend) calls.
 
 `enqueue` writes in the caller's transaction and wakes the delivery once it commits: a caller
 that rolls back sends nothing, and a message is in the outbox before anyone is told it was
@@ -113,7 +113,8 @@ def enqueue(envelopes: list[Envelope]) -> list[OutboxMessage]:
 def save(messages: list[OutboxMessage]) -> list[OutboxMessage]:
     """Write messages made by `build` in the caller's transaction, and wake the delivery once
     it commits. A failure to wake it is logged, not raised: the messages are committed by
-    then, and a caller told otherwise would hand them over again (the next wake sends them)."""
+    then, and a caller told otherwise would hand them over again (the delivery's own watchdog
+    finds them all the same)."""
     with transaction.atomic():
         saved = OutboxMessage.objects.bulk_create(messages)
         transaction.on_commit(wake, robust=True)
