@@ -339,6 +339,16 @@ def test_control_characters_in_a_subject_or_message_id_do_not_fail_its_group():
     assert OutboxMessage.objects.count() == 3
 
 
+def test_a_subject_in_raw_utf8_or_encoded_words_folded_over_lines_is_shown_as_written():
+    raw = "Subject: Grüße\r\n  aus Köln\r\nmessage-id:\r\n <fold@example.test>\r\n\r\nHi\r\n".encode()
+    encoded = b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nX-Subject: not this\r\n\r\nSubject: nor this\r\n"
+
+    replies = one_group([envelope(raw), envelope(encoded)])
+
+    shown = OutboxMessage.objects.filter(pk__in=accepted(replies)).order_by("pk").values_list("subject", "message_id")
+    assert list(shown) == [("Grüße aus Köln", "<fold@example.test>"), ("Grüße", "")]
+
+
 def test_a_message_the_database_refuses_fails_alone_and_the_rest_of_its_group_is_written():
     # No integer column holds 2**64, on SQLite or PostgreSQL: a stand-in for whatever a
     # database may refuse that the checks before it let through.
