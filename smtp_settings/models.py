@@ -311,31 +311,11 @@ class SlotDemand(models.Model):
 LAST_USED_STEP = timedelta(minutes=1)  # a login's or token's last_used_at is written at most this often
 
 
-def _mark_used(door: "RelayCredential | ApiToken") -> None:
-    """Set `last_used_at` to now, unless it is less than LAST_USED_STEP old: an application
-    sending a message a second costs one write a minute, not one a message."""
-    now = timezone.now()
-    if door.last_used_at is not None and now - door.last_used_at < LAST_USED_STEP:
-        return
-    stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_STEP)
-    with one_writer():
-        type(door).objects.filter(stale, pk=door.pk).update(last_used_at=now)
-    door.last_used_at = now
-
-
-class RelayCredential(models.Model):
-    """A login for an application that sends through the SMTP relay. The password is stored
-    hashed (Django's password hasher); mail sent with it goes out through `servers`, or the
-    relay's default route when none are chosen."""
+class AppAccess(models.Model):
+    """What relay logins and API tokens share: an application's name, the servers its mail goes
+    out through, and when it was last used."""
 
     name = models.CharField(max_length=100, unique=True, help_text="Which application uses it.")
-    username = models.CharField(
-        max_length=64,
-        unique=True,
-        validators=[RegexValidator(r"^[A-Za-z0-9._@+-]+$", "Use letters, digits and . _ @ + - only.")],
-        help_text="Letters, digits and . _ @ + -",
-    )
-    password_hash = models.CharField(max_length=256, editable=False)
     servers = models.ManyToManyField(
         SmtpServer, blank=True, related_name="+", help_text="Blank: the relay's default route."
     )
@@ -344,7 +324,33 @@ class RelayCredential(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
+        abstract = True
         ordering = ["name"]
+
+    def mark_used(self) -> None:
+        """Set `last_used_at` to now, unless it is less than LAST_USED_STEP old: an application
+        sending a message a second costs one write a minute, not one a message."""
+        now = timezone.now()
+        if self.last_used_at is not None and now - self.last_used_at < LAST_USED_STEP:
+            return
+        stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_STEP)
+        with one_writer():
+            type(self).objects.filter(stale, pk=self.pk).update(last_used_at=now)
+        self.last_used_at = now
+
+
+class RelayCredential(AppAccess):
+    """A login for an application that sends through the SMTP relay. The password is stored
+    hashed (Django's password hasher); mail sent with it goes out through `servers`, or the
+    relay's default route when none are chosen."""
+
+    username = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9._@+-]+$", "Use letters, digits and . _ @ + - only.")],
+        help_text="Letters, digits and . _ @ + -",
+    )
+    password_hash = models.CharField(max_length=256, editable=False)
 
     def __str__(self) -> str:
         return self.name
@@ -365,27 +371,14 @@ class RelayCredential(models.Model):
 
         return check_password(raw, self.password_hash, upgrade)
 
-    def mark_used(self) -> None:
-        _mark_used(self)
 
-
-class ApiToken(models.Model):
+class ApiToken(AppAccess):
     """A bearer token for the HTTP API. Only its SHA-256 is kept (a token is 32 random bytes,
     so a fast hash is enough and lets a request find its token by index); `prefix` is shown
     to tell tokens apart."""
 
-    name = models.CharField(max_length=100, unique=True, help_text="Which application uses it.")
     prefix = models.CharField(max_length=12, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    servers = models.ManyToManyField(
-        SmtpServer, blank=True, related_name="+", help_text="Blank: the relay's default route."
-    )
-    enabled = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta:
-        ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
@@ -401,9 +394,6 @@ class ApiToken(models.Model):
         token = cls.objects.create(name=name, prefix=key[:10], key_hash=cls.hash(key))
         token.servers.set(servers)
         return token, key
-
-    def mark_used(self) -> None:
-        _mark_used(self)
 
     def revoke(self) -> None:
         """Disable the token for good. It stays, so that its name keeps telling whose messages
