@@ -6,6 +6,7 @@ accepted. Bad input raises `Refused` with what is wrong, before anything is writ
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -117,14 +118,14 @@ def enqueue(envelopes: list[Envelope]) -> list[OutboxMessage]:
     return save([build(envelope) for envelope in envelopes])
 
 
-def save(messages: list[OutboxMessage]) -> list[OutboxMessage]:
-    """Write messages made by `build` in the caller's transaction, and wake the delivery once
-    it commits. A failure to wake it is logged, not raised: the messages are committed by
-    then, and a caller told otherwise would hand them over again (the delivery's own watchdog
-    finds them all the same)."""
+def save(messages: list[OutboxMessage], then: Callable[[], None] | None = None) -> list[OutboxMessage]:
+    """Write messages made by `build` in the caller's transaction, and once it commits, call
+    `then` (default: wake the delivery). A failure there is logged, not raised: the messages
+    are committed by then, and a caller told otherwise would hand them over again (the
+    delivery's own watchdog finds them all the same)."""
     with transaction.atomic():
         saved = OutboxMessage.objects.bulk_create(messages)
-        transaction.on_commit(wake, robust=True)
+        transaction.on_commit(then or wake, robust=True)
     return saved
 
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import time
@@ -55,6 +56,11 @@ AUTH_BUSY = "454 4.7.0 Too many logins at once; please try again later"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed logins; closing the connection"
 LOGIN_TIMEOUT = "421 4.7.0 No login in time; closing the connection"
+# A path as nearly every client writes it, <dot-atom@domain> and then its parameters, if any:
+# read by a pattern, since aiosmtpd's parser (the email package's) took a tenth of a session's
+# time; anything else still goes to it.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[^ \t(])|\Z)")
 
 
 def tls_from_settings() -> ssl.SSLContext | None:
@@ -206,6 +212,14 @@ class _RelaySMTP(SMTP):
                 self.replies["5"],
                 self.auth_failures,
             )
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of a MAIL or RCPT argument and what follows it (see _PLAIN_PATH)."""
+        if (path := _PLAIN_PATH.match(arg)) and not (
+            self.local_part_limit and len(path[1].rpartition("@")[0]) > self.local_part_limit
+        ):
+            return path[1], arg[path.end() :]
+        return super()._getaddr(arg)
 
     async def check_auth_needed(self, caller_method: str) -> bool:
         if self.session.authenticated or self.trusted:

@@ -19,18 +19,25 @@ Whether it was taken is decided under the writer's lock, so a message being writ
 answered 451 (its client would send it again: a duplicate); it gets the commit's answer,
 however long that takes. A message whose client left before the writer took it up is not
 written either: nobody was told it was accepted.
+
+Waking the delivery after a commit costs a query, so a thread of its own does it, off the
+sessions' path: one wake-up for every commit since its last one, each reading what is
+committed by then. A relay killed between a 250 and that wake-up loses nothing: the outbox
+watchdog wakes a sender for what is queued (every minute, and when a worker starts).
 """
 
 import asyncio
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
 
 from project.sqlite_writes import one_writer
 from smtp_settings.models import OutboxMessage, RelayCredential
+from smtp_settings.outbox import queue
 from smtp_settings.outbox.queue import Envelope, Refused, build, save
 from smtp_settings.relay.credentials import Sender
 
@@ -71,8 +78,10 @@ class OutboxWriter:
         self._stopped = False
         self._ready = threading.Condition()  # its lock guards _waiting, _stopped, taken and dropped
         self._thread = threading.Thread(target=self._run, name="relay-outbox-writer", daemon=True)
+        self._waker = _Waker()
 
     def start(self) -> "OutboxWriter":
+        self._waker.start()
         self._thread.start()
         return self
 
@@ -114,6 +123,7 @@ class OutboxWriter:
             self._stopped = True
             self._ready.notify()
         self._thread.join(timeout_s)
+        self._waker.stop(timeout_s)
 
     def _run(self) -> None:
         try:
@@ -162,21 +172,64 @@ class OutboxWriter:
             except Refused as error:
                 replies[n] = refusal(error)
         try:
-            replies |= _committed(built)
+            replies |= _committed(built, self._waker.ring)
         except Exception:
             log.exception("The relay could not queue %d messages together; trying each alone", len(built))
             connection.close()  # if it broke, the next try opens a fresh one
-            replies |= _each_committed(built)
+            replies |= _each_committed(built, self._waker.ring)
         return [replies[n] for n in range(len(group))]
 
 
-def _each_committed(built: list[tuple[int, Sender, OutboxMessage]]) -> dict[int, str]:
+class _Waker:
+    """The thread that wakes the delivery after the writer's commits (see the module docstring)."""
+
+    def __init__(self):
+        self._rung = False
+        self._stopped = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="relay-outbox-waker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def ring(self) -> None:
+        with self._changed:
+            self._rung = True
+            self._changed.notify()
+
+    def stop(self, timeout_s: float) -> None:
+        """Wake the delivery a last time if a commit asked for it, then stop."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._changed:
+                    while not self._rung and not self._stopped:
+                        self._changed.wait()
+                    if not self._rung:
+                        return
+                    self._rung = False  # before waking: a commit from now on rings again
+                try:
+                    with one_writer():  # a sender asked for is a write, beside the writer's
+                        queue.wake()
+                except Exception:
+                    log.exception("The relay could not wake the outbox delivery; its watchdog will")
+                    connection.close()
+        finally:
+            connection.close()
+
+
+def _each_committed(built: list[tuple[int, Sender, OutboxMessage]], then: Callable[[], None]) -> dict[int, str]:
     """The replies for the `built` messages, each committed alone: only a message the database
     refuses (or a database still out of reach) gets 451."""
     replies = {}
     for one in built:
         try:
-            replies |= _committed([one])
+            replies |= _committed([one], then)
         except Exception:
             log.exception("The relay could not queue a message; it was answered 451")
             connection.close()
@@ -184,8 +237,9 @@ def _each_committed(built: list[tuple[int, Sender, OutboxMessage]]) -> dict[int,
     return replies
 
 
-def _committed(built: list[tuple[int, Sender, OutboxMessage]]) -> dict[int, str]:
-    """The replies for the `built` messages (by their number), once they are committed."""
+def _committed(built: list[tuple[int, Sender, OutboxMessage]], then: Callable[[], None]) -> dict[int, str]:
+    """The replies for the `built` messages (by their number), once they are committed; `then`
+    is called after the commit."""
     replies, kept = {}, []
     if not built:
         return replies
@@ -197,7 +251,7 @@ def _committed(built: list[tuple[int, Sender, OutboxMessage]]) -> dict[int, str]
             else:
                 replies[n] = LOGIN_CHANGED if sender.credential_id in logins else LOGIN_GONE
         if kept:
-            save([message for _, message in kept])
+            save([message for _, message in kept], then)
     return replies | {n: f"250 2.0.0 Ok: queued as {message.pk}" for n, message in kept}
 
 

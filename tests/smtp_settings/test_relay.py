@@ -25,6 +25,7 @@ from smtp_settings.outbox.queue import Envelope
 from smtp_settings.relay import writer
 from smtp_settings.relay.credentials import Sender
 from smtp_settings.relay.writer import COMMIT_FAILED, OutboxWriter
+from tests.campaigns.test_sending import wait_for
 from tests.conftest import ROOT, _worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the relay writes from threads of its own
@@ -424,6 +425,28 @@ def test_once_the_writer_thread_is_gone_messages_get_421(smtp_relay, monkeypatch
         with pytest.raises(smtplib.SMTPServerDisconnected):
             smtp.noop()
     assert not OutboxMessage.objects.exists()
+
+
+def test_the_delivery_is_woken_once_the_message_is_committed(smtp_relay, monkeypatch):
+    woken = []
+    monkeypatch.setattr(queue, "wake", lambda: woken.append(list(OutboxMessage.objects.values_list("pk", flat=True))))
+    relay = smtp_relay(trusted_networks=LOOPBACK)
+    with connect(relay) as smtp:
+        pk = queued_id(send(smtp))
+    wait_for(lambda: woken, 10, "the delivery woken")
+    assert woken[0] == [pk]  # what it reads is committed
+
+
+@pytest.mark.parametrize("rung", [True, False])
+def test_a_stopping_relay_wakes_the_delivery_for_a_last_commit_only(monkeypatch, rung):
+    woken = []
+    monkeypatch.setattr(queue, "wake", lambda: woken.append(True))
+    waker = writer._Waker()
+    if rung:
+        waker.ring()  # a commit, just before the relay stops
+    waker.start()
+    waker.stop(timeout_s=5)
+    assert woken == ([True] if rung else [])
 
 
 def test_a_failure_to_wake_the_delivery_after_the_commit_still_answers_250(smtp_relay, monkeypatch):
