@@ -5,6 +5,7 @@ a click and a worker, or two workers can never both win; whoever wins enqueues t
 Sending itself lives in `campaigns/sending/`.
 """
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -29,6 +30,8 @@ class Subscriber(models.Model):
         ACTIVE = "active", "Active"
         UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
         BLOCKLISTED = "blocklisted", "Blocklisted"
+        BOUNCED = "bounced", "Bounced"  # a hard bounce, or soft ones past the limit
+        COMPLAINED = "complained", "Complained"  # marked a message as spam
 
     email = models.EmailField(max_length=254, unique=True, help_text="Stored lower-cased and trimmed.")
     name = models.CharField(max_length=200, blank=True)
@@ -128,6 +131,26 @@ class Campaign(models.Model):
     auto_pause_after = models.PositiveIntegerField(
         default=50, help_text="Pause after this many failures in a row; 0 = never."
     )
+    max_complaint_rate = models.FloatField(
+        "Complaint rate limit (%)",
+        default=0.3,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Pause once complaints pass this share of the messages sent; 0 = never.",
+    )
+    max_hard_bounce_rate = models.FloatField(
+        "Hard-bounce rate limit (%)",
+        default=5.0,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Pause once hard bounces pass this share of the messages sent; 0 = never.",
+    )
+    guard_min_sample = models.PositiveIntegerField(
+        "Minimum sample",
+        default=1000,
+        validators=[MinValueValidator(1)],
+        help_text="The two rates count once this many messages are sent.",
+    )
+    hard_bounces = models.PositiveIntegerField(default=0, editable=False)
+    complaints = models.PositiveIntegerField(default=0, editable=False)
 
     status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
     pause_reason = models.TextField(blank=True)
@@ -323,8 +346,14 @@ class Delivery(models.Model):
         SENT = "sent", "Sent"
         DEFERRED = "deferred", "Deferred"
         FAILED = "failed", "Failed"
-        SKIPPED = "skipped", "Skipped"  # the subscriber left before their turn
+        SKIPPED = "skipped", "Skipped"  # the subscriber left, or is suppressed, before their turn
         CANCELLED = "cancelled", "Cancelled"  # the campaign was cancelled before its turn: not sent
+
+    class Outcome(models.TextChoices):
+        DELIVERED = "delivered", "Delivered"  # as the ESP reported it
+        SOFT_BOUNCE = "soft", "Soft bounce"
+        BOUNCED = "bounced", "Bounced"
+        COMPLAINED = "complained", "Complained"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="deliveries")
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
@@ -344,6 +373,14 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=10,
+        choices=Outcome.choices,
+        blank=True,
+        db_default="",
+        help_text="What became of it once sent, if reported.",
+    )
+    outcome_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

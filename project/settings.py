@@ -334,3 +334,9 @@ OUTBOX_RETRY_DELAY_S = env_int("OUTBOX_RETRY_DELAY_S", 60)  # first wait for a d
 OUTBOX_LEASE_S = env_int("OUTBOX_LEASE_S", 60)  # a silent outbox sender loses its claims after this
 if OUTBOX_LEASE_S < 2:
     raise ImproperlyConfigured("OUTBOX_LEASE_S must be at least 2 (seconds)")
+
+# Bounces and complaints (smtp_settings/bounces/): a hard bounce or a complaint suppresses an
+# address at once; SOFT_BOUNCE_LIMIT soft bounces within SOFT_BOUNCE_DAYS do too.
+SOFT_BOUNCE_LIMIT = env_int("SOFT_BOUNCE_LIMIT", 3)
+SOFT_BOUNCE_DAYS = env_int("SOFT_BOUNCE_DAYS", 7)
+BOUNCE_REPORT_MAX_BYTES = env_int("BOUNCE_REPORT_MAX_BYTES", 1024 * 1024)  # of a report kept; the rest is cut

@@ -37,6 +37,11 @@ class Kind:
     THROTTLED = "throttled"  # a throttle reply lowered the server's rate for the whole cluster
     THROTTLE_EASED = "throttle_eased"  # a quiet spell: the throttled rate rose a step
     THROTTLE_LIFTED = "throttle_lifted"  # back at the configured rate
+    # Reported after sending (smtp_settings/bounces/): detail {"bounce_id": ...}
+    BOUNCE = "bounce"  # a hard bounce: the address is suppressed
+    SOFT_BOUNCE = "soft_bounce"  # a soft bounce, counted
+    COMPLAINT = "complaint"  # marked as spam: the address is suppressed
+    REPORT_NOT_UNDERSTOOD = "report_unparsed"  # a report kept, but not understood
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,31 @@ class SmtpServer(models.Model):
         MESSAGES = "messages", "Messages"
         RECIPIENTS = "recipients", "Recipients"
 
+    class Kind(models.TextChoices):
+        SMTP = "smtp", "SMTP server"
+        ESP = "esp", "ESP API (django-anymail)"
+
     name = models.CharField(max_length=100, unique=True, help_text="A name to tell this server apart.")
     enabled = models.BooleanField(default=True, help_text="Disabled servers are never used for sending.")
+    kind = models.CharField(max_length=4, choices=Kind, default=Kind.SMTP)
+    # An ESP entry sends through the ESP's HTTP API with django-anymail (smtp_settings/esp.py).
+    esp = models.CharField("ESP", max_length=20, blank=True, help_text="Which ESP's API, for an ESP entry.")
+    esp_credentials = EncryptedTextField(
+        "ESP credentials", blank=True, help_text="Stored encrypted (JSON of anymail's settings for the ESP)."
+    )
+    api_url = models.URLField(
+        "API base URL", max_length=500, blank=True, help_text="Blank: the ESP's own. Overrides anymail's API_URL."
+    )
+    max_batch = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Messages per API call, at most."
+    )
+    bounce_domain = models.CharField(
+        max_length=253,
+        blank=True,
+        validators=[validate_host],
+        help_text="VERP: messages go out with the envelope sender bounces+<token>@this domain, whose mail "
+        "must reach Relaydeck's listener or a bounce mailbox. Blank: the From address.",
+    )
 
     host = models.CharField(
         max_length=255, validators=[validate_host], help_text="Host name or IP address of the SMTP server."
@@ -428,6 +451,7 @@ class OutboxMessage(models.Model):
         SENT = "sent", "Sent"
         DEFERRED = "deferred", "Deferred"
         FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"  # every recipient is on the suppression list: not sent
 
     class Source(models.TextChoices):
         RELAY = "relay", "SMTP relay"
@@ -486,3 +510,133 @@ class OutboxSender(models.Model):
 
     def __str__(self) -> str:
         return f"outbox sender {self.pk} ({self.owner})"
+
+
+# -- bounces, complaints and the suppression list (smtp_settings/bounces/) --
+
+
+class BounceMailbox(models.Model):
+    """A mailbox that receives bounces and complaint reports, read over IMAP or POP3 with TLS."""
+
+    class Protocol(models.TextChoices):
+        IMAP = "imap", "IMAP"
+        POP3 = "pop3", "POP3"
+
+    class Tls(models.TextChoices):
+        SSL = "ssl", "TLS from the start (IMAPS 993, POP3S 995)"
+        STARTTLS = "starttls", "STARTTLS (143, 110)"
+
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    protocol = models.CharField(max_length=4, choices=Protocol, default=Protocol.IMAP)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    tls = models.CharField(max_length=8, choices=Tls, default=Tls.SSL)
+    tls_skip_verify = models.BooleanField(
+        default=False, help_text="Accept any certificate. Only for a test server: anyone on the way could read."
+    )
+    username = models.CharField(max_length=255)
+    password = EncryptedTextField(blank=True, help_text="Stored encrypted. Leave blank to keep the current password.")
+    folder = models.CharField(max_length=255, default="INBOX", help_text="IMAP only.")
+    last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    last_count = models.PositiveIntegerField(default=0, editable=False, help_text="Reports read at the last check.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Bounce(models.Model):
+    """A bounce or a complaint about one address: seen at send time, or reported later by a
+    DSN or ARF report (to the listener or a mailbox) or an ESP's webhook. `reference` says which
+    message it was about, as its sender named it ("d<id>" a campaign delivery, "o<id>" an
+    outbox message): this app does not know campaigns, they look their references up."""
+
+    class Kind(models.TextChoices):
+        HARD = "hard", "Hard bounce"
+        SOFT = "soft", "Soft bounce"
+        COMPLAINT = "complaint", "Complaint"
+        UNPARSED = "unparsed", "Not understood"
+
+    class Source(models.TextChoices):
+        SEND = "send", "At send time"
+        LISTENER = "listener", "SMTP listener"
+        MAILBOX = "mailbox", "Mailbox"
+        WEBHOOK = "webhook", "ESP webhook"
+
+    kind = models.CharField(max_length=10, choices=Kind)
+    source = models.CharField(max_length=10, choices=Source)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    email = models.CharField(max_length=254, blank=True, db_index=True, help_text="Lower-cased; blank if unknown.")
+    reference = models.CharField(max_length=40, blank=True, db_index=True)
+    server = models.ForeignKey(SmtpServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    mailbox = models.ForeignKey(BounceMailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    code = models.PositiveSmallIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, blank=True, help_text='The enhanced status code, "5.1.1".')
+    text = models.TextField(blank=True, help_text="The diagnostic, as the reporting server wrote it.")
+    problem = models.TextField(blank=True, help_text="Why a report was not understood.")
+    report_size = models.PositiveIntegerField(default=0, help_text="Bytes of the report as received.")
+    # Last: up to BOUNCE_REPORT_MAX_BYTES of the raw report (see OutboxMessage.data).
+    report = models.BinaryField(blank=True, default=b"", help_text="The report as received (cut at the limit).")
+
+    class Meta:
+        indexes = [models.Index(fields=["email", "kind", "received_at"], name="bounce_by_address")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.email or 'an unknown address'}"
+
+
+class EspMessage(models.Model):
+    """A message sent through an ESP's API, by the id the ESP gave it, which its webhooks name;
+    `reference` is the sender's name for it, as on a Bounce."""
+
+    message_id = models.CharField(max_length=255, db_index=True)
+    reference = models.CharField(max_length=40)
+    server = models.ForeignKey(SmtpServer, null=True, on_delete=models.SET_NULL, related_name="+")
+    recipient = models.CharField(max_length=254, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.reference})"
+
+
+class Suppression(models.Model):
+    """An address nothing is sent to any more, why, and since when."""
+
+    class Reason(models.TextChoices):
+        HARD_BOUNCE = "hard_bounce", "Hard bounce"
+        COMPLAINT = "complaint", "Complaint"
+        SOFT_BOUNCES = "soft_bounces", "Repeated soft bounces"
+        UNSUBSCRIBE = "unsubscribe", "Unsubscribe"
+        MANUAL = "manual", "Manual"
+        IMPORT = "import", "Import"
+
+    email = models.CharField(max_length=254, unique=True, help_text="Stored lower-cased and trimmed.")
+    reason = models.CharField(max_length=12, choices=Reason)
+    note = models.TextField(blank=True, help_text="Who added it and why, or what the report said.")
+    bounce = models.ForeignKey(Bounce, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.get_reason_display()})"
+
+    @staticmethod
+    def normalize(email: str) -> str:
+        return email.strip().lower()
+
+    @classmethod
+    def among(cls, emails) -> set[str]:
+        """Which of these addresses are suppressed (normalized)."""
+        wanted = {cls.normalize(email) for email in emails}
+        found: set[str] = set()
+        batch = sorted(wanted)
+        for start in range(0, len(batch), 500):  # SQLite's bound parameters
+            found.update(cls.objects.filter(email__in=batch[start : start + 500]).values_list("email", flat=True))
+        return found

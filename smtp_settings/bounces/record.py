@@ -1,0 +1,101 @@
+"""Recording a bounce or a complaint: what every source calls.
+
+`record()` writes the `Bounce` (with its raw report, cut at BOUNCE_REPORT_MAX_BYTES), applies
+the suppression rules, tells the receivers of `bounce_recorded` (campaigns mark the delivery
+and the subscriber, and count it against the campaign's guard rails) and puts an event in the
+log, with the bounce's id one click from its report:
+
+- a hard bounce or a complaint suppresses the address at once;
+- soft bounces are counted: SOFT_BOUNCE_LIMIT of them within SOFT_BOUNCE_DAYS suppress it;
+- a report not understood is kept (kind `unparsed`, with why), never dropped.
+
+Receivers of `bounce_recorded(bounce=...)` may return a dict of event context (say
+{"campaign_id": 7}); the log's event carries it.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.dispatch import Signal
+from django.utils import timezone
+
+from smtp_settings.events import Kind, PoolEvent, smtp_event
+from smtp_settings.models import Bounce, Suppression
+
+bounce_recorded = Signal()  # sent with bounce=Bounce, inside record()'s transaction
+
+_SUPPRESS_AT_ONCE = {
+    Bounce.Kind.HARD: Suppression.Reason.HARD_BOUNCE,
+    Bounce.Kind.COMPLAINT: Suppression.Reason.COMPLAINT,
+}
+_EVENT_KIND = {
+    Bounce.Kind.HARD: Kind.BOUNCE,
+    Bounce.Kind.SOFT: Kind.SOFT_BOUNCE,
+    Bounce.Kind.COMPLAINT: Kind.COMPLAINT,
+    Bounce.Kind.UNPARSED: Kind.REPORT_NOT_UNDERSTOOD,
+}
+
+
+def record(kind: str, source: str, email: str = "", *, report: bytes = b"", **fields) -> Bounce:
+    """Record one bounce or complaint (`fields`: reference, server, mailbox, code, status,
+    text, problem) and act on it, in one transaction."""
+    limit = settings.BOUNCE_REPORT_MAX_BYTES
+    bounce = Bounce(
+        kind=kind,
+        source=source,
+        email=Suppression.normalize(email)[:254],
+        report=report[:limit],
+        report_size=len(report),
+        **fields,
+    )
+    bounce.text = bounce.text[:2000]
+    with transaction.atomic():
+        bounce.save()
+        suppress_for(bounce)
+        responses = bounce_recorded.send(sender=Bounce, bounce=bounce)
+    context = {}
+    if bounce.reference.startswith("o"):
+        context["outbox_message_id"] = int(bounce.reference[1:])
+    for _, response in responses:
+        context |= response or {}
+    smtp_event.send(
+        sender=Bounce,
+        event=PoolEvent(
+            kind=_EVENT_KIND[bounce.kind],
+            server_id=bounce.server_id,
+            server_name=bounce.server.name if bounce.server else "",
+            code=bounce.code,
+            text=" ".join(filter(None, [bounce.status, bounce.text or bounce.problem]))[:2000],
+            recipient=bounce.email,
+            detail={"bounce_id": bounce.pk, "source": bounce.source},
+            context=context,
+        ),
+    )
+    return bounce
+
+
+def suppress_for(bounce: Bounce) -> Suppression | None:
+    """Suppress the bounce's address if the rules say so (see the module docstring)."""
+    if not bounce.email:
+        return None
+    reason = _SUPPRESS_AT_ONCE.get(bounce.kind)
+    if bounce.kind == Bounce.Kind.SOFT:
+        since = timezone.now() - timedelta(days=settings.SOFT_BOUNCE_DAYS)
+        soft = Bounce.objects.filter(email=bounce.email, kind=Bounce.Kind.SOFT, received_at__gte=since)
+        if soft.count() >= settings.SOFT_BOUNCE_LIMIT:
+            reason = Suppression.Reason.SOFT_BOUNCES
+    if reason is None:
+        return None
+    note = " ".join(filter(None, [bounce.get_source_display() + ":", bounce.status, bounce.text]))[:2000]
+    return suppress(bounce.email, reason, note, bounce=bounce)
+
+
+def suppress(email: str, reason: str, note: str = "", bounce: Bounce | None = None) -> Suppression:
+    """Put an address on the suppression list; one already there keeps its first reason."""
+    email = Suppression.normalize(email)
+    try:
+        with transaction.atomic():
+            return Suppression.objects.create(email=email, reason=reason, note=note, bounce=bounce)
+    except IntegrityError:
+        return Suppression.objects.get(email=email)

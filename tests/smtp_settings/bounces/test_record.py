@@ -1,0 +1,111 @@
+"""What a recorded bounce or complaint does to the suppression list, and the VERP addresses
+that map a bounce back to its delivery."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from smtp_settings.bounces import verp
+from smtp_settings.bounces.record import bounce_recorded, record, suppress
+from smtp_settings.events import smtp_event
+from smtp_settings.models import Bounce, Suppression
+
+pytestmark = pytest.mark.django_db
+
+HARD, SOFT, COMPLAINT, UNPARSED = Bounce.Kind.HARD, Bounce.Kind.SOFT, Bounce.Kind.COMPLAINT, Bounce.Kind.UNPARSED
+
+
+def suppressed() -> dict[str, str]:
+    return dict(Suppression.objects.values_list("email", "reason"))
+
+
+def test_a_hard_bounce_suppresses_the_address_at_once():
+    record(HARD, Bounce.Source.LISTENER, " Gone@Example.TEST ", status="5.1.1", text="user unknown")
+    assert suppressed() == {"gone@example.test": "hard_bounce"}
+    assert Suppression.objects.get().note == "SMTP listener: 5.1.1 user unknown"
+
+
+def test_a_complaint_suppresses_the_address_at_once():
+    record(COMPLAINT, Bounce.Source.WEBHOOK, "angry@example.test")
+    assert suppressed() == {"angry@example.test": "complaint"}
+
+
+def test_soft_bounces_suppress_at_the_limit_within_the_window(settings):
+    settings.SOFT_BOUNCE_LIMIT, settings.SOFT_BOUNCE_DAYS = 3, 7
+    old = record(SOFT, Bounce.Source.SEND, "full@example.test")
+    Bounce.objects.filter(pk=old.pk).update(received_at=timezone.now() - timedelta(days=8))  # outside the window
+    record(SOFT, Bounce.Source.SEND, "full@example.test")
+    record(SOFT, Bounce.Source.SEND, "full@example.test")
+    assert suppressed() == {}
+    record(SOFT, Bounce.Source.SEND, "full@example.test")
+    assert suppressed() == {"full@example.test": "soft_bounces"}
+
+
+def test_a_report_not_understood_is_kept_and_suppresses_nothing(settings):
+    settings.BOUNCE_REPORT_MAX_BYTES = 10
+    bounce = record(UNPARSED, Bounce.Source.MAILBOX, report=b"0123456789abcdef", problem="no recipient found")
+    bounce.refresh_from_db()
+    assert (bytes(bounce.report), bounce.report_size, bounce.problem) == (b"0123456789", 16, "no recipient found")
+    assert suppressed() == {}
+
+
+def test_an_address_keeps_its_first_reason():
+    suppress("a@example.test", Suppression.Reason.UNSUBSCRIBE)
+    record(HARD, Bounce.Source.SEND, "a@example.test")
+    assert suppressed() == {"a@example.test": "unsubscribe"}
+
+
+def test_receivers_add_context_to_the_logged_event():
+    events = []
+
+    def campaign_of(sender, bounce, **kwargs):
+        return {"campaign_id": 7}
+
+    def log(sender, event, **kwargs):
+        events.append(event)
+
+    bounce_recorded.connect(campaign_of)
+    smtp_event.connect(log)
+    try:
+        bounce = record(HARD, Bounce.Source.LISTENER, "x@example.test", reference="d12", status="5.1.1")
+    finally:
+        bounce_recorded.disconnect(campaign_of)
+        smtp_event.disconnect(log)
+    [event] = events
+    assert (event.kind, event.recipient, event.context, event.detail["bounce_id"]) == (
+        "bounce",
+        "x@example.test",
+        {"campaign_id": 7},
+        bounce.pk,
+    )
+
+
+def test_an_outbox_bounce_names_its_message_in_the_log():
+    events = []
+    smtp_event.connect(receiver := lambda sender, event, **kwargs: events.append(event))
+    try:
+        record(SOFT, Bounce.Source.SEND, "x@example.test", reference="o45")
+    finally:
+        smtp_event.disconnect(receiver)
+    assert events[0].context == {"outbox_message_id": 45}
+
+
+def test_a_verp_address_maps_back_to_its_reference():
+    address = verp.address("d123", "bounces.example.test")
+    assert address.startswith("bounces+d123-") and address.endswith("@bounces.example.test")
+    assert verp.reference_of(address) == "d123"
+    assert verp.reference_of(f"<{address.upper()}>") == "d123"  # some servers change the case
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    ["bounces+d124-0000000000000000@b.test", "bounces+d123@b.test", "someone@b.test", "", "bounces+@b.test"],
+)
+def test_a_forged_or_foreign_address_maps_to_nothing(recipient):
+    assert verp.reference_of(recipient) is None
+
+
+def test_a_reference_must_be_short_letters_and_digits():
+    with pytest.raises(ValueError):
+        verp.address("d1\r\nRCPT TO:<x@y>", "b.test")
