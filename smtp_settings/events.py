@@ -41,6 +41,7 @@ class Kind:
     BOUNCE = "bounce"  # a hard bounce: the address is suppressed
     SOFT_BOUNCE = "soft_bounce"  # a soft bounce, counted
     COMPLAINT = "complaint"  # marked as spam: the address is suppressed
+    DELAY_WARNING = "delay_warning"  # a report that a server is still trying
     REPORT_NOT_UNDERSTOOD = "report_unparsed"  # a report kept, but not understood
 
 

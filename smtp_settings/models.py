@@ -560,6 +560,7 @@ class Bounce(models.Model):
         HARD = "hard", "Hard bounce"
         SOFT = "soft", "Soft bounce"
         COMPLAINT = "complaint", "Complaint"
+        DELAYED = "delayed", "Delay warning"  # the reporting server still tries: kept, not counted
         UNPARSED = "unparsed", "Not understood"
 
     class Source(models.TextChoices):

@@ -7,6 +7,7 @@ log, with the bounce's id one click from its report:
 
 - a hard bounce or a complaint suppresses the address at once;
 - soft bounces are counted: SOFT_BOUNCE_LIMIT of them within SOFT_BOUNCE_DAYS suppress it;
+- a delay warning is kept, and neither counted nor suppresses (the reporting server still tries);
 - a report not understood is kept (kind `unparsed`, with why), never dropped.
 
 Receivers of `bounce_recorded(bounce=...)` may return a dict of event context (say
@@ -33,6 +34,7 @@ _EVENT_KIND = {
     Bounce.Kind.HARD: Kind.BOUNCE,
     Bounce.Kind.SOFT: Kind.SOFT_BOUNCE,
     Bounce.Kind.COMPLAINT: Kind.COMPLAINT,
+    Bounce.Kind.DELAYED: Kind.DELAY_WARNING,
     Bounce.Kind.UNPARSED: Kind.REPORT_NOT_UNDERSTOOD,
 }
 
