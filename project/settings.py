@@ -340,3 +340,24 @@ if OUTBOX_LEASE_S < 2:
 SOFT_BOUNCE_LIMIT = env_int("SOFT_BOUNCE_LIMIT", 3)
 SOFT_BOUNCE_DAYS = env_int("SOFT_BOUNCE_DAYS", 7)
 BOUNCE_REPORT_MAX_BYTES = env_int("BOUNCE_REPORT_MAX_BYTES", 1024 * 1024)  # of a report kept; the rest is cut
+
+# ESP webhooks (smtp_settings/webhooks/): anymail's tracking webhooks, /webhooks/<esp>/tracking/.
+# ANYMAIL_WEBHOOK_SECRET is the HTTP basic auth every post needs ("user:password", given to the
+# ESP in the URL: https://user:password@host/webhooks/postmark/tracking/; several, comma-separated,
+# while changing it). Unset, every post is refused (403). ESPs that sign their posts are checked
+# with their key too: Mailgun, MailerSend, Mandrill, Postal and Unisender Go refuse posts until it
+# is set; SendGrid and Mailtrap check it once set, and Resend would, given the svix package.
+ANYMAIL_WEBHOOK_KEYS = [
+    "MAILGUN_WEBHOOK_SIGNING_KEY",
+    "MAILERSEND_SIGNING_SECRET",
+    "MAILTRAP_TRACKING_SECRET",
+    "MANDRILL_WEBHOOK_KEY",
+    "MANDRILL_WEBHOOK_URL",  # the URL Mandrill posts to, where a proxy changes it: Mandrill signs it
+    "POSTAL_WEBHOOK_KEY",
+    "RESEND_SIGNING_SECRET",
+    "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY",
+    "UNISENDER_GO_API_KEY",
+]
+ANYMAIL = {"WEBHOOK_SECRET": env_list("ANYMAIL_WEBHOOK_SECRET", [])} | {
+    name: value for name in ANYMAIL_WEBHOOK_KEYS if (value := env_str(f"ANYMAIL_{name}"))
+}

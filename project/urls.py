@@ -18,5 +18,6 @@ urlpatterns = [
     path("settings/smtp/", include("smtp_settings.urls")),
     path("settings/relay/", include("smtp_settings.access.urls")),
     path("api/v1/", include("smtp_settings.api.urls")),
+    path("webhooks/", include("smtp_settings.webhooks.urls")),
     path("admin/", admin.site.urls),
 ]

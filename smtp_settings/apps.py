@@ -10,6 +10,7 @@ class SmtpSettingsConfig(AppConfig):
 
         from smtp_settings import shared_limits  # noqa: F401 (connects its signal receivers)
         from smtp_settings.outbox import delivery
+        from smtp_settings.webhooks import tracking  # noqa: F401 (connects its receiver of anymail's events)
 
         # A worker that starts (after a crash, say) recovers a dead sender's messages and
         # wakes a sender at once, rather than at the next scheduled watchdog run.

@@ -581,11 +581,20 @@ class Bounce(models.Model):
     text = models.TextField(blank=True, help_text="The diagnostic, as the reporting server wrote it.")
     problem = models.TextField(blank=True, help_text="Why a report was not understood.")
     report_size = models.PositiveIntegerField(default=0, help_text="Bytes of the report as received.")
+    event_key = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text="Which ESP webhook event it came from (a digest): an event posted again is recorded once.",
+    )
     # Last: up to BOUNCE_REPORT_MAX_BYTES of the raw report (see OutboxMessage.data).
     report = models.BinaryField(blank=True, default=b"", help_text="The report as received (cut at the limit).")
 
     class Meta:
         indexes = [models.Index(fields=["email", "kind", "received_at"], name="bounce_by_address")]
+        constraints = [
+            models.UniqueConstraint(fields=["event_key"], condition=~models.Q(event_key=""), name="bounce_event_once"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.email or 'an unknown address'}"

@@ -15,8 +15,10 @@ from tests.campaigns.test_sending import make_campaign
 pytestmark = pytest.mark.django_db
 
 # Open without a role: logging in and out (out: to any logged-in account), the unsubscribe
-# page, which its signed token opens, and the HTTP API, which its bearer tokens open
-# (tests/smtp_settings/test_api.py). The Django admin keeps its own staff check.
+# page, which its signed token opens, the HTTP API, which its bearer tokens open
+# (tests/smtp_settings/test_api.py), and the ESPs' webhooks, which their secret and signatures
+# open (tests/smtp_settings/bounces/test_webhooks.py). The Django admin keeps its own staff check.
+WEBHOOKS = {"webhooks:postmark", "webhooks:mailgun", "webhooks:sendgrid", "webhooks:brevo", "webhooks:amazon_ses"}
 PUBLIC = {"login", "logout", "unsubscribe", "api:messages", "api:message"}
 PRINCIPALS = [*Role, None, "anonymous"]
 
@@ -35,11 +37,12 @@ def _routes(patterns=None, namespace="", params=()) -> list[tuple[str, tuple[str
 
 
 ROUTES = _routes()
+PUBLIC |= {name for name, *_ in ROUTES if name.startswith("webhooks:")}
 RULED = [(name, params, getattr(view, "required_role", None)) for name, params, view in ROUTES if name not in PUBLIC]
 
 
 def test_every_url_has_a_role_rule_or_is_public():
-    assert {name for name, *_ in ROUTES} >= PUBLIC
+    assert {name for name, *_ in ROUTES} >= PUBLIC >= WEBHOOKS
     assert [name for name, _, role in RULED if role is None] == []
 
 
@@ -169,6 +172,15 @@ def test_public_pages_stay_open(principal, objects, client, login_as):
     assert browser.get(unsubscribe).status_code == 200
     assert browser.post(reverse("logout")).status_code == 302
     assert client.get(reverse("login")).status_code == 200
+
+
+@pytest.mark.parametrize("name", sorted(name for name in PUBLIC if name.startswith("webhooks:")))
+def test_the_webhooks_answer_without_a_login(name, client, settings):
+    """Their own credentials decide, not a session: no redirect to the login page."""
+    settings.ANYMAIL = {"WEBHOOK_SECRET": ["esp:secret"]}
+    response = client.post(reverse(name), "{}", content_type="application/json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Basic ")
 
 
 def test_an_account_without_a_role_sees_only_the_page_that_says_so(login_as):

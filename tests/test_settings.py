@@ -72,6 +72,25 @@ def test_database_and_redis_urls_switch_to_postgresql_and_redis(tmp_path):
     assert shown["engine"] == "django.db.backends.postgresql" and shown["broker"] == "redis"
 
 
+def test_the_webhook_secret_and_signing_keys_come_from_the_environment(tmp_path):
+    show = "import django, json; django.setup(); from django.conf import settings; print(json.dumps(settings.ANYMAIL))"
+    assert json.loads(_python(tmp_path, "-c", show).stdout) == {"WEBHOOK_SECRET": []}  # webhooks off
+    secret_file = tmp_path / "webhook_secret"
+    secret_file.write_text("esp:new-secret,esp:old-secret\n")
+    result = _python(
+        tmp_path,
+        "-c",
+        show,
+        ANYMAIL_WEBHOOK_SECRET_FILE=str(secret_file),
+        ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY="key-1",
+        ANYMAIL_POSTAL_WEBHOOK_KEY="",
+    )
+    assert json.loads(result.stdout) == {
+        "WEBHOOK_SECRET": ["esp:new-secret", "esp:old-secret"],
+        "MAILGUN_WEBHOOK_SIGNING_KEY": "key-1",
+    }
+
+
 def test_bad_boolean_is_a_clear_configuration_error(tmp_path):
     result = _settings_process(tmp_path, DEBUG="maybe")
     assert "DEBUG must be a boolean (1/0, true/false), not 'maybe'" in result.stderr

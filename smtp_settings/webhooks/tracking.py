@@ -1,0 +1,165 @@
+"""What an ESP's tracking webhook reports (anymail's `tracking` signal), acted on.
+
+An event names its message by the ESP's id: the `EspMessage` written when the message was sent
+gives the sender's reference ("d<id>" a campaign delivery, "o<id>" an outbox message) and the
+server. An event about a message not found there (sent from elsewhere, or long ago) still acts
+on its address.
+
+- bounced: a hard bounce, or a soft one where the ESP says so (`_SAYS_SOFT`); complained: a
+  complaint. `record()` suppresses the address, tells campaigns and logs it, with the ESP's
+  event (JSON) as the report.
+- unsubscribed: the address is suppressed, and `delivery_reported` tells campaigns;
+- delivered: `delivery_reported` tells campaigns, which mark the delivery;
+- anything else (queued, deferred, opened, clicked...) is not acted on.
+
+ESPs post an event again until they get a 2xx: a bounce or a complaint is recorded once per
+event (`Bounce.event_key`: the ESP's event id, or the event itself where the ESP gives none);
+the other events change nothing the second time.
+"""
+
+import hashlib
+import json
+import re
+
+from anymail.signals import EventType, tracking
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError
+from django.dispatch import Signal, receiver
+from django.utils import timezone
+
+from smtp_settings.bounces.record import record, suppress
+from smtp_settings.events import enhanced_code
+from smtp_settings.models import Bounce, EspMessage, Suppression
+from smtp_settings.validators import HEADER_UNSAFE
+
+# Sent with reference ("d<id>", "o<id>", or "" for a message not found), email (may be ""),
+# outcome (anymail's event type: EventType.DELIVERED or EventType.UNSUBSCRIBED) and at (when
+# the ESP says it happened).
+delivery_reported = Signal()
+
+ACTED_ON = {EventType.BOUNCED, EventType.COMPLAINED, EventType.UNSUBSCRIBED, EventType.DELIVERED}
+TEXT_LIMIT = 2000
+_REPLY_CODE = re.compile(r"(?:smtp;\s*)?([45][0-9][0-9])(?![0-9])[ -]*", re.IGNORECASE)
+
+
+def _field(data, *path):
+    """data[path[0]][path[1]]..., or None where the ESP's event has no such field."""
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+# Where an ESP says a bounce is temporary (anymail reports hard and soft ones alike as
+# "bounced"), by anymail's name for the ESP. The others report temporary failures as
+# "deferred", or do not tell them apart.
+_SAYS_SOFT = {
+    "Amazon SES": lambda event: _field(event, "bounce", "bounceType") == "Transient",
+    "Brevo": lambda event: _field(event, "event") == "soft_bounce",
+    "SendinBlue": lambda event: _field(event, "event") == "soft_bounce",
+    "MailerSend": lambda event: _field(event, "data", "type") == "soft_bounced",
+    "Mailjet": lambda event: _field(event, "hard_bounce") is False,
+    "Mandrill": lambda event: _field(event, "event") == "soft_bounce",
+    "Postmark": lambda event: _field(event, "Type") == "SoftBounce",
+    "Resend": lambda event: _field(event, "data", "bounce", "type") == "Transient",
+    "SendGrid": lambda event: _field(event, "type") == "blocked",
+    # SparkPost's classes: 10 invalid recipient and 30 no such address are hard, 1 says nothing;
+    # the others are soft bounces (a full mailbox, a timeout) or blocks (policy, spam).
+    "SparkPost": lambda event: _field(event, "msys", "message_event", "bounce_class") not in (None, "1", "10", "30"),
+}
+
+
+def address_of(event) -> str:
+    """The event's recipient, normalized, if it is an e-mail address; else ""."""
+    if not isinstance(event.recipient, str):
+        return ""
+    email = Suppression.normalize(event.recipient)
+    try:
+        validate_email(email)
+    except ValidationError:
+        return ""
+    return email if len(email) <= 254 else ""
+
+
+def message_id_of(event) -> str:
+    """The ESP's id for the event's message, if it could be one we stored; else ""."""
+    value = event.message_id
+    if not isinstance(value, str) or not value or len(value) > 255 or HEADER_UNSAFE.search(value):
+        return ""
+    return value
+
+
+def _message_of(event) -> EspMessage | None:
+    """The message the event is about: by the ESP's id, and by recipient where it went to several."""
+    message_id = message_id_of(event)
+    if not message_id:
+        return None
+    messages = EspMessage.objects.filter(message_id=message_id).select_related("server").order_by("pk")
+    email = address_of(event)
+    if email and (message := messages.filter(recipient__iexact=email).first()):
+        return message
+    found = list(messages[:2])
+    return found[0] if len(found) == 1 else None
+
+
+@receiver(tracking, dispatch_uid="smtp_settings.webhooks.tracking")
+def on_tracking(sender, event, esp_name: str, **kwargs) -> None:
+    if event.event_type not in ACTED_ON:
+        return
+    message = _message_of(event)
+    email = address_of(event) or (Suppression.normalize(message.recipient) if message else "")
+    reference = message.reference if message else ""
+    if event.event_type in (EventType.BOUNCED, EventType.COMPLAINED):
+        _record_bounce(event, esp_name, email, message)
+        return
+    if event.event_type == EventType.UNSUBSCRIBED:
+        if not email:
+            return
+        suppress(email, Suppression.Reason.UNSUBSCRIBE, f"Unsubscribed at {esp_name}.")
+    elif not reference:
+        return  # delivered: only a known message has anything to mark
+    at = event.timestamp if event.timestamp and timezone.is_aware(event.timestamp) else timezone.now()
+    delivery_reported.send(sender=EspMessage, reference=reference, email=email, outcome=event.event_type, at=at)
+
+
+def _record_bounce(event, esp_name: str, email: str, message: EspMessage | None) -> None:
+    key = _event_key(event, esp_name, email)
+    if event.event_type == EventType.COMPLAINED:
+        kind = Bounce.Kind.COMPLAINT
+    else:
+        says_soft = _SAYS_SOFT.get(esp_name)
+        kind = Bounce.Kind.SOFT if says_soft and says_soft(event.esp_event) else Bounce.Kind.HARD
+    response = _text(event.mta_response)
+    code = _REPLY_CODE.match(response)
+    try:
+        record(
+            kind,
+            Bounce.Source.WEBHOOK,
+            email,
+            reference=message.reference if message else "",
+            server=message.server if message else None,
+            code=int(code.group(1)) if code else None,
+            status=enhanced_code(response[code.end() if code else 0 :]),
+            text=" ".join(filter(None, [_text(event.description), response]))[:TEXT_LIMIT],
+            event_key=key,
+            report=json.dumps(event.esp_event, default=str).encode(),
+        )
+    except IntegrityError:  # the unique event_key: this event was recorded before (or just now, by a twin post)
+        if not Bounce.objects.filter(event_key=key).exists():
+            raise
+
+
+def _event_key(event, esp_name: str, email: str) -> str:
+    """What tells one event from another: the ESP's id for it, or the event itself where the
+    ESP gives none, with the recipient (SES reports several in one event) and the type."""
+    identity = event.event_id if event.event_id else json.dumps(event.esp_event, sort_keys=True, default=str)
+    return hashlib.sha256(json.dumps([esp_name, str(identity), email, event.event_type]).encode()).hexdigest()
+
+
+def _text(value) -> str:
+    """What the ESP said, one line, without control characters, bounded."""
+    if not isinstance(value, str):
+        return ""
+    return " ".join(HEADER_UNSAFE.sub(" ", value[: TEXT_LIMIT * 2]).split())[:TEXT_LIMIT]
