@@ -25,6 +25,14 @@ SHOWN = 100  # characters of what was given, at most, in an error message
 HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def one_line(value, limit: int = 2000) -> str:
+    """What a remote party wrote (a report's field, an ESP's message), as one line to store and
+    show: control characters and line breaks become spaces, runs of spaces one, cut at `limit`."""
+    if not isinstance(value, str):
+        return ""
+    return " ".join(HEADER_UNSAFE.sub(" ", value[: limit * 2]).split())[:limit]
+
+
 def unsafe_header_character(value: str) -> str | None:
     """The first character of `value` that must not go into a mail header ("U+2028"), if any."""
     match = HEADER_UNSAFE.search(value)

@@ -32,11 +32,10 @@ from flufl.bounce import all_failures
 
 from smtp_settings.bounces import verp
 from smtp_settings.models import Bounce
-from smtp_settings.validators import HEADER_UNSAFE
+from smtp_settings.validators import one_line
 
 # Headers of the report, and of the message it returns, that may carry a VERP address.
 ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to", "return-path")
-TEXT_LIMIT = 2000
 _REPLY_CODE = re.compile(r"[245][0-9][0-9](?![0-9])")
 
 
@@ -74,11 +73,11 @@ def read(data: bytes) -> Report:
         return report
     reasons = _dsn_reasons(message)
     for address in sorted(permanent):
-        email = _text(address.decode("ascii", "replace"))
+        email = one_line(address.decode("ascii", "replace"))
         status, text = reasons.get(email.lower(), ("", ""))
         report.findings.append(Finding(kind_of_failure(status, text), email, status, text))
     for address in sorted(temporary - permanent):
-        email = _text(address.decode("ascii", "replace"))
+        email = one_line(address.decode("ascii", "replace"))
         status, text = reasons.get(email.lower(), ("", ""))
         report.findings.append(Finding(Bounce.Kind.DELAYED, email, status, text))
     if not report.findings:
@@ -105,8 +104,8 @@ def _complaint(message: Message) -> Finding | None:
         returned = next(typed_subpart_iterator(message, "message", "rfc822"), None)
         inner = returned.get_payload(0) if returned is not None and returned.is_multipart() else None
         recipient = parseaddr(inner.get("to", ""))[1] if inner is not None else ""
-    feedback_type = _text(fields.get("feedback-type", "abuse"))
-    return Finding(Bounce.Kind.COMPLAINT, _text(recipient), "", f"Feedback-Type: {feedback_type}")
+    feedback_type = one_line(str(fields.get("feedback-type", "abuse")))
+    return Finding(Bounce.Kind.COMPLAINT, one_line(recipient), "", f"Feedback-Type: {feedback_type}")
 
 
 def _feedback_fields(message: Message) -> Message | None:
@@ -126,11 +125,11 @@ def _dsn_reasons(message: Message) -> dict[str, tuple[str, str]]:
         if not part.is_multipart():
             continue
         for block in part.get_payload():
-            status = _text(block.get("status", "")).split(" ")[0][:16]
-            diagnostic_type, typed, diagnostic = _text(block.get("diagnostic-code", "")).partition(";")
+            status = one_line(str(block.get("status", ""))).split(" ")[0][:16]
+            diagnostic_type, typed, diagnostic = one_line(str(block.get("diagnostic-code", ""))).partition(";")
             diagnostic = diagnostic if typed else diagnostic_type  # "smtp; 550 5.1.1 ...", or untyped
             for name in ("original-recipient", "final-recipient", "x-actual-recipient"):
-                _, _, address = _text(block.get(name, "")).partition(";")
+                _, _, address = one_line(str(block.get(name, ""))).partition(";")
                 if address := parseaddr(address.strip())[1]:
                     reasons.setdefault(address.lower(), (status, diagnostic.strip()))
     return reasons
@@ -153,8 +152,3 @@ def _references(message: Message) -> list[str]:
                 if (reference := verp.reference_of(address)) and reference not in found:
                     found.append(reference)
     return found
-
-
-def _text(value) -> str:
-    """A header's text, one line, without control characters, bounded."""
-    return HEADER_UNSAFE.sub("", " ".join(str(value).split()))[:TEXT_LIMIT]

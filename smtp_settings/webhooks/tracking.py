@@ -31,7 +31,7 @@ from django.utils import timezone
 from smtp_settings.bounces.record import record, suppress
 from smtp_settings.events import enhanced_code
 from smtp_settings.models import Bounce, EspMessage, Suppression
-from smtp_settings.validators import HEADER_UNSAFE
+from smtp_settings.validators import HEADER_UNSAFE, one_line
 
 # Sent with reference ("d<id>", "o<id>", or "" for a message not found), email (may be ""),
 # outcome (anymail's event type: EventType.DELIVERED or EventType.UNSUBSCRIBED) and at (when
@@ -131,7 +131,7 @@ def _record_bounce(event, esp_name: str, email: str, message: EspMessage | None)
     else:
         says_soft = _SAYS_SOFT.get(esp_name)
         kind = Bounce.Kind.SOFT if says_soft and says_soft(event.esp_event) else Bounce.Kind.HARD
-    response = _text(event.mta_response)
+    response = one_line(event.mta_response)
     code = _REPLY_CODE.match(response)
     try:
         record(
@@ -142,7 +142,7 @@ def _record_bounce(event, esp_name: str, email: str, message: EspMessage | None)
             server=message.server if message else None,
             code=int(code.group(1)) if code else None,
             status=enhanced_code(response[code.end() if code else 0 :]),
-            text=" ".join(filter(None, [_text(event.description), response]))[:TEXT_LIMIT],
+            text=" ".join(filter(None, [one_line(event.description), response]))[:TEXT_LIMIT],
             event_key=key,
             report=json.dumps(event.esp_event, default=str).encode(),
         )
@@ -156,10 +156,3 @@ def _event_key(event, esp_name: str, email: str) -> str:
     ESP gives none, with the recipient (SES reports several in one event) and the type."""
     identity = event.event_id if event.event_id else json.dumps(event.esp_event, sort_keys=True, default=str)
     return hashlib.sha256(json.dumps([esp_name, str(identity), email, event.event_type]).encode()).hexdigest()
-
-
-def _text(value) -> str:
-    """What the ESP said, one line, without control characters, bounded."""
-    if not isinstance(value, str):
-        return ""
-    return " ".join(HEADER_UNSAFE.sub(" ", value[: TEXT_LIMIT * 2]).split())[:TEXT_LIMIT]

@@ -145,5 +145,5 @@ def test_a_malformed_report_is_kept_not_dropped(data):
 def test_hostile_fields_are_stored_bounded_and_without_control_characters():
     diagnostic = "550 5.1.1 <b>x</b>\x07\x1b[31m" + "A" * 10_000
     [bounce] = take(dsn_for(diagnostic=diagnostic))
-    assert bounce.text.startswith("550 5.1.1 <b>x</b>[31m") and len(bounce.text) <= 2000
+    assert bounce.text.startswith("550 5.1.1 <b>x</b> [31m") and len(bounce.text) <= 2000
     assert "\x07" not in bounce.text and "\x1b" not in bounce.text

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("smtp_settings", "0006_bounces_suppression_esp"),
+        ("smtp_settings", "0007_bounce_delay_warnings"),
     ]
 
     operations = [
