@@ -42,6 +42,9 @@ class Kind:
     SOFT_BOUNCE = "soft_bounce"  # a soft bounce, counted
     COMPLAINT = "complaint"  # marked as spam: the address is suppressed
     REPORT_NOT_UNDERSTOOD = "report_unparsed"  # a report kept, but not understood
+    # The suppression list (smtp_settings/suppressions/)
+    SUPPRESSED = "suppressed"  # an outbox message was not sent to addresses on the list
+    UNSUPPRESSED = "unsuppressed"  # someone took an address off the list; `text` says why
 
 
 @dataclass(frozen=True)
