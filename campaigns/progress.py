@@ -55,7 +55,8 @@ class Progress:
 
     @property
     def done(self) -> int:
-        """Deliveries that went out, failed, or were skipped because their subscriber left."""
+        """Deliveries that went out, failed, or were skipped (their subscriber left, or their
+        address is on the suppression list)."""
         return self.counts[Status.SENT] + self.counts[Status.FAILED] + self.counts[Status.SKIPPED]
 
     @property

@@ -16,7 +16,18 @@ def _datetime_field(label: str, help_text: str) -> forms.DateTimeField:
     )
 
 
-class TimeRangeForm(forms.Form):
+class FilterForm(forms.Form):
+    """A page's filters, from the query string: the fields FILTERS names are the ones
+    `forms/_filters.html` shows, in that order; the others are bounds of a page."""
+
+    FILTERS: tuple[str, ...] = ()
+
+    @property
+    def filter_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in self.FILTERS]
+
+
+class TimeRangeForm(FilterForm):
     """A filter's time range from the query string: from `since` (inclusive) to `until`
     (exclusive), as the browser's date-and-time inputs send them, in the current time zone."""
 

@@ -4,7 +4,8 @@ place that decides.
 - viewer: reads every page (campaigns, their progress and logs, lists, SMTP servers without
   their secrets) and exports the log;
 - sender: also writes lists and campaigns: import, edit, launch, pause, resume, cancel, retry,
-  send tests, delete; and requeues and deletes outbox messages;
+  send tests, delete; requeues and deletes outbox messages; and adds, imports and removes
+  addresses on the suppression list;
 - admin: also SMTP servers (and their "Test connection"), relay logins, API tokens and the
   default route and, in the Django admin, users.
 

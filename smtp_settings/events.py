@@ -43,6 +43,9 @@ class Kind:
     COMPLAINT = "complaint"  # marked as spam: the address is suppressed
     DELAY_WARNING = "delay_warning"  # a report that a server is still trying
     REPORT_NOT_UNDERSTOOD = "report_unparsed"  # a report kept, but not understood
+    # The suppression list (smtp_settings/suppressions/)
+    SUPPRESSED = "suppressed"  # an outbox message was not sent to addresses on the list
+    UNSUPPRESSED = "unsuppressed"  # someone took an address off the list; `text` says why
 
 
 @dataclass(frozen=True)

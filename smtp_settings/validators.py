@@ -59,6 +59,23 @@ def shown(value) -> str:
     return text if len(text) <= SHOWN else text[:SHOWN] + "…"
 
 
+def address_problem(address: str, max_length: int = 254) -> str | None:
+    """Why `address` (trimmed) cannot be stored as a person's address, if it cannot: blank, a
+    line break or control character (it goes into a To header), longer than `max_length`, or
+    not an email address (compared lower-cased, as stored)."""
+    if not address:
+        return "no email address"
+    if character := unsafe_header_character(address):
+        return f"the address contains a line break or control character ({character})"
+    if len(address) > max_length:
+        return f"'{shown(address)}' is longer than {max_length} characters"
+    try:
+        validate_email(address.lower())
+    except ValidationError:
+        return f"'{shown(address)}' is not a valid email address"
+    return None
+
+
 def validate_address(value: str) -> None:
     """An address, or a display name and an address: "News <news@example.test>".
 

@@ -9,7 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
 from campaigns.rendering import unsubscribe_url
 from project.roles import Role, role_of
-from smtp_settings.models import ApiToken, OutboxMessage, RelayCredential, RelayRoute, SmtpServer
+from smtp_settings.models import ApiToken, OutboxMessage, RelayCredential, RelayRoute, SmtpServer, Suppression
 from tests.campaigns.test_sending import make_campaign
 
 pytestmark = pytest.mark.django_db
@@ -65,6 +65,7 @@ def objects(make_server, closed_port):
         "message": message,
         "credential": credential,
         "token": ApiToken.issue("app")[0],
+        "suppression": Suppression.objects.create(email="gone@example.test", reason="hard_bounce"),
     }
 
 
@@ -74,6 +75,7 @@ def _url(name: str, params: tuple[str, ...], objects: dict) -> str:
         "lists": objects["list"].pk,
         "outbox": objects["message"].pk,
         "access": objects["credential"].pk,
+        "suppressions": objects["suppression"].pk,
     }
     values = {
         "pk": pk_of.get(name.split(":")[0], objects["campaign"].pk),
@@ -98,6 +100,7 @@ def _everything() -> tuple:
         list(RelayCredential.objects.values_list("pk", "name", "password_hash", "enabled")),
         list(ApiToken.objects.values_list("pk", "name", "enabled")),
         list(RelayRoute.servers.through.objects.values_list("pk")),
+        list(Suppression.objects.values_list("pk", "email", "reason")),
     )
 
 
@@ -153,6 +156,8 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "outbox:counts",
         "outbox:chart",
         "access:index",
+        "suppressions:list",
+        "suppressions:export",
     }
     administered = {name for name, needed in rules.items() if needed == Role.ADMIN}
     assert administered == {name for name in rules if name.startswith(("smtp_settings:", "access:"))} - readable
@@ -162,6 +167,11 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "outbox:delete",
         "outbox:requeue_filtered",
         "outbox:delete_filtered",
+    }
+    assert {name for name in sent if name.startswith("suppressions:")} == {
+        "suppressions:add",
+        "suppressions:import",
+        "suppressions:remove",
     }
 
 

@@ -9,8 +9,6 @@ and a text search — is kept to a time window (`time_window()`): a chosen campa
 else at most the last week of the filter's range, or the last 24 hours without a start.
 """
 
-import csv
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +20,7 @@ from django.utils import timezone
 
 from campaigns.eventlog.writer import AUTO_PAUSE, TASK_ERROR
 from campaigns.models import Campaign, Delivery, Event
+from project import csv_files
 from project.charts import Timeline, minute_of
 from project.forms import TimeRangeForm
 from smtp_settings.events import Kind
@@ -50,8 +49,6 @@ EXPORT_COLUMNS = [
     "recipient",
     "message_id",
 ]
-# A spreadsheet runs a cell starting with one of these as a formula (OWASP: CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class LogFilterForm(TimeRangeForm):
@@ -84,10 +81,6 @@ class LogFilterForm(TimeRangeForm):
         if cleaned.get("before") is not None and cleaned.get("after") is not None:
             self.add_error("after", "Ask for older or newer events, not both.")
         return cleaned
-
-    @property
-    def filter_fields(self):
-        return [self[name] for name in self.FILTERS]
 
 
 def time_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
@@ -201,37 +194,17 @@ def summary(events: QuerySet) -> list[tuple[str, int]]:
 # CSV
 
 
-def _cell(value) -> object:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
 def csv_chunks(events: QuerySet) -> Iterator[str]:
     """The events as CSV, newest first, EXPORT_CHUNK rows a piece read by keyset: never the
     whole table in memory."""
     columns = [name for name in EXPORT_COLUMNS if name not in ("server", "campaign")]
-    fields = [*columns, "server_name", "campaign__name", "id"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
-    before = None
-    while True:
-        chunk = events.order_by("-id") if before is None else events.filter(id__lt=before).order_by("-id")
-        rows = list(chunk.values(*fields)[:EXPORT_CHUNK])
-        for row in rows:
-            row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
-            writer.writerow([_cell(row[name]) for name in EXPORT_COLUMNS])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        if len(rows) < EXPORT_CHUNK:
-            return
-        before = rows[-1]["id"]
+    rows = events.values(*columns, "server_name", "campaign__name", "id")
+
+    def cells(row: dict) -> list:
+        row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
+        return [row[name] for name in EXPORT_COLUMNS]
+
+    return csv_files.csv_chunks(rows, EXPORT_COLUMNS, cells, EXPORT_CHUNK)
 
 
 # A campaign's timeline

@@ -1,11 +1,9 @@
 """Import subscribers into a list from a CSV file, streaming, in bounded memory.
 
-The file is read as bytes one physical line at a time; each line is decoded as UTF-8 on its
-own, so one badly encoded line is reported and skipped while the rest imports. Decoded lines
-go through `csv.reader`, so quoted fields spanning lines still work, and errors name the
-physical line a row starts on. Rows are saved in chunks of `CHUNK_ROWS`, each chunk in its
-own transaction: memory holds one chunk and the first `MAX_ERRORS` errors, whatever the size
-of the file.
+The file is read as `project.csv_files` reads every import: line by line, a badly encoded
+line reported and skipped while the rest imports, errors naming the physical line a row
+starts on. Rows are saved in chunks of `CHUNK_ROWS`, each chunk in its own transaction:
+memory holds one chunk and the first `MAX_ERRORS` errors, whatever the size of the file.
 
 The header row needs an `email` column; `name` is optional and every other column becomes an
 attribute. Importing is a merge keyed on the normalised address, so importing a file twice
@@ -14,32 +12,26 @@ merged (the file's values win, blank cells change nothing), and an existing subs
 status is never touched (an unsubscribed person stays unsubscribed).
 """
 
-import csv
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from campaigns.models import MailingList, Subscriber, SubscriberImport
-from smtp_settings.validators import unsafe_header_character
+from project import csv_files
+from project.csv_files import CsvRows, ImportFailed
+from smtp_settings.validators import address_problem, unsafe_header_character
 
 logger = logging.getLogger(__name__)
 
 CHUNK_ROWS = 1000
 MAX_ERRORS = 1000
-MAX_LINE_BYTES = 1024 * 1024  # a longer physical line is reported, not read into memory
 EMAIL_MAX_LENGTH = Subscriber._meta.get_field("email").max_length
 NAME_MAX_LENGTH = Subscriber._meta.get_field("name").max_length
-
-
-class ImportFailed(Exception):
-    """The file as a whole cannot be imported (no header, no email column...): nothing was saved."""
 
 
 def size_error(size: int) -> str | None:
@@ -73,133 +65,41 @@ class _Row:
     attributes: dict[str, str]
 
 
-class _Lines:
-    """The decoded lines of a binary file, for csv.reader, counting physical lines and bytes.
-
-    A line that is not UTF-8 (or is too long) is skipped and handed to `on_error`.
-    `row_start` is the number of the first line yielded since the last `mark()`.
-    """
-
-    def __init__(self, binary_file: BinaryIO, on_error: Callable[[int, str], None]):
-        self.file = binary_file
-        self.on_error = on_error
-        self.line_number = 0
-        self.bytes_read = 0
-        self.row_start = 0
-
-    def mark(self) -> None:
-        self.row_start = 0
-
-    def _physical_lines(self) -> Iterator[bytes | None]:
-        """Each line as bytes, or None for a line longer than MAX_LINE_BYTES (read past, not kept)."""
-        while True:
-            raw = self.file.readline(MAX_LINE_BYTES)
-            if not raw:
-                return
-            self.bytes_read += len(raw)
-            if len(raw) < MAX_LINE_BYTES or raw.endswith(b"\n"):
-                yield raw
-                continue
-            while raw and not raw.endswith(b"\n"):
-                raw = self.file.readline(MAX_LINE_BYTES)
-                self.bytes_read += len(raw)
-            yield None
-
-    def __iter__(self) -> Iterator[str]:
-        for raw in self._physical_lines():
-            self.line_number += 1
-            if raw is None:
-                self.on_error(self.line_number, f"line is longer than {MAX_LINE_BYTES:,} bytes")
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                self.on_error(self.line_number, "not UTF-8 text")
-                continue
-            if self.line_number == 1:
-                text = text.removeprefix("\ufeff")
-            if not self.row_start:
-                self.row_start = self.line_number
-            yield text
-
-
 @dataclass
 class _Columns:
     email: int
     name: int | None
     attributes: list[tuple[int, str]]
-    count: int
 
 
-def _columns(header: list[str]) -> _Columns:
-    if any("\x00" in column for column in header):
-        raise ImportFailed("the header row contains a NUL character")
-    names = [column.strip() for column in header]
-    lowered = [column.lower() for column in names]
-    for column in set(lowered):
-        if column and lowered.count(column) > 1:
-            raise ImportFailed(f"the header row names the column '{column}' more than once")
-    if "email" not in lowered:
-        found = ", ".join(repr(name[:40]) for name in names[:10] if name) or "no column names"
-        raise ImportFailed(f"the header row has no 'email' column (found: {found})")
+def _columns(names: list[str]) -> _Columns:
+    lowered = [name.lower() for name in names]
     return _Columns(
         email=lowered.index("email"),
         name=lowered.index("name") if "name" in lowered else None,
         # A column without a name (a trailing comma, say) holds nothing worth keeping.
         attributes=[(i, name) for i, name in enumerate(names) if name and lowered[i] not in ("email", "name")],
-        count=len(names),
     )
-
-
-def _read_header(reader: Iterator[list[str]], lines: _Lines) -> _Columns:
-    try:
-        for header in reader:
-            if header:  # blank lines before the header are no reason to fail
-                return _columns(header)
-    except csv.Error as exc:
-        raise ImportFailed(f"line {lines.row_start}: the header row is not valid CSV ({exc})") from None
-    raise ImportFailed("the file is empty: it needs a header row with an 'email' column")
-
-
-def _fail_on_error(line: int, reason: str) -> None:
-    raise ImportFailed(f"line {line}: {reason}, in the header row")
 
 
 def check_header(binary_file: BinaryIO) -> None:
     """Raise ImportFailed if the file's header row cannot start an import; rewind the file."""
-    lines = _Lines(binary_file, _fail_on_error)
-    try:
-        _read_header(csv.reader(lines), lines)
-    finally:
-        binary_file.seek(0)
+    csv_files.check_header(binary_file, "email")
 
 
 def _parse_row(cells: list[str], columns: _Columns, line: int) -> _Row | str:
     """A valid row, or why it is not."""
-    if len(cells) != columns.count:
-        return f"has {len(cells)} columns, the header has {columns.count}"
-    if any("\x00" in cell for cell in cells):
-        return "contains a NUL character"
     raw_email = cells[columns.email].strip()
-    if not raw_email:
-        return "no email address"
     name = cells[columns.name].strip() if columns.name is not None else ""
     # Both end up in mail headers: the address in To, the name wherever a subject uses it.
-    for what, value in (("the address", raw_email), ("the name", name)):
-        if character := unsafe_header_character(value):
-            return f"{what} contains a line break or control character ({character})"
-    email = Subscriber.normalise_email(raw_email)
-    shown = raw_email if len(raw_email) <= 80 else raw_email[:80] + "…"
-    if len(email) > EMAIL_MAX_LENGTH:
-        return f"'{shown}' is longer than {EMAIL_MAX_LENGTH} characters"
-    try:
-        validate_email(email)
-    except ValidationError:
-        return f"'{shown}' is not a valid email address"
+    if problem := address_problem(raw_email, EMAIL_MAX_LENGTH):
+        return problem
+    if character := unsafe_header_character(name):
+        return f"the name contains a line break or control character ({character})"
     if len(name) > NAME_MAX_LENGTH:
         return f"the name is longer than {NAME_MAX_LENGTH} characters"
     attributes = {key: cells[i].strip() for i, key in columns.attributes if cells[i].strip()}
-    return _Row(line=line, email=email, name=name, attributes=attributes)
+    return _Row(line=line, email=Subscriber.normalise_email(raw_email), name=name, attributes=attributes)
 
 
 def _merge_into(subscriber: Subscriber, row: _Row) -> bool:
@@ -279,19 +179,13 @@ def import_csv_file(
     numbers; `progress(result)` is called after each saved chunk.
     """
     result = ImportResult()
-    header_read = False
 
     def on_error(line: int, reason: str) -> None:
-        if not header_read:
-            _fail_on_error(line, reason)
         result.rows_read += 1
         result.reject(line, reason)
 
-    lines = _Lines(binary_file, on_error)
-    reader = csv.reader(lines)
-    columns = _read_header(reader, lines)
-    header_read = True
-
+    rows = CsvRows(binary_file, on_error)
+    columns = _columns(rows.header("email"))
     chunk: list[_Row] = []
     rows_at_flush = 0
 
@@ -301,26 +195,15 @@ def import_csv_file(
             _save_chunk(chunk, mailing_list, result)
             chunk.clear()
         rows_at_flush = result.rows_read
-        result.bytes_read = lines.bytes_read
+        result.bytes_read = rows.lines.bytes_read
         if progress:
             progress(result)
 
-    while True:
-        lines.mark()
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            result.rows_read += 1
-            result.reject(lines.row_start or lines.line_number, f"not valid CSV ({exc})")
-            continue
-        if not any(cell.strip() for cell in cells):
-            continue  # a blank line, or a spreadsheet's row of empty cells
+    for line, cells in rows:
         result.rows_read += 1
-        row = _parse_row(cells, columns, lines.row_start)
+        row = rows.problem(cells) or _parse_row(cells, columns, line)
         if isinstance(row, str):
-            result.reject(lines.row_start, row)
+            result.reject(line, row)
         else:
             chunk.append(row)
         # Report progress through a long stretch of invalid rows too.

@@ -13,6 +13,8 @@ from campaigns.lists.forms import ImportForm, MailingListForm
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
 from project.htmx import HtmxHttpRequest, redirect_to
 from project.roles import Role, role_required
+from smtp_settings.bounces.record import suppress
+from smtp_settings.models import Suppression
 
 SUBSCRIBERS_PER_PAGE = 50
 RECENT_IMPORTS = 5
@@ -111,11 +113,17 @@ def _render_row(request: HtmxHttpRequest, mailing_list: MailingList, subscriber:
 @role_required(Role.SENDER)
 @require_POST
 def set_status(request: HtmxHttpRequest, pk: int, subscriber_pk: int, status: str) -> HttpResponse:
-    """Unsubscribe, blocklist or reactivate a subscriber of this list (their status holds for every list)."""
+    """Unsubscribe, blocklist or reactivate a subscriber of this list (their status holds for
+    every list). Blocklisting also puts the address on the suppression list, which reactivating
+    leaves as it is (taking it off is for its own page, with a reason)."""
     mailing_list = _get_list_or_404(pk)
     subscriber = _get_member_or_404(mailing_list, subscriber_pk)
     if subscriber.status != status:
-        subscriber.set_status(status)
+        with transaction.atomic():
+            subscriber.set_status(status)
+            if status == Subscriber.Status.BLOCKLISTED:
+                note = f"Blocklisted by {request.user.get_username()} on the list “{mailing_list.name}”."
+                suppress(subscriber.email, Suppression.Reason.MANUAL, note)
     if not request.htmx:
         messages.success(request, f"{subscriber.email} is now {subscriber.get_status_display().lower()}.")
     return _render_row(request, mailing_list, subscriber)

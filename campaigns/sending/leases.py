@@ -26,13 +26,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery, Sender
 from project.sqlite_writes import one_writer
 from smtp_settings import processes
 from smtp_settings.leases import LeaseKeeper, db_time, live
-from smtp_settings.models import SmtpServer
+from smtp_settings.models import SmtpServer, Suppression
 from smtp_settings.shared_limits import configured_rate
 
 CONNECTIONS_PER_SENDER = 2  # a sender with fewer connections than this is better merged with another
@@ -145,8 +146,11 @@ def claim(lease: Lease, size: int) -> list[int]:
 
 
 def claimed(lease: Lease, ids: list[int]) -> list[Delivery]:
+    """The claimed deliveries with their subscribers, each with `suppressed`: whether the
+    subscriber's address is on the suppression list now (in the same query)."""
     mine = Delivery.objects.filter(id__in=ids, status=Delivery.Status.SENDING, claim_token=lease.token)
-    return list(mine.select_related("subscriber").order_by("id"))
+    suppressed = Exists(Suppression.objects.filter(email=OuterRef("subscriber__email")))
+    return list(mine.select_related("subscriber").annotate(suppressed=suppressed).order_by("id"))
 
 
 # A claim and a final dot both require a live sender (lease standing) of a running campaign.

@@ -18,6 +18,9 @@ go out. We record that moment (`final_dot_at`) with the fence (leases.FINAL_DOT)
 the message is held back before its dot (a server discards a transaction without it) and the
 batch stops. Recovery decides rows whose sender died by that record.
 
+A delivery whose subscriber left, or whose address is on the suppression list when its batch
+is claimed (one lookup for the batch, in the claim's query), is `skipped`: never sent.
+
 Transactional mail goes first: a batch through a server that outbox messages wait for
 (smtp_settings/outbox/delivery.py) keeps to one connection, and still goes.
 
@@ -231,6 +234,16 @@ def _bytes_per_message(campaign: Campaign) -> int:
     return 4 * template_chars + 4096
 
 
+def _why_skipped(delivery: Delivery) -> str:
+    """Why a claimed delivery is not sent after all, if it is not: its subscriber left, or
+    their address is on the suppression list (as it stood when the batch was claimed)."""
+    if not delivery.subscriber.is_active:
+        return "not subscribed any more"
+    if delivery.suppressed:
+        return "the address is on the suppression list"
+    return ""
+
+
 def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
     save_outcomes("campaigns_delivery", deliveries, lease.token, extra=("message_id",))
 
@@ -369,8 +382,8 @@ class CampaignSender:
             if self.keeper.stop.is_set() or server.pk not in self.keeper.servers:
                 return
             delivery.updated_at = now
-            if not delivery.subscriber.is_active:
-                delivery.status, delivery.last_reply = Status.SKIPPED, "not subscribed any more"
+            if skip := _why_skipped(delivery):
+                delivery.status, delivery.last_reply = Status.SKIPPED, skip
                 settled.append(delivery)
                 continue
             delivery.message_id = delivery.message_id or self.message_id_format.format(delivery.pk)

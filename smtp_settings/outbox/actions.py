@@ -13,7 +13,7 @@ from smtp_settings.models import OutboxMessage
 from smtp_settings.outbox import queue
 
 Status = OutboxMessage.Status
-REQUEUABLE = (Status.DEFERRED, Status.FAILED)
+REQUEUABLE = (Status.DEFERRED, Status.FAILED, Status.SKIPPED)  # skipped: once its recipients are off the list
 
 
 def requeuable(messages: QuerySet) -> QuerySet:
@@ -25,7 +25,7 @@ def deletable(messages: QuerySet) -> QuerySet:
 
 
 def requeue(messages: QuerySet) -> int:
-    """Put the deferred and failed ones among `messages` back in line as if new (no attempts,
+    """Put the deferred, failed and skipped ones among `messages` back in line as if new (no attempts,
     due now) and wake the delivery once that commits; how many were requeued."""
     with transaction.atomic():
         requeued = requeuable(messages).update(

@@ -1,5 +1,6 @@
 """The outbox's last day as a picture: per bucket, the messages sent, and those whose last
-attempt left them deferred or failed (the geometry is `project.charts`')."""
+attempt left them deferred or failed, or skipped (every recipient suppressed); the geometry
+is `project.charts`'."""
 
 from datetime import datetime
 
@@ -14,15 +15,18 @@ BARS = [
     Series(Status.SENT, "sent", "sent", "{n} sent"),
     Series(Status.DEFERRED, "deferred", "deferred", "{n} deferred"),
     Series(Status.FAILED, "failed", "failed", "{n} failed"),
+    Series(Status.SKIPPED, "skipped", "skipped", "{n} skipped"),
 ]
+UNSENT = (Status.DEFERRED, Status.FAILED, Status.SKIPPED)
 
 
 def outbox_timeline(now: datetime | None = None) -> Timeline | None:
-    """Up to `now`, from the first message sent, deferred or failed in the last WINDOW: the
-    sent ones when they were sent, the others when they were last tried. None without any."""
+    """Up to `now`, from the first message sent, deferred, failed or skipped in the last
+    WINDOW: the sent ones when they were sent, the others when they were last tried. None
+    without any."""
     end = now or timezone.now()
     sent = OutboxMessage.objects.filter(sent_at__gte=end - WINDOW)
-    unsent = OutboxMessage.objects.filter(status__in=(Status.DEFERRED, Status.FAILED), updated_at__gte=end - WINDOW)
+    unsent = OutboxMessage.objects.filter(status__in=UNSENT, updated_at__gte=end - WINDOW)
     firsts = [sent.aggregate(first=Min("sent_at"))["first"], unsent.aggregate(first=Min("updated_at"))["first"]]
     if not any(firsts):
         return None
@@ -40,5 +44,5 @@ def outbox_chart(now: datetime | None = None) -> Chart | None:
     if timeline is None:
         return None
     totals = ", ".join(f"{count(timeline.total(series.name))} {series.label}" for series in BARS)
-    title = f"Messages sent, deferred and failed per {per_bucket(timeline)}"
+    title = f"Messages sent, deferred, failed and skipped per {per_bucket(timeline)}"
     return bar_chart(timeline, title, f"{span(timeline)}: {totals}.", BARS)

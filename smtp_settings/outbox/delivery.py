@@ -28,7 +28,9 @@ shared limits, with the claims, leases and final-dot fence of campaign senders
   never reached its dot goes back in line, one past it is decided by
   CAMPAIGN_AMBIGUOUS_POLICY ("sent": flagged ambiguous; "resend": sent again).
 - Outcomes. Sent; deferred after a 4xx or a network error, back after OUTBOX_RETRY_DELAY_S,
-  doubling; failed on a 5xx, or after OUTBOX_RETRIES deferrals. The pool's events carry
+  doubling; failed on a 5xx, or after OUTBOX_RETRIES deferrals. Recipients on the suppression
+  list when the message is claimed are left out of its envelope (an event says who); a
+  message with none left is skipped. The pool's events carry
   {"outbox_message_id": id}, so the event log shows them with the message.
 - Campaigns leave room: `servers_waited_for()` says which servers outbox messages wait for,
   and a campaign sender sending through one of them keeps a single connection for its batch.
@@ -48,6 +50,7 @@ from django.conf import settings
 from django.core.mail import get_connection
 from django.db import connection
 from django.db.models import Q
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -64,7 +67,7 @@ from smtp_settings.leases import (
     save_outcomes,
     settle_orphans,
 )
-from smtp_settings.models import OutboxMessage, OutboxSender, RelayRoute, SmtpServer
+from smtp_settings.models import OutboxMessage, OutboxSender, RelayRoute, SmtpServer, Suppression
 from smtp_settings.raw import RawMessage
 from smtp_settings.shared_limits import configured_rate
 
@@ -82,6 +85,7 @@ POLL_S = 0.1
 MAX_ROUTES = 100  # distinct routes looked at to tell which servers the outbox waits for
 PRUNE_AFTER = timedelta(hours=1)  # stopped senders' rows are deleted after this
 NO_SERVER = "not sent: no enabled SMTP server to send it through"
+SHOWN_ADDRESSES = 5  # suppressed recipients named in a reply or an event, at most
 
 
 @dataclass(frozen=True)
@@ -364,7 +368,7 @@ class OutboxDelivery:
         """Send the claimed messages `ids`, each server's share from a thread of its own."""
         mine = OutboxMessage.objects.filter(id__in=ids, status=Status.SENDING, claim_token=self.lease.token)
         groups, nowhere = defaultdict(list), []
-        for message in mine.order_by("-priority", "id"):
+        for message in self._without_suppressed(list(mine.order_by("-priority", "id"))):
             server = router.choose(message.route)
             (groups[server] if server else nowhere).append(message)
         if nowhere:
@@ -377,6 +381,32 @@ class OutboxDelivery:
             thread.join()
         if errors:
             raise errors[0]
+
+    def _without_suppressed(self, messages: list[OutboxMessage]) -> list[OutboxMessage]:
+        """The messages to send, each without the recipients on the suppression list as it
+        stands now (one lookup for the claim). The envelope loses them, the bytes stay as the
+        application made them, and the row keeps every recipient it was handed. A message
+        left with no recipient is `skipped`, not sent."""
+        suppressed = Suppression.among(address for message in messages for address in message.recipients)
+        if not suppressed:
+            return messages
+        now, kept, skipped = timezone.now(), [], []
+        for message in messages:
+            dropped = [address for address in message.recipients if Suppression.normalize(address) in suppressed]
+            if not dropped:
+                kept.append(message)
+                continue
+            message.recipients = [address for address in message.recipients if address not in dropped]
+            _report_suppressed(message, dropped)
+            if message.recipients:
+                kept.append(message)
+                continue
+            message.status, message.last_code, message.updated_at = Status.SKIPPED, None, now
+            message.last_reply = f"not sent: every recipient is on the suppression list ({_some(dropped)})"
+            skipped.append(message)
+        if skipped:
+            self._write_outcomes(skipped)
+        return kept
 
     def _defer_unrouted(self, messages: list[OutboxMessage]) -> None:
         """No enabled server to go through: deferred, without using an attempt."""
@@ -440,6 +470,26 @@ class OutboxDelivery:
         mine.filter(Q(final_dot_at=None) | Q(pk__in=stopped)).update(
             status=Status.QUEUED, claim_token=None, final_dot_at=None, updated_at=timezone.now()
         )
+
+
+def _some(addresses: list[str]) -> str:
+    """The first SHOWN_ADDRESSES of `addresses`, and how many more."""
+    shown = ", ".join(addresses[:SHOWN_ADDRESSES])
+    return shown + (f" and {len(addresses) - SHOWN_ADDRESSES} more" if len(addresses) > SHOWN_ADDRESSES else "")
+
+
+def _report_suppressed(message: OutboxMessage, dropped: list[str]) -> None:
+    """An event for the log, with the message: who it was not sent to."""
+    event = PoolEvent(
+        kind=Kind.SUPPRESSED,
+        server_id=None,
+        server_name="",
+        text=f"not sent to {len(dropped)} recipient{pluralize(len(dropped))} on the suppression list: {_some(dropped)}",
+        recipient=dropped[0][:254],
+        message_id=message.message_id[:255],
+        context={"outbox_message_id": message.pk},
+    )
+    smtp_event.send(sender=OutboxMessage, event=event)
 
 
 def _in_thread(target, errors: list) -> threading.Thread:

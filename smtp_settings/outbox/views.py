@@ -99,7 +99,7 @@ def _act_on_one(request: HtmxHttpRequest, pk: int, act, verb: str, refusal: str)
 @require_POST
 def requeue(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _act_on_one(
-        request, pk, actions.requeue, "queued again", "is neither deferred nor failed: nothing to requeue"
+        request, pk, actions.requeue, "queued again", "is not deferred, failed or skipped: nothing to requeue"
     )
 
 
@@ -128,7 +128,7 @@ def _by_filter(request: HtmxHttpRequest, act, which, label: str, what: str, verb
 @require_POST
 def requeue_filtered(request: HtmxHttpRequest) -> HttpResponse:
     return _by_filter(
-        request, actions.requeue, actions.requeuable, "Requeue", "deferred or failed message", "queued again"
+        request, actions.requeue, actions.requeuable, "Requeue", "deferred, failed or skipped message", "queued again"
     )
 
 

@@ -15,11 +15,13 @@ from email import message_from_bytes, policy
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery, Event, MailingList, Sender, Subscriber
 from campaigns.sending import loop, watchdog
-from smtp_settings.models import SmtpServer
+from smtp_settings.bounces.record import suppress
+from smtp_settings.models import SmtpServer, Suppression
 from smtp_settings.pool import close_all_pools
 
 # Sending writes from the backend's threads, each with its own database connection: the
@@ -239,6 +241,33 @@ def test_subscribers_who_left_before_their_turn_are_skipped(smtp_sandbox, make_s
 
     assert "reader3@example.test" not in received_by_address(sandbox)
     assert campaign.deliveries.get(subscriber__email="reader3@example.test").status == "skipped"
+
+
+def test_suppressed_addresses_are_skipped_and_everyone_else_gets_the_campaign_once(
+    smtp_sandbox, make_server, viewer_client
+):
+    sandbox = smtp_sandbox(pipelining=True)
+    campaign = make_campaign([make_server(port=sandbox.port, max_conns=3)], 30)
+    suppress("READER3@example.test", Suppression.Reason.HARD_BOUNCE)  # before sending starts
+    loop.populate(campaign)
+    suppress("reader17@example.test", Suppression.Reason.COMPLAINT)  # after its delivery was made
+    suppress("stranger@example.test", Suppression.Reason.MANUAL)
+
+    start_sending(campaign)
+
+    skipped = {"reader3@example.test", "reader17@example.test"}
+    counts = received_by_address(sandbox)
+    assert set(counts) == {f"reader{n}@example.test" for n in range(30)} - skipped
+    assert set(counts.values()) == {1} and len(sandbox.received) == 28
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.FINISHED
+    for delivery in campaign.deliveries.filter(subscriber__email__in=skipped):
+        assert (delivery.status, delivery.attempts, delivery.final_dot_at) == ("skipped", 0, None)
+        assert delivery.last_reply == "the address is on the suppression list"
+    assert campaign.deliveries.filter(status="sent").count() == 28
+    progress = viewer_client.get(reverse("campaigns:progress", args=[campaign.pk])).content.decode()
+    assert '<dt>Skipped</dt><dd class="count-skipped">2</dd>' in progress
+    assert "30 of 30 done" in progress
 
 
 def test_campaign_rate_limit_holds(smtp_sandbox, make_server):

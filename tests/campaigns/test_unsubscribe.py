@@ -6,6 +6,8 @@ from django.urls import reverse
 
 from campaigns.models import Campaign, Subscriber
 from campaigns.rendering import CampaignRenderer, unsubscribe_url
+from smtp_settings.bounces.record import suppress
+from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("site_url")]
@@ -68,6 +70,27 @@ def test_the_link_in_a_message_unsubscribes_its_recipient(client, ana, campaign)
     assert ana.status == Subscriber.Status.UNSUBSCRIBED
 
 
+def test_unsubscribing_puts_the_address_on_the_suppression_list(client, ana, campaign):
+    client.get(_path(ana.pk, campaign.pk))
+    assert not Suppression.objects.exists()  # asking is not unsubscribing
+
+    client.post(_path(ana.pk, campaign.pk))
+
+    entry = Suppression.objects.get()
+    assert (entry.email, entry.reason, entry.note) == ("ana@example.test", "unsubscribe", "With the link in “News”.")
+
+
+def test_an_address_on_the_list_already_keeps_its_first_reason(client, ana):
+    suppress("ana@example.test", Suppression.Reason.COMPLAINT, "spam report")
+
+    client.post(_path(ana.pk))
+
+    assert list(Suppression.objects.values_list("email", "reason", "note")) == [
+        ("ana@example.test", "complaint", "spam report")
+    ]
+    assert Subscriber.objects.get(pk=ana.pk).status == Subscriber.Status.UNSUBSCRIBED
+
+
 def test_unsubscribing_twice_keeps_the_first_time(client, ana):
     client.post(_path(ana.pk))
     first = Subscriber.objects.get(pk=ana.pk).unsubscribed_at
@@ -94,6 +117,7 @@ def test_a_blocklisted_subscriber_stays_blocklisted(client, ana):
     assert response.status_code == 200
     ana.refresh_from_db()
     assert ana.status == Subscriber.Status.BLOCKLISTED
+    assert Suppression.objects.get().email == "ana@example.test"  # and nothing reaches them
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
@@ -113,6 +137,7 @@ def test_a_tampered_link_is_a_friendly_404_that_changes_nothing(client, ana, met
     assert response.status_code == 404
     assert "This unsubscribe link is not valid" in response.content.decode()
     assert Subscriber.objects.get(pk=ana.pk).status == Subscriber.Status.ACTIVE
+    assert not Suppression.objects.exists()
 
 
 def test_a_link_for_a_deleted_subscriber_is_a_friendly_404(client, ana):

@@ -51,7 +51,7 @@ def one_of_each():
     }
 
 
-REQUEUABLE = (Status.DEFERRED, Status.FAILED)
+REQUEUABLE = (Status.DEFERRED, Status.FAILED, Status.SKIPPED)
 
 
 # -- who may see and do what --
@@ -140,6 +140,7 @@ def test_a_long_reply_is_cut_in_the_list(viewer_client):
     ("query", "expected"),
     [
         ({"status": "failed"}, ["failed"]),
+        ({"status": "skipped"}, ["skipped"]),
         ({"to": "DEFERRED@example"}, ["deferred"]),
         ({"to": "@example.test", "status": "sent"}, ["sent"]),
     ],
@@ -147,6 +148,17 @@ def test_a_long_reply_is_cut_in_the_list(viewer_client):
 def test_filters_by_status_and_recipient(viewer_client, one_of_each, query, expected):
     response = viewer_client.get(LIST, query)
     assert listed(response) == [one_of_each[status].pk for status in expected]
+
+
+def test_a_skipped_message_says_why_and_the_status_filter_offers_skipped(viewer_client):
+    reply = "not sent: every recipient is on the suppression list (bob@example.test)"
+    skipped = make_message(status=Status.SKIPPED, last_reply=reply)
+
+    page = viewer_client.get(LIST, {"status": "skipped"}).content.decode()
+
+    assert '<option value="skipped" selected>Skipped</option>' in page
+    row = re.search(rf'<tr id="message-{skipped.pk}".*?</tr>', page, re.S).group(0)
+    assert '<span class="badge outbox-skipped">Skipped</span>' in row and reply in row
 
 
 def test_filters_by_server_and_time(viewer_client, make_server):
@@ -193,23 +205,24 @@ def test_the_counts_per_status_refresh_alone_every_two_seconds(viewer_client, on
     assert response.status_code == 200 and "<html" not in partial
     assert 'id="outbox-counts"' in partial and 'hx-trigger="every 2s"' in partial
     counts = dict(re.findall(r'\?status=(\w+)">\w+</a></dt><dd>(\d+)</dd>', partial))
-    assert counts == {"queued": "1", "sending": "1", "sent": "1", "deferred": "1", "failed": "2"}
+    assert counts == {"queued": "1", "sending": "1", "sent": "1", "deferred": "1", "failed": "2", "skipped": "1"}
     assert 'id="outbox-counts"' in viewer_client.get(LIST).content.decode()
 
 
-def test_the_chart_stacks_sent_deferred_and_failed_per_minute(viewer_client):
+def test_the_chart_stacks_sent_deferred_failed_and_skipped_per_minute(viewer_client):
     minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
     for seconds in (0, 10, 20):
         make_message(status=Status.SENT, sent_at=minute + timedelta(seconds=seconds))
     make_message(status=Status.DEFERRED, updated_at=minute + timedelta(seconds=30))
     make_message(status=Status.FAILED, updated_at=minute + timedelta(minutes=2))
+    make_message(status=Status.SKIPPED, updated_at=minute + timedelta(minutes=2, seconds=5))
     make_message(status=Status.SENT, sent_at=minute - timedelta(days=2))  # outside the last day
 
     response = viewer_client.get(reverse("outbox:chart"), **HTMX)
     svg = re.search(r"<svg.*?</svg>", response.content.decode(), re.S).group(0)
 
-    assert "<title>Messages sent, deferred and failed per minute</title>" in svg
-    assert re.search(r'aria-label="[^"]*: 3 sent, 1 deferred, 1 failed\.', svg)
+    assert "<title>Messages sent, deferred, failed and skipped per minute</title>" in svg
+    assert re.search(r'aria-label="[^"]*: 3 sent, 1 deferred, 1 failed, 1 skipped\.', svg)
     bar = r'<rect class="(\w+)" x="([\d.]+)" y="([\d.]+)" width="[\d.]+" height="([\d.]+)"><title>([^<]*)'
     bars = re.findall(bar, svg)
     when = timezone.localtime(minute).strftime("%H:%M")
@@ -217,6 +230,7 @@ def test_the_chart_stacks_sent_deferred_and_failed_per_minute(viewer_client):
         ("sent", f"{when}: 3 sent"),
         ("deferred", f"{when}: 1 deferred"),
         ("failed", f"{(timezone.localtime(minute) + timedelta(minutes=2)):%H:%M}: 1 failed"),
+        ("skipped", f"{(timezone.localtime(minute) + timedelta(minutes=2)):%H:%M}: 1 skipped"),
     ]
     sent, deferred = bars[0], bars[1]
     assert sent[1] == deferred[1]  # one stack
@@ -228,7 +242,7 @@ def test_the_chart_stacks_sent_deferred_and_failed_per_minute(viewer_client):
 def test_an_outbox_that_did_nothing_today_has_no_chart(viewer_client):
     make_message(status=Status.QUEUED)
     page = viewer_client.get(LIST).content.decode()
-    assert "<svg" not in page and "Nothing sent, deferred or failed in the last 24 hours." in page
+    assert "<svg" not in page and "Nothing sent, deferred, failed or skipped in the last 24 hours." in page
 
 
 # -- one message --
@@ -329,19 +343,19 @@ def test_requeue_with_htmx_returns_the_updated_row(sender_client, one_of_each):
 
 
 @pytest.mark.parametrize("status", [Status.QUEUED, Status.SENDING, Status.SENT])
-def test_only_deferred_and_failed_messages_can_be_requeued(sender_client, one_of_each, status):
+def test_only_deferred_failed_and_skipped_messages_can_be_requeued(sender_client, one_of_each, status):
     message = one_of_each[status]
     before = statuses()
     response = sender_client.post(reverse("outbox:requeue", args=[message.pk]), follow=True)
     assert statuses() == before
-    assert f"Message {message.pk} is neither deferred nor failed: nothing to requeue." in response.content.decode()
+    assert f"Message {message.pk} is not deferred, failed or skipped: nothing to requeue." in response.content.decode()
 
 
 def test_delete_removes_one_message(sender_client, one_of_each):
     sent = one_of_each[Status.SENT]
     response = sender_client.post(reverse("outbox:delete", args=[sent.pk]))
     assert response.status_code == 302 and response.url == LIST
-    assert not OutboxMessage.objects.filter(pk=sent.pk).exists() and OutboxMessage.objects.count() == 4
+    assert not OutboxMessage.objects.filter(pk=sent.pk).exists() and OutboxMessage.objects.count() == 5
 
 
 def test_delete_with_htmx_removes_the_row(sender_client, one_of_each):
@@ -383,7 +397,8 @@ def test_requeue_by_filter_asks_first_then_requeues_only_what_the_filter_selects
 
     asked = sender_client.post(url)
     assert asked.status_code == 200 and statuses() == before
-    assert "2 deferred or failed messages that these filters select will be queued again." in asked.content.decode()
+    question = "2 deferred, failed or skipped messages that these filters select will be queued again."
+    assert question in asked.content.decode()
     assert 'name="confirm" value="yes"' in asked.content.decode()
 
     with django_capture_on_commit_callbacks() as woken:
@@ -397,7 +412,7 @@ def test_requeue_by_filter_asks_first_then_requeues_only_what_the_filter_selects
     assert "2 messages queued again." in sender_client.get(done.url).content.decode()
 
 
-def test_requeue_everything_leaves_what_is_not_deferred_or_failed(sender_client, one_of_each):
+def test_requeue_everything_leaves_what_is_not_deferred_failed_or_skipped(sender_client, one_of_each):
     response = sender_client.post(reverse("outbox:requeue_filtered"), {"confirm": "yes"})
     assert response.status_code == 302
     assert {status: statuses()[message.pk][0] for status, message in one_of_each.items()} == {
@@ -406,6 +421,7 @@ def test_requeue_everything_leaves_what_is_not_deferred_or_failed(sender_client,
         "sent": "sent",
         "deferred": "queued",
         "failed": "queued",
+        "skipped": "queued",
     }
 
 
@@ -418,7 +434,7 @@ def test_delete_by_filter_with_htmx_deletes_all_but_what_is_being_sent(sender_cl
 def test_delete_by_filter_without_javascript_asks_first(sender_client, one_of_each):
     asked = sender_client.post(reverse("outbox:delete_filtered") + "?status=sent")
     assert "1 message that these filters select will be deleted." in asked.content.decode()
-    assert OutboxMessage.objects.count() == 5
+    assert OutboxMessage.objects.count() == 6
 
 
 def test_an_action_with_a_filter_that_cannot_be_used_changes_nothing(sender_client, one_of_each):
@@ -432,4 +448,5 @@ def test_the_bulk_buttons_carry_the_filter_and_confirm_with_htmx(sender_client, 
     page = sender_client.get(LIST, {"status": "failed"}).content.decode()
     action = reverse("outbox:requeue_filtered") + "?status=failed"
     assert f'hx-post="{action}"' in page and f'action="{action}"' in page
-    assert 'hx-vals=\'{"confirm": "yes"}\'' in page and 'hx-confirm="Queue again every deferred and failed' in page
+    assert 'hx-vals=\'{"confirm": "yes"}\'' in page
+    assert 'hx-confirm="Queue again every deferred, failed and skipped' in page

@@ -9,6 +9,7 @@ from django.core.files.base import ContentFile
 from campaigns.lists import importing
 from campaigns.lists.importing import ImportFailed, import_csv_file, run_import
 from campaigns.models import MailingList, Subscriber, SubscriberImport
+from project import csv_files
 
 pytestmark = pytest.mark.django_db
 
@@ -220,7 +221,7 @@ def test_progress_is_reported_after_each_chunk(news, monkeypatch):
 
 
 def test_an_overlong_line_is_reported_without_being_read_into_memory(news, monkeypatch):
-    monkeypatch.setattr(importing, "MAX_LINE_BYTES", 64)
+    monkeypatch.setattr(csv_files, "MAX_LINE_BYTES", 64)
     content = "email,note\nann@example.com," + "x" * 200 + "\nbob@example.com,short\n"
 
     result = _import(content, news)

@@ -1,5 +1,7 @@
 """The list pages: lists, subscribers (search, pages, row actions), CSV upload and import progress."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -7,6 +9,8 @@ from django.urls import reverse
 from campaigns import tasks
 from campaigns.lists import views as list_views
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
+from project.roles import Role
+from smtp_settings.models import Suppression
 
 pytestmark = pytest.mark.django_db
 
@@ -174,6 +178,24 @@ def test_status_actions_without_htmx_redirect_to_the_list(sender_client, news, a
     assert Subscriber.objects.get(pk=ann.pk).status == Subscriber.Status.BLOCKLISTED
     page = sender_client.get(response.url)
     assert "ann@example.com is now blocklisted." in page.content.decode()
+
+
+def test_blocklisting_puts_the_address_on_the_suppression_list_and_reactivating_leaves_it(login_as, news, ann):
+    browser = login_as(Role.SENDER)
+    browser.post(_row_url("blocklist", ann, news), **HTMX)
+
+    entry = Suppression.objects.get()
+    assert (entry.email, entry.reason) == ("ann@example.com", "manual")
+    assert re.fullmatch(r"Blocklisted by sender-\d+ on the list “News”\.", entry.note)
+
+    browser.post(_row_url("reactivate", ann, news), **HTMX)
+    assert Subscriber.objects.get(pk=ann.pk).is_active and Suppression.objects.count() == 1
+
+
+@pytest.mark.parametrize("action", ["unsubscribe", "remove"])
+def test_other_row_actions_leave_the_suppression_list_alone(sender_client, news, ann, action):
+    sender_client.post(_row_url(action, ann, news), **HTMX)
+    assert not Suppression.objects.exists()
 
 
 def test_row_actions_need_a_member_of_the_list(sender_client, news):

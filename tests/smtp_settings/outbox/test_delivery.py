@@ -14,9 +14,11 @@ from django_q.brokers import get_broker
 
 from campaigns import eventlog
 from campaigns.models import Event
+from smtp_settings.bounces.record import suppress
 from smtp_settings.leases import AMBIGUOUS_SENT
-from smtp_settings.models import OutboxMessage, OutboxSender, RelayRoute
+from smtp_settings.models import OutboxMessage, OutboxSender, RelayRoute, Suppression
 from smtp_settings.outbox import delivery
+from smtp_settings.outbox.actions import requeue
 from smtp_settings.outbox.queue import Envelope, enqueue
 from smtp_settings.pool import close_all_pools
 from tests.campaigns.test_sending import make_campaign, start_sending, status_of, wait_for
@@ -315,6 +317,66 @@ def test_the_events_of_an_outbox_message_are_in_the_log_with_it(smtp_sandbox, ma
     assert Event.objects.filter(kind="connect", outbox_message_id=message.pk).exists()
     page = viewer_client.get("/logs/").content.decode()
     assert f"outbox #{message.pk}" in page
+
+
+# -- the suppression list --
+
+
+def test_a_suppressed_recipient_is_left_out_of_the_envelope_and_the_others_get_the_message(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    make_server(port=sandbox.port)
+    suppress("gone@example.test", Suppression.Reason.HARD_BOUNCE)
+    [message] = enqueue([Envelope("alerts@example.test", ["Gone@Example.test", "bob@example.test"], alert(1), "api")])
+
+    delivery.deliver()
+    eventlog.flush()
+
+    [received] = sandbox.received
+    assert received.rcpt_tos == ("bob@example.test",)
+    assert received.data == alert(1)  # the bytes as the application made them, To header and all
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("sent", 1)
+    assert message.recipients == ["Gone@Example.test", "bob@example.test"]  # as it was handed over
+    event = Event.objects.get(kind="suppressed")
+    assert (event.outbox_message_id, event.recipient) == (message.pk, "Gone@Example.test")
+    assert event.text == "not sent to 1 recipient on the suppression list: Gone@Example.test"
+
+
+def test_a_message_whose_recipients_are_all_suppressed_is_skipped_and_nothing_is_sent(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    make_server(port=sandbox.port)
+    recipients = [f"user{n}@example.test" for n in range(8)]
+    for address in recipients:
+        suppress(address, Suppression.Reason.COMPLAINT)
+    [skipped] = enqueue([Envelope("alerts@example.test", recipients, alert(0), "relay")])
+    [other] = queue(1, start=9)
+
+    delivery.deliver()
+
+    skipped.refresh_from_db()
+    assert (skipped.status, skipped.attempts, skipped.sent_at, skipped.server) == ("skipped", 0, None, None)
+    assert skipped.last_reply == (
+        "not sent: every recipient is on the suppression list (user0@example.test, user1@example.test,"
+        " user2@example.test, user3@example.test, user4@example.test and 3 more)"
+    )
+    assert received_ids(sandbox) == Counter([other.message_id])
+    assert [message.rcpt_tos for message in sandbox.received] == [("user9@example.test",)]
+
+
+def test_a_skipped_message_requeued_once_its_address_is_off_the_list_goes(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    make_server(port=sandbox.port)
+    entry = suppress("user0@example.test", Suppression.Reason.MANUAL)
+    [message] = queue(1)
+    delivery.deliver()
+    assert OutboxMessage.objects.get().status == "skipped" and sandbox.received == []
+
+    entry.delete()
+    assert requeue(OutboxMessage.objects.all()) == 1
+    delivery.deliver()
+
+    assert received_ids(sandbox) == Counter([message.message_id])
+    assert OutboxMessage.objects.get().status == "sent"
 
 
 # -- routes --
