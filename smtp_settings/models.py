@@ -642,11 +642,13 @@ class Suppression(models.Model):
         return email.strip().lower()
 
     @classmethod
-    def among(cls, emails) -> set[str]:
-        """Which of these addresses are suppressed (normalized)."""
-        wanted = {cls.normalize(email) for email in emails}
+    def among(cls, emails, transactional: bool = False) -> set[str]:
+        """Which of these addresses are suppressed (normalized). For transactional mail (the
+        outbox), an unsubscribe does not count: leaving a newsletter does not stop password
+        resets and receipts; bounces, complaints and manual entries do."""
+        entries = cls.objects.exclude(reason=cls.Reason.UNSUBSCRIBE) if transactional else cls.objects.all()
+        batch = sorted({cls.normalize(email) for email in emails})
         found: set[str] = set()
-        batch = sorted(wanted)
         for start in range(0, len(batch), 500):  # SQLite's bound parameters
-            found.update(cls.objects.filter(email__in=batch[start : start + 500]).values_list("email", flat=True))
+            found.update(entries.filter(email__in=batch[start : start + 500]).values_list("email", flat=True))
         return found

@@ -384,10 +384,12 @@ class OutboxDelivery:
 
     def _without_suppressed(self, messages: list[OutboxMessage]) -> list[OutboxMessage]:
         """The messages to send, each without the recipients on the suppression list as it
-        stands now (one lookup for the claim). The envelope loses them, the bytes stay as the
-        application made them, and the row keeps every recipient it was handed. A message
-        left with no recipient is `skipped`, not sent."""
-        suppressed = Suppression.among(address for message in messages for address in message.recipients)
+        stands now (one lookup for the claim; an unsubscribe does not count for transactional
+        mail). The envelope loses them, the bytes stay as the application made them, and the
+        row keeps every recipient it was handed. A message left with no recipient is
+        `skipped`, not sent."""
+        recipients = (address for message in messages for address in message.recipients)
+        suppressed = Suppression.among(recipients, transactional=True)
         if not suppressed:
             return messages
         now, kept, skipped = timezone.now(), [], []

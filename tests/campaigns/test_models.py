@@ -4,8 +4,9 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from campaigns.models import Campaign, Delivery
+from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.sending import loop
+from smtp_settings.models import Suppression
 from tests.campaigns.test_sending import make_campaign
 
 pytestmark = pytest.mark.django_db
@@ -114,3 +115,22 @@ def test_deliveries_an_earlier_cancel_skipped_become_cancelled_on_upgrade(make_s
     executor.migrate(latest)
 
     assert _statuses(campaign) == ["sent", "skipped", "cancelled"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_subscribers_who_left_before_the_suppression_list_existed_are_put_on_it_on_upgrade():
+    left = {"Left@Example.test": "unsubscribed", "blocked@example.test": "blocklisted", "here@example.test": "active"}
+    for email, status in left.items():
+        Subscriber.objects.create(email=email, status=status)
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("campaigns")
+    executor.migrate([("campaigns", "0009_bounces_and_guard_rails")])
+    Suppression.objects.all().delete()  # as it was then: nobody on the list
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(latest)
+
+    assert dict(Suppression.objects.values_list("email", "reason")) == {
+        "left@example.test": "unsubscribe",
+        "blocked@example.test": "manual",
+    }

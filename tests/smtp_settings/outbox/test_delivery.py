@@ -342,6 +342,20 @@ def test_a_suppressed_recipient_is_left_out_of_the_envelope_and_the_others_get_t
     assert event.text == "not sent to 1 recipient on the suppression list: Gone@Example.test"
 
 
+def test_an_unsubscribe_does_not_stop_transactional_mail(smtp_sandbox, make_server):
+    """Leaving a newsletter must not stop password resets and receipts."""
+    sandbox = smtp_sandbox()
+    make_server(port=sandbox.port)
+    suppress("reader@example.test", Suppression.Reason.UNSUBSCRIBE)
+    [message] = enqueue([Envelope("alerts@example.test", ["reader@example.test"], alert(1), "api")])
+
+    delivery.deliver()
+
+    message.refresh_from_db()
+    assert message.status == "sent"
+    assert [received.rcpt_tos for received in sandbox.received] == [("reader@example.test",)]
+
+
 def test_a_message_whose_recipients_are_all_suppressed_is_skipped_and_nothing_is_sent(smtp_sandbox, make_server):
     sandbox = smtp_sandbox()
     make_server(port=sandbox.port)
