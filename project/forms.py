@@ -16,7 +16,18 @@ def _datetime_field(label: str, help_text: str) -> forms.DateTimeField:
     )
 
 
-class TimeRangeForm(forms.Form):
+class FilterForm(forms.Form):
+    """A page's filters, from the query string: FILTERS names the fields the filter form shows
+    (forms/_filters.html) and the page's links keep (filters_in_use)."""
+
+    FILTERS: tuple[str, ...] = ()
+
+    @property
+    def filter_fields(self):
+        return [self[name] for name in self.FILTERS]
+
+
+class TimeRangeForm(FilterForm):
     """A filter's time range from the query string: from `since` (inclusive) to `until`
     (exclusive), as the browser's date-and-time inputs send them, in the current time zone."""
 

@@ -15,6 +15,7 @@ urlpatterns = [
     path("logs/", include("campaigns.eventlog.urls")),
     path("u/<str:token>/", unsubscribe, name="unsubscribe"),
     path("outbox/", include("smtp_settings.outbox.urls")),
+    path("bounces/", include("smtp_settings.bounces.urls")),
     path("settings/smtp/", include("smtp_settings.urls")),
     path("settings/relay/", include("smtp_settings.access.urls")),
     path("api/v1/", include("smtp_settings.api.urls")),

@@ -85,10 +85,6 @@ class LogFilterForm(TimeRangeForm):
             self.add_error("after", "Ask for older or newer events, not both.")
         return cleaned
 
-    @property
-    def filter_fields(self):
-        return [self[name] for name in self.FILTERS]
-
 
 def time_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
     """The time range the counts per kind and a text search cover, since both read every row

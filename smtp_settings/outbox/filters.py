@@ -7,6 +7,7 @@ from django.db.models import Count, QuerySet, TextField
 from django.db.models.functions import Cast
 
 from project.forms import TimeRangeForm
+from project.paging import older_page
 from smtp_settings.models import OutboxMessage, SmtpServer
 
 PAGE_SIZE = 50
@@ -42,10 +43,6 @@ class OutboxFilterForm(TimeRangeForm):
     FILTERS = ("status", "server", "to", "since", "until")
     field_order = FILTERS
 
-    @property
-    def filter_fields(self):
-        return [self[name] for name in self.FILTERS]
-
 
 def filtered_messages(cleaned: dict) -> QuerySet:
     """The messages the filter selects (by creation time), newest first."""
@@ -70,10 +67,7 @@ class Page:
 
 
 def page(messages: QuerySet, before: int | None = None) -> Page:
-    if before is not None:
-        messages = messages.filter(id__lt=before)
-    rows = list(messages.select_related("server").only(*LISTED)[: PAGE_SIZE + 1])
-    return Page(rows[:PAGE_SIZE], rows[PAGE_SIZE - 1].pk if len(rows) > PAGE_SIZE else None)
+    return Page(*older_page(messages.select_related("server").only(*LISTED), before, PAGE_SIZE))
 
 
 def status_counts() -> dict[str, int]:
