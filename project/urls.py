@@ -16,6 +16,7 @@ urlpatterns = [
     path("u/<str:token>/", unsubscribe, name="unsubscribe"),
     path("outbox/", include("smtp_settings.outbox.urls")),
     path("suppressions/", include("smtp_settings.suppressions.urls")),
+    path("bounces/", include("smtp_settings.bounces.urls")),
     path("settings/smtp/", include("smtp_settings.urls")),
     path("settings/relay/", include("smtp_settings.access.urls")),
     path("api/v1/", include("smtp_settings.api.urls")),

@@ -1,4 +1,5 @@
 import hashlib
+import re
 import secrets
 from datetime import timedelta
 
@@ -598,6 +599,11 @@ class Bounce(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.email or 'an unknown address'}"
+
+    @property
+    def outbox_message_id(self) -> int | None:
+        """The outbox message it was about, if its reference names one ("o45")."""
+        return int(self.reference[1:]) if re.fullmatch(r"o[0-9]{1,18}", self.reference) else None
 
 
 class EspMessage(models.Model):

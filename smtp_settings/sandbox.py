@@ -12,13 +12,21 @@ real server received. Provider behaviours are opt-in:
 - limits: advertise RFC 9422 LIMITS (e.g. "MAILMAX=10 RCPTMAX=2") and enforce them;
 - fault: a callable(stage, sandbox) that may return "drop" to cut the connection at
   "DATA" (before the content) or "dot" (after the final dot, before the reply: the message
-  is received, the client never hears so), or a reply to send instead.
+  is received, the client never hears so), or a reply to send instead;
+- bounce and bounce_to: accept the message, then, as an MTA that finds later that a mailbox
+  does not exist, send a DSN (5.1.1) for each recipient matching the pattern (fnmatch, case
+  ignored) to the message's envelope sender, by SMTP through bounce_to (host, port): how
+  Relaydeck's bounce listener can be tried end to end.
 """
 
 import asyncio
+import fnmatch
 import hmac
+import logging
+import queue
 import random
 import re
+import smtplib
 import ssl
 import threading
 import time
@@ -29,7 +37,10 @@ from email.parser import BytesHeaderParser
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
+from smtp_settings.bounces import dsn
 from smtp_settings.loop_server import LoopServer
+
+log = logging.getLogger(__name__)
 
 SES_421 = "421 Connection closed by server. Maximum message count per session reached."
 EXCHANGE_421 = (
@@ -125,6 +136,8 @@ class _Handler:
                     received_at=time.monotonic(),
                 ),
             )
+            if sandbox.bouncer:
+                sandbox.bouncer.bounce(envelope.mail_from, envelope.rcpt_tos, content)
         return await self._reply(server, "dot", "250 2.0.0 Ok: queued", action)
 
     async def auth_CRAM__MD5(self, server, args) -> AuthResult:
@@ -179,6 +192,57 @@ class _SandboxSMTP(SMTP):
         await super().smtp_DATA(arg)
 
 
+class _Bouncer:
+    """Sends the sandbox's DSNs from a thread of its own, one SMTP session each: at most
+    MAX_WAITING wait; one more, like a DSN the target does not take, is logged and counted,
+    and the sandbox goes on."""
+
+    MAX_WAITING = 100
+    TIMEOUT_S = 10
+
+    def __init__(self, pattern: str, target: tuple[str, int], count: Callable[[str], None]):
+        self.pattern = pattern.lower()
+        self.target = target
+        self.count = count
+        self._waiting: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="smtp-sandbox-bounces", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Send those waiting (within TIMEOUT_S each), then stop."""
+        self._waiting.put(None)
+        self._thread.join(timeout=self.TIMEOUT_S * 2)
+
+    def bounce(self, mail_from: str, recipients, original: bytes) -> None:
+        """Queue a DSN to `mail_from` for each of `recipients` the pattern matches (none for a
+        message from the null sender: a bounce is never bounced)."""
+        if mail_from in ("", "<>"):
+            return
+        for recipient in recipients:
+            if not fnmatch.fnmatchcase(recipient.lower(), self.pattern):
+                continue
+            if self._waiting.qsize() >= self.MAX_WAITING:
+                log.warning("Sandbox: %d DSNs wait already; the one for %s is dropped", self.MAX_WAITING, recipient)
+                self.count("bounces_failed")
+                continue
+            self._waiting.put((mail_from, recipient, original))
+
+    def _run(self) -> None:
+        while (waiting := self._waiting.get()) is not None:
+            mail_from, recipient, original = waiting
+            report = dsn.notification(original, recipient, to=mail_from)
+            try:
+                with smtplib.SMTP(*self.target, timeout=self.TIMEOUT_S) as smtp:
+                    smtp.sendmail("", [mail_from], report)
+            except (OSError, smtplib.SMTPException) as error:
+                log.warning("Sandbox: the DSN for %s could not be sent to %s:%d: %s", recipient, *self.target, error)
+                self.count("bounces_failed")
+            else:
+                self.count("bounces_sent")
+
+
 class SandboxServer:
     """An aiosmtpd server on 127.0.0.1 with provider-like behaviour (see the module docstring).
 
@@ -187,6 +251,7 @@ class SandboxServer:
     tls_context: a server-side SSLContext; offered as STARTTLS, or from the first byte
         with implicit_tls=True.
     refuse_with: answer every connection with this reply (e.g. a 421 or 554) and hang up.
+    bounce, bounce_to: the recipients to send a DSN for, and the (host, port) to send it through.
     """
 
     def __init__(
@@ -207,8 +272,12 @@ class SandboxServer:
         pipelining: bool = False,
         limits: str = "",
         fault: Callable[[str, "SandboxServer"], str | None] | None = None,
+        bounce: str | None = None,
+        bounce_to: tuple[str, int] | None = None,
         seed: int = 0,
     ):
+        if bool(bounce) != bool(bounce_to):
+            raise ValueError("bounce and bounce_to go together")
         self.host, self.port = host, port
         self.credentials = tuple(auth.split(":", 1)) if auth else None
         self.cram_md5 = cram_md5
@@ -228,6 +297,7 @@ class SandboxServer:
         self.received: list[ReceivedMessage] = []
         self.auth_attempts: list[tuple[str, str] | None] = []  # (login, password) as received
         self.counters: Counter = Counter()
+        self.bouncer = _Bouncer(bounce, bounce_to, self.count) if bounce else None
         self.session_messages: Counter = Counter()
         self.active = 0
         self.max_active = 0
@@ -278,6 +348,8 @@ class SandboxServer:
                 "rejected_recipients": self.counters["rejected"],
                 "max_per_second": busiest_window(times),
                 "receiving_s": round(times[-1] - times[0], 3) if times else 0.0,
+                "bounces_sent": self.counters["bounces_sent"],
+                "bounces_failed": self.counters["bounces_failed"],
             }
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
@@ -307,10 +379,14 @@ class SandboxServer:
     def start(self) -> "SandboxServer":
         ssl_context = self.tls_context if self.implicit_tls else None
         self.port = self._serving.start(self._protocol, self.host, self.port, ssl_context)
+        if self.bouncer:
+            self.bouncer.start()
         return self
 
     def stop(self) -> None:
         self._serving.stop()
+        if self.bouncer:
+            self.bouncer.stop()
 
     def __enter__(self) -> "SandboxServer":
         return self.start()

@@ -277,6 +277,29 @@ def _worker_env(**overrides: str) -> dict:
 
 
 @pytest.fixture
+def relay_process():
+    """Start `manage.py smtp_relay` on the test database, trusting loopback unless the keyword
+    arguments (settings) say otherwise: `relay_process(RELAY_TRUSTED_NETWORKS="")` gives (process, port)."""
+    started = []
+
+    def start(**env: str) -> tuple[subprocess.Popen, int]:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "smtp_relay", "--listen", "127.0.0.1:0"],
+            cwd=ROOT,
+            env=_worker_env(**({"RELAY_TRUSTED_NETWORKS": "127.0.0.1"} | env)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        return process, int(re.search(r"listening on 127\.0\.0\.1:(\d+)", process.stdout.readline())[1])
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
 def workers():
     """Start `manage.py qcluster` processes against the test database, with settings from
     keyword arguments (`workers(CAMPAIGN_LEASE_S="2")`); all killed at the end."""

@@ -9,7 +9,15 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
 from campaigns.rendering import unsubscribe_url
 from project.roles import Role, role_of
-from smtp_settings.models import ApiToken, OutboxMessage, RelayCredential, RelayRoute, SmtpServer, Suppression
+from smtp_settings.models import (
+    ApiToken,
+    Bounce,
+    OutboxMessage,
+    RelayCredential,
+    RelayRoute,
+    SmtpServer,
+    Suppression,
+)
 from tests.campaigns.test_sending import make_campaign
 
 pytestmark = pytest.mark.django_db
@@ -66,6 +74,7 @@ def objects(make_server, closed_port):
         "credential": credential,
         "token": ApiToken.issue("app")[0],
         "suppression": Suppression.objects.create(email="gone@example.test", reason="hard_bounce"),
+        "bounce": Bounce.objects.create(kind="unparsed", source="listener", report=b"Subject: ?\r\n\r\n?\r\n"),
     }
 
 
@@ -76,6 +85,7 @@ def _url(name: str, params: tuple[str, ...], objects: dict) -> str:
         "outbox": objects["message"].pk,
         "access": objects["credential"].pk,
         "suppressions": objects["suppression"].pk,
+        "bounces": objects["bounce"].pk,
     }
     values = {
         "pk": pk_of.get(name.split(":")[0], objects["campaign"].pk),
@@ -158,9 +168,14 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "access:index",
         "suppressions:list",
         "suppressions:export",
+        "bounces:list",
+        "bounces:detail",
     }
     administered = {name for name, needed in rules.items() if needed == Role.ADMIN}
-    assert administered == {name for name in rules if name.startswith(("smtp_settings:", "access:"))} - readable
+    assert administered == {
+        "bounces:report",  # raw reports hold third parties' addresses and headers
+        *({name for name in rules if name.startswith(("smtp_settings:", "access:"))} - readable),
+    }
     sent = {name for name, needed in rules.items() if needed == Role.SENDER}
     assert {name for name in sent if name.startswith("outbox:")} == {
         "outbox:requeue",

@@ -44,4 +44,4 @@ def notification(
     headers = MIMEBase("text", "rfc822-headers")
     headers.set_payload(BytesHeaderParser().parsebytes(original).as_string())
     report.attach(headers)
-    return report.as_bytes()
+    return report.as_bytes(policy=report.policy.clone(linesep="\r\n"))  # as SMTP carries it

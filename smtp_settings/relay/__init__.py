@@ -4,6 +4,7 @@
 `writer.py` writes what the sessions hand over to the outbox, many sessions' messages in one
 transaction, and gives each session its reply: 250 only once its message is committed.
 `credentials.py` checks an AUTH login against the relay credentials.
+`reports.py` takes the bounce reports sent to a bounce domain's VERP addresses, from anyone.
 """
 
 

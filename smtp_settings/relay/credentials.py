@@ -114,7 +114,7 @@ class Logins:
             username, secret = login.decode(), password.decode()
         except UnicodeDecodeError:
             return None
-        with _closed_on_error():
+        with closed_on_error():
             credential = RelayCredential.objects.filter(username=username, enabled=True).first()
             if credential is None or not self._recalls(credential, password):
                 return _Unverified(credential, secret)
@@ -126,7 +126,7 @@ class Logins:
         if credential is None:
             RelayCredential().set_password(found.password)  # the hasher's time all the same
             return None
-        with _closed_on_error():
+        with closed_on_error():
             if not credential.check_password(found.password):  # which may upgrade the hash
                 return None
             self._remember(credential, password)
@@ -155,7 +155,7 @@ class Logins:
 
 
 @contextlib.contextmanager
-def _closed_on_error():
+def closed_on_error():
     """Close this thread's database connection after a database error: it opens a fresh one
     next time."""
     try:

@@ -3,7 +3,12 @@ answer the final dot with its reply, 250 only once the message is committed.
 
 Who may send: a client that authenticated (AUTH PLAIN or LOGIN with a relay credential), whose
 mail goes out through the credential's servers; or, without AUTH, a client of the trusted
-networks, whose mail takes the default route. Anyone else gets 530 at MAIL: never an open relay.
+networks, whose mail takes the default route. Anyone else gets 530 at RCPT: never an open relay.
+
+Bounce reports are the exception: any client may send a DSN or a complaint report to a bounce
+address of ours (reports.py), from the null sender or any other, and it is recorded, not
+relayed. So MAIL is accepted from anyone, for the recipients to decide; a transaction holds
+bounce addresses only, or none (550 5.5.1 for a recipient that would mix them).
 
 With a certificate, STARTTLS is offered and a client must use it before AUTH, unless it
 connects from loopback or a trusted network. Without one, AUTH is offered on the plain
@@ -31,12 +36,14 @@ import time
 from collections.abc import Iterable
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import Envelope as SessionEnvelope
 from django.conf import settings
 from django.db import DatabaseError
 
 from smtp_settings.loop_server import LoopServer
 from smtp_settings.models import OutboxMessage
 from smtp_settings.outbox.queue import Envelope, Refused, check_address
+from smtp_settings.relay import reports
 from smtp_settings.relay.credentials import MAX_PENDING_CHECKS, Busy, Logins, Sender
 from smtp_settings.relay.writer import DEADLINE_S, OutboxWriter, refusal
 
@@ -56,11 +63,12 @@ AUTH_BUSY = "454 4.7.0 Too many logins at once; please try again later"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed logins; closing the connection"
 LOGIN_TIMEOUT = "421 4.7.0 No login in time; closing the connection"
+MIXED = "550 5.5.1 A bounce report goes to bounce addresses only; send other mail in a transaction of its own"
 # A path as nearly every client writes it, <dot-atom@domain> and then its parameters, if any:
 # read by a pattern, since aiosmtpd's parser (the email package's) took a tenth of a session's
 # time; anything else still goes to it.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[^ \t(])|\Z)")
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[^\s(])|\Z)")
 
 
 def tls_from_settings() -> ssl.SSLContext | None:
@@ -100,6 +108,10 @@ def _sender_address(address: str) -> str:
     return "" if address == "<>" else address  # aiosmtpd keeps the null sender as "<>"
 
 
+class _Envelope(SessionEnvelope):
+    reports = False  # its recipients are bounce addresses: its message is recorded, not sent
+
+
 class _Handler:
     def __init__(self, relay: "Relay"):
         self.relay = relay
@@ -116,11 +128,32 @@ class _Handler:
             return "452 4.5.3 Too many recipients"
         if reply := _address_refusal(address, "to", envelope.smtp_utf8):
             return reply
+        may_relay = session.authenticated or server.trusted
+        try:
+            bounce_address = await self.relay.reports.is_bounce_address(address, may_relay)
+        except (reports.Busy, DatabaseError):
+            log.warning("Relay: could not check a bounce address for %s", server.client, exc_info=True)
+            return reports.CANNOT_CHECK
+        if bounce_address is False:
+            return reports.UNKNOWN_BOUNCE_ADDRESS
+        if bounce_address is None and not may_relay:
+            return AUTH_REQUIRED
+        if envelope.rcpt_tos and envelope.reports != bool(bounce_address):
+            return MIXED
+        envelope.reports = bool(bounce_address)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
+        if envelope.reports:
+            server.taking_report = True
+            try:
+                reply = await self.relay.reports.take(envelope.original_content, list(envelope.rcpt_tos), server.client)
+            finally:
+                server.taking_report = False
+            server.replies[reply[:1]] += 1
+            return reply
         sender = session.auth_data if session.authenticated else Sender(server.client)
         message = Envelope(
             mail_from=_sender_address(envelope.mail_from),
@@ -161,6 +194,7 @@ class _RelaySMTP(SMTP):
         self.trusted = False
         self.replies = {"2": 0, "4": 0, "5": 0}  # to final dots
         self.auth_failures = 0
+        self.taking_report = False  # a bounce report's final dot waits for its answer
         self.started = time.monotonic()
         self._login_deadline: asyncio.TimerHandle | None = None
 
@@ -183,6 +217,9 @@ class _RelaySMTP(SMTP):
     def _login_timed_out(self) -> None:
         """Cut off a client that did not log in in time: else anyone could hold every session."""
         if self.session.authenticated or self.transport is None:
+            return
+        if self.taking_report:  # the client hears first whether its report was recorded
+            self._login_deadline = self.loop.call_later(1, self._login_timed_out)
             return
         log.info("Relay: %s did not log in within %s s", self.client, settings.RELAY_LOGIN_TIMEOUT_S)
         self._writer.write(f"{LOGIN_TIMEOUT}\r\n".encode())
@@ -221,8 +258,13 @@ class _RelaySMTP(SMTP):
             return path[1], arg[path.end() :]
         return super()._getaddr(arg)
 
+    def _create_envelope(self) -> _Envelope:
+        return _Envelope()
+
     async def check_auth_needed(self, caller_method: str) -> bool:
-        if self.session.authenticated or self.trusted:
+        """Whether to answer 530: MAIL is taken from anyone, and RCPT decides (_Handler), since
+        bounce reports need no AUTH; DATA follows from the recipients taken."""
+        if self.session.authenticated or self.trusted or caller_method in ("MAIL", "RCPT") or self.envelope.reports:
             return False
         await self.push(AUTH_REQUIRED)
         return True
@@ -272,7 +314,8 @@ class Relay:
     tls_context: offered as STARTTLS (default: from RELAY_TLS_CERT and RELAY_TLS_KEY, if set).
     max_sessions: client connections at once, at most (default RELAY_MAX_SESSIONS).
     max_pending_logins: password checks running or waiting, at most (more: 454; credentials.py).
-    writer_deadline_s: how long a session waits for the writer to take its message up (writer.py).
+    writer_deadline_s: how long a session waits for the writer to take its message up (writer.py),
+        or for a bounce report to be taken up (reports.py).
     """
 
     def __init__(
@@ -298,6 +341,7 @@ class Relay:
         self.sessions = 0  # touched on the event loop only
         self.writer = OutboxWriter(writer_deadline_s)
         self.logins = Logins(max_pending_logins)
+        self.reports = reports.Reports(deadline_s=writer_deadline_s)
         self._serving = LoopServer("smtp-relay")
 
     def trusts(self, host: str) -> bool:
@@ -321,6 +365,7 @@ class Relay:
         self.writer.stop()
         self._serving.stop(timeout_s=10)
         self.logins.shutdown()
+        self.reports.shutdown()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:

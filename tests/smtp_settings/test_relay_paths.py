@@ -9,7 +9,7 @@ from smtp_settings.relay.server import _RelaySMTP
 
 ATOM = st.text("abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=8)
 LABEL = st.text("abz09-", min_size=1, max_size=6)
-ANYTHING = st.text('<>@.aZ0 \t()"[]:,;!#-_=+\\\r\né', max_size=30)
+ANYTHING = st.text('<>@.aZ0 \t()"[]:,;!#-_=+\\\r\né\x0b\x1c\x85\u2028', max_size=30)
 
 
 def paths():
@@ -31,7 +31,7 @@ def read(session_class, arg: str, local_part_limit: int):
         return type(error)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=5000)
 @given(paths(), st.sampled_from([0, 3, 64]))
 @example("<app@example.test>", 0)
 @example("<app@example.test> SIZE=2000 BODY=8BITMIME", 0)
@@ -39,5 +39,6 @@ def read(session_class, arg: str, local_part_limit: int):
 @example("<a@b> (a comment) SIZE=1", 0)
 @example("<abcd@b>", 3)
 @example("<a@b>\n", 0)
+@example("<0@0>\t\r", 0)
 def test_a_path_reads_as_aiosmtpd_reads_it(arg, local_part_limit):
     assert read(_RelaySMTP, arg, local_part_limit) == read(SMTP, arg, local_part_limit)

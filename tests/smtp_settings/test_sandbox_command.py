@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from django.core.mail import EmailMessage, get_connection
+from django.core.management import CommandError, call_command
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
@@ -40,3 +41,17 @@ def test_bad_options_exit_non_zero_with_one_line():
     )
     assert result.returncode != 0
     assert result.stderr.strip() == "CommandError: --tempfail-rate must be between 0 and 1"
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (["--bounce", "*@gone.test"], "--bounce and --bounce-to go together"),
+        (["--bounce-to", "127.0.0.1:2587"], "--bounce and --bounce-to go together"),
+        (["--bounce", "*", "--bounce-to", "2587"], "--bounce-to must be HOST:PORT, not '2587'"),
+    ],
+)
+def test_bounce_options_go_together_and_name_a_host_and_port(options, error):
+    with pytest.raises(CommandError) as refused:
+        call_command("smtp_sandbox", *options)
+    assert str(refused.value) == error

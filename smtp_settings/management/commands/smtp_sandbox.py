@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from smtp_settings.relay import listen_address
 from smtp_settings.sandbox import SandboxServer
 
 
@@ -41,6 +42,17 @@ class Command(BaseCommand):
             help="Answer 451 to this fraction (0-1) of messages.",
         )
         parser.add_argument("--reject", metavar="PATTERN", help="Answer 550 to recipients matching this regex.")
+        parser.add_argument(
+            "--bounce",
+            metavar="PATTERN",
+            help="Accept, then send a DSN (5.1.1) for each recipient matching this pattern (fnmatch: '*@gone.test') "
+            "to the message's envelope sender, through --bounce-to.",
+        )
+        parser.add_argument(
+            "--bounce-to",
+            metavar="HOST:PORT",
+            help="The SMTP server DSNs go through: Relaydeck's relay, whose listener takes bounce reports.",
+        )
         parser.add_argument("--latency", type=float, default=0, metavar="MS", help="Wait this long before every reply.")
         parser.add_argument("--auth", metavar="USER:PASS", help="Require AUTH PLAIN/LOGIN with these credentials.")
         parser.add_argument("--pipelining", action="store_true", help="Advertise PIPELINING (RFC 2920).")
@@ -53,6 +65,14 @@ class Command(BaseCommand):
             raise CommandError("--tempfail-rate must be between 0 and 1")
         if options["auth"] and ":" not in options["auth"]:
             raise CommandError("--auth must be USER:PASS")
+        if bool(options["bounce"]) != bool(options["bounce_to"]):
+            raise CommandError("--bounce and --bounce-to go together")
+        bounce_to = None
+        if options["bounce_to"]:
+            try:
+                bounce_to = listen_address(options["bounce_to"])
+            except ValueError:
+                raise CommandError(f"--bounce-to must be HOST:PORT, not {options['bounce_to']!r}") from None
         sandbox = SandboxServer(
             host=options["host"],
             port=options["port"],
@@ -64,6 +84,8 @@ class Command(BaseCommand):
             latency_ms=options["latency"],
             pipelining=options["pipelining"],
             limits=options["limits"],
+            bounce=options["bounce"],
+            bounce_to=bounce_to,
         )
         try:
             sandbox.start()
@@ -81,7 +103,8 @@ class Command(BaseCommand):
                 s = sandbox.summary()
                 self.stdout.write(
                     f"\rsessions {s['sessions']}  refused {s['refused_connections']}  received {s['received']}  "
-                    f"421s {s['replied_421']}  451s {s['tempfailed']}  550s {s['rejected_recipients']}",
+                    f"421s {s['replied_421']}  451s {s['tempfailed']}  550s {s['rejected_recipients']}  "
+                    f"DSNs {s['bounces_sent']}",
                     ending="",
                 )
                 self.stdout.flush()
