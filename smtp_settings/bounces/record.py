@@ -55,26 +55,25 @@ def record(kind: str, source: str, email: str = "", *, report: bytes = b"", **fi
     with transaction.atomic():
         bounce.save()
         suppress_for(bounce)
-        responses = bounce_recorded.send(sender=Bounce, bounce=bounce)
-    context = {}
-    if bounce.reference.startswith("o"):
-        context["outbox_message_id"] = int(bounce.reference[1:])
-    for _, response in responses:
-        context |= response or {}
-    smtp_event.send(
-        sender=Bounce,
-        event=PoolEvent(
-            kind=_EVENT_KIND[bounce.kind],
-            server_id=bounce.server_id,
-            server_name=bounce.server.name if bounce.server else "",
-            code=bounce.code,
-            text=" ".join(filter(None, [bounce.status, bounce.text or bounce.problem]))[:2000],
-            recipient=bounce.email,
-            detail={"bounce_id": bounce.pk, "source": bounce.source},
-            context=context,
-        ),
-    )
+        context = {"outbox_message_id": int(bounce.reference[1:])} if bounce.reference.startswith("o") else {}
+        for _, response in bounce_recorded.send(sender=Bounce, bounce=bounce):
+            context |= response or {}
+        # Logged once committed, also by a caller's transaction: a bounce rolled back has no event.
+        transaction.on_commit(lambda: smtp_event.send(sender=Bounce, event=_event(bounce, context)))
     return bounce
+
+
+def _event(bounce: Bounce, context: dict) -> PoolEvent:
+    return PoolEvent(
+        kind=_EVENT_KIND[bounce.kind],
+        server_id=bounce.server_id,
+        server_name=bounce.server.name if bounce.server else "",
+        code=bounce.code,
+        text=" ".join(filter(None, [bounce.status, bounce.text or bounce.problem]))[:2000],
+        recipient=bounce.email,
+        detail={"bounce_id": bounce.pk, "source": bounce.source},
+        context=context,
+    )
 
 
 def suppress_for(bounce: Bounce) -> Suppression | None:

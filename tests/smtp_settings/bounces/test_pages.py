@@ -167,8 +167,9 @@ def test_an_unknown_bounce_is_404(viewer_client):
 # -- the event log --
 
 
-def test_a_bounces_event_in_the_log_is_one_click_from_its_report(viewer_client):
-    bounce = record("hard", "listener", "gone@example.test", status="5.1.1", text="user unknown")
+def test_a_bounces_event_in_the_log_is_one_click_from_its_report(viewer_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        bounce = record("hard", "listener", "gone@example.test", status="5.1.1", text="user unknown")
     eventlog.flush()
     page = viewer_client.get(reverse("logs:list")).content.decode()
     assert f'<a class="bounce-link" href="{detail(bounce.pk)}">Bounce {bounce.pk}</a>' in page

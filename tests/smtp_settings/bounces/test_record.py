@@ -42,6 +42,20 @@ def test_soft_bounces_suppress_at_the_limit_within_the_window(settings):
     assert suppressed() == {"full@example.test": "soft_bounces"}
 
 
+def test_an_event_is_logged_only_once_the_bounce_is_committed(django_capture_on_commit_callbacks):
+    events = []
+    smtp_event.connect(receiver := lambda sender, event, **kwargs: events.append(event))
+    try:
+        with django_capture_on_commit_callbacks() as committed:
+            record(HARD, Bounce.Source.LISTENER, "x@example.test")
+            assert events == []  # a caller's transaction that rolls back leaves no event behind
+        for callback in committed:
+            callback()
+    finally:
+        smtp_event.disconnect(receiver)
+    assert [event.kind for event in events] == ["bounce"]
+
+
 def test_a_report_not_understood_is_kept_and_suppresses_nothing(settings):
     settings.BOUNCE_REPORT_MAX_BYTES = 10
     bounce = record(UNPARSED, Bounce.Source.MAILBOX, report=b"0123456789abcdef", problem="no recipient found")
@@ -56,7 +70,7 @@ def test_an_address_keeps_its_first_reason():
     assert suppressed() == {"a@example.test": "unsubscribe"}
 
 
-def test_receivers_add_context_to_the_logged_event():
+def test_receivers_add_context_to_the_logged_event(django_capture_on_commit_callbacks):
     events = []
 
     def campaign_of(sender, bounce, **kwargs):
@@ -68,7 +82,8 @@ def test_receivers_add_context_to_the_logged_event():
     bounce_recorded.connect(campaign_of)
     smtp_event.connect(log)
     try:
-        bounce = record(HARD, Bounce.Source.LISTENER, "x@example.test", reference="d12", status="5.1.1")
+        with django_capture_on_commit_callbacks(execute=True):
+            bounce = record(HARD, Bounce.Source.LISTENER, "x@example.test", reference="d12", status="5.1.1")
     finally:
         bounce_recorded.disconnect(campaign_of)
         smtp_event.disconnect(log)
@@ -81,11 +96,12 @@ def test_receivers_add_context_to_the_logged_event():
     )
 
 
-def test_an_outbox_bounce_names_its_message_in_the_log():
+def test_an_outbox_bounce_names_its_message_in_the_log(django_capture_on_commit_callbacks):
     events = []
     smtp_event.connect(receiver := lambda sender, event, **kwargs: events.append(event))
     try:
-        record(SOFT, Bounce.Source.SEND, "x@example.test", reference="o45")
+        with django_capture_on_commit_callbacks(execute=True):
+            record(SOFT, Bounce.Source.SEND, "x@example.test", reference="o45")
     finally:
         smtp_event.disconnect(receiver)
     assert events[0].context == {"outbox_message_id": 45}
