@@ -340,3 +340,10 @@ if OUTBOX_LEASE_S < 2:
 SOFT_BOUNCE_LIMIT = env_int("SOFT_BOUNCE_LIMIT", 3)
 SOFT_BOUNCE_DAYS = env_int("SOFT_BOUNCE_DAYS", 7)
 BOUNCE_REPORT_MAX_BYTES = env_int("BOUNCE_REPORT_MAX_BYTES", 1024 * 1024)  # of a report kept; the rest is cut
+# Bounce mailboxes (smtp_settings/bounces/mailboxes.py), checked every few minutes: each answer
+# must come within BOUNCE_MAILBOX_TIMEOUT_S and a whole check within BOUNCE_MAILBOX_CHECK_S; a
+# check reads at most BOUNCE_MAILBOX_MAX_MESSAGES reports (the rest wait for the next one), and
+# at most BOUNCE_REPORT_MAX_BYTES of each (a larger one is kept cut, as not understood).
+BOUNCE_MAILBOX_TIMEOUT_S = env_int("BOUNCE_MAILBOX_TIMEOUT_S", 30)
+BOUNCE_MAILBOX_CHECK_S = env_int("BOUNCE_MAILBOX_CHECK_S", 300)
+BOUNCE_MAILBOX_MAX_MESSAGES = env_int("BOUNCE_MAILBOX_MAX_MESSAGES", 500)

@@ -17,6 +17,7 @@ urlpatterns = [
     path("outbox/", include("smtp_settings.outbox.urls")),
     path("settings/smtp/", include("smtp_settings.urls")),
     path("settings/relay/", include("smtp_settings.access.urls")),
+    path("settings/bounce-mailboxes/", include("smtp_settings.bounce_mailboxes.urls")),
     path("api/v1/", include("smtp_settings.api.urls")),
     path("admin/", admin.site.urls),
 ]

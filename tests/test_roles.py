@@ -9,7 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from campaigns.models import Campaign, MailingList, Subscriber, SubscriberImport
 from campaigns.rendering import unsubscribe_url
 from project.roles import Role, role_of
-from smtp_settings.models import ApiToken, OutboxMessage, RelayCredential, RelayRoute, SmtpServer
+from smtp_settings.models import ApiToken, BounceMailbox, OutboxMessage, RelayCredential, RelayRoute, SmtpServer
 from tests.campaigns.test_sending import make_campaign
 
 pytestmark = pytest.mark.django_db
@@ -44,8 +44,8 @@ def test_every_url_has_a_role_rule_or_is_public():
 
 
 @pytest.fixture
-def objects(make_server, closed_port):
-    """One of everything a URL can name; the server points where nothing answers."""
+def objects(make_server, make_mailbox, closed_port):
+    """One of everything a URL can name; the server and the mailbox point where nothing answers."""
     campaign = make_campaign([make_server(port=closed_port)], 2)
     mailing_list = campaign.lists.get()
     credential = RelayCredential(name="app", username="app")
@@ -62,6 +62,7 @@ def objects(make_server, closed_port):
         "message": message,
         "credential": credential,
         "token": ApiToken.issue("app")[0],
+        "mailbox": make_mailbox(port=closed_port),
     }
 
 
@@ -71,6 +72,7 @@ def _url(name: str, params: tuple[str, ...], objects: dict) -> str:
         "lists": objects["list"].pk,
         "outbox": objects["message"].pk,
         "access": objects["credential"].pk,
+        "bounce_mailboxes": objects["mailbox"].pk,
     }
     values = {
         "pk": pk_of.get(name.split(":")[0], objects["campaign"].pk),
@@ -95,6 +97,7 @@ def _everything() -> tuple:
         list(RelayCredential.objects.values_list("pk", "name", "password_hash", "enabled")),
         list(ApiToken.objects.values_list("pk", "name", "enabled")),
         list(RelayRoute.servers.through.objects.values_list("pk")),
+        list(BounceMailbox.objects.values_list("pk", "enabled", "password", "last_checked_at")),
     )
 
 
@@ -150,9 +153,11 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "outbox:counts",
         "outbox:chart",
         "access:index",
+        "bounce_mailboxes:list",
     }
     administered = {name for name, needed in rules.items() if needed == Role.ADMIN}
-    assert administered == {name for name in rules if name.startswith(("smtp_settings:", "access:"))} - readable
+    settings = ("smtp_settings:", "access:", "bounce_mailboxes:")
+    assert administered == {name for name in rules if name.startswith(settings)} - readable
     sent = {name for name, needed in rules.items() if needed == Role.SENDER}
     assert {name for name in sent if name.startswith("outbox:")} == {
         "outbox:requeue",
