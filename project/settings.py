@@ -361,3 +361,10 @@ ANYMAIL_WEBHOOK_KEYS = [
 ANYMAIL = {"WEBHOOK_SECRET": env_list("ANYMAIL_WEBHOOK_SECRET", [])} | {
     name: value for name in ANYMAIL_WEBHOOK_KEYS if (value := env_str(f"ANYMAIL_{name}"))
 }
+# Bounce mailboxes (smtp_settings/bounces/mailboxes.py), checked every few minutes: each answer
+# must come within BOUNCE_MAILBOX_TIMEOUT_S and a whole check within BOUNCE_MAILBOX_CHECK_S; a
+# check reads at most BOUNCE_MAILBOX_MAX_MESSAGES reports (the rest wait for the next one), and
+# at most BOUNCE_REPORT_MAX_BYTES of each (a larger one is kept cut, as not understood).
+BOUNCE_MAILBOX_TIMEOUT_S = env_int("BOUNCE_MAILBOX_TIMEOUT_S", 30)
+BOUNCE_MAILBOX_CHECK_S = env_int("BOUNCE_MAILBOX_CHECK_S", 300)
+BOUNCE_MAILBOX_MAX_MESSAGES = env_int("BOUNCE_MAILBOX_MAX_MESSAGES", 500)

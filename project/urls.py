@@ -19,6 +19,7 @@ urlpatterns = [
     path("bounces/", include("smtp_settings.bounces.urls")),
     path("settings/smtp/", include("smtp_settings.urls")),
     path("settings/relay/", include("smtp_settings.access.urls")),
+    path("settings/bounce-mailboxes/", include("smtp_settings.bounce_mailboxes.urls")),
     path("api/v1/", include("smtp_settings.api.urls")),
     path("webhooks/", include("smtp_settings.webhooks.urls")),
     path("admin/", admin.site.urls),

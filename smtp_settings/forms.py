@@ -57,14 +57,40 @@ class HeaderPairsField(forms.Field):
         return value or []
 
 
-class SmtpServerForm(forms.ModelForm):
+class StoredPasswordForm(forms.ModelForm):
+    """A form for a model with a BoundPassword. The password is never sent to the browser, so a
+    blank field keeps the stored one, where it may still go (see the model); a form that points
+    it elsewhere gets ENDPOINT_CHANGED on the password field."""
+
     password = forms.CharField(
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=SmtpServer._meta.get_field("password").help_text,
+        help_text="Stored encrypted. Leave blank to keep the current password.",
     )
     clear_password = forms.BooleanField(required=False, label="Remove the stored password")
+
+    ENDPOINT_CHANGED = ""
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("clear_password"):
+            cleaned["password"] = ""
+        elif not cleaned.get("password"):
+            cleaned["password"] = self.stored_password(cleaned)
+        return cleaned
+
+    def stored_password(self, cleaned: dict) -> str:
+        """The stored password, if it may go where the form now points (see the model)."""
+        endpoint = {name: cleaned.get(name) for name in self.instance.PASSWORD_BINDING}
+        if self.instance.password_may_go_to(**endpoint):
+            return self.instance.password
+        if None not in endpoint.values():  # else the field that is missing has its own error
+            self.add_error("password", self.ENDPOINT_CHANGED)
+        return ""
+
+
+class SmtpServerForm(StoredPasswordForm):
     custom_headers = HeaderPairsField(
         required=False, help_text="Name and value per row, added to every message, e.g. X-Mailer: Relaydeck."
     )
@@ -77,25 +103,6 @@ class SmtpServerForm(forms.ModelForm):
         "Type the password again: the host, port, username, TLS or auth protocol changed "
         "(or tick “Remove the stored password”)."
     )
-
-    def clean(self):
-        cleaned = super().clean()
-        # The password is never sent to the browser, so a blank field means "keep it" (where
-        # it may still go: see stored_password).
-        if cleaned.get("clear_password"):
-            cleaned["password"] = ""
-        elif not cleaned.get("password"):
-            cleaned["password"] = self.stored_password(cleaned)
-        return cleaned
-
-    def stored_password(self, cleaned: dict) -> str:
-        """The stored password, if it may go where the form now points (see the model)."""
-        endpoint = {name: cleaned.get(name) for name in SmtpServer.PASSWORD_BINDING}
-        if self.instance.password_may_go_to(**endpoint):
-            return self.instance.password
-        if None not in endpoint.values():  # else the field that is missing has its own error
-            self.add_error("password", self.ENDPOINT_CHANGED)
-        return ""
 
 
 class ConnectionTestForm(SmtpServerForm):

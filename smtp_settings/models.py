@@ -24,7 +24,24 @@ def _range(low: int, high: int) -> list:
     return [MinValueValidator(low), MaxValueValidator(high)]
 
 
-class SmtpServer(models.Model):
+class BoundPassword:
+    """A model's stored `password` is only ever sent where it was stored for: the fields named
+    in PASSWORD_BINDING (host, port, username, TLS and the like). Whoever changes one of them
+    types the password again: else anyone who may edit the entry could have its password sent
+    to a server of their own, or in clear text, or to a man in the middle."""
+
+    PASSWORD_BINDING: tuple[str, ...]
+    password: str
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password)
+
+    def password_may_go_to(self, **where) -> bool:
+        return not self.password or all(where[name] == getattr(self, name) for name in self.PASSWORD_BINDING)
+
+
+class SmtpServer(BoundPassword, models.Model):
     """An SMTP server to send through, with the limits the connection pool must keep."""
 
     class Tls(models.TextChoices):
@@ -226,19 +243,8 @@ class SmtpServer(models.Model):
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def has_password(self) -> bool:
-        return bool(self.password)
-
     # Where a stored password goes, and how: changing any of these needs the password typed again.
     PASSWORD_BINDING = ("host", "port", "username", "tls", "tls_skip_verify", "auth_protocol")
-
-    def password_may_go_to(self, **where) -> bool:
-        """A stored password is only ever sent to the host, port and username it was stored
-        with, over the TLS and by the auth protocol it was stored with. Whoever changes one of
-        them types the password again: else anyone who may edit a server could have its
-        password sent to a server of their own, or in clear text, or to a man in the middle."""
-        return not self.password or all(where[name] == getattr(self, name) for name in self.PASSWORD_BINDING)
 
     @property
     def has_learned_limits(self) -> bool:
@@ -516,8 +522,14 @@ class OutboxSender(models.Model):
 # -- bounces, complaints and the suppression list (smtp_settings/bounces/) --
 
 
-class BounceMailbox(models.Model):
-    """A mailbox that receives bounces and complaint reports, read over IMAP or POP3 with TLS."""
+# IMAP and POP3 commands carry these as typed: printable ASCII, so that none can end a command
+# or be read differently by the server (IMAP's LOGIN takes no other characters).
+_command_text = RegexValidator(r"^[\x20-\x7e]*\Z", "Use printable ASCII characters only (no line breaks).")
+
+
+class BounceMailbox(BoundPassword, models.Model):
+    """A mailbox that receives bounces and complaint reports, read over IMAP or POP3 with TLS
+    (bounces/mailboxes.py)."""
 
     class Protocol(models.TextChoices):
         IMAP = "imap", "IMAP"
@@ -528,27 +540,62 @@ class BounceMailbox(models.Model):
         STARTTLS = "starttls", "STARTTLS (143, 110)"
 
     name = models.CharField(max_length=100, unique=True)
-    enabled = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True, help_text="Enabled mailboxes are checked every few minutes.")
     protocol = models.CharField(max_length=4, choices=Protocol, default=Protocol.IMAP)
-    host = models.CharField(max_length=255)
+    host = models.CharField(max_length=255, validators=[validate_host], help_text="Host name or IP address.")
     port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
-    tls = models.CharField(max_length=8, choices=Tls, default=Tls.SSL)
+    tls = models.CharField("TLS", max_length=8, choices=Tls, default=Tls.SSL)
     tls_skip_verify = models.BooleanField(
-        default=False, help_text="Accept any certificate. Only for a test server: anyone on the way could read."
+        "Skip TLS verification",
+        default=False,
+        help_text="Accept any certificate. Only for a test server: anyone on the way could read.",
     )
-    username = models.CharField(max_length=255)
-    password = EncryptedTextField(blank=True, help_text="Stored encrypted. Leave blank to keep the current password.")
-    folder = models.CharField(max_length=255, default="INBOX", help_text="IMAP only.")
+    username = models.CharField(max_length=255, validators=[_command_text])
+    password = EncryptedTextField(
+        blank=True, validators=[_command_text], help_text="Stored encrypted. Leave blank to keep the current password."
+    )
+    folder = models.CharField(max_length=255, default="INBOX", validators=[_command_text], help_text="IMAP only.")
     last_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
     last_count = models.PositiveIntegerField(default=0, editable=False, help_text="Reports read at the last check.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # Where the stored password goes: changing any of these needs it typed again.
+    PASSWORD_BINDING = ("protocol", "host", "port", "username", "tls", "tls_skip_verify")
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def record_check(self, count: int, error: str) -> None:
+        """Keep what the last check did: `count` reports read, and its error ("" if none)."""
+        values = {"last_checked_at": timezone.now(), "last_count": count, "last_error": error}
+        with one_writer():
+            BounceMailbox.objects.filter(pk=self.pk).update(**values)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+
+class MailboxReport(models.Model):
+    """A report taken from a bounce mailbox, known by the SHA-256 of its bytes. A message read
+    again (its \\Seen flag or DELE lost to a crash, or read by two checks at once) is found here
+    and not recorded twice: the row and the report's bounces commit together."""
+
+    mailbox = models.ForeignKey(BounceMailbox, on_delete=models.CASCADE, related_name="+")
+    digest = models.CharField(max_length=64)
+    taken_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["mailbox", "digest"], name="one_take_per_report")]
+
+    def __str__(self) -> str:
+        return f"report {self.digest[:12]} of mailbox {self.mailbox_id}"
 
 
 class Bounce(models.Model):

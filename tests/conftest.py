@@ -17,12 +17,13 @@ from django.test import Client
 
 from smtp_settings.events import smtp_event
 from smtp_settings.limit_stores import store
-from smtp_settings.models import SmtpServer
+from smtp_settings.models import BounceMailbox, SmtpServer
 from smtp_settings.pool import close_all_pools
 from smtp_settings.relay.server import Relay
 from smtp_settings.sandbox import SandboxServer
 from smtp_settings.validators import HOST_NAME
 from tests.certs import make_certificates
+from tests.dovecot import Dovecot
 from tests.hostile import HostileServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +210,35 @@ def make_server(db):
         server.full_clean()
         server.save()
         return server
+
+    return make
+
+
+@pytest.fixture
+def dovecot(certificates):
+    """A Dovecot IMAP and POP3 server on random loopback ports, with one empty mailbox
+    (tests/dovecot.py). Never skipped: without Dovecot the test fails, saying why."""
+    server = Dovecot(certificates).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_mailbox(db):
+    """A bounce mailbox: `make_mailbox(port=dovecot.ports["imaps"], ...)`, Dovecot's user by default."""
+
+    def make(**overrides) -> BounceMailbox:
+        fields = {
+            "name": f"mailbox {BounceMailbox.objects.count() + 1}",
+            "host": "127.0.0.1",
+            "port": 993,
+            "username": Dovecot.user,
+            "password": Dovecot.password,
+        }
+        mailbox = BounceMailbox(**(fields | overrides))
+        mailbox.full_clean()
+        mailbox.save()
+        return mailbox
 
     return make
 

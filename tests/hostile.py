@@ -9,11 +9,13 @@ after it, as AUTH LOGIN's), or a callable returning an iterable of byte chunks, 
 lazily and written until the client hangs up (`endless`). Replies are keyed by the command's
 verb ("EHLO", "MAIL", "RCPT", "DATA", "AUTH", ...), and "dot" answers a message's final dot.
 `byte_delay_s` sends the replies named in `slow` (all, and the banner, by default; "banner"
-names it) one byte at a time.
+names it) one byte at a time. `unknown` answers any other command (IMAP's commands start with
+a tag, which it takes for the verb); `tls` speaks TLS from the first byte (POP3S, IMAPS).
 """
 
 import itertools
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Collection, Iterable
 
@@ -48,8 +50,12 @@ class HostileServer:
         replies: dict[str, Reply] | None = None,
         byte_delay_s: float = 0.0,
         slow: Collection[str] | None = None,
+        unknown: Reply = UNKNOWN,
+        tls: ssl.SSLContext | None = None,
     ):
         self.replies = {"banner": banner, **DEFAULT_REPLIES, **(replies or {})}
+        self.unknown = unknown
+        self.tls = tls
         self.byte_delay_s = byte_delay_s
         self.slow = slow
         self.commands: list[str] = []  # every command line received, in order
@@ -86,6 +92,13 @@ class HostileServer:
             self._spawn(self._serve, conn)
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.tls:
+            conn.settimeout(5)
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:
+                conn.close()
+                return
         conn.settimeout(0.1)
         with conn:
             if not self._send(conn, "banner"):
@@ -107,7 +120,7 @@ class HostileServer:
                 command = line.decode("utf-8", "replace")
                 self.commands.append(command)
                 verb = command.split(" ", 1)[0].split(":", 1)[0].upper()
-                reply = self.replies.get(verb, UNKNOWN)
+                reply = self.replies.get(verb, self.unknown)
                 if isinstance(reply, list):
                     reply, dialogue = reply[0], iter(reply[1:])
                 if not self._send(conn, verb, reply) or verb == "QUIT":

@@ -12,6 +12,7 @@ from project.roles import Role, role_of
 from smtp_settings.models import (
     ApiToken,
     Bounce,
+    BounceMailbox,
     OutboxMessage,
     RelayCredential,
     RelayRoute,
@@ -55,8 +56,8 @@ def test_every_url_has_a_role_rule_or_is_public():
 
 
 @pytest.fixture
-def objects(make_server, closed_port):
-    """One of everything a URL can name; the server points where nothing answers."""
+def objects(make_server, make_mailbox, closed_port):
+    """One of everything a URL can name; the server and the mailbox point where nothing answers."""
     campaign = make_campaign([make_server(port=closed_port)], 2)
     mailing_list = campaign.lists.get()
     credential = RelayCredential(name="app", username="app")
@@ -75,6 +76,7 @@ def objects(make_server, closed_port):
         "token": ApiToken.issue("app")[0],
         "suppression": Suppression.objects.create(email="gone@example.test", reason="hard_bounce"),
         "bounce": Bounce.objects.create(kind="unparsed", source="listener", report=b"Subject: ?\r\n\r\n?\r\n"),
+        "mailbox": make_mailbox(port=closed_port),
     }
 
 
@@ -86,6 +88,7 @@ def _url(name: str, params: tuple[str, ...], objects: dict) -> str:
         "access": objects["credential"].pk,
         "suppressions": objects["suppression"].pk,
         "bounces": objects["bounce"].pk,
+        "bounce_mailboxes": objects["mailbox"].pk,
     }
     values = {
         "pk": pk_of.get(name.split(":")[0], objects["campaign"].pk),
@@ -111,6 +114,7 @@ def _everything() -> tuple:
         list(ApiToken.objects.values_list("pk", "name", "enabled")),
         list(RelayRoute.servers.through.objects.values_list("pk")),
         list(Suppression.objects.values_list("pk", "email", "reason")),
+        list(BounceMailbox.objects.values_list("pk", "enabled", "password", "last_checked_at")),
     )
 
 
@@ -170,11 +174,13 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "suppressions:export",
         "bounces:list",
         "bounces:detail",
+        "bounce_mailboxes:list",
     }
     administered = {name for name, needed in rules.items() if needed == Role.ADMIN}
+    settings = ("smtp_settings:", "access:", "bounce_mailboxes:")
     assert administered == {
         "bounces:report",  # raw reports hold third parties' addresses and headers
-        *({name for name in rules if name.startswith(("smtp_settings:", "access:"))} - readable),
+        *({name for name in rules if name.startswith(settings)} - readable),
     }
     sent = {name for name, needed in rules.items() if needed == Role.SENDER}
     assert {name for name in sent if name.startswith("outbox:")} == {

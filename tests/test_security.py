@@ -13,7 +13,7 @@ from campaigns.demo import create_demo
 from campaigns.models import Delivery, Event, SubscriberImport
 from campaigns.rendering import unsubscribe_url
 from smtp_settings.events import Kind
-from smtp_settings.models import ApiToken, Bounce, OutboxMessage, RelayCredential, Suppression
+from smtp_settings.models import ApiToken, Bounce, BounceMailbox, OutboxMessage, RelayCredential, Suppression
 
 pytestmark = pytest.mark.django_db
 
@@ -90,6 +90,7 @@ def data(make_server):
         "smtp_settings": {"pk": campaign.servers.get().pk},
         "outbox": {"pk": message.pk},
         "access": {"pk": credential.pk, "token_pk": ApiToken.issue("app")[0].pk},
+        "bounce_mailboxes": {"pk": BounceMailbox.objects.create(name="bounces", host="127.0.0.1", port=993).pk},
         "api": {"pk": message.pk},
         "suppressions": {"pk": Suppression.objects.create(email="gone@example.test", reason="hard_bounce").pk},
         "bounces": {"pk": Bounce.objects.create(kind="unparsed", source="listener", report=b"<script>x</script>").pk},
@@ -133,6 +134,7 @@ def test_every_page_carries_the_policy_and_needs_nothing_inline(admin_client, da
     assert {"logs:list", "smtp_settings:edit", "unsubscribe", "suppressions:list", "suppressions:remove"} <= checked
     assert {"outbox:list", "outbox:detail", "outbox:chart", "access:index", "access:credential_edit"} <= checked
     assert {"bounces:list", "bounces:detail"} <= checked
+    assert {"bounce_mailboxes:list", "bounce_mailboxes:edit", "bounce_mailboxes:delete"} <= checked
 
 
 def test_the_login_page_and_the_admin_carry_the_policy_too(client, admin_client):

@@ -6,6 +6,7 @@ SCHEDULES = [
     ("campaigns watchdog", "campaigns.tasks.watchdog", 1),
     ("prune events", "campaigns.tasks.prune_events", 24 * 60),
     ("outbox watchdog", "smtp_settings.tasks.outbox_watchdog", 1),
+    ("check bounce mailboxes", "smtp_settings.tasks.check_bounce_mailboxes", 5),
 ]
 
 

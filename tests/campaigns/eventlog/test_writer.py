@@ -170,5 +170,6 @@ def test_schedules_register_once(db):
     assert sorted(Schedule.objects.values_list("func", "minutes")) == [
         ("campaigns.tasks.prune_events", 1440),
         ("campaigns.tasks.watchdog", 1),
+        ("smtp_settings.tasks.check_bounce_mailboxes", 5),
         ("smtp_settings.tasks.outbox_watchdog", 1),
     ]
