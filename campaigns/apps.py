@@ -7,7 +7,7 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
-        from campaigns import eventlog  # noqa: F401  (it connects its smtp_event receiver)
+        from campaigns import bounces, eventlog  # noqa: F401  (they connect their receivers)
         from campaigns.sending import loop, watchdog  # noqa: F401  (their receivers)
 
         # A worker that starts (after a crash, say) takes over stalled campaigns at once
