@@ -44,6 +44,9 @@ class CampaignForm(forms.ModelForm):
             "scheduled_at",
             "rate_limit",
             "auto_pause_after",
+            "max_complaint_rate",
+            "max_hard_bounce_rate",
+            "guard_min_sample",
         ]
         widgets = {
             "subject": forms.TextInput(attrs={"class": "code"}),

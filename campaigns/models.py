@@ -5,6 +5,8 @@ a click and a worker, or two workers can never both win; whoever wins enqueues t
 Sending itself lives in `campaigns/sending/`.
 """
 
+from decimal import Decimal
+
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Q
@@ -237,6 +239,38 @@ class Campaign(models.Model):
     @property
     def can_retry_failed(self) -> bool:
         return self.status in self.RETRYABLE
+
+    # The guard rails: (counter, its limit in percent, what the rate is called).
+    GUARD_RAILS = (
+        ("complaints", "max_complaint_rate", "complaint rate"),
+        ("hard_bounces", "max_hard_bounce_rate", "hard-bounce rate"),
+    )
+
+    def messages_sent(self) -> int:
+        """What the guard rails' rates count against: the deliveries sent, and those a server
+        refused at once as hard bounces (they went out too, and stay counted if retried)."""
+        went_out = Q(status=Delivery.Status.SENT) | Q(outcome=Delivery.Outcome.BOUNCED)
+        return self.deliveries.filter(went_out).count()
+
+    def guard_rail_crossed(self, sent_at_least: int = 0) -> tuple[str, int]:
+        """Why the campaign must pause, if its complaints or hard bounces passed their share
+        of the messages sent, once at least `guard_min_sample` are ("" if not), and how many
+        messages are known to be sent. That number only grows, so a caller may pass what an
+        earlier check returned: the messages are counted again only when a counter could
+        pass its limit over it (and over the sample)."""
+        sent = None
+        for counter, limit_field, label in self.GUARD_RAILS:
+            count, limit = getattr(self, counter), Decimal(str(getattr(self, limit_field)))
+            if not limit or count * 100 <= limit * max(self.guard_min_sample, sent_at_least):
+                continue
+            sent = self.messages_sent() if sent is None else sent
+            if sent >= self.guard_min_sample and count * 100 > limit * sent:
+                reason = (
+                    f"Paused: the {label} reached {count * 100 / sent:.2f}% ({count:,} of {sent:,} sent), "
+                    f"above the {limit.normalize():f}% limit"
+                )
+                return reason, sent
+        return "", sent_at_least if sent is None else sent
 
     def _transition(self, allowed: tuple[str, ...], **changes) -> bool:
         """Apply `changes` if the campaign is still in one of `allowed`; True if this call won."""

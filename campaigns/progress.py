@@ -1,5 +1,6 @@
 """How far a campaign has got: counts per delivery status, rate, ETA (with any wait for a
-quota window), the last errors, and the servers it shares with other running campaigns."""
+quota window), hard bounces and complaints with their rates, the last errors, and the servers
+it shares with other running campaigns."""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +44,7 @@ class Progress:
     campaign: Campaign
     counts: dict[str, int]
     ambiguous: int = 0
+    messages_sent: int = 0  # what the guard rails' rates count against (Campaign.messages_sent)
     rate_per_s: float = 0.0
     last_errors: list = field(default_factory=list)
     waiting_until: datetime | None = None  # every server of the campaign waits for a quota window until then
@@ -58,6 +60,16 @@ class Progress:
         """Deliveries that went out, failed, or were skipped (their subscriber left, or their
         address is on the suppression list)."""
         return self.counts[Status.SENT] + self.counts[Status.FAILED] + self.counts[Status.SKIPPED]
+
+    @property
+    def hard_bounce_rate(self) -> float:
+        """Percent of the messages sent."""
+        return 100 * self.campaign.hard_bounces / self.messages_sent if self.messages_sent else 0.0
+
+    @property
+    def complaint_rate(self) -> float:
+        """Percent of the messages sent."""
+        return 100 * self.campaign.complaints / self.messages_sent if self.messages_sent else 0.0
 
     @property
     def in_flight(self) -> int:
@@ -175,6 +187,7 @@ def progress(campaign: Campaign) -> Progress:
         campaign=campaign,
         counts=counts,
         ambiguous=deliveries.filter(ambiguous=True).count(),
+        messages_sent=campaign.messages_sent(),
         rate_per_s=_rate_per_s(campaign, deliveries, counts, now),
         waiting_until=campaign.waiting_until if campaign.waiting_reason else None,
         shared=shared_servers(campaign),

@@ -27,6 +27,12 @@
 Events carry the backend's `event_context`, updated with a message's own `event_context`
 attribute if it has one (a subscriber id, say).
 
+VERP: a message with a `bounce_reference` attribute (the caller's name for it: "d123" a
+campaign delivery, "o45" an outbox message) that goes out through a server with a bounce
+domain gets the envelope sender bounces+<reference>-<signature>@<bounce domain>
+(bounces/verp.py), so a later bounce maps to it. The header From is unchanged. Without either,
+or for the null sender (MAIL FROM:<>, itself a bounce), the envelope sender is as given.
+
 Two hooks for callers that keep their own books (campaigns do):
 - `on_final_dot(message)` is called from the sending thread just before a message's content
   and final dot are written: before it the server cannot hold the message, after it it may.
@@ -67,6 +73,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import sanitize_address
 
+from smtp_settings.bounces import verp
 from smtp_settings.events import Kind
 from smtp_settings.learning import is_throttle
 from smtp_settings.limits import MustWait
@@ -306,7 +313,7 @@ class _Delivery:
         self.handed_over = None  # a connection the previous message left with our envelope in flight
         self.context = {**backend.event_context, **getattr(message, "event_context", {})}
         if isinstance(message, RawMessage):  # the outbox's: bytes and envelope as they are
-            self.mail_from, self.message_id = message.mail_from, message.message_id
+            self.mail_from, self.message_id = self._return_path(message.mail_from), message.message_id
             self.outcome = dict.fromkeys(message.recipients)
             if any(_CONTROL.search(address) for address in (self.mail_from, *self.outcome)):
                 raise ValueError("a control character in the envelope")
@@ -315,7 +322,7 @@ class _Delivery:
             self.last, self.ambiguous, self.stopped = (None, ""), False, False
             return
         encoding = message.encoding or "utf-8"
-        self.mail_from = envelope_address(message.from_email, encoding)
+        self.mail_from = self._return_path(envelope_address(message.from_email, encoding))
         self.outcome: dict[str, RecipientResult | None] = {
             envelope_address(address, encoding): None for address in message.recipients()
         }
@@ -324,6 +331,14 @@ class _Delivery:
         self.attempts = self.temp_failures = self.in_a_row_421 = 0
         self.last: tuple[int | None, str] = (None, "")
         self.ambiguous = self.stopped = False
+
+    def _return_path(self, mail_from: str) -> str:
+        """The envelope sender through this server: VERP where it has a bounce domain and the
+        message a reference (see the module docstring)."""
+        reference = getattr(self.message, "bounce_reference", "")
+        if not (reference and mail_from and self.config.bounce_domain):
+            return mail_from
+        return verp.address(reference, self.config.bounce_domain)
 
     def give_up(self, reason: str) -> None:
         """The batch stopped before this message's turn: it was not sent, and a connection the

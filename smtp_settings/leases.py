@@ -187,12 +187,15 @@ _OUTCOME_SET = [
 ]
 
 
-def save_outcomes(table: str, rows, token: int, extra: tuple[str, ...] = ()) -> None:
+def save_outcomes(table: str, rows, token: int, extra: tuple[str, ...] = (), confirm=frozenset()) -> set[int]:
     """Write each claimed row's outcome (as `judge` set it, and the `extra` fields) in one
     statement run many times (bulk_update's CASE expressions cost milliseconds per row), and
     only where the claim under `token` still stands: in `sending`, or `sent` as recorded at the
     thread's next final dot. The server may have been deleted while the batch was out: then
-    the row names none."""
+    the row names none.
+
+    Rows whose pk is in `confirm` (a few: those with bounces to record) are written one at a
+    time, to learn whether their write took effect: returns the pks of those that did."""
     times: dict = {}  # a batch's rows share a few times: each converted once
 
     def at(value):
@@ -203,25 +206,32 @@ def save_outcomes(table: str, rows, token: int, extra: tuple[str, ...] = ()) -> 
     assignments = ", ".join([*_OUTCOME_SET, *(f"{name} = %s" for name in extra)])
     claimed = "id = %s AND status IN ('sending', 'sent') AND claim_token = %s"
     sql = f"UPDATE {table} SET {assignments} WHERE {claimed}"  # noqa: S608 (the callers' names, no input)
-    values = [
-        [
-            r.status,
-            r.attempts,
-            r.server_id,
-            r.last_code,
-            r.last_reply,
-            at(r.sent_at),
-            r.ambiguous,
-            at(r.next_attempt_at),
-            at(r.updated_at),
-            *(getattr(r, name) for name in extra),
-            r.pk,
-            token,
-        ]
-        for r in rows
-    ]
+    values, confirming = [], []
+    for r in rows:
+        (confirming if r.pk in confirm else values).append(
+            [
+                r.status,
+                r.attempts,
+                r.server_id,
+                r.last_code,
+                r.last_reply,
+                at(r.sent_at),
+                r.ambiguous,
+                at(r.next_attempt_at),
+                at(r.updated_at),
+                *(getattr(r, name) for name in extra),
+                r.pk,
+                token,
+            ]
+        )
+    confirmed = set()
     with one_writer(), transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, values)
+        for row in confirming:
+            cursor.execute(sql, row)
+            if cursor.rowcount == 1:
+                confirmed.add(row[-2])
+    return confirmed
 
 
 def judge(row, result, server, now, retries: int, retry_delay_s: float) -> None:

@@ -61,6 +61,7 @@ class ServerConfig:
     quota_per_day: int
     quota_counts: str
     custom_headers: tuple
+    bounce_domain: str
     learned_msgs_per_conn: int | None
     learned_max_conns: int | None
 

@@ -23,6 +23,7 @@ class RawMessage:
     data: bytes
     message_id: str = ""  # as the message says, for events
     event_context: dict = field(default_factory=dict)
+    bounce_reference: str = ""  # the sender's name for it, for VERP ("o45"): see backends.py
 
 
 def header_names(data: bytes) -> set[str]:

@@ -7,7 +7,8 @@ real server received. Provider behaviours are opt-in:
 - max_msgs_per_session: answer the MAIL after N messages with Amazon SES's 421 and hang up;
 - max_conns: greet the connection beyond N concurrent ones with Exchange's 421 4.3.2;
 - tempfail_rate: answer 451 to that fraction of messages (after the final dot);
-- reject: answer 550 to recipients matching a regular expression;
+- reject: refuse recipients matching a regular expression, with `reject_reply` (by default a
+  550 5.1.1, as for an unknown user; "{address}" in it is the recipient);
 - latency_ms: wait before every reply;
 - limits: advertise RFC 9422 LIMITS (e.g. "MAILMAX=10 RCPTMAX=2") and enforce them;
 - fault: a callable(stage, sandbox) that may return "drop" to cut the connection at
@@ -108,7 +109,7 @@ class _Handler:
         sandbox = self.sandbox
         if sandbox.reject and sandbox.reject.search(address):
             sandbox.count("rejected")
-            return await self._reply(server, "RCPT", f"550 5.1.1 <{address}>: Recipient address rejected")
+            return await self._reply(server, "RCPT", sandbox.reject_reply.format(address=address))
         rcpt_max = sandbox.limit("RCPTMAX")
         if rcpt_max and len(envelope.rcpt_tos) >= rcpt_max:
             return await self._reply(server, "RCPT", "452 4.5.3 Too many recipients")
@@ -268,6 +269,7 @@ class SandboxServer:
         max_conns: int = 0,
         tempfail_rate: float = 0.0,
         reject: str | None = None,
+        reject_reply: str = "550 5.1.1 <{address}>: Recipient address rejected",
         latency_ms: float = 0,
         pipelining: bool = False,
         limits: str = "",
@@ -288,6 +290,7 @@ class SandboxServer:
         self.max_conns = max_conns
         self.tempfail_rate = tempfail_rate
         self.reject = re.compile(reject) if reject else None
+        self.reject_reply = reject_reply
         self.latency_ms = latency_ms
         self.pipelining = pipelining
         self.limits = limits

@@ -24,6 +24,12 @@ is claimed (one lookup for the batch, in the claim's query), is `skipped`: never
 Transactional mail goes first: a batch through a server that outbox messages wait for
 (smtp_settings/outbox/delivery.py) keeps to one connection, and still goes.
 
+Bounces: a recipient refused as a bad address is a hard bounce, a delivery whose deferrals
+ran out a soft bounce (smtp_settings/bounces/classify.py); they are recorded once the
+delivery's outcome is written, with the reference "d<id>", which is also its VERP reference
+through a server with a bounce domain. campaigns/bounces.py takes it from there (and may pause
+the campaign on its guard rails, through `auto_pause`, as below).
+
 Failures in a row are counted per message, in the order results come (`on_result`), across
 all senders; the campaign pauses at `auto_pause_after`. Deferred deliveries come back after
 CAMPAIGN_RETRY_DELAY_S, doubling, until the server's `retries` are used up: then failed.
@@ -57,6 +63,7 @@ from campaigns.sending.recovery import recover_orphans
 from campaigns.sending.rotation import ServerRotation
 from project.sqlite_writes import one_writer
 from smtp_settings.backends import StopBatch
+from smtp_settings.bounces import classify
 from smtp_settings.events import Kind, smtp_event
 from smtp_settings.leases import FinalDotFence, judge, save_outcomes
 from smtp_settings.limits import RateLimiter
@@ -244,8 +251,19 @@ def _why_skipped(delivery: Delivery) -> str:
     return ""
 
 
-def _save_outcomes(deliveries: list[Delivery], lease: Lease) -> None:
-    save_outcomes("campaigns_delivery", deliveries, lease.token, extra=("message_id",))
+def _save_outcomes(deliveries: list[Delivery], lease: Lease, confirm=frozenset()) -> set[int]:
+    return save_outcomes("campaigns_delivery", deliveries, lease.token, extra=("message_id",), confirm=confirm)
+
+
+def auto_pause(campaign: Campaign, reason: str) -> bool:
+    """The campaign pauses itself and says why, in its pause reason and in the log (once, if
+    several senders try at once). Its senders stop between two messages: their keepers see
+    it within a second, and the fence refuses every final dot from then on."""
+    if not campaign.pause(reason[:2000]):
+        return False
+    transaction.on_commit(lambda: eventlog.record_campaign_event(campaign, eventlog.AUTO_PAUSE, reason))
+    log.warning("campaign %s auto-paused: %s", campaign.pk, reason)
+    return True
 
 
 class CampaignSender:
@@ -366,10 +384,7 @@ class CampaignSender:
 
     def _auto_pause(self, in_a_row: int, last_failure: str) -> None:
         campaign = Campaign.objects.get(pk=self.campaign.pk)
-        reason = f"Paused after {in_a_row} failed deliveries in a row. Last reply: {last_failure}"
-        if campaign.pause(reason[:2000]):
-            eventlog.record_campaign_event(campaign, eventlog.AUTO_PAUSE, reason)
-            log.warning("campaign %s auto-paused after %s failures in a row", campaign.pk, in_a_row)
+        auto_pause(campaign, f"Paused after {in_a_row} failed deliveries in a row. Last reply: {last_failure}")
         self.keeper.stop.set()
 
     def _messages(self, server: SmtpServer, batch: list[Delivery], settled: list[Delivery], out: list):
@@ -395,6 +410,7 @@ class CampaignSender:
                 continue
             message.row_id, message.server_id = delivery.pk, server.pk  # for the fence
             message.event_context = {"delivery_id": delivery.pk}
+            message.bounce_reference = f"d{delivery.pk}"
             out.append((delivery, message))
             yield message
 
@@ -433,22 +449,25 @@ class CampaignSender:
                 delivery.status, delivery.updated_at = Status.PENDING, now
         elif answered:
             self._judge(server, answered, now)
-        self._write_outcomes([*settled, *(delivery for delivery, _ in answered)])
+        bounces = classify.found_in((delivery, message.smtp_result) for delivery, message in answered)
+        written = self._write_outcomes([*settled, *(delivery for delivery, _ in answered)], confirm=bounces.keys())
+        classify.record_found(bounces, written, "d", server)
         self._give_back_unsent([delivery.pk for delivery, message in messages if message.smtp_result.stopped])
         self.sent += sum(1 for delivery, _ in answered if delivery.status == Status.SENT)
         _flush_tally(self.campaign.pk)
 
-    def _write_outcomes(self, deliveries: list[Delivery]) -> None:
+    def _write_outcomes(self, deliveries: list[Delivery], confirm=frozenset()) -> set[int]:
         """What the worker knows must reach the database before anything else is decided:
         without it, recovery would have to guess (and might send a delivered message again).
-        So a failed write is tried once more, after the database had a moment."""
+        So a failed write is tried once more, after the database had a moment. Returns the
+        pks of `confirm` whose write took effect (see save_outcomes)."""
         try:
-            _save_outcomes(deliveries, self.lease)
+            return _save_outcomes(deliveries, self.lease, confirm)
         except db.Error:
             log.warning("campaign %s: writing outcomes failed, trying again", self.campaign.pk, exc_info=True)
             connection.close()  # a broken connection is not reopened outside a request: a new one
             time.sleep(1)
-            _save_outcomes(deliveries, self.lease)
+            return _save_outcomes(deliveries, self.lease, confirm)
 
     def _give_back_unsent(self, stopped_ids: list[int]) -> None:
         """Deliveries this sender claimed but never took to their dot go back in line, where a

@@ -7,10 +7,10 @@ which address complained, and which delivery it was about.
 - Bounces: flufl.bounce's detectors (GNU Mailman's), for RFC 3464 DSNs and the dozens of
   formats real MTAs send instead. flufl.bounce says which addresses failed for good and which
   for now (delay warnings). A DSN also says why, per recipient, in its delivery-status part:
-  its Status and Diagnostic-Code, read with the email package, class a failure as hard (the
-  address: 5.1.x, or 5.2.1 with a disabled mailbox) or soft (anything else that failed: a full
-  mailbox, a policy block); a failure in another format, which says no code, counts as hard,
-  as it does for Mailman.
+  its Status and Diagnostic-Code, read with the email package, class a failure as hard (about
+  the address, by the rule used at send time: classify.py) or soft (anything else that failed:
+  a full mailbox, a policy block); a failure in another format, which says no code, counts as
+  hard, as it does for Mailman.
 - The delivery: a VERP address (bounces+<token>@<domain>) anywhere a report carries the
   original envelope sender or recipient: the envelope recipient of the report itself (the
   listener knows it; in a mailbox, Delivered-To or X-Original-To tell), or the returned
@@ -31,6 +31,7 @@ from email.utils import getaddresses, parseaddr
 from flufl.bounce import all_failures
 
 from smtp_settings.bounces import verp
+from smtp_settings.bounces.classify import about_the_address
 from smtp_settings.models import Bounce
 from smtp_settings.validators import one_line
 
@@ -86,10 +87,9 @@ def read(data: bytes) -> Report:
 
 
 def kind_of_failure(status: str, text: str) -> str:
-    """A permanent failure's kind: hard for the address itself, soft for anything else."""
-    if not status or status.startswith("5.1.") or (status == "5.2.1" and "disabled" in text.lower()):
-        return Bounce.Kind.HARD
-    return Bounce.Kind.SOFT
+    """A failure a report gives up on: hard when it is about the address (the rule at send
+    time, classify.py) or says no code at all; soft for anything else."""
+    return Bounce.Kind.HARD if not status or about_the_address(status, text) else Bounce.Kind.SOFT
 
 
 def _complaint(message: Message) -> Finding | None:

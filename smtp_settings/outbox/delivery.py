@@ -28,10 +28,13 @@ shared limits, with the claims, leases and final-dot fence of campaign senders
   never reached its dot goes back in line, one past it is decided by
   CAMPAIGN_AMBIGUOUS_POLICY ("sent": flagged ambiguous; "resend": sent again).
 - Outcomes. Sent; deferred after a 4xx or a network error, back after OUTBOX_RETRY_DELAY_S,
-  doubling; failed on a 5xx, or after OUTBOX_RETRIES deferrals. Recipients on the suppression
-  list when the message is claimed are left out of its envelope (an event says who); a
-  message with none left is skipped. The pool's events carry
-  {"outbox_message_id": id}, so the event log shows them with the message.
+  doubling; failed on a 5xx, or after OUTBOX_RETRIES deferrals. The pool's events carry
+  {"outbox_message_id": id}, so the event log shows them with the message. A recipient
+  refused as a bad address is a hard bounce, one whose deferrals ran out a soft bounce
+  (bounces/classify.py), recorded with the reference "o<id>", which is also the message's
+  VERP reference through a server with a bounce domain.
+- Suppression. Recipients on the suppression list when the message is claimed are left out
+  of its envelope (an event says who); a message with none left is skipped.
 - Campaigns leave room: `servers_waited_for()` says which servers outbox messages wait for,
   and a campaign sender sending through one of them keeps a single connection for its batch.
 - The watchdog (every minute, and when a worker starts) recovers a dead sender's messages
@@ -56,6 +59,7 @@ from django_q.tasks import async_task
 
 from project.sqlite_writes import one_writer
 from smtp_settings import processes
+from smtp_settings.bounces import classify
 from smtp_settings.events import Kind, PoolEvent, smtp_event
 from smtp_settings.leases import (
     FinalDotFence,
@@ -429,6 +433,7 @@ class OutboxDelivery:
                 data=bytes(message.data),
                 message_id=message.message_id,
                 event_context={"outbox_message_id": message.pk},
+                bounce_reference=f"o{message.pk}",
             )
             envelope.row_id, envelope.server_id = message.pk, server.pk  # for the fence
             raw.append(envelope)
@@ -448,22 +453,25 @@ class OutboxDelivery:
         tried = [(m, r.smtp_result) for m, r in zip(messages, raw, strict=True) if not r.smtp_result.stopped]
         for message, result in tried:
             judge(message, result, server, now, settings.OUTBOX_RETRIES, settings.OUTBOX_RETRY_DELAY_S)
-        self._write_outcomes([message for message, _ in tried])
+        bounces = classify.found_in(tried)
+        written = self._write_outcomes([message for message, _ in tried], confirm=bounces.keys())
+        classify.record_found(bounces, written, "o", server)
         stopped = [m.pk for m, r in zip(messages, raw, strict=True) if r.smtp_result.stopped]
         self._give_back_unsent([message.pk for message in messages], stopped)
         with self._lock:
             self.sent += sum(1 for message, _ in tried if message.status == Status.SENT)
 
-    def _write_outcomes(self, messages: list[OutboxMessage]) -> None:
+    def _write_outcomes(self, messages: list[OutboxMessage], confirm=frozenset()) -> set[int]:
         """What the sender knows must reach the database (else recovery would guess, and might
-        send a delivered message again): a failed write is tried once more."""
+        send a delivered message again): a failed write is tried once more. Returns the pks
+        of `confirm` whose write took effect (see save_outcomes)."""
         try:
-            save_outcomes(TABLE, messages, self.lease.token)
+            return save_outcomes(TABLE, messages, self.lease.token, confirm=confirm)
         except db.Error:
             log.warning("outbox: writing outcomes failed, trying again", exc_info=True)
             connection.close()
             time.sleep(1)
-            save_outcomes(TABLE, messages, self.lease.token)
+            return save_outcomes(TABLE, messages, self.lease.token, confirm=confirm)
 
     def _give_back_unsent(self, ids: list[int], stopped: list[int]) -> None:
         """Messages of `ids` claimed but never taken to their dot go back in line: those the

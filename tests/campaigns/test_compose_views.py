@@ -64,6 +64,9 @@ def _form_data(news, server, **overrides) -> dict:
         "scheduled_at": "",
         "rate_limit": "0",
         "auto_pause_after": "50",
+        "max_complaint_rate": "0.3",
+        "max_hard_bounce_rate": "5",
+        "guard_min_sample": "1000",
     }
     return data | overrides
 
@@ -132,6 +135,17 @@ def test_create_saves_the_campaign_with_its_lists_and_servers(sender_client, new
     assert list(campaign.lists.all()) == [news] and list(campaign.servers.all()) == [server]
 
 
+def test_create_saves_the_guard_rails(sender_client, news, server):
+    data = _form_data(news, server, max_complaint_rate="0.1", max_hard_bounce_rate="0", guard_min_sample="500")
+
+    sender_client.post(reverse("campaigns:create"), data)
+
+    campaign = Campaign.objects.get()
+    assert (campaign.max_complaint_rate, campaign.max_hard_bounce_rate, campaign.guard_min_sample) == (0.1, 0, 500)
+    content = sender_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "pause above 0.1% complaints, once 500 messages are sent" in content
+
+
 def test_create_with_htmx_answers_with_a_client_redirect(sender_client, news, server):
     response = sender_client.post(reverse("campaigns:create"), _form_data(news, server), **HTMX)
 
@@ -173,6 +187,10 @@ def test_a_template_syntax_error_names_the_field_and_line_and_saves_nothing(
         ({"lists": []}, "Lists", "This field is required."),
         ({"rate_limit": "-1"}, "Rate limit", "greater than or equal to 0"),
         ({"auto_pause_after": "-5"}, "Auto pause after", "greater than or equal to 0"),
+        ({"max_complaint_rate": "101"}, "Complaint rate limit (%)", "less than or equal to 100"),
+        ({"max_hard_bounce_rate": "-1"}, "Hard-bounce rate limit (%)", "greater than or equal to 0"),
+        ({"max_hard_bounce_rate": "five"}, "Hard-bounce rate limit (%)", "Enter a number."),
+        ({"guard_min_sample": "0"}, "Minimum sample", "greater than or equal to 1"),
         ({"scheduled_at": "next tuesday"}, "Send at", "Enter a valid date/time."),
         ({"name": ""}, "Name", "This field is required."),
     ],
