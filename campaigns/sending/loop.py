@@ -203,9 +203,11 @@ def _after_task_error(lease: Lease, error: Exception) -> None:
 
 
 def populate(campaign: Campaign) -> None:
-    """One delivery per active subscriber of the campaign's lists, in chunks (INSERT … SELECT:
+    """One delivery per subscriber of the campaign's lists, in chunks (INSERT … SELECT:
     building 100,000 model instances cost seconds), resumable, and harmless if two senders do
-    it at once: a subscriber's second row is not inserted."""
+    it at once: a subscriber's second row is not inserted. Subscribers who bounced or
+    complained get one too, which the sender skips (their address is suppressed), so that the
+    campaign counts them as skipped; those who unsubscribed or were blocklisted get none."""
     if campaign.populated_at:
         return
     list_ids = list(campaign.lists.values_list("pk", flat=True))
@@ -227,7 +229,8 @@ _POPULATE = (
     "INSERT INTO campaigns_delivery (campaign_id, subscriber_id, status, attempts, last_reply, message_id, ambiguous)"
     " SELECT DISTINCT %s, m.subscriber_id, 'pending', 0, '', '', FALSE FROM campaigns_subscriber_lists m"
     " JOIN campaigns_subscriber s ON s.id = m.subscriber_id"
-    " WHERE m.mailinglist_id IN ({lists}) AND s.status = 'active' AND m.subscriber_id > %s"
+    " WHERE m.mailinglist_id IN ({lists}) AND s.status IN ('active', 'bounced', 'complained')"
+    " AND m.subscriber_id > %s"
     " ORDER BY m.subscriber_id LIMIT %s"
     " ON CONFLICT DO NOTHING"
 )
@@ -242,12 +245,12 @@ def _bytes_per_message(campaign: Campaign) -> int:
 
 
 def _why_skipped(delivery: Delivery) -> str:
-    """Why a claimed delivery is not sent after all, if it is not: its subscriber left, or
-    their address is on the suppression list (as it stood when the batch was claimed)."""
-    if not delivery.subscriber.is_active:
-        return "not subscribed any more"
+    """Why a claimed delivery is not sent after all, if it is not: their address is on the
+    suppression list (as it stood when the batch was claimed), or its subscriber left."""
     if delivery.suppressed:
         return "the address is on the suppression list"
+    if not delivery.subscriber.is_active:
+        return "not subscribed any more"
     return ""
 
 

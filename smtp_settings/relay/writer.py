@@ -23,7 +23,8 @@ written either: nobody was told it was accepted.
 Waking the delivery after a commit costs a query, so a thread of its own does it, off the
 sessions' path: one wake-up for every commit since its last one, each reading what is
 committed by then. A relay killed between a 250 and that wake-up loses nothing: the outbox
-watchdog wakes a sender for what is queued (every minute, and when a worker starts).
+watchdog wakes a sender for what is queued (every minute, and when a worker starts); if the
+kill came between a sender's row and its task, once that row's lease (OUTBOX_LEASE_S) is out.
 """
 
 import asyncio

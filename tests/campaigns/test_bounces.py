@@ -85,10 +85,13 @@ def test_recipients_refused_as_unknown_are_hard_bounces_suppressed_and_logged(sm
     campaign.refresh_from_db()
     assert (campaign.status, campaign.hard_bounces, campaign.complaints) == ("finished", 2, 0)
 
-    again = make_campaign([server], 5)  # the same list: the bounced addresses are left out
+    again = make_campaign([server], 5)  # the same list: the bounced addresses are skipped
     start_sending(again)
     assert received_by_address(sandbox)["reader1@example.test"] == 0
-    assert again.deliveries.count() == 3
+    skipped = again.deliveries.filter(status="skipped")
+    assert set(skipped.values_list("subscriber__email", flat=True)) == gone
+    assert set(skipped.values_list("last_reply", flat=True)) == {"the address is on the suppression list"}
+    assert again.deliveries.filter(status="sent").count() == 3
 
 
 @pytest.mark.parametrize(
@@ -391,3 +394,38 @@ def test_the_progress_block_shows_hard_bounces_and_complaints_with_their_rates(v
     assert re.search(r"<dt>Hard bounces</dt><dd [^>]*>6 <small>\(1\.50%\)</small>", html)
     assert re.search(r"<dt>Complaints</dt><dd [^>]*>1 <small>\(0\.25%\)</small>", html)
     assert "The campaign pauses above 0.3% of the messages sent" in html
+
+
+# -- end to end --
+
+
+def test_recipients_whose_mail_bounces_later_are_suppressed_and_the_next_campaign_skips_them(
+    smtp_relay, smtp_sandbox, make_server
+):
+    """The sandbox accepts everything, then sends a DSN for reader10 to reader19 to the envelope
+    sender: a VERP address of the server's bounce domain, which the relay's listener takes."""
+    listener = smtp_relay(trusted_networks=[])
+    sandbox = smtp_sandbox(bounce="reader1?@example.test", bounce_to=("127.0.0.1", listener.port))
+    server = make_server(port=sandbox.port, bounce_domain=DOMAIN)
+    first = make_campaign([server], 20)
+    bouncing = {f"reader{n}@example.test" for n in range(10, 20)}
+
+    start_sending(first)
+    wait_for(lambda: Bounce.objects.count() == 10, 30, "the DSNs of the ten recipients")
+
+    assert len(sandbox.received) == 20  # everything was accepted, then ten bounced
+    assert set(Suppression.objects.values_list("email", flat=True)) == bouncing
+    assert set(Suppression.objects.values_list("reason", flat=True)) == {"hard_bounce"}
+    for bounce in Bounce.objects.all():
+        assert (bounce.kind, bounce.source, bounce.status) == (HARD, "listener", "5.1.1")
+        assert bounce.reference == f"d{delivery_to(first, bounce.email).pk}"  # its own delivery, by VERP
+    assert set(first.deliveries.filter(outcome="bounced").values_list("subscriber__email", flat=True)) == bouncing
+    assert Campaign.objects.get(pk=first.pk).hard_bounces == 10
+
+    second = make_campaign([server], 20)
+    start_sending(second)
+
+    assert set(second.deliveries.filter(status="skipped").values_list("subscriber__email", flat=True)) == bouncing
+    assert second.deliveries.filter(status="sent").count() == 10
+    later = [message.rcpt_tos[0] for message in sandbox.received[20:]]
+    assert sorted(later) == sorted({f"reader{n}@example.test" for n in range(10)})
