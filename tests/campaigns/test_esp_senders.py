@@ -2,7 +2,10 @@
 through an ESP's API alone or beside an SMTP server. Asserts on what a real HTTP server on
 127.0.0.1 answering as Postmark, and the SMTP sandbox, received."""
 
+import os
+import signal
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -11,8 +14,16 @@ from smtp_settings.limit_stores import store
 from smtp_settings.models import EspMessage, OutboxMessage
 from smtp_settings.outbox import delivery
 from smtp_settings.outbox.queue import Envelope, enqueue
-from tests.campaigns.test_sending import make_campaign, received_by_address, start_sending
-from tests.esp_server import Reply, fake_postmark, postmark_entry
+from smtp_settings.pool import close_all_pools
+from tests.campaigns.test_sending import (
+    make_campaign,
+    received_by_address,
+    sent_count,
+    start_sending,
+    status_of,
+    wait_for,
+)
+from tests.esp_server import POSTMARK_TOKEN, Reply, fake_postmark, postmark_entry, postmark_routes
 from tests.smtp_settings.outbox.test_delivery import queue
 
 # Sending threads write from database connections of their own: the test's data must be committed.
@@ -86,6 +97,37 @@ def test_an_esp_throttling_a_campaign_slows_it_for_the_cluster_and_the_deferred_
     assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent"}
     assert campaign.deliveries.filter(attempts=2).count() == 3  # deferred once, sent in a later pass
     assert store().state(entry.pk).throttled_rate == 50
+
+
+def test_killing_the_worker_mid_campaign_through_an_esp_duplicates_nothing(fake_esp, make_server, workers):
+    """SIGKILL mid-run, then a new worker: as over SMTP, the API took every message at most
+    once, and the ones it may not have (a fence recorded at the instant of the kill) are
+    flagged ambiguous: at most one per session in flight, and one awaiting its record."""
+    routes = postmark_routes()
+    send = routes["POST", "/email"]
+    routes["POST", "/email"] = lambda request: replace(send(request), delay_s=0.002)
+    api = fake_esp(routes=routes, key=POSTMARK_TOKEN, key_header="X-Postmark-Server-Token")
+    campaign = make_campaign([postmark_entry(make_server, api, max_conns=5)], 1000)
+    campaign.launch()
+    first = workers()
+    wait_for(lambda: sent_count(campaign) >= 200, 60, "200 messages out")
+
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    close_all_pools()
+    stopped_at = len(api.posts())
+    workers()
+    wait_for(lambda: status_of(campaign) == "finished", 120, "the campaign to finish after the restart")
+
+    assert 200 <= stopped_at < 1000
+    counts = received_by_esp(api)
+    assert max(counts.values()) == 1, "the API took a message twice"
+    everyone = subscribers_of(campaign)
+    flagged = set(campaign.deliveries.filter(ambiguous=True).values_list("subscriber__email", flat=True))
+    missing = everyone - set(counts)
+    assert missing <= flagged and len(missing) <= 5
+    assert len(flagged) <= 2 * 5
+    assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent"}
 
 
 @pytest.fixture
