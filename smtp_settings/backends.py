@@ -54,12 +54,18 @@ for another message, so its caller can render messages just in time. Besides Dja
 messages it takes `RawMessage`s (raw.py): their bytes and envelope go out as they are, with
 the server's custom headers they lack prepended (the outbox's messages).
 
+An ESP entry (esp/) is one more kind of server: its pool lends out API sessions under the
+same limits, and each message is one call to the ESP's API through anymail (`_EspDelivery`),
+with the same results, events and hooks (on_final_dot runs just before the HTTP request). A
+429 is the ESP's 421: retried with backoff, and the server's rate lowered for the cluster.
+
 `QueuedEmailBackend`, at the end, sends nothing itself: it puts messages in the outbox.
 
 A failure never raises out of the batch, except that with fail_silently=False a batch in
 which nothing at all was sent raises DeliveryFailed.
 """
 
+import logging
 import random
 import re
 import smtplib
@@ -73,17 +79,22 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import sanitize_address
 
+from project.sqlite_writes import one_writer
 from smtp_settings.bounces import verp
+from smtp_settings.esp import client as esp_client
+from smtp_settings.esp.messages import api_message
 from smtp_settings.events import Kind
 from smtp_settings.learning import is_throttle
 from smtp_settings.limits import MustWait
 from smtp_settings.mime import wire_bytes
-from smtp_settings.models import OutboxMessage, SmtpServer
+from smtp_settings.models import EspMessage, OutboxMessage, SmtpServer
 from smtp_settings.outbox.queue import Envelope, check, enqueue
 from smtp_settings.pool import ConnectFailed, ConnectionPool, PoolTimeout, get_pool
 from smtp_settings.raw import RawMessage, with_headers
 from smtp_settings.results import DEFERRED, FAILED, SENT, RecipientResult, SmtpResult
 from smtp_settings.transaction import BeforeDotFailed, ConnectionLost, SessionClosed, prepare_data
+
+log = logging.getLogger(__name__)
 
 # An address Django's sanitize_address gives back unchanged and parseaddr takes as it is: a
 # dot-atom of common characters (no "=?", which the parser may read as an encoded word) at a
@@ -248,9 +259,10 @@ class RotatingEmailBackend(BaseEmailBackend):
                 feed.done(following.message.smtp_result)
 
     def _next_delivery(self, pool: ConnectionPool, feed: "_Feed") -> "_Delivery | None":
+        delivery = _EspDelivery if pool.config.kind == SmtpServer.Kind.ESP else _Delivery
         while (message := feed.next()) is not None:
             try:
-                return _Delivery(self, pool, feed, message)
+                return delivery(self, pool, feed, message)
             except (ValueError, TypeError, UnicodeError, IndexError, AttributeError) as error:  # hostile address/header
                 message.smtp_result = result = SmtpResult(
                     FAILED, None, f"not sent: {error}", attempts=0, server=pool.config.name
@@ -308,18 +320,13 @@ class _Delivery:
     """Everything that happens to one message until it is sent, deferred or failed."""
 
     def __init__(self, backend: RotatingEmailBackend, pool: ConnectionPool, feed: _Feed, message):
-        self.backend, self.pool, self.config, self.message, self.feed = backend, pool, pool.config, message, feed
-        self.following: _Delivery | None = None  # the next message this thread sends
-        self.handed_over = None  # a connection the previous message left with our envelope in flight
-        self.context = {**backend.event_context, **getattr(message, "event_context", {})}
+        self._start(backend, pool, feed, message)
         if isinstance(message, RawMessage):  # the outbox's: bytes and envelope as they are
             self.mail_from, self.message_id = self._return_path(message.mail_from), message.message_id
             self.outcome = dict.fromkeys(message.recipients)
             if any(_CONTROL.search(address) for address in (self.mail_from, *self.outcome)):
                 raise ValueError("a control character in the envelope")
             self.data = prepare_data(with_headers(message.data, self.config.custom_headers))
-            self.attempts = self.temp_failures = self.in_a_row_421 = 0
-            self.last, self.ambiguous, self.stopped = (None, ""), False, False
             return
         encoding = message.encoding or "utf-8"
         self.mail_from = self._return_path(envelope_address(message.from_email, encoding))
@@ -328,6 +335,13 @@ class _Delivery:
         }
         self.message_id, content = wire_bytes(message, self.config.custom_headers)
         self.data = prepare_data(content)
+
+    def _start(self, backend: RotatingEmailBackend, pool: ConnectionPool, feed: _Feed, message) -> None:
+        """What every kind of delivery keeps, whatever it sends through."""
+        self.backend, self.pool, self.config, self.message, self.feed = backend, pool, pool.config, message, feed
+        self.following: _Delivery | None = None  # the next message this thread sends
+        self.handed_over = None  # a connection the previous message left with our envelope in flight
+        self.context = {**backend.event_context, **getattr(message, "event_context", {})}
         self.attempts = self.temp_failures = self.in_a_row_421 = 0
         self.last: tuple[int | None, str] = (None, "")
         self.ambiguous = self.stopped = False
@@ -385,10 +399,8 @@ class _Delivery:
         if conn is None:
             try:
                 conn = self.pool.checkout(self.context)
-            except PoolTimeout as error:  # not tried: other senders held every connection
-                self.last = (None, str(error))
-                self._untried()
-                return False
+            except PoolTimeout as error:
+                return self._no_connection(error)
             except SessionClosed as error:
                 return self._after_421(None, error)
             except ConnectFailed as error:
@@ -396,13 +408,7 @@ class _Delivery:
                 return self._retry_later(None, stage=error.step)
 
         batch = pending[: conn.rcptmax] if conn.rcptmax else pending
-        try:
-            self.pool.limits.wait_to_send(len(batch))
-        except MustWait as wait:  # not tried: this message and the rest of the batch wait
-            self.pool.checkin(conn, self.context)
-            self.feed.stop(wait.reason, resume_at=wait.until)
-            self.last = (None, wait.reason)
-            self._untried()
+        if not self._turn(conn, len(batch)):
             return False
         try:
             if self.backend.rate_limiter is not None:
@@ -422,13 +428,7 @@ class _Delivery:
             self.pool.checkin(conn, self.context)
             return self._after_lost(conn, error, batch)
         except BeforeDotFailed as error:
-            self.pool.checkin(conn, self.context)
-            if isinstance(error.__cause__, StopBatch):
-                self.feed.stop(f"not sent: the batch was stopped: {error}")
-                self.last, self.stopped = (None, self.feed.stopped), True
-            else:
-                self.last = (None, f"not sent: on_final_dot failed: {error}")
-            return False
+            return self._held_back(conn, error)
         self.in_a_row_421 = 0
         verdicts = _verdicts(result, batch)
         finished = len(batch) == len(pending) and not any(400 <= code < 500 for code, _, _ in verdicts)
@@ -437,6 +437,35 @@ class _Delivery:
         else:
             self.pool.checkin(conn, self.context)
         return self._judge(conn, batch, verdicts)
+
+    def _no_connection(self, error: PoolTimeout) -> bool:
+        """Not tried: other senders held every connection."""
+        self.last = (None, str(error))
+        self._untried()
+        return False
+
+    def _turn(self, conn, units: int) -> bool:
+        """Wait for this message's turn at the server's rates; False (the connection given
+        back) when a quota window is full: this message and the rest of the batch wait."""
+        try:
+            self.pool.limits.wait_to_send(units)
+        except MustWait as wait:
+            self.pool.checkin(conn, self.context)
+            self.feed.stop(wait.reason, resume_at=wait.until)
+            self.last = (None, wait.reason)
+            self._untried()
+            return False
+        return True
+
+    def _held_back(self, conn, error: BeforeDotFailed) -> bool:
+        """The on_final_dot hook raised: the message was not sent."""
+        self.pool.checkin(conn, self.context)
+        if isinstance(error.__cause__, StopBatch):
+            self.feed.stop(f"not sent: the batch was stopped: {error}")
+            self.last, self.stopped = (None, self.feed.stopped), True
+        else:
+            self.last = (None, f"not sent: on_final_dot failed: {error}")
+        return False
 
     def _untried(self) -> None:
         """This attempt never reached the server. If no attempt did, the message was not
@@ -530,6 +559,111 @@ class _Delivery:
             # not a retry.
             return self._reconnect(conn, error.stage)
         return self._retry_later(conn, stage=error.stage)
+
+
+class _EspDelivery(_Delivery):
+    """A message for an ESP entry: the bookkeeping of `_Delivery` (attempts, retries, results,
+    events, the hooks), with each attempt one call to the ESP's API through anymail on a
+    session the pool lends out (esp/client.py). How each reply is judged:
+
+    - accepted: each recipient as anymail's status says: rejected, invalid or failed is
+      `failed`; queued, sent and unknown are `sent` (the ESP took the call: sending it again
+      could only make a duplicate). A row of EspMessage remembers each message id, with the
+      message's `bounce_reference`, for the ESP's webhooks.
+    - 429 (the ESP's 421) and 5xx: retried with backoff, then `deferred`; a 429 lowers the
+      server's rate for the whole cluster, as a throttle reply does.
+    - any other status, or a message anymail cannot send: `failed`.
+    - the request never left (refused, DNS, TLS, connect timeout): retried, then `deferred`.
+    - the request left and no reply came, or a 2xx that cannot be read: `sent` and
+      `ambiguous`, unless the backend prefers a duplicate (resend_ambiguous)."""
+
+    STAGE = "API"
+    REFUSED_STATUSES = {"rejected", "invalid", "failed"}
+
+    def __init__(self, backend: RotatingEmailBackend, pool: ConnectionPool, feed: _Feed, message):
+        self._start(backend, pool, feed, message)
+        if isinstance(message, RawMessage):
+            if any(_CONTROL.search(address) for address in message.recipients):
+                raise ValueError("a control character in the envelope")
+            self.outcome = dict.fromkeys(message.recipients)
+            self.message_id = message.message_id
+        else:
+            encoding = message.encoding or "utf-8"
+            self.outcome = {envelope_address(address, encoding): None for address in message.recipients()}
+            headers = {name.lower(): value for name, value in message.extra_headers.items()}
+            self.message_id = str(headers.get("message-id", ""))
+        self.email = api_message(message, self.config.custom_headers)
+
+    def _attempt(self, pending: list[str]) -> bool:
+        try:
+            conn = self.pool.checkout(self.context)
+        except PoolTimeout as error:
+            return self._no_connection(error)
+        if not self._turn(conn, len(pending)):
+            return False
+        try:
+            if self.backend.rate_limiter is not None:
+                self.backend.rate_limiter.wait_to_send()
+            reply = conn.send(self.email, before_send=self._before_dot if self.backend.on_final_dot else None)
+        except BeforeDotFailed as error:
+            return self._held_back(conn, error)
+        self.pool.checkin(conn, self.context)
+        self.last = (reply.code, reply.text)
+        if reply.outcome == esp_client.ACCEPTED:
+            self._accepted(conn, pending, reply)
+            return True
+        ambiguous = reply.outcome in (esp_client.LOST, esp_client.UNREADABLE)
+        if ambiguous and not self.backend.resend_ambiguous:
+            self.ambiguous = True
+            for address in pending:
+                self.outcome[address] = RecipientResult(SENT, reply.code, reply.text)
+            self.emit(Kind.AMBIGUOUS, conn, stage=self.STAGE, code=reply.code, text=reply.text)
+            return True
+        if reply.outcome in (esp_client.UNSENT, esp_client.LOST):
+            kind = Kind.TIMEOUT if reply.timed_out else Kind.NETWORK_ERROR
+            self.emit(kind, conn, stage=self.STAGE, text=reply.text)
+            return self._retry_later(conn, stage=self.STAGE)
+        if reply.code == 429:
+            self.pool.throttled(conn, reply.code, reply.text, self.context)
+        if ambiguous or reply.code == 429 or (reply.code or 0) >= 500:
+            return self._retry_later(conn, stage=self.STAGE)
+        for address in pending:  # refused for good, or it cannot be sent at all
+            self.outcome[address] = RecipientResult(FAILED, reply.code, reply.text)
+            self.emit(Kind.FAILURE, conn, stage=self.STAGE, code=reply.code, text=reply.text, recipient=address)
+        return True
+
+    def _accepted(self, conn, pending: list[str], reply) -> None:
+        remembered = []
+        for address in pending:
+            status, message_id = reply.statuses.get(address.lower(), ("unknown", ""))
+            text = f"{status} by {conn.label}" + (f" as {message_id}" if message_id else "")
+            self.last = (reply.code, text)
+            if status in self.REFUSED_STATUSES:
+                text = f"{text}: {reply.text}"
+                self.outcome[address] = RecipientResult(FAILED, reply.code, text)
+                self.emit(Kind.FAILURE, conn, stage=self.STAGE, code=reply.code, text=text, recipient=address)
+            else:
+                self.outcome[address] = RecipientResult(SENT, reply.code, text)
+                if message_id:
+                    remembered.append((address, message_id))
+        self._remember(remembered)
+
+    def _remember(self, sent: list[tuple[str, str]]) -> None:
+        """Which message each id the ESP gave is, for its webhooks. The message went out
+        whatever happens here: a failed write is logged, never a failed message."""
+        reference = str(getattr(self.message, "bounce_reference", ""))[:40]
+        server_id = self.config.id
+        rows = [
+            EspMessage(message_id=message_id[:255], reference=reference, server_id=server_id, recipient=address[:254])
+            for address, message_id in sent
+        ]
+        if not rows:
+            return
+        try:
+            with one_writer():
+                EspMessage.objects.bulk_create(rows)
+        except db.Error:
+            log.warning("could not remember the ESP's ids of message %s", self.message_id, exc_info=True)
 
 
 def _verdicts(result, batch: list[str]) -> list[tuple[int, str, str]]:

@@ -1,9 +1,18 @@
+import json
+
 from django import forms
+from django.core.validators import RegexValidator
 
+from smtp_settings.esp.registry import CHOICES as ESP_CHOICES
+from smtp_settings.esp.registry import ESPS_BY_KEY
 from smtp_settings.models import SmtpServer
-from smtp_settings.validators import validate_custom_headers, validate_header_text
+from smtp_settings.validators import validate_custom_headers, validate_header_text, validate_host
 
+ESP = SmtpServer.Kind.ESP
 CONNECTION_FIELDS = [
+    "kind",
+    "esp",
+    "api_url",
     "host",
     "port",
     "tls",
@@ -22,6 +31,11 @@ LIMIT_FIELDS = [
     "idle_timeout",
     "max_conn_age",
     "wait_timeout",
+]
+# What an ESP entry has no use for: not required of one, and left as they were.
+SMTP_ONLY_FIELDS = [
+    *("host", "port", "tls", "tls_skip_verify", "helo_hostname", "auth_protocol", "username", "password"),
+    *("max_msgs_per_conn", "max_conn_age", "bounce_domain"),
 ]
 RATE_FIELDS = ["rate_limit", "rate_per_minute", "rate_counts"]
 QUOTA_FIELDS = ["quota_per_hour", "quota_per_day", "quota_counts"]
@@ -72,9 +86,13 @@ class StoredPasswordForm(forms.ModelForm):
 
     ENDPOINT_CHANGED = ""
 
+    def keeps_a_password(self) -> bool:
+        """Whether this entry has a password at all."""
+        return True
+
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("clear_password"):
+        if cleaned.get("clear_password") or not self.keeps_a_password():
             cleaned["password"] = ""
         elif not cleaned.get("password"):
             cleaned["password"] = self.stored_password(cleaned)
@@ -91,18 +109,102 @@ class StoredPasswordForm(forms.ModelForm):
 
 
 class SmtpServerForm(StoredPasswordForm):
+    kind = forms.ChoiceField(
+        label="Sends through", choices=SmtpServer.Kind.choices, required=False, widget=forms.RadioSelect
+    )
+    esp = forms.ChoiceField(label="ESP", choices=[("", "Choose…"), *ESP_CHOICES], required=False)
+    api_url = forms.URLField(
+        label=SmtpServer._meta.get_field("api_url").verbose_name,
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text="Blank: the ESP's own (a self-hosted Postal needs yours). https:// only, but to this machine.",
+    )
+    api_key = forms.CharField(
+        label="API key or token",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown (Postmark: the server API token). "
+        "Leave blank to keep the stored key.",
+    )
+    # An ESP's further settings: every name in an ESP's `extras` (esp/registry.py) is one of these.
+    sender_domain = forms.CharField(
+        label="Sender domain (Mailgun)",
+        required=False,
+        validators=[validate_host],
+        help_text="Mailgun only: the domain you send from. Blank: the From address's domain.",
+    )
+    message_stream = forms.CharField(
+        label="Message stream (Postmark)",
+        required=False,
+        max_length=100,
+        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "Letters, digits, _ and - only.")],
+        help_text="Postmark only: the stream's ID. Blank: outbound (transactional); campaigns belong on a "
+        "broadcast stream.",
+    )
     custom_headers = HeaderPairsField(
         required=False, help_text="Name and value per row, added to every message, e.g. X-Mailer: Relaydeck."
     )
 
     class Meta:
         model = SmtpServer
-        fields = ["name", "enabled", *CONNECTION_FIELDS, *LIMIT_FIELDS, *RATE_FIELDS, *QUOTA_FIELDS]
+        fields = ["name", "enabled", *CONNECTION_FIELDS, "bounce_domain", *LIMIT_FIELDS, *RATE_FIELDS, *QUOTA_FIELDS]
 
     ENDPOINT_CHANGED = (
         "Type the password again: the host, port, username, TLS or auth protocol changed "
         "(or tick “Remove the stored password”)."
     )
+    API_CHANGED = "Type the API key again: the ESP or the API URL changed."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.is_esp:
+            for name in self.extra_names():
+                self.initial.setdefault(name, self.instance.credentials.get(name, ""))
+        if self._kind() == ESP:
+            for name in SMTP_ONLY_FIELDS:
+                if name in self.fields:
+                    self.fields[name].required = False
+
+    @staticmethod
+    def extra_names() -> set[str]:
+        return {name for esp in ESPS_BY_KEY.values() for name in esp.extras}
+
+    def _kind(self) -> str:
+        return (self.data.get("kind") if self.is_bound else None) or self.instance.kind
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data.get("kind") or self.instance.kind
+
+    def keeps_a_password(self) -> bool:
+        return self._kind() != ESP  # an ESP entry has an API key instead
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("kind") == ESP:
+            for name in SMTP_ONLY_FIELDS:  # hidden for an ESP: what they held stays
+                if name in self.fields and name != "password" and cleaned.get(name) in (None, ""):
+                    cleaned[name] = getattr(self.instance, name)
+            self.instance.esp_credentials = self.esp_credentials(cleaned)
+        else:
+            self.instance.esp_credentials = ""  # nor an SMTP entry an API key
+            cleaned["esp"] = cleaned["api_url"] = ""
+        return cleaned
+
+    def esp_credentials(self, cleaned: dict) -> str:
+        """The ESP entry's anymail settings as stored: the key typed, or the stored one where
+        it may still go (see SmtpServer.credentials_may_go_to), and the ESP's extras."""
+        esp = ESPS_BY_KEY.get(cleaned.get("esp"))
+        if esp is None or "api_url" not in cleaned:
+            return ""  # those fields have their own errors
+        instance = self.instance
+        stored = instance.credentials if instance.credentials_may_go_to(esp=esp.key, api_url=cleaned["api_url"]) else {}
+        key = cleaned.get("api_key") or stored.get(esp.key_setting, "")
+        if not key:
+            changed = instance.esp_credentials and not stored
+            self.add_error("api_key", self.API_CHANGED if changed else f"Enter the {esp.key_label} of {esp.label}.")
+            return ""
+        return json.dumps({esp.key_setting: key, **{name: cleaned[name] for name in esp.extras if cleaned.get(name)}})
 
 
 class ConnectionTestForm(SmtpServerForm):

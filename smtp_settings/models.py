@@ -10,8 +10,9 @@ from django.db import models
 from django.utils import timezone
 
 from project.sqlite_writes import one_writer
+from smtp_settings.esp.registry import ESPS_BY_KEY, parse_credentials
 from smtp_settings.fields import EncryptedTextField
-from smtp_settings.validators import validate_custom_headers, validate_host
+from smtp_settings.validators import validate_api_url, validate_custom_headers, validate_host
 
 
 def validate_rate(value: float) -> None:
@@ -66,13 +67,17 @@ class SmtpServer(BoundPassword, models.Model):
     name = models.CharField(max_length=100, unique=True, help_text="A name to tell this server apart.")
     enabled = models.BooleanField(default=True, help_text="Disabled servers are never used for sending.")
     kind = models.CharField(max_length=4, choices=Kind, default=Kind.SMTP)
-    # An ESP entry sends through the ESP's HTTP API with django-anymail (smtp_settings/esp.py).
+    # An ESP entry sends through the ESP's HTTP API with django-anymail (smtp_settings/esp/).
     esp = models.CharField("ESP", max_length=20, blank=True, help_text="Which ESP's API, for an ESP entry.")
     esp_credentials = EncryptedTextField(
         "ESP credentials", blank=True, help_text="Stored encrypted (JSON of anymail's settings for the ESP)."
     )
     api_url = models.URLField(
-        "API base URL", max_length=500, blank=True, help_text="Blank: the ESP's own. Overrides anymail's API_URL."
+        "API base URL",
+        max_length=500,
+        blank=True,
+        validators=[validate_api_url],
+        help_text="Blank: the ESP's own. Overrides anymail's API_URL.",
     )
     max_batch = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Messages per API call, at most."
@@ -86,7 +91,10 @@ class SmtpServer(BoundPassword, models.Model):
     )
 
     host = models.CharField(
-        max_length=255, validators=[validate_host], help_text="Host name or IP address of the SMTP server."
+        max_length=255,
+        blank=True,  # an ESP entry has none; an SMTP entry must (clean)
+        validators=[validate_host],
+        help_text="Host name or IP address of the SMTP server.",
     )
     port = models.PositiveIntegerField(
         default=587,
@@ -239,12 +247,53 @@ class SmtpServer(BoundPassword, models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        super().clean()
+        if self.kind != self.Kind.ESP:
+            if not self.host:
+                raise ValidationError({"host": "Enter the SMTP server's host name or IP address."})
+            return
+        esp = ESPS_BY_KEY.get(self.esp)
+        if esp is None:
+            raise ValidationError({"esp": "Choose the ESP whose API this entry sends through."})
+        if not (self.api_url or esp.default_api_url):
+            raise ValidationError({"api_url": f"{esp.label} runs on your own server: enter its API URL."})
+
+    @property
+    def is_esp(self) -> bool:
+        return self.kind == self.Kind.ESP
+
+    @property
+    def esp_label(self) -> str:
+        esp = ESPS_BY_KEY.get(self.esp)
+        return esp.label if esp else self.esp
+
     @property
     def address(self) -> str:
+        if self.is_esp:
+            esp = ESPS_BY_KEY.get(self.esp)
+            return f"{self.esp_label} API at {esp.api_url(self.api_url) if esp else self.api_url}"
         return f"{self.host}:{self.port}"
+
+    @property
+    def credentials(self) -> dict:
+        """The ESP entry's anymail settings (its API key among them), decrypted."""
+        return parse_credentials(self.esp_credentials)
+
+    @property
+    def has_api_key(self) -> bool:
+        esp = ESPS_BY_KEY.get(self.esp)
+        return esp is not None and bool(self.credentials.get(esp.key_setting))
 
     # Where a stored password goes, and how: changing any of these needs the password typed again.
     PASSWORD_BINDING = ("host", "port", "username", "tls", "tls_skip_verify", "auth_protocol")
+    # Where stored ESP credentials go: the same rule, for the ESP and its API URL.
+    CREDENTIALS_BINDING = ("esp", "api_url")
+
+    def credentials_may_go_to(self, **where) -> bool:
+        """Stored ESP credentials are only ever sent to the ESP and API URL they were stored
+        with (as a password is: see BoundPassword)."""
+        return not self.esp_credentials or all(where[name] == getattr(self, name) for name in self.CREDENTIALS_BINDING)
 
     @property
     def has_learned_limits(self) -> bool:

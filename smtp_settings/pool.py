@@ -12,6 +12,9 @@ Guarantees:
   session the server gave up on is gone either way.
 - Every notable thing is reported as a `PoolEvent` through `smtp_event`.
 
+For an ESP entry (esp/) the pool lends out API sessions (`EspConnection`) instead of SMTP
+sessions, under the same ceiling, shares, rates and quotas; nothing is opened until a call.
+
 Counting slots and pacing messages is the pool's `Limits` (`limits.py`); what the server's
 421s teach about its limits, its `LimitLearner` (`learning.py`). Sending one message on a
 connection it lent out is `PooledConnection.transact` (`transaction.py`).
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from django.conf import settings
 
 from smtp_settings.connection import Deadline, SmtpStepError, open_session
+from smtp_settings.esp.client import EspConnection
 from smtp_settings.events import Kind, PoolEvent, smtp_event
 from smtp_settings.learning import LimitLearner
 from smtp_settings.limits import Limits, LocalLimits
@@ -39,6 +43,10 @@ class ServerConfig:
     id: int | None
     name: str
     enabled: bool
+    kind: str
+    esp: str
+    esp_credentials: str = field(repr=False)  # decrypted JSON: kept out of logs and error reports
+    api_url: str
     host: str
     port: int
     tls: str
@@ -167,7 +175,11 @@ class ConnectionPool:
             self._release_slot(slot)
             raise
 
-    def _open(self, context: dict | None, slot: object) -> PooledConnection:
+    def _open(self, context: dict | None, slot: object) -> PooledConnection | EspConnection:
+        if self.config.kind == "esp":  # an API session: nothing to open until the first call
+            with self._cond:
+                self._greeted += 1
+            return EspConnection(self.config, slot)
         started = time.monotonic()
         steps = []
 

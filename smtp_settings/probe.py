@@ -16,6 +16,9 @@ class ProbeResult:
     steps: list[Step] = field(default_factory=list)
     error: str = ""  # one sentence; empty when every step passed
     raw_reply: str = ""  # the server's reply to the failing step, shown verbatim (escaped)
+    note: str = ""  # what else to know about this kind of server
+
+    MESSAGE_STEPS = ("DATA", "API send")  # the step that hands the test message over
 
     @property
     def ok(self) -> bool:
@@ -23,7 +26,7 @@ class ProbeResult:
 
     @property
     def sent(self) -> bool:
-        return any(step.name == "DATA" and step.ok for step in self.steps)
+        return any(step.name in self.MESSAGE_STEPS and step.ok for step in self.steps)
 
     @property
     def duration_s(self) -> float:
@@ -32,8 +35,8 @@ class ProbeResult:
 
 def test_message(server, from_email: str, to_email: str) -> EmailMessage:
     return EmailMessage(
-        subject=f"Relaydeck test message via {server.name or server.host}",
-        body=f"This test message was sent by Relaydeck through {server.host}:{server.port} "
+        subject=f"Relaydeck test message via {server.name or server.host or server.esp_label}",
+        body=f"This test message was sent by Relaydeck through {server.address} "
         f"at {timezone.now():%Y-%m-%d %H:%M:%S %Z}.\n",
         from_email=from_email,
         to=[to_email],

@@ -1,6 +1,8 @@
+import ipaddress
 import re
 from email.errors import InvalidHeaderDefect
 from email.headerregistry import HeaderRegistry
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.mail.message import sanitize_address
@@ -142,3 +144,22 @@ def validate_custom_headers(value) -> None:
                 "control character %(character)s.",
                 params={"name": name, "character": character},
             )
+
+
+def validate_api_url(value: str) -> None:
+    """An ESP's API base URL: https, or http to this machine only (a local test server), with
+    no credentials, query or fragment in it (the key has a field of its own, kept encrypted)."""
+    parts = urlsplit(value)
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError("Put no user name or password in the URL: the API key has a field of its own.")
+    if parts.query or parts.fragment:
+        raise ValidationError("Enter the API's base URL, without a query or fragment.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        raise ValidationError("Use an https:// URL (http:// only to this machine, for a local test server).")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

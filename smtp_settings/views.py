@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from project.htmx import HtmxHttpRequest, redirect_to
 from project.roles import Role, role_required
+from smtp_settings.esp.probe import check_api
 from smtp_settings.forms import ConnectionTestForm, SmtpServerForm, TestMessageForm
 from smtp_settings.live import live_figures
 from smtp_settings.models import SmtpServer
@@ -28,6 +29,11 @@ def _render_form(request: HtmxHttpRequest, form: SmtpServerForm, server: SmtpSer
     return render(request, template, context)
 
 
+def _test(server: SmtpServer, **test):
+    """Test connection: an SMTP exchange, or a call to an ESP's API."""
+    return check_api(server, **test) if server.is_esp else probe(server, **test)
+
+
 def _saved(request: HtmxHttpRequest, server: SmtpServer, verb: str) -> HttpResponse:
     messages.success(request, f"SMTP server “{server.name}” {verb}.")
     return redirect_to(request, "smtp_settings:list")
@@ -48,7 +54,7 @@ def server_live(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 @role_required(Role.ADMIN)
-@sensitive_post_parameters("password")
+@sensitive_post_parameters("password", "api_key")
 @require_http_methods(["GET", "POST"])
 def server_create(request: HtmxHttpRequest) -> HttpResponse:
     preset = PRESETS_BY_KEY.get(request.GET.get("preset", ""))
@@ -63,7 +69,7 @@ def server_create(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @role_required(Role.ADMIN)
-@sensitive_post_parameters("password")
+@sensitive_post_parameters("password", "api_key")
 @require_http_methods(["GET", "POST"])
 def server_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     server = _get_server_or_404(pk)
@@ -123,12 +129,12 @@ def server_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Test a saved server, optionally sending one message."""
     server = _get_server_or_404(pk)
     form = TestMessageForm(request.POST)
-    result = probe(server, **form.cleaned_data) if form.is_valid() else None
+    result = _test(server, **form.cleaned_data) if form.is_valid() else None
     return _render_test_result(request, server, form, result, f"test-result-{pk}")
 
 
 @role_required(Role.ADMIN)
-@sensitive_post_parameters("password")
+@sensitive_post_parameters("password", "api_key")
 @require_POST
 def form_test(request: HtmxHttpRequest) -> HttpResponse:
     """Test the values of an add/edit form as they stand, saved or not."""
@@ -137,5 +143,5 @@ def form_test(request: HtmxHttpRequest) -> HttpResponse:
     result = None
     if form.is_valid():
         test = {key: form.cleaned_data[key] for key in ("to_email", "from_email")}
-        result = probe(form.instance, **test)
+        result = _test(form.instance, **test)
     return _render_test_result(request, form.instance, form, result, "test-result-form")

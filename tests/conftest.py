@@ -24,6 +24,7 @@ from smtp_settings.sandbox import SandboxServer
 from smtp_settings.validators import HOST_NAME
 from tests.certs import make_certificates
 from tests.dovecot import Dovecot
+from tests.esp_server import FakeEsp
 from tests.hostile import HostileServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +136,13 @@ def hostile_smtp():
     """Start misbehaving SMTP servers on random loopback ports (tests/hostile.py):
     `hostile_smtp(banner=endless("220-AAAA"), replies={"MAIL": "999 what"}, byte_delay_s=1)`."""
     yield from _servers_of(HostileServer)
+
+
+@pytest.fixture
+def fake_esp():
+    """Start ESP APIs on random loopback ports (tests/esp_server.py):
+    `fake_esp(routes=postmark_routes(), key="token", key_header="X-Postmark-Server-Token")`."""
+    yield from _servers_of(FakeEsp)
 
 
 class SandboxProcess:

@@ -94,6 +94,13 @@ def test_create_saves_and_redirects(admin_client):
     assert server.custom_headers == [["X-Mailer", "Relaydeck"]]
 
 
+def test_the_bounce_domain_is_saved_and_shown_again(admin_client):
+    admin_client.post(reverse("smtp_settings:create"), _form_data(bounce_domain="bounces.example.test"))
+    assert SmtpServer.objects.get().bounce_domain == "bounces.example.test"
+    page = admin_client.get(reverse("smtp_settings:edit", args=[SmtpServer.objects.get().pk])).content.decode()
+    assert 'value="bounces.example.test"' in page
+
+
 def test_create_with_htmx_answers_with_a_client_redirect(admin_client):
     response = admin_client.post(reverse("smtp_settings:create"), _form_data(), **HTMX)
     assert response.status_code == 200
@@ -129,6 +136,8 @@ def test_create_with_htmx_answers_with_a_client_redirect(admin_client):
         ({"quota_per_day": "9" * 5000}, "Quota per day"),  # more digits than Python converts
         ({"quota_per_day": ""}, "Quota per day"),
         ({"quota_counts": ""}, "Quotas count"),
+        ({"bounce_domain": "bounces.example.test\r\nRCPT TO:<x@y>"}, "Bounce domain"),
+        ({"bounce_domain": "not a domain"}, "Bounce domain"),
     ],
 )
 @pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
