@@ -56,8 +56,9 @@ the server's custom headers they lack prepended (the outbox's messages).
 
 An ESP entry (esp/) is one more kind of server: its pool lends out API sessions under the
 same limits, and each message is one call to the ESP's API through anymail (`_EspDelivery`),
-with the same results, events and hooks (on_final_dot runs just before the HTTP request). A
-429 is the ESP's 421: retried with backoff, and the server's rate lowered for the cluster.
+or several when it has more recipients than one call may carry, with the same results,
+events and hooks (on_final_dot runs just before each HTTP request). A 429 is the ESP's 421:
+retried with backoff, and the server's rate lowered for the cluster.
 
 `QueuedEmailBackend`, at the end, sends nothing itself: it puts messages in the outbox.
 
@@ -72,7 +73,7 @@ import smtplib
 import threading
 import time
 from email.utils import parseaddr
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from django import db
 from django.core.exceptions import ImproperlyConfigured
@@ -458,11 +459,13 @@ class _Delivery:
         return True
 
     def _held_back(self, conn, error: BeforeDotFailed) -> bool:
-        """The on_final_dot hook raised: the message was not sent."""
+        """The on_final_dot hook raised: the rest of the message was not sent. It was not
+        tried at all (`stopped`) unless an earlier transaction of it (recipients beyond the
+        server's RCPTMAX, or an ESP's limit per call) went out: those recipients stay sent."""
         self.pool.checkin(conn, self.context)
         if isinstance(error.__cause__, StopBatch):
             self.feed.stop(f"not sent: the batch was stopped: {error}")
-            self.last, self.stopped = (None, self.feed.stopped), True
+            self.last, self.stopped = (None, self.feed.stopped), not any(self.outcome.values())
         else:
             self.last = (None, f"not sent: on_final_dot failed: {error}")
         return False
@@ -575,47 +578,74 @@ class _EspDelivery(_Delivery):
     - any other status, or a message anymail cannot send: `failed`.
     - the request never left (refused, DNS, TLS, connect timeout): retried, then `deferred`.
     - the request left and no reply came, or a 2xx that cannot be read: `sent` and
-      `ambiguous`, unless the backend prefers a duplicate (resend_ambiguous)."""
+      `ambiguous`, unless the backend prefers a duplicate (resend_ambiguous).
+
+    Recipients per call: a message to more recipients than the ESP takes in one call (its
+    limit, or the entry's max_batch below it: `conn.rcptmax`) goes as several calls, as a
+    message beyond an SMTP server's RCPTMAX goes as several transactions: the same content,
+    each call to at most that many of the recipients still pending, fenced by on_final_dot
+    just before it, and judged as above for its own recipients only (sent; 429 and 5xx
+    deferred; 400 failed). The message's result merges them as SMTP's partial acceptance
+    does: deferred if any recipient is, else sent if any is, else failed. So:
+
+    - A 429 or 5xx is retried (with the backend's retries left) for the pending recipients
+      only: a call that went is never made again. Without retries left, its recipients and
+      those of the calls not yet made are deferred, and no further call is made.
+    - The fence refusing a call (StopBatch: a lost lease) stops the rest of the message;
+      what went stays sent, and the message is `stopped` only if nothing of it went.
+    - A caller that retries a deferred message itself (the outbox passes retries=0) sends it
+      again whole, to every recipient, as after an SMTP server deferred some of a message's
+      recipients: those of the calls that went get it twice (`recipients` says who)."""
 
     STAGE = "API"
     REFUSED_STATUSES = {"rejected", "invalid", "failed"}
 
     def __init__(self, backend: RotatingEmailBackend, pool: ConnectionPool, feed: _Feed, message):
         self._start(backend, pool, feed, message)
+        encoding = "utf-8"
         if isinstance(message, RawMessage):
             if any(_CONTROL.search(address) for address in message.recipients):
                 raise ValueError("a control character in the envelope")
             self.outcome = dict.fromkeys(message.recipients)
             self.message_id = message.message_id
         else:
-            encoding = message.encoding or "utf-8"
+            encoding = message.encoding or encoding
             self.outcome = {envelope_address(address, encoding): None for address in message.recipients()}
             headers = {name.lower(): value for name, value in message.extra_headers.items()}
             self.message_id = str(headers.get("message-id", ""))
-        self.email = api_message(message, self.config.custom_headers)
+        self.email = api_message(message, self.config.custom_headers, partial(envelope_address, encoding=encoding))
+
+    @staticmethod
+    def _batch(pending: list[str], most: int) -> list[str]:
+        """The recipients of the next call: the first `most` pending addresses, and their
+        duplicates in another case, which the ESP takes for the same address."""
+        firsts = set(list(dict.fromkeys(address.lower() for address in pending))[:most])
+        return [address for address in pending if address.lower() in firsts]
 
     def _attempt(self, pending: list[str]) -> bool:
         try:
             conn = self.pool.checkout(self.context)
         except PoolTimeout as error:
             return self._no_connection(error)
-        if not self._turn(conn, len(pending)):
+        batch = self._batch(pending, conn.rcptmax) if conn.rcptmax else pending
+        if not self._turn(conn, len(batch)):
             return False
+        email = self.email.for_recipients(batch)
         try:
             if self.backend.rate_limiter is not None:
                 self.backend.rate_limiter.wait_to_send()
-            reply = conn.send(self.email, before_send=self._before_dot if self.backend.on_final_dot else None)
+            reply = conn.send(email, before_send=self._before_dot if self.backend.on_final_dot else None)
         except BeforeDotFailed as error:
             return self._held_back(conn, error)
         self.pool.checkin(conn, self.context)
         self.last = (reply.code, reply.text)
         if reply.outcome == esp_client.ACCEPTED:
-            self._accepted(conn, pending, reply)
+            self._accepted(conn, batch, reply)
             return True
         ambiguous = reply.outcome in (esp_client.LOST, esp_client.UNREADABLE)
         if ambiguous and not self.backend.resend_ambiguous:
             self.ambiguous = True
-            for address in pending:
+            for address in batch:
                 self.outcome[address] = RecipientResult(SENT, reply.code, reply.text)
             self.emit(Kind.AMBIGUOUS, conn, stage=self.STAGE, code=reply.code, text=reply.text)
             return True
@@ -627,14 +657,14 @@ class _EspDelivery(_Delivery):
             self.pool.throttled(conn, reply.code, reply.text, self.context)
         if ambiguous or reply.code == 429 or (reply.code or 0) >= 500:
             return self._retry_later(conn, stage=self.STAGE)
-        for address in pending:  # refused for good, or it cannot be sent at all
+        for address in batch:  # refused for good, or it cannot be sent at all
             self.outcome[address] = RecipientResult(FAILED, reply.code, reply.text)
             self.emit(Kind.FAILURE, conn, stage=self.STAGE, code=reply.code, text=reply.text, recipient=address)
         return True
 
-    def _accepted(self, conn, pending: list[str], reply) -> None:
+    def _accepted(self, conn, batch: list[str], reply) -> None:
         remembered = []
-        for address in pending:
+        for address in batch:
             status, message_id = reply.statuses.get(address.lower(), ("unknown", ""))
             text = f"{status} by {conn.label}" + (f" as {message_id}" if message_id else "")
             self.last = (reply.code, text)

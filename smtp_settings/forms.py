@@ -148,7 +148,10 @@ class SmtpServerForm(StoredPasswordForm):
 
     class Meta:
         model = SmtpServer
-        fields = ["name", "enabled", *CONNECTION_FIELDS, "bounce_domain", *LIMIT_FIELDS, *RATE_FIELDS, *QUOTA_FIELDS]
+        fields = [
+            *("name", "enabled", *CONNECTION_FIELDS, "max_batch", "bounce_domain"),
+            *(*LIMIT_FIELDS, *RATE_FIELDS, *QUOTA_FIELDS),
+        ]
 
     ENDPOINT_CHANGED = (
         "Type the password again: the host, port, username, TLS or auth protocol changed "
@@ -165,6 +168,18 @@ class SmtpServerForm(StoredPasswordForm):
             for name in SMTP_ONLY_FIELDS:
                 if name in self.fields:
                     self.fields[name].required = False
+        if "max_batch" in self.fields:
+            self.fields["max_batch"].help_text = self._max_batch_help()
+
+    def _max_batch_help(self) -> str:
+        """The ESP's own limit, which a blank max_batch stands for: the chosen ESP's, or each one's."""
+        chosen = ESPS_BY_KEY.get((self.data.get("esp") if self.is_bound else None) or self.instance.esp)
+        if chosen is not None:
+            limit = f"{chosen.label}'s limit, {chosen.max_recipients:,}"
+        else:
+            limits = ", ".join(f"{esp.label} {esp.max_recipients:,}" for esp in ESPS_BY_KEY.values())
+            limit = f"the ESP's limit ({limits})"
+        return f"At most this many in one call; blank: {limit}. A message to more goes out as several calls."
 
     @staticmethod
     def extra_names() -> set[str]:
@@ -186,10 +201,18 @@ class SmtpServerForm(StoredPasswordForm):
                 if name in self.fields and name != "password" and cleaned.get(name) in (None, ""):
                     cleaned[name] = getattr(self.instance, name)
             self.instance.esp_credentials = self.esp_credentials(cleaned)
+            self.check_max_batch(cleaned)
         else:
             self.instance.esp_credentials = ""  # nor an SMTP entry an API key
             cleaned["esp"] = cleaned["api_url"] = ""
+            cleaned["max_batch"] = None
         return cleaned
+
+    def check_max_batch(self, cleaned: dict) -> None:
+        """Recipients per call: no more than the ESP takes (its own limit when blank)."""
+        esp, max_batch = ESPS_BY_KEY.get(cleaned.get("esp")), cleaned.get("max_batch")
+        if esp is not None and max_batch and max_batch > esp.max_recipients:
+            self.add_error("max_batch", f"At most {esp.max_recipients:,}: {esp.label} takes no more in one call.")
 
     def esp_credentials(self, cleaned: dict) -> str:
         """The ESP entry's anymail settings as stored: the key typed, or the stored one where

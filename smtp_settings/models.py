@@ -80,7 +80,11 @@ class SmtpServer(BoundPassword, models.Model):
         help_text="Blank: the ESP's own. Overrides anymail's API_URL.",
     )
     max_batch = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Messages per API call, at most."
+        "Recipients per API call",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="At most, for an ESP entry: a message to more goes as several calls. Blank: the ESP's limit.",
     )
     bounce_domain = models.CharField(
         max_length=253,
@@ -274,6 +278,12 @@ class SmtpServer(BoundPassword, models.Model):
             esp = ESPS_BY_KEY.get(self.esp)
             return f"{self.esp_label} API at {esp.api_url(self.api_url) if esp else self.api_url}"
         return f"{self.host}:{self.port}"
+
+    @property
+    def recipients_per_call(self) -> int | None:
+        """The most recipients one API call of this ESP entry carries (None: not an ESP)."""
+        esp = ESPS_BY_KEY.get(self.esp) if self.is_esp else None
+        return esp.recipients_per_call(self.max_batch) if esp else None
 
     @property
     def credentials(self) -> dict:

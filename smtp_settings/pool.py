@@ -47,6 +47,7 @@ class ServerConfig:
     esp: str
     esp_credentials: str = field(repr=False)  # decrypted JSON: kept out of logs and error reports
     api_url: str
+    max_batch: int | None
     host: str
     port: int
     tls: str

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -46,10 +47,30 @@ class Reply:
 
 Route = Callable[[Request], Reply]
 
+# The fields of a send call that say who gets it: Postmark's (strings of addresses), Brevo's
+# (lists of {"email", "name"}).
+RECIPIENT_FIELDS = ("To", "Cc", "Bcc", "to", "cc", "bcc")
+
+
+def recipients_of(request: Request) -> list[str]:
+    """The addresses one call to Postmark's or Brevo's send API carried, in lower case."""
+    body = request.json
+    named = [body[key] for key in RECIPIENT_FIELDS if key in body]
+    listed = [r["email"] for value in named if isinstance(value, list) for r in value]
+    written = [address for _, address in getaddresses([value for value in named if isinstance(value, str)])]
+    return [address.lower() for address in (*written, *listed)]
+
+
+def content_of(request: Request) -> dict:
+    """A send call's JSON less who gets it: the same for every call of one message."""
+    return {key: value for key, value in request.json.items() if key not in RECIPIENT_FIELDS}
+
 
 def postmark_send(request: Request) -> Reply:
-    """Postmark's answer to POST /email: the message id it gave, for the To it read."""
-    answer = {"To": request.json["To"], "SubmittedAt": "2026-01-01T00:00:00Z", "MessageID": str(uuid.uuid4())}
+    """Postmark's answer to POST /email: the message id it gave, for the To it read (none for
+    a message to Cc or Bcc only)."""
+    to = {"To": request.json["To"]} if "To" in request.json else {}
+    answer = {**to, "SubmittedAt": "2026-01-01T00:00:00Z", "MessageID": str(uuid.uuid4())}
     return Reply(200, {**answer, "ErrorCode": 0, "Message": "OK"})
 
 

@@ -138,11 +138,13 @@ def _never_sent(error: requests.RequestException) -> bool:
 
 class EspConnection:
     """An ESP's API as the pool lends it out: anymail's backend on one kept-alive session.
-    It has what the pool asks of a connection (a slot, counts, times); it never pipelines."""
+    It has what the pool asks of a connection (a slot, counts, times); it never pipelines.
+    `rcptmax`, as SMTP's RFC 9422 RCPTMAX, is the most recipients one call may carry: the
+    ESP's limit, or the entry's max_batch below it."""
 
     pipelining = False
     in_flight = None
-    mailmax = rcptmax = 0
+    mailmax = 0
 
     def __init__(self, config, slot: object = None):
         self.id = next(_ids)
@@ -155,6 +157,7 @@ class EspConnection:
         self.secrets = credential_secrets(self.esp, credentials) if self.esp else None
         self.session = BoundedSession(config.send_timeout)
         self.label = self.esp.label if self.esp else config.esp
+        self.rcptmax = self.esp.recipients_per_call(config.max_batch) if self.esp else 0
         self.backend, self.broken = None, ""
         if self.esp is None:
             self.broken = f"not sent: “{config.esp}” is not an ESP Relaydeck knows"

@@ -1,6 +1,7 @@
 """The ESPs an entry may send through: each one's anymail backend, the setting its API key
 goes in, the further settings the form offers, its API's base URL, how the key is presented
-on a plain HTTP call, and which harmless read "test connection" makes.
+on a plain HTTP call, which harmless read "test connection" makes, and the most recipients
+one call may carry (the ESP's documented limit: a message to more goes as several calls).
 
 Only ESPs whose anymail backend speaks plain HTTP through requests, and which anymail still
 supports, are here: not Amazon SES (its backend needs boto3: use its SMTP interface), nor
@@ -41,6 +42,7 @@ class Esp:
     # A read the API answers only to a valid key ("server"), relative to the API URL, made
     # from the entry's settings; None when the API has no harmless call.
     check: Callable[[dict], str] | None
+    max_recipients: int  # per API call (To, Cc and Bcc together), as the ESP documents it
     key_setting: str = "api_key"  # anymail's name for the API key
     key_label: str = "API key"
     extras: tuple[str, ...] = ()  # further anymail settings the form offers, by form field name
@@ -50,6 +52,11 @@ class Esp:
         """The base URL calls go to, ending with a slash (as anymail makes it)."""
         url = configured or self.default_api_url
         return url if url.endswith("/") else url + "/"
+
+    def recipients_per_call(self, max_batch: int | None) -> int:
+        """The most recipients one call carries: the entry's max_batch, if set, lowers the
+        ESP's own limit."""
+        return min(max_batch or self.max_recipients, self.max_recipients)
 
     def backend_kwargs(self, credentials: dict, api_url: str, timeout_s: float) -> dict:
         """Everything anymail's backend needs, so that nothing comes from Django's settings."""
@@ -73,6 +80,7 @@ ESPS = [
         default_api_url="https://api.postmarkapp.com/",
         auth=_header("X-Postmark-Server-Token"),
         check=lambda credentials: "server",
+        max_recipients=50,  # To, Cc and Bcc together
         key_setting="server_token",
         key_label="Server API token",
         extras=("message_stream",),
@@ -84,6 +92,7 @@ ESPS = [
         default_api_url="https://api.mailgun.net/v3/",
         auth=_basic("api"),
         check=_mailgun_check,
+        max_recipients=1000,
         extras=("sender_domain",),
         note="EU domains use https://api.eu.mailgun.net/v3/ as the API URL.",
     ),
@@ -94,6 +103,7 @@ ESPS = [
         default_api_url="https://api.brevo.com/v3/",
         auth=_header("api-key"),
         check=lambda credentials: "account",
+        max_recipients=99,
     ),
     Esp(
         key="resend",
@@ -102,6 +112,7 @@ ESPS = [
         default_api_url="https://api.resend.com/",
         auth=_header("Authorization", "Bearer "),
         check=lambda credentials: "domains",
+        max_recipients=50,
         note="A key with sending access only may not list domains (401 restricted_api_key): "
         "send a test message to check it.",
     ),
@@ -112,6 +123,7 @@ ESPS = [
         default_api_url="",
         auth=_header("X-Server-API-Key"),
         check=None,
+        max_recipients=50,  # To, Cc and Bcc: 50 each
         note="Postal's API has no read-only call: send a test message to check the key.",
     ),
 ]

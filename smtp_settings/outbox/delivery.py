@@ -28,11 +28,14 @@ shared limits, with the claims, leases and final-dot fence of campaign senders
   never reached its dot goes back in line, one past it is decided by
   CAMPAIGN_AMBIGUOUS_POLICY ("sent": flagged ambiguous; "resend": sent again).
 - Outcomes. Sent; deferred after a 4xx or a network error, back after OUTBOX_RETRY_DELAY_S,
-  doubling; failed on a 5xx, or after OUTBOX_RETRIES deferrals. The pool's events carry
-  {"outbox_message_id": id}, so the event log shows them with the message. A recipient
-  refused as a bad address is a hard bounce, one whose deferrals ran out a soft bounce
-  (bounces/classify.py), recorded with the reference "o<id>", which is also the message's
-  VERP reference through a server with a bounce domain.
+  doubling; failed on a 5xx, or after OUTBOX_RETRIES deferrals. A message the server took
+  for some recipients and deferred for others (a 4xx to some RCPTs, or to a later
+  transaction or API call of a message split by the server's RCPTMAX or the ESP's
+  recipients per call) is deferred, and comes back whole: to every recipient again. The
+  pool's events carry {"outbox_message_id": id}, so the event log shows them with the
+  message. A recipient refused as a bad address is a hard bounce, one whose deferrals ran
+  out a soft bounce (bounces/classify.py), recorded with the reference "o<id>", which is
+  also the message's VERP reference through a server with a bounce domain.
 - Suppression. Recipients on the suppression list when the message is claimed are left out
   of its envelope (an event says who); a message with none left is skipped.
 - Campaigns leave room: `servers_waited_for()` says which servers outbox messages wait for,

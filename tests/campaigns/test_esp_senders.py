@@ -6,12 +6,15 @@ import os
 import signal
 from collections import Counter
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
+from django import db
+from django.utils import timezone
 
 from campaigns.models import Campaign, Subscriber
 from smtp_settings.limit_stores import store
-from smtp_settings.models import EspMessage, OutboxMessage
+from smtp_settings.models import EspMessage, OutboxMessage, OutboxSender
 from smtp_settings.outbox import delivery
 from smtp_settings.outbox.queue import Envelope, enqueue
 from smtp_settings.pool import close_all_pools
@@ -23,7 +26,15 @@ from tests.campaigns.test_sending import (
     status_of,
     wait_for,
 )
-from tests.esp_server import POSTMARK_TOKEN, Reply, fake_postmark, postmark_entry, postmark_routes
+from tests.esp_server import (
+    POSTMARK_TOKEN,
+    Reply,
+    content_of,
+    fake_postmark,
+    postmark_entry,
+    postmark_routes,
+    recipients_of,
+)
 from tests.smtp_settings.outbox.test_delivery import queue
 
 # Sending threads write from database connections of their own: the test's data must be committed.
@@ -166,3 +177,98 @@ def test_an_outbox_message_the_esp_refuses_fails_and_one_it_defers_comes_back(po
     assert (first.status, first.last_code) == ("failed", 422)
     assert "Invalid 'From' address" in first.last_reply
     assert (second.status, second.last_code, second.attempts) == ("deferred", 503, 1)
+
+
+def test_a_campaign_through_an_entry_of_one_recipient_per_call_is_unchanged(postmark, make_server):
+    entry = postmark_entry(make_server, postmark, max_batch=1)
+    campaign = make_campaign([entry], 30)
+
+    start_sending(campaign)
+
+    assert received_by_esp(postmark) == Counter(subscribers_of(campaign))
+    assert len(postmark.posts()) == 30
+    assert set(campaign.deliveries.values_list("status", "attempts")) == {("sent", 1)}
+
+
+# -- an outbox message to more recipients than one call takes --
+
+BULLETIN = (
+    b"From: Ops <ops@example.test>\r\nTo: team0@example.test\r\nSubject: Maintenance tonight\r\n"
+    b"Message-ID: <maint@example.test>\r\n\r\nDown from 22:00.\r\n"
+)
+
+
+def bulletin(entry, count: int = 120) -> OutboxMessage:
+    recipients = [f"team{n}@example.test" for n in range(count)]
+    [message] = enqueue([Envelope("ops@example.test", recipients, BULLETIN, "relay", route=[entry.pk])])
+    return message
+
+
+@pytest.fixture
+def _many_recipients(settings):
+    settings.RELAY_MAX_RECIPIENTS = 200
+
+
+@pytest.mark.usefixtures("_no_lingering", "_many_recipients")
+def test_an_outbox_message_to_120_goes_as_calls_of_50_50_and_20_with_the_same_content(postmark, make_server):
+    entry = postmark_entry(make_server, postmark, max_batch=50)
+    message = bulletin(entry)
+
+    delivery.deliver()
+
+    posts = postmark.posts()
+    assert [len(recipients_of(request)) for request in posts] == [50, 50, 20]
+    assert all(content_of(request) == content_of(posts[0]) for request in posts)
+    assert Counter(a for request in posts for a in recipients_of(request)) == Counter(message.recipients)
+    message.refresh_from_db()
+    assert (message.status, message.last_code, message.attempts) == ("sent", 200, 1)
+    rows = EspMessage.objects.filter(server=entry, reference=f"o{message.pk}")
+    assert sorted(rows.values_list("recipient", flat=True)) == sorted(message.recipients)
+    assert sorted(Counter(rows.values_list("message_id", flat=True)).values()) == [20, 50, 50]
+
+
+@pytest.mark.usefixtures("_no_lingering", "_many_recipients")
+def test_an_outbox_message_whose_second_call_is_throttled_is_deferred_and_no_further_call_is_made(
+    postmark, make_server
+):
+    """The outbox retries later itself (the backend's retries are 0): the first call's fifty
+    have the message, the rest are deferred with the ESP's 429, and so is the message, as
+    over SMTP when a server takes some recipients and defers others."""
+    entry = postmark_entry(make_server, postmark, max_batch=50)
+    send = postmark.routes["POST", "/email"]
+    answers = iter([send, lambda request: Reply(429, {"ErrorCode": 429, "Message": "Rate limit exceeded"})])
+    postmark.routes["POST", "/email"] = lambda request: next(answers, send)(request)
+    message = bulletin(entry)
+
+    delivery.deliver()
+
+    assert [request.status for request in postmark.posts()] == [200, 429]
+    message.refresh_from_db()
+    assert (message.status, message.last_code, message.attempts) == ("deferred", 429, 1)
+    assert "Rate limit exceeded" in message.last_reply
+    assert set(EspMessage.objects.values_list("recipient", flat=True)) == set(recipients_of(postmark.posts()[0]))
+
+
+@pytest.mark.usefixtures("_no_lingering", "_many_recipients")
+def test_a_sender_that_loses_its_lease_between_two_calls_makes_no_further_call(postmark, make_server):
+    """The fence before each call: the first call goes, the sender's lease runs out while the
+    ESP answers it, and the second call is held back: what went stays sent."""
+    entry = postmark_entry(make_server, postmark, max_batch=50)
+    send = postmark.routes["POST", "/email"]
+
+    def answer_and_expire_the_lease(request):
+        OutboxSender.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
+        db.connections.close_all()  # this server thread's own
+        return send(request)
+
+    postmark.routes["POST", "/email"] = answer_and_expire_the_lease
+    message = bulletin(entry)
+
+    delivery.deliver()
+
+    [went] = postmark.posts()
+    assert len(recipients_of(went)) == 50
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("deferred", 1)
+    assert "may no longer send it" in message.last_reply
+    assert set(EspMessage.objects.values_list("recipient", flat=True)) == set(recipients_of(went))

@@ -3,7 +3,10 @@
 127.0.0.1, answering as Postmark (or Mailgun, ...) does, received."""
 
 import base64
+import itertools
 import time
+import uuid
+from collections import Counter
 from urllib.parse import unquote_plus
 
 import pytest
@@ -16,7 +19,16 @@ from smtp_settings.events import Kind
 from smtp_settings.limit_stores import store
 from smtp_settings.models import EspMessage
 from smtp_settings.raw import RawMessage
-from tests.esp_server import POSTMARK_TOKEN, Reply, esp_entry, fake_postmark, postmark_entry
+from tests.esp_server import (
+    POSTMARK_TOKEN,
+    Reply,
+    content_of,
+    esp_entry,
+    fake_postmark,
+    postmark_entry,
+    postmark_routes,
+    recipients_of,
+)
 
 # The shared limits' slots are taken from database connections of their own.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -348,3 +360,174 @@ def test_a_message_with_a_control_character_in_an_address_fails_untried(postmark
 
     assert message.smtp_result.status == "failed" and message.smtp_result.attempts == 0
     assert postmark.requests == []
+
+
+# -- recipients per call --
+
+BULLETIN = (
+    b"From: Ops <ops@example.test>\r\nTo: Team <team0@example.test>\r\nCc: team1@example.test\r\n"
+    b"Subject: Maintenance tonight\r\nMessage-ID: <maint@example.test>\r\n\r\nDown from 22:00.\r\n"
+)
+
+
+def _bulletin(count: int) -> RawMessage:
+    """An outbox message to `count` recipients: the first two named in To and Cc, the rest Bcc."""
+    return RawMessage("ops@example.test", [f"team{n}@example.test" for n in range(count)], BULLETIN)
+
+
+def _nth_call_answered(api, n: int, reply: Reply) -> None:
+    """The API answers its n-th POST (from 1) with `reply`, the others as its routes do."""
+    route = api.routes["POST", "/email"]
+    counter = itertools.count(1)
+    api.routes["POST", "/email"] = lambda request: reply if next(counter) == n else route(request)
+
+
+def _taken(api) -> Counter:
+    """How many times each recipient was in a call the API took."""
+    taken = [request for request in api.posts() if 200 <= request.status < 300]
+    return Counter(address for request in taken for address in recipients_of(request))
+
+
+def _brevo_send(request):
+    return Reply(201, {"messageId": f"<{uuid.uuid4()}@example.test>"})
+
+
+@pytest.mark.parametrize(
+    "esp, max_batch, calls",
+    [("postmark", None, [50, 50, 20]), ("postmark", 30, [30, 30, 30, 30]), ("brevo", None, [99, 21])],
+)
+def test_a_message_to_more_recipients_than_a_call_takes_goes_as_several_calls_of_the_same_content(
+    fake_esp, make_server, esp, max_batch, calls
+):
+    if esp == "postmark":
+        api = fake_esp(routes=postmark_routes())
+        base = api.url
+    else:
+        api = fake_esp(routes={("POST", "/v3/smtp/email"): _brevo_send})
+        base = api.url + "v3/"
+    server = esp_entry(make_server, esp, base, {ESPS_BY_KEY[esp].key_setting: "k3y"}, max_batch=max_batch)
+    raw = _bulletin(120)
+
+    assert _backend(server).send_messages([raw]) == 1
+
+    posts = api.posts()
+    assert [len(recipients_of(request)) for request in posts] == calls
+    assert all(content_of(request) == content_of(posts[0]) for request in posts)
+    assert _taken(api) == Counter(raw.recipients)  # every recipient once
+    named = [{key.lower() for key in ("To", "Cc", "to", "cc") if key in request.json} for request in posts]
+    assert named == [{"to", "cc"}] + [set()] * (len(calls) - 1)  # the two the headers name go first
+    result = raw.smtp_result
+    assert (result.status, result.attempts) == ("sent", len(calls))
+    assert {r.status for r in result.recipients.values()} == {"sent"} and len(result.recipients) == 120
+    per_call = Counter(EspMessage.objects.values_list("message_id", flat=True))
+    assert sorted(per_call.values()) == sorted(calls)  # a row per recipient, with its call's id
+
+
+def test_a_django_message_is_split_by_its_envelope_and_each_call_names_only_its_own(postmark, make_server):
+    server = postmark_entry(make_server, postmark, max_batch=2)
+    message = _message(cc=["Cc Person <cc@example.test>"], bcc=["b1@example.test", "b2@example.test"])
+    message.to = ["Ann <ann@example.test>", "bob@example.test"]
+
+    _backend(server).send_messages([message])
+
+    calls = [{key: request.json.get(key) for key in ("To", "Cc", "Bcc")} for request in postmark.posts()]
+    assert calls == [
+        {"To": "Ann <ann@example.test>, bob@example.test", "Cc": None, "Bcc": None},
+        {"To": None, "Cc": "Cc Person <cc@example.test>", "Bcc": "b1@example.test"},
+        {"To": None, "Cc": None, "Bcc": "b2@example.test"},
+    ]
+    assert message.smtp_result.status == "sent" and message.to == ["Ann <ann@example.test>", "bob@example.test"]
+
+
+def test_one_address_in_two_cases_goes_once_in_one_call(postmark, make_server):
+    server = postmark_entry(make_server, postmark, max_batch=1)
+    raw = RawMessage("ops@example.test", ["Ann@example.test", "bob@example.test", "ann@example.test"], BULLETIN)
+
+    _backend(server).send_messages([raw])
+
+    assert [recipients_of(request) for request in postmark.posts()] == [["ann@example.test"], ["bob@example.test"]]
+    assert {address: r.status for address, r in raw.smtp_result.recipients.items()} == dict.fromkeys(
+        raw.recipients, "sent"
+    )
+
+
+def test_a_throttled_call_is_made_again_for_its_own_recipients_only(postmark, make_server, pool_events):
+    """With retries left, the backend goes again for the pending recipients: the calls that
+    went are never made again, so nobody gets the message twice across the retry."""
+    server = postmark_entry(make_server, postmark, max_batch=50, retries=2)
+    _nth_call_answered(postmark, 2, Reply(429, {"ErrorCode": 429, "Message": "Rate limit exceeded."}))
+    raw = _bulletin(120)
+
+    assert _backend(server).send_messages([raw]) == 1
+
+    posts = postmark.posts()
+    assert [(len(recipients_of(request)), request.status) for request in posts] == [
+        (50, 200),
+        (50, 429),
+        (50, 200),
+        (20, 200),
+    ]
+    assert recipients_of(posts[1]) == recipients_of(posts[2])  # the same fifty, once taken
+    assert _taken(postmark) == Counter(raw.recipients)
+    assert (raw.smtp_result.status, raw.smtp_result.attempts) == ("sent", 4)
+    assert _kinds(pool_events) == [Kind.THROTTLED, Kind.RETRY]
+    assert EspMessage.objects.count() == 120
+
+
+def test_a_throttled_call_without_retries_left_defers_its_recipients_and_the_rest_the_first_stay_sent(
+    postmark, make_server, pool_events
+):
+    server = postmark_entry(make_server, postmark, max_batch=50)
+    _nth_call_answered(postmark, 2, Reply(429, {"ErrorCode": 429, "Message": "Slow down."}))
+    raw = _bulletin(120)
+
+    _backend(server, retries=0).send_messages([raw])
+
+    posts = postmark.posts()
+    assert [request.status for request in posts] == [200, 429]  # no third call after a 429
+    first = set(recipients_of(posts[0]))
+    result = raw.smtp_result
+    assert (result.status, result.code, result.stopped) == ("deferred", 429, False)
+    assert {a for a, r in result.recipients.items() if r.status == "sent"} == first
+    deferred = {a: (r.status, r.code) for a, r in result.recipients.items() if a not in first}
+    assert len(deferred) == 70 and set(deferred.values()) == {("deferred", 429)}
+    assert set(EspMessage.objects.values_list("recipient", flat=True)) == first
+    assert _kinds(pool_events) == [Kind.THROTTLED, Kind.DEFERRED]
+
+
+def test_a_call_refused_with_400_fails_its_recipients_and_the_other_calls_go(postmark, make_server, pool_events):
+    server = postmark_entry(make_server, postmark, max_batch=50, retries=2)
+    _nth_call_answered(postmark, 2, Reply(400, {"ErrorCode": 300, "Message": "Invalid 'Bcc' address."}))
+    raw = _bulletin(120)
+
+    _backend(server).send_messages([raw])
+
+    posts = postmark.posts()
+    assert [request.status for request in posts] == [200, 400, 200]
+    refused = set(recipients_of(posts[1]))
+    statuses = {a: r.status for a, r in raw.smtp_result.recipients.items()}
+    assert {a for a, status in statuses.items() if status == "failed"} == refused and len(refused) == 50
+    assert raw.smtp_result.status == "sent"  # as over SMTP: some recipients refused, the others took it
+    assert Counter(_kinds(pool_events)) == {Kind.FAILURE: 50}
+    assert EspMessage.objects.count() == 70
+
+
+def test_the_fence_runs_before_each_call_and_a_refusal_stops_the_rest_of_the_message(postmark, make_server):
+    server = postmark_entry(make_server, postmark, max_batch=50)
+    raw = _bulletin(120)
+    seen = []
+
+    def on_final_dot(message):
+        seen.append(len(postmark.posts()))
+        if len(seen) == 2:
+            raise StopBatch("the caller lost its claim")
+
+    _backend(server, on_final_dot=on_final_dot).send_messages([raw])
+
+    assert seen == [0, 1]
+    [went] = postmark.posts()
+    result = raw.smtp_result
+    assert (result.status, result.stopped) == ("deferred", False)  # tried: fifty have it
+    assert result.text == "not sent: the batch was stopped: the caller lost its claim"
+    assert {a for a, r in result.recipients.items() if r.status == "sent"} == set(recipients_of(went))
+    assert Counter(r.status for r in result.recipients.values()) == {"sent": 50, "deferred": 70}

@@ -90,6 +90,12 @@ def test_the_key_never_appears_in_any_page(admin_client, entry):
         ({"esp": "mailgun", "sender_domain": "not a domain"}, "Sender domain (Mailgun)", "neither a host name"),
         ({"message_stream": "my stream"}, "Message stream (Postmark)", "Letters, digits, _ and - only."),
         ({"max_conns": "0"}, "Max. connections", "greater than or equal to 1"),
+        ({"max_batch": "0"}, "Recipients per API call", "greater than or equal to 1"),
+        ({"max_batch": "-3"}, "Recipients per API call", "greater than or equal to"),
+        ({"max_batch": "51"}, "Recipients per API call", "At most 50: Postmark takes no more in one call."),
+        ({"esp": "mailgun", "max_batch": "1001"}, "Recipients per API call", "At most 1,000: Mailgun takes no more"),
+        ({"max_batch": "fifty"}, "Recipients per API call", "Enter a whole number."),
+        ({"max_batch": "5\x00"}, "Recipients per API call", "Enter a whole number."),
     ],
 )
 def test_each_esp_field_is_checked_and_nothing_is_saved(admin_client, overrides, label, error):
@@ -136,6 +142,47 @@ def test_an_entry_made_an_smtp_server_forgets_its_key(admin_client, entry):
     assert response.status_code == 302
     entry.refresh_from_db()
     assert (entry.kind, entry.esp, entry.api_url, entry.esp_credentials) == ("smtp", "", "", "")
+
+
+@pytest.mark.parametrize("typed, saved, per_call", [("", None, 50), ("20", 20, 20), (" 50 ", 50, 50)])
+def test_recipients_per_call_are_the_esps_limit_unless_the_entry_sets_fewer(admin_client, typed, saved, per_call):
+    response = admin_client.post(reverse("smtp_settings:create"), _esp_data(max_batch=typed))
+
+    assert response.status_code == 302
+    server = SmtpServer.objects.get()
+    assert (server.max_batch, server.recipients_per_call) == (saved, per_call)
+    card = admin_client.get(reverse("smtp_settings:list")).content.decode()
+    assert f"<dt>Recipients/call</dt><dd>{per_call}</dd>" in card
+
+
+def test_the_form_says_what_a_blank_stands_for(admin_client, entry):
+    new = admin_client.get(reverse("smtp_settings:create")).content.decode()
+    edit = admin_client.get(reverse("smtp_settings:edit", args=[entry.pk])).content.decode()
+
+    assert "blank: the ESP&#x27;s limit (Postmark 50, Mailgun 1,000, Brevo 99, Resend 50, Postal 50)." in new
+    assert "blank: Postmark&#x27;s limit, 50." in edit
+
+
+def test_an_entry_made_an_smtp_server_has_no_recipients_per_call(admin_client, make_server, postmark):
+    entry = postmark_entry(make_server, postmark, max_batch=10)
+    smtp = {"host": "smtp.example.test", "port": "587", "tls": "starttls", "auth_protocol": "none"}
+    response = _edit(admin_client, entry, kind="smtp", max_msgs_per_conn="0", max_conn_age="0", max_batch="10", **smtp)
+
+    assert response.status_code == 302
+    entry.refresh_from_db()
+    assert (entry.max_batch, entry.recipients_per_call) == (None, None)
+
+
+def test_a_form_test_of_another_esp_ignores_the_stored_recipients_per_call(admin_client, make_server, fake_esp):
+    """Test connection checks the connection only: a stored max_batch above the new ESP's
+    limit is for the save to refuse."""
+    mailgun = esp_entry(make_server, "mailgun", "", {"api_key": "mg-key"}, max_batch=500)
+    other = fake_esp(routes={("GET", "/server"): lambda request: Reply(200, {"Name": "pm"})})
+    data = _esp_data(api_url=other.url, server_id=str(mailgun.pk))
+
+    response = admin_client.post(reverse("smtp_settings:form_test"), data, **HTMX)
+
+    assert response.status_code == 200 and "Connection works" in response.content.decode()
 
 
 def test_every_esp_setting_of_the_registry_is_a_form_field():
