@@ -9,6 +9,9 @@ from campaigns.models import Campaign, MailingList
 from campaigns.progress import progress
 from smtp_settings.models import SmtpServer
 
+# Fields the command has no option for: a new campaign gets their defaults, as on the form.
+DEFAULTED = ("auto_pause_after", "max_complaint_rate", "max_hard_bounce_rate", "guard_min_sample")
+
 
 class Command(BaseCommand):
     help = "Create, launch, pause, resume or cancel a campaign, or print its status."
@@ -77,7 +80,7 @@ class Command(BaseCommand):
                 "lists": [item.pk for item in lists],
                 "servers": [item.pk for item in servers],
                 "rate_limit": options["rate_limit"],
-                "auto_pause_after": Campaign._meta.get_field("auto_pause_after").default,
+                **{name: Campaign._meta.get_field(name).default for name in DEFAULTED},
             }
         )
         if not form.is_valid():
