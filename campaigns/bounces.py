@@ -1,5 +1,10 @@
-"""What campaigns make of a bounce or a complaint. smtp_settings/bounces/record.py sends
-`bounce_recorded` inside the transaction that records it (and suppresses the address):
+"""What campaigns make of a bounce or a complaint.
+
+A report may act only on the addresses its message went to: smtp_settings asks, through
+`reference_recipients`, whom a delivery "d<id>" went to; the answer is its subscriber's address.
+
+smtp_settings/bounces/record.py sends `bounce_recorded` inside the transaction that records a
+bounce it acts on (and suppresses the address):
 
 - With a reference "d<id>" (a campaign delivery, from VERP or from the sender at send time):
   the delivery's outcome, the subscriber's status, and the campaign's counter, moved by a
@@ -19,6 +24,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.sending.loop import auto_pause
+from smtp_settings.bounces.recipients import reference_recipients
 from smtp_settings.bounces.record import bounce_recorded
 from smtp_settings.models import Bounce, Suppression
 
@@ -51,11 +57,17 @@ def on_bounce(sender, bounce: Bounce, **kwargs) -> dict | None:
     return {"campaign_id": campaign_id}
 
 
-def _delivery(reference: str) -> dict | None:
+@receiver(reference_recipients, dispatch_uid="campaigns.bounces.recipients")
+def delivery_recipient(sender, reference: str, **kwargs) -> list[str] | None:
+    delivery = _delivery(reference, "subscriber__email")
+    return [delivery["subscriber__email"]] if delivery else None
+
+
+def _delivery(reference: str, *fields: str) -> dict | None:
     if not (reference.startswith("d") and reference[1:].isdigit()):
         return None
     deliveries = Delivery.objects.filter(pk=int(reference[1:]))
-    return deliveries.values("pk", "campaign_id", "subscriber_id").first()
+    return deliveries.values("pk", "campaign_id", "subscriber_id", *fields).first()
 
 
 def _mark_subscriber(subscribers, bounce: Bounce) -> None:

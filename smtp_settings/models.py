@@ -563,6 +563,11 @@ class OutboxMessage(models.Model):
     def __str__(self) -> str:
         return f"outbox message {self.pk} ({self.status})"
 
+    @staticmethod
+    def id_in(reference: str) -> int | None:
+        """The outbox message a sender's reference names ("o45"), if it names one."""
+        return int(reference[1:]) if re.fullmatch(r"o[0-9]{1,18}", reference) else None
+
 
 class OutboxSender(models.Model):
     """A process delivering the outbox. Its id is the claim token of the messages it holds; it
@@ -686,8 +691,21 @@ class Bounce(models.Model):
     code = models.PositiveSmallIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, blank=True, help_text='The enhanced status code, "5.1.1".')
     text = models.TextField(blank=True, help_text="The diagnostic, as the reporting server wrote it.")
-    problem = models.TextField(blank=True, help_text="Why a report was not understood.")
+    problem = models.TextField(blank=True, help_text="Why a report was not understood, or not acted on.")
+    acted_on = models.BooleanField(
+        default=True,
+        help_text="Whether it counted (suppression, the delivery's outcome); a report about addresses its "
+        "delivery did not go to is kept, and acts on nothing.",
+    )
     report_size = models.PositiveIntegerField(default=0, help_text="Bytes of the report as received.")
+    report_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The bounce that keeps the report, when one report named several addresses.",
+    )
     event_key = models.CharField(
         max_length=64,
         blank=True,
@@ -709,7 +727,7 @@ class Bounce(models.Model):
     @property
     def outbox_message_id(self) -> int | None:
         """The outbox message it was about, if its reference names one ("o45")."""
-        return int(self.reference[1:]) if re.fullmatch(r"o[0-9]{1,18}", self.reference) else None
+        return OutboxMessage.id_in(self.reference)
 
 
 class EspMessage(models.Model):

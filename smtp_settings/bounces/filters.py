@@ -9,7 +9,7 @@ from smtp_settings.models import Bounce
 
 PAGE_SIZE = 50
 # What the table shows; the raw report (up to BOUNCE_REPORT_MAX_BYTES) is never read for it.
-LISTED = ("received_at", "kind", "source", "email", "reference", "code", "status", "text", "problem")
+LISTED = ("received_at", "kind", "source", "email", "reference", "code", "status", "text", "problem", "acted_on")
 _LOOKUPS = {"kind": "kind", "source": "source", "email": "email__icontains"}
 
 

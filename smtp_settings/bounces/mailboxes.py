@@ -34,7 +34,6 @@ from django_q.tasks import async_task
 
 from project.sqlite_writes import one_writer
 from smtp_settings.bounces import intake
-from smtp_settings.bounces.record import record
 from smtp_settings.connection import tls_context
 from smtp_settings.models import Bounce, BounceMailbox, MailboxReport
 from smtp_settings.redaction import redact, secret_pattern
@@ -350,18 +349,16 @@ def take_once(mailbox: BounceMailbox, data: bytes, size: int) -> bool:
     """Record the report `data` (the first bytes of one of `size` bytes), unless this mailbox's
     reports hold it already; whether it was recorded now."""
     digest = hashlib.sha256(data).hexdigest()
+    if MailboxReport.objects.filter(mailbox=mailbox, digest=digest).exists():  # taken before: not read again
+        return False
+    reading = intake.read(data, size=size)  # before the write lock: reading may take a while
     with one_writer(), transaction.atomic():
         try:
             with transaction.atomic():
                 MailboxReport.objects.create(mailbox=mailbox, digest=digest)
-        except IntegrityError:  # taken before, or by a check that just committed it
+        except IntegrityError:  # taken by a check that just committed it
             return False
-        if size <= len(data):
-            intake.take(data, Bounce.Source.MAILBOX, mailbox=mailbox)
-        else:
-            problem = f"The message is {size:,} bytes; only its first {len(data):,} were read."
-            bounce = record(Bounce.Kind.UNPARSED, Bounce.Source.MAILBOX, report=data, mailbox=mailbox, problem=problem)
-            Bounce.objects.filter(pk=bounce.pk).update(report_size=size)
+        reading.record(Bounce.Source.MAILBOX, mailbox)
     return True
 
 

@@ -3,12 +3,15 @@ so that a bounce maps to exactly one delivery, whatever its format says or leave
 
 The token is the sender's reference for the message ("d123" a campaign delivery, "o45" an
 outbox message) and a signature of it, so that nobody can forge a bounce for a delivery by
-guessing its number. References are short and made of letters and digits.
+guessing its number. References are short and made of letters and digits. A token is
+signed with SECRET_KEY; one signed with a key of SECRET_KEY_FALLBACKS still holds, so that the
+addresses of mail sent before a key was rotated still map back.
 """
 
 import hmac
 import re
 
+from django.conf import settings
 from django.utils.crypto import salted_hmac
 
 LOCAL_PREFIX = "bounces+"
@@ -17,8 +20,8 @@ _TOKEN = re.compile(r"([a-z][0-9]{1,18})-([0-9a-f]{16})")
 _SALT = "relaydeck.bounces.verp"
 
 
-def _signature(reference: str) -> str:
-    return salted_hmac(_SALT, reference, algorithm="sha256").hexdigest()[:16]
+def _signature(reference: str, secret: str | None = None) -> str:
+    return salted_hmac(_SALT, reference, secret=secret, algorithm="sha256").hexdigest()[:16]
 
 
 def address(reference: str, domain: str) -> str:
@@ -34,6 +37,10 @@ def reference_of(recipient: str) -> str | None:
     if not local.lower().startswith(LOCAL_PREFIX):
         return None
     token = _TOKEN.fullmatch(local[len(LOCAL_PREFIX) :].lower())
-    if token is None or not hmac.compare_digest(token[2], _signature(token[1])):
+    if token is None:
         return None
-    return token[1]
+    reference, signature = token[1], token[2]
+    secrets = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    if not any(hmac.compare_digest(signature, _signature(reference, secret)) for secret in secrets):
+        return None
+    return reference

@@ -8,8 +8,8 @@ not matter). A forged token or a domain no server bounces to gets 550 5.1.1; a t
 holds bounce addresses only (server.py).
 
 The database is used from threads of their own, never from the event loop: looking a domain
-up, and taking a report in (intake.py), which records each of its findings, or keeps it as
-not understood, in one transaction. The answer to the final dot is 250 once that transaction
+up, and taking a report in (intake.py): reading it, then recording what it says, or keeping
+it as not understood, in one transaction. The answer to the final dot is 250 once that transaction
 is committed, 451 if it failed (then nothing of it was written, and the reporting server
 keeps its copy and tries again). At most `max_pending` jobs run or wait; beyond that, and for
 a report not taken up within `deadline_s`, the answer is 451 and nothing is written. A report
@@ -116,8 +116,10 @@ def _bounces_to(domain: str) -> bool:
 
 
 def _recorded(data: bytes, recipients: list[str], client: str) -> str:
-    with closed_on_error(), one_writer(), transaction.atomic():
-        bounces = intake.take(data, Bounce.Source.LISTENER, recipients)
+    with closed_on_error():
+        reading = intake.read(data, recipients)  # before the write lock: reading may take a while
+        with one_writer(), transaction.atomic():
+            bounces = reading.record(Bounce.Source.LISTENER)
     kinds = Counter(bounce.kind for bounce in bounces)
     log.info(
         "Relay: a bounce report of %d bytes from %s for %s: %s",

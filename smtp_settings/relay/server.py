@@ -19,10 +19,12 @@ Envelope addresses are checked as they come (control characters, CR/LF smuggling
 are not UTF-8, non-ASCII without SMTPUTF8: 553), recipients beyond RELAY_MAX_RECIPIENTS get
 452, a message over RELAY_MAX_MESSAGE_BYTES 552 (SIZE is advertised, and MAIL's SIZE= checked).
 Sessions beyond max_sessions are greeted with 421; a client silent for RELAY_TIMEOUT_S is cut
-off, and so is one that has not logged in within RELAY_LOGIN_TIMEOUT_S (unless trusted) or
-that failed AUTH three times; a command sent more often than COMMAND_CALL_LIMIT allows ends
-the session (421); aiosmtpd bounds command lines (512 bytes and a little more for MAIL) and
-lines of data (1,000 bytes, as RFC 5321 has it: longer ones get 500).
+off, and so is one that has not logged in within RELAY_LOGIN_TIMEOUT_S (unless trusted, or
+once a bounce address of ours was accepted: a reporting server needs no login, and a large
+report may take it longer than that to send) or that failed AUTH three times; a command sent
+more often than COMMAND_CALL_LIMIT allows ends the session (421); aiosmtpd bounds command lines
+(512 bytes and a little more for MAIL) and lines of data (1,000 bytes, as RFC 5321 has it:
+longer ones get 500).
 """
 
 import asyncio
@@ -141,17 +143,15 @@ class _Handler:
         if envelope.rcpt_tos and envelope.reports != bool(bounce_address):
             return MIXED
         envelope.reports = bool(bounce_address)
+        if bounce_address:
+            server.lift_login_deadline()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
         if envelope.reports:
-            server.taking_report = True
-            try:
-                reply = await self.relay.reports.take(envelope.original_content, list(envelope.rcpt_tos), server.client)
-            finally:
-                server.taking_report = False
+            reply = await self.relay.reports.take(envelope.original_content, list(envelope.rcpt_tos), server.client)
             server.replies[reply[:1]] += 1
             return reply
         sender = session.auth_data if session.authenticated else Sender(server.client)
@@ -194,7 +194,6 @@ class _RelaySMTP(SMTP):
         self.trusted = False
         self.replies = {"2": 0, "4": 0, "5": 0}  # to final dots
         self.auth_failures = 0
-        self.taking_report = False  # a bounce report's final dot waits for its answer
         self.started = time.monotonic()
         self._login_deadline: asyncio.TimerHandle | None = None
 
@@ -210,16 +209,18 @@ class _RelaySMTP(SMTP):
             self._login_deadline = self.loop.call_later(settings.RELAY_LOGIN_TIMEOUT_S, self._login_timed_out)
 
     def connection_lost(self, error):
+        self.lift_login_deadline()
+        super().connection_lost(error)
+
+    def lift_login_deadline(self) -> None:
+        """No login needed any more: the client reports a bounce (RELAY_TIMEOUT_S still holds)."""
         if self._login_deadline:
             self._login_deadline.cancel()
-        super().connection_lost(error)
+            self._login_deadline = None
 
     def _login_timed_out(self) -> None:
         """Cut off a client that did not log in in time: else anyone could hold every session."""
         if self.session.authenticated or self.transport is None:
-            return
-        if self.taking_report:  # the client hears first whether its report was recorded
-            self._login_deadline = self.loop.call_later(1, self._login_timed_out)
             return
         log.info("Relay: %s did not log in within %s s", self.client, settings.RELAY_LOGIN_TIMEOUT_S)
         self._writer.write(f"{LOGIN_TIMEOUT}\r\n".encode())

@@ -15,7 +15,7 @@ from django.urls import reverse
 from campaigns import eventlog
 from campaigns.models import Campaign, Delivery, Event, Subscriber
 from campaigns.sending import loop
-from smtp_settings.bounces import verp
+from smtp_settings.bounces import dsn, intake, verp
 from smtp_settings.bounces.record import record
 from smtp_settings.models import Bounce, Suppression
 from tests.campaigns.test_sending import (
@@ -380,6 +380,28 @@ def test_a_running_campaign_stops_sending_when_complaints_pass_the_limit(smtp_sa
     assert len(sandbox.received) <= at_pause + 2  # a message per connection past its final dot, at most
     assert not sender.is_alive() and not campaign.deliveries.filter(status="sending").exists()
     assert campaign.deliveries.filter(status="pending").exists()
+
+
+def test_a_report_to_one_deliverys_verp_address_acts_on_its_subscriber_only(make_server):
+    """A subscriber holds the VERP address of their own delivery: a report they send to it
+    naming someone else is kept and moves nothing."""
+    campaign = sent_campaign(2, 2, make_server)
+    mine, theirs = campaign.deliveries.select_related("subscriber").order_by("pk")
+    report = dsn.notification(
+        b"Subject: hi\r\n\r\nhi\r\n", theirs.subscriber.email, to=verp.address(f"d{mine.pk}", DOMAIN)
+    )
+
+    [kept] = intake.read(report).record(Bounce.Source.MAILBOX)
+    [acted] = intake.read(report.replace(theirs.subscriber.email.encode(), mine.subscriber.email.encode())).record(
+        Bounce.Source.MAILBOX
+    )
+
+    assert (kept.email, kept.reference, kept.acted_on) == (theirs.subscriber.email, f"d{mine.pk}", False)
+    assert (acted.email, acted.reference, acted.acted_on) == (mine.subscriber.email, f"d{mine.pk}", True)
+    assert list(Suppression.objects.values_list("email", flat=True)) == [mine.subscriber.email]
+    outcomes = campaign.deliveries.order_by("pk").values_list("outcome", "subscriber__status")
+    assert list(outcomes) == [("bounced", "bounced"), ("", "active")]
+    assert Campaign.objects.get(pk=campaign.pk).hard_bounces == 1
 
 
 # -- the campaign page --

@@ -16,7 +16,7 @@ from smtp_settings.bounces import dsn, verp
 from smtp_settings.bounces.record import bounce_recorded
 from smtp_settings.models import Bounce, OutboxMessage, Suppression
 from tests.campaigns.test_sending import wait_for
-from tests.smtp_settings.bounces.test_reports import CORPUS, EXPECTED, ORIGINAL
+from tests.smtp_settings.bounces.test_reports import CORPUS, EXPECTED, ORIGINAL, dsn_naming, expected_addresses, sent_to
 from tests.smtp_settings.test_relay import LOOPBACK, PASSWORD, RawSession, auth, connect, make_credential, queued_id
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the relay writes from threads of its own
@@ -69,8 +69,10 @@ def addresses(bounces: list[Bounce], *kinds: str) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_real_bounce_sent_by_a_stranger_is_recorded_for_the_delivery_of_its_verp_address(listener, name):
+    """Each report goes to the VERP address of the message sent to the addresses it reports."""
     expected = EXPECTED[name]
-    to = verp.address("o42", "Bounces.Example.TEST")  # the domain's case does not matter
+    reference = sent_to(*expected_addresses(name))
+    to = verp.address(reference, "Bounces.Example.TEST")  # the domain's case does not matter
 
     bounces = recorded(deliver(listener.port, crlf((CORPUS / name).read_bytes()), to))
 
@@ -78,8 +80,27 @@ def test_every_real_bounce_sent_by_a_stranger_is_recorded_for_the_delivery_of_it
     assert addresses(bounces, DELAYED) == sorted(map(str.lower, expected.get("temporary", [])))
     if not expected.get("permanent") and not expected.get("temporary"):
         assert [bounce.kind for bounce in bounces] == [UNPARSED]
-    assert {(bounce.reference, bounce.source) for bounce in bounces} == {("o42", "listener")}
+    else:
+        assert {bounce.acted_on for bounce in bounces} == {True}
+    assert {(bounce.reference, bounce.source) for bounce in bounces} == {(reference, "listener")}
     assert bytes(bounces[0].report) == crlf((CORPUS / name).read_bytes())
+    assert set(Suppression.objects.values_list("email", flat=True)) == set(addresses(bounces, HARD))
+
+
+def test_a_strangers_report_naming_people_its_message_did_not_go_to_is_kept_and_acts_on_nothing(listener):
+    """Whoever received one message holds its VERP address: it lets them report on that
+    message's recipients, and on nobody else."""
+    mine = sent_to("me@example.net")
+    report = dsn_naming("ceo@example.net", "cfo@example.net", reference=mine)
+
+    [bounce] = recorded(deliver(listener.port, report, verp.address(mine, DOMAIN)))
+
+    assert (bounce.kind, bounce.email, bounce.reference, bounce.acted_on) == (HARD, "ceo@example.net", mine, False)
+    assert bounce.problem == (
+        "It names ceo@example.net, cfo@example.net, which its delivery did not go to: kept, not acted on."
+    )
+    assert bytes(bounce.report) == report
+    assert not Suppression.objects.exists()
 
 
 def test_a_report_nobody_understands_is_kept_and_answered_250(listener):
@@ -90,8 +111,9 @@ def test_a_report_nobody_understands_is_kept_and_answered_250(listener):
 
 
 def test_a_dsn_suppresses_its_address_and_a_complaint_report_from_a_named_sender_is_taken_too(listener):
-    [hard] = recorded(deliver(listener.port, report_for("gone@example.net", "d3"), verp.address("d3", DOMAIN)))
-    assert (hard.kind, hard.email, hard.status, hard.reference) == (HARD, "gone@example.net", "5.1.1", "d3")
+    gone = sent_to("gone@example.net")
+    [hard] = recorded(deliver(listener.port, report_for("gone@example.net", gone), verp.address(gone, DOMAIN)))
+    assert (hard.kind, hard.email, hard.status, hard.reference) == (HARD, "gone@example.net", "5.1.1", gone)
     assert Suppression.objects.get().email == "gone@example.net"
 
     complaint = (
@@ -102,9 +124,11 @@ def test_a_dsn_suppresses_its_address_and_a_complaint_report_from_a_named_sender
         b"Feedback-Type: abuse\r\nUser-Agent: isp/1.0\r\nVersion: 1\r\nOriginal-Rcpt-To: <angry@example.net>\r\n\r\n"
         b"--b--\r\n"
     )
-    reply = deliver(listener.port, complaint, verp.address("d4", DOMAIN), mail_from="fbl@isp.example")
+    angry = sent_to("angry@example.net")
+    reply = deliver(listener.port, complaint, verp.address(angry, DOMAIN), mail_from="fbl@isp.example")
     [bounce] = recorded(reply)
-    assert (bounce.kind, bounce.email, bounce.reference) == ("complaint", "angry@example.net", "d4")
+    assert (bounce.kind, bounce.email, bounce.reference) == ("complaint", "angry@example.net", angry)
+    assert Suppression.objects.get(email="angry@example.net").reason == "complaint"
 
 
 def test_one_line_is_logged_for_each_report(listener, caplog):
@@ -204,15 +228,16 @@ def test_a_report_that_cannot_be_recorded_gets_451_and_nothing_of_it_is_kept(lis
         if bounce.email == "second@example.net":
             raise DatabaseError("the database went away")
 
+    to = verp.address(sent_to("first@example.net", "second@example.net"), DOMAIN)
     bounce_recorded.connect(fails_on_the_second)
     try:
-        failed = deliver(listener.port, two_addresses, verp.address("o7", DOMAIN))
+        failed = deliver(listener.port, two_addresses, to)
     finally:
         bounce_recorded.disconnect(fails_on_the_second)
     assert failed == (451, b"4.3.0 The report could not be recorded; please try again later")
     assert not Bounce.objects.exists() and not Suppression.objects.exists()
 
-    bounces = recorded(deliver(listener.port, two_addresses, verp.address("o7", DOMAIN)))  # the retry
+    bounces = recorded(deliver(listener.port, two_addresses, to))  # the retry
     assert addresses(bounces, HARD) == ["first@example.net", "second@example.net"]
 
 
@@ -243,36 +268,65 @@ def test_a_client_sending_one_byte_a_second_is_cut_off_and_others_are_not_held_u
     assert list(Bounce.objects.values_list("reference", flat=True)) == ["o2"]
 
 
+def test_a_reporting_server_slower_than_the_login_timeout_is_heard_out(listener, settings):
+    """A large DSN may take a reporting server longer than RELAY_LOGIN_TIMEOUT_S to send: once
+    a bounce address is accepted, no login is waited for (RELAY_TIMEOUT_S still bounds it)."""
+    settings.RELAY_LOGIN_TIMEOUT_S = 1
+    gone = sent_to("gone@example.net")
+    report = report_for(reference=gone)
+    assert report.endswith(b"\r\n") and b"\r\n." not in report  # sent as it is, no dot to stuff
+    slow, idle = RawSession(listener.port), RawSession(listener.port)
+    try:
+        assert slow.command(b"MAIL FROM:<>") == 250
+        assert slow.command(f"RCPT TO:<{verp.address(gone, DOMAIN)}>".encode()) == 250
+        assert slow.command(b"DATA") == 354
+        started = time.monotonic()
+        for start in range(0, len(report), len(report) // 6 + 1):  # in six pieces over three seconds
+            slow.sock.sendall(report[start : start + len(report) // 6 + 1])
+            time.sleep(0.5)
+        slow.sock.sendall(b".\r\n")
+
+        assert slow.reply() == 250
+        assert time.monotonic() - started > 2.5
+        assert idle.replies.readline() == b"421 4.7.0 No login in time; closing the connection\r\n"
+    finally:
+        slow.close()
+        idle.close()
+    [bounce] = Bounce.objects.all()
+    assert (bounce.email, bounce.reference, bounce.acted_on) == ("gone@example.net", gone, True)
+
+
 # -- a real `manage.py smtp_relay` --
 
 
 def test_the_relay_process_takes_every_real_bounce_from_a_stranger(relay_process, make_server):
     make_server(bounce_domain=DOMAIN)
     _, port = relay_process(RELAY_TRUSTED_NETWORKS="")
-    names = sorted(EXPECTED)
+    references = {name: sent_to(*expected_addresses(name)) for name in sorted(EXPECTED)}
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-        for n, name in enumerate(names):
-            assert smtp.sendmail("", [verp.address(f"o{n}", DOMAIN)], crlf((CORPUS / name).read_bytes())) == {}
-    for n, name in enumerate(names):
-        bounces = list(Bounce.objects.filter(reference=f"o{n}"))
+        for name, reference in references.items():
+            assert smtp.sendmail("", [verp.address(reference, DOMAIN)], crlf((CORPUS / name).read_bytes())) == {}
+    for name, reference in references.items():
+        bounces = list(Bounce.objects.filter(reference=reference))
         expected = EXPECTED[name]
         assert addresses(bounces, HARD, SOFT) == sorted(map(str.lower, expected.get("permanent", []))), name
         assert addresses(bounces, DELAYED) == sorted(map(str.lower, expected.get("temporary", []))), name
-        assert bounces, name
+        assert bounces and all(bounce.acted_on for bounce in bounces if bounce.kind != UNPARSED), name
 
 
 def test_sigkill_right_after_the_250_of_a_report_loses_nothing(relay_process, make_server):
     make_server(bounce_domain=DOMAIN)
     relay, port = relay_process(RELAY_TRUSTED_NETWORKS="")
+    gone = sent_to("gone@example.net")
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
         smtp.ehlo()
         smtp.mail("")
-        smtp.rcpt(verp.address("d5", DOMAIN))
-        reply = smtp.data(report_for(reference="d5"))
+        smtp.rcpt(verp.address(gone, DOMAIN))
+        reply = smtp.data(report_for(reference=gone))
         relay.kill()  # SIGKILL, the moment the 250 is read
         relay.wait()
     [bounce] = recorded(reply)
-    assert (bounce.kind, bounce.email, bounce.reference) == (HARD, "gone@example.net", "d5")
+    assert (bounce.kind, bounce.email, bounce.reference) == (HARD, "gone@example.net", gone)
     assert Suppression.objects.filter(email="gone@example.net").exists()
 
 
@@ -293,13 +347,17 @@ def bounced() -> list[tuple[str, str, str, str]]:
 def test_the_sandbox_bounces_exactly_the_matching_recipients_to_the_listener(listener, smtp_sandbox):
     sandbox = smtp_sandbox(bounce="*@gone.example.test", bounce_to=("127.0.0.1", listener.port))
 
-    send_to_sandbox(sandbox.port, "d1")
+    reference = sent_to(*RECIPIENTS)
+    send_to_sandbox(sandbox.port, reference)
     with smtplib.SMTP("127.0.0.1", sandbox.port, timeout=30) as smtp:  # a bounce is never bounced
         smtp.sendmail("", ["e@gone.example.test"], ORIGINAL)
 
     wait_for(lambda: sandbox.summary()["bounces_sent"] == 2, 10, "the sandbox's DSNs")
     assert len(sandbox.received) == 2  # it accepted everything first
-    assert bounced() == [(HARD, "a@gone.example.test", "5.1.1", "d1"), (HARD, "c@gone.example.test", "5.1.1", "d1")]
+    assert bounced() == [
+        (HARD, "a@gone.example.test", "5.1.1", reference),
+        (HARD, "c@gone.example.test", "5.1.1", reference),
+    ]
     assert sorted(Suppression.objects.values_list("email", "reason")) == [
         ("a@gone.example.test", "hard_bounce"),
         ("c@gone.example.test", "hard_bounce"),
@@ -316,11 +374,15 @@ def test_a_dsn_the_sandbox_cannot_deliver_is_counted_and_the_sandbox_goes_on(smt
 
 def test_the_sandbox_command_bounces_to_the_listener(listener, sandbox_process):
     sandbox = sandbox_process("--bounce", "*@gone.example.test", "--bounce-to", f"127.0.0.1:{listener.port}")
+    reference = sent_to(*RECIPIENTS)
 
-    send_to_sandbox(sandbox.port, "d1")
+    send_to_sandbox(sandbox.port, reference)
 
     wait_for(lambda: Bounce.objects.count() == 2, 10, "the bounces recorded")
-    assert bounced() == [(HARD, "a@gone.example.test", "5.1.1", "d1"), (HARD, "c@gone.example.test", "5.1.1", "d1")]
+    assert bounced() == [
+        (HARD, "a@gone.example.test", "5.1.1", reference),
+        (HARD, "c@gone.example.test", "5.1.1", reference),
+    ]
     summary = sandbox.stop()
     assert (summary["received"], summary["bounces_sent"], summary["bounces_failed"]) == (1, 2, 0)
     assert sorted(Suppression.objects.values_list("email", flat=True)) == ["a@gone.example.test", "c@gone.example.test"]

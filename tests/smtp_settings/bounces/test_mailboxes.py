@@ -13,14 +13,15 @@ from collections import defaultdict
 import pytest
 from django.db import connection
 
+from smtp_settings.bounces import verp
 from smtp_settings.bounces.mailboxes import check, probe, schedule_checks
 from smtp_settings.bounces.record import bounce_recorded
-from smtp_settings.models import Bounce, BounceMailbox, MailboxReport
+from smtp_settings.models import Bounce, BounceMailbox, MailboxReport, Suppression
 from tests.campaigns.test_sending import wait_for
 from tests.conftest import ROOT, _worker_env
 from tests.dovecot import Dovecot
 from tests.hostile import endless
-from tests.smtp_settings.bounces.test_reports import CORPUS, EXPECTED, dsn_for
+from tests.smtp_settings.bounces.test_reports import CORPUS, EXPECTED, dsn_for, dsn_naming, expected_addresses, sent_to
 
 pytestmark = pytest.mark.django_db
 
@@ -50,27 +51,48 @@ def same_text(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def samples() -> dict[str, bytes]:
-    """Every report of the corpus, one that flufl.bounce cannot read, and a DSN to a VERP address."""
-    reports = {name: (CORPUS / name).read_bytes() for name in [*EXPECTED, "dumbass_01.txt"]}
-    return reports | {"verp": dsn_for(recipient="gone@example.net", reference="d5")}
+def delivered_to(reference: str, report: bytes) -> bytes:
+    """A report as the MTA's local delivery leaves it in the mailbox, with the VERP address it
+    was sent to in Delivered-To."""
+    return f"Delivered-To: {verp.address(reference, 'bounces.example.test')}\n".encode() + report
+
+
+def samples() -> tuple[dict[str, bytes], dict[str, str]]:
+    """Every report of the corpus, each delivered to the VERP address of the message sent to
+    the addresses it reports; one that flufl.bounce cannot read; a DSN whose returned headers
+    carry the VERP address; a stranger's report naming people its message did not go to; and
+    a report without a VERP address (a server without a bounce domain). Then each one's
+    reference."""
+    references = {name: sent_to(*expected_addresses(name)) for name in EXPECTED}
+    reports = {name: delivered_to(references[name], (CORPUS / name).read_bytes()) for name in EXPECTED}
+    references |= {"verp": sent_to("gone@example.net"), "stranger": sent_to("me@example.net"), "no token": ""}
+    return reports | {
+        "dumbass_01.txt": (CORPUS / "dumbass_01.txt").read_bytes(),
+        "verp": dsn_for(recipient="gone@example.net", reference=references["verp"]),
+        "stranger": dsn_naming("ceo@example.net", reference=references["stranger"]),
+        "no token": (CORPUS / "postfix_01.txt").read_bytes(),
+    }, references
 
 
 def bounces_by_sample(reports: dict[str, bytes]) -> dict[str, list[Bounce]]:
+    """The bounces recorded for each report: the first keeps the report, the others point at it."""
     name_of = {same_text(data): name for name, data in reports.items()}
-    found = defaultdict(list)
+    found, sample_of = defaultdict(list), {}
     for bounce in Bounce.objects.order_by("pk"):
-        found[name_of[same_text(bytes(bounce.report))]].append(bounce)
+        kept = bounce.report_of_id
+        sample_of[bounce.pk] = sample_of[kept] if kept else name_of[same_text(bytes(bounce.report))]
+        found[sample_of[bounce.pk]].append(bounce)
     return found
 
 
 def reports_for(*emails: str) -> list[bytes]:
-    return [dsn_for(recipient=email, reference=f"d{n}") for n, email in enumerate(emails, 1)]
+    """A DSN for each address, about the message sent to it."""
+    return [dsn_for(recipient=email) for email in emails]
 
 
 @pytest.mark.parametrize("port", list(PORTS))
-def test_one_check_reads_every_report_once_and_each_names_its_addresses(port, dovecot, mailbox_on):
-    reports = samples()
+def test_one_check_reads_every_report_once_and_each_maps_to_its_delivery(port, dovecot, mailbox_on):
+    reports, references = samples()
     dovecot.deliver(*reports.values())
     mailbox = mailbox_on(port)
 
@@ -87,10 +109,24 @@ def test_one_check_reads_every_report_once_and_each_names_its_addresses(port, do
         assert sorted(b.email for b in bounces if b.kind == DELAYED) == sorted(
             map(str.lower, expected.get("temporary", []))
         ), name
-    [verp] = found["verp"]
-    assert (verp.kind, verp.email, verp.reference) == (HARD, "gone@example.net", "d5")
+        assert {b.reference for b in bounces} == {references[name]}, name
+        assert all(b.acted_on for b in bounces if b.kind != UNPARSED), name
+    [dsn] = found["verp"]
+    assert (dsn.kind, dsn.email, dsn.reference, dsn.acted_on) == (HARD, "gone@example.net", references["verp"], True)
     [unread] = found["dumbass_01.txt"]
     assert (unread.kind, unread.email) == (UNPARSED, "")
+    [stranger] = found["stranger"]
+    assert (stranger.email, stranger.reference, stranger.acted_on) == ("ceo@example.net", references["stranger"], False)
+    [no_token] = found["no token"]
+    assert (no_token.kind, no_token.email, no_token.reference, no_token.acted_on) == (
+        HARD,
+        "xxxxx@local.ie",
+        "",
+        False,
+    )
+    assert no_token.problem == "No VERP token names its delivery: kept, not acted on."
+    hard = {b.email for b in Bounce.objects.filter(kind=HARD, acted_on=True)}
+    assert set(Suppression.objects.values_list("email", flat=True)) == hard
     assert {(b.source, b.mailbox_id) for b in Bounce.objects.all()} == {("mailbox", mailbox.pk)}
     mailbox.refresh_from_db()
     assert (mailbox.last_count, mailbox.last_error) == (len(reports), "")

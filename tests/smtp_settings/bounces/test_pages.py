@@ -9,7 +9,7 @@ from project.roles import Role
 from smtp_settings.bounces import intake
 from smtp_settings.bounces.record import record
 from smtp_settings.bounces.views import SHOWN_BYTES
-from tests.smtp_settings.bounces.test_reports import CORPUS
+from tests.smtp_settings.bounces.test_reports import CORPUS, dsn_naming, sent_to
 from tests.smtp_settings.test_outbox_views import make_message
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,7 @@ def one_of_each():
         record("soft", "listener", "full@example.test", reference="o2", status="5.2.2", text="mailbox full"),
         record("complaint", "webhook", "angry@example.test", text="Feedback-Type: abuse"),
         record("delayed", "mailbox", "slow@example.test", status="4.4.1"),
-        *intake.take((CORPUS / "dumbass_01.txt").read_bytes(), "listener", ["bounces+x@b.example.test"]),
+        *intake.read((CORPUS / "dumbass_01.txt").read_bytes(), ["bounces+x@b.example.test"]).record("listener"),
     ]
 
 
@@ -54,7 +54,7 @@ def test_the_pages_need_a_login(client, one_of_each):
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.SENDER])
 def test_below_admin_a_bounce_shows_what_it_says_but_not_its_raw_report(login_as, role):
-    [bounce] = intake.take(HOSTILE + b"Final-Recipient: rfc822; secret-third-party@example.net\r\n", "listener")
+    [bounce] = intake.read(HOSTILE + b"Final-Recipient: rfc822; secret-third-party@example.net\r\n").record("listener")
     browser = login_as(role)
 
     page = browser.get(detail(bounce.pk)).content.decode()
@@ -122,7 +122,7 @@ def test_older_bounces_are_a_page_away(viewer_client, settings):
 
 
 def test_an_admin_sees_the_raw_report_escaped_with_control_characters_written_out(login_as):
-    [bounce] = intake.take(HOSTILE, "listener", ["bounces+x@b.example.test"])
+    [bounce] = intake.read(HOSTILE, ["bounces+x@b.example.test"]).record("listener")
     page = login_as(Role.ADMIN).get(detail(bounce.pk)).content.decode()
 
     assert "&lt;script&gt;alert(&#x27;from&#x27;)&lt;/script&gt;" in page
@@ -134,7 +134,7 @@ def test_an_admin_sees_the_raw_report_escaped_with_control_characters_written_ou
 
 
 def test_a_report_is_downloaded_as_it_was_kept_by_an_admin_only(login_as):
-    [bounce] = intake.take(HOSTILE, "listener")
+    [bounce] = intake.read(HOSTILE).record("listener")
     response = login_as(Role.ADMIN).get(reverse("bounces:report", args=[bounce.pk]))
     assert response["Content-Type"] == "message/rfc822"
     assert response["Content-Disposition"] == f'attachment; filename="bounce-{bounce.pk}.eml"'
@@ -144,13 +144,38 @@ def test_a_report_is_downloaded_as_it_was_kept_by_an_admin_only(login_as):
 def test_only_the_beginning_of_a_large_report_is_shown(login_as, settings):
     settings.BOUNCE_REPORT_MAX_BYTES = SHOWN_BYTES + 1000
     report = b"Subject: big\r\n\r\n" + b"a" * SHOWN_BYTES + b"THE END"
-    [bounce] = intake.take(report + b"b" * 5000, "listener")
+    [bounce] = intake.read(report + b"b" * 5000).record("listener")
 
     page = login_as(Role.ADMIN).get(detail(bounce.pk)).content.decode()
 
     assert "Only the first 256.0\xa0KB are shown." in page
     assert "THE END" not in page and "a" * 1000 in page
     assert "the rest was not kept" in page
+
+
+def test_a_report_naming_several_recipients_is_kept_once_and_linked_from_each_bounce(login_as):
+    reference = sent_to("a@example.net", "b@example.net")
+    first, second = intake.read(dsn_naming("a@example.net", "b@example.net", reference=reference)).record("listener")
+    admin = login_as(Role.ADMIN)
+
+    page = admin.get(detail(second.pk)).content.decode()
+
+    assert f'it is kept with <a href="{detail(first.pk)}">bounce {first.pk}</a>' in page
+    assert "Download the report" not in page and "Report size" not in page
+    assert "Download the report" in admin.get(detail(first.pk)).content.decode()
+
+
+def test_a_report_not_acted_on_says_so_on_the_list_and_its_page(viewer_client):
+    reference = sent_to("me@example.net")
+    [bounce] = intake.read(dsn_naming("victim@example.net", reference=reference)).record("listener")
+    said = "It names victim@example.net, which its delivery did not go to: kept, not acted on."
+
+    listing = viewer_client.get(LIST).content.decode()
+    page = viewer_client.get(detail(bounce.pk)).content.decode()
+
+    for shown in (listing, page):
+        assert '<span class="badge off">Not acted on</span>' in shown and said in shown
+    assert "Not understood" not in page
 
 
 def test_a_bounce_about_an_outbox_message_links_to_it(viewer_client):

@@ -42,6 +42,37 @@ def test_soft_bounces_suppress_at_the_limit_within_the_window(settings):
     assert suppressed() == {"full@example.test": "soft_bounces"}
 
 
+def test_the_soft_bounces_of_one_message_count_once(settings):
+    """A report sent again after a lost 250, an ESP's two events for one bounce, a DSN after the
+    deferrals ran out at send time: one message, one soft bounce."""
+    settings.SOFT_BOUNCE_LIMIT = 3
+    for source in (Bounce.Source.SEND, Bounce.Source.LISTENER, Bounce.Source.LISTENER, Bounce.Source.WEBHOOK):
+        record(SOFT, source, "full@example.test", reference="d1")
+    record(SOFT, Bounce.Source.WEBHOOK, "full@example.test", reference="o2")
+    assert suppressed() == {}
+    record(SOFT, Bounce.Source.MAILBOX, "full@example.test", reference="d3")
+    assert suppressed() == {"full@example.test": "soft_bounces"}
+
+
+def test_a_bounce_not_acted_on_is_kept_and_logged_but_does_nothing_else(settings, django_capture_on_commit_callbacks):
+    settings.SOFT_BOUNCE_LIMIT = 1
+    told, events = [], []
+    bounce_recorded.connect(tell := lambda sender, bounce, **kwargs: told.append(bounce))
+    smtp_event.connect(log := lambda sender, event, **kwargs: events.append(event))
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            for kind in (HARD, COMPLAINT, SOFT):
+                record(kind, Bounce.Source.LISTENER, "victim@example.test", reference="d1", act=False, problem="not")
+    finally:
+        bounce_recorded.disconnect(tell)
+        smtp_event.disconnect(log)
+    assert list(Bounce.objects.values_list("kind", "acted_on")) == [(HARD, False), (COMPLAINT, False), (SOFT, False)]
+    assert (suppressed(), told) == ({}, [])
+    assert [event.kind for event in events] == ["bounce", "complaint", "soft_bounce"]
+    record(SOFT, Bounce.Source.SEND, "victim@example.test", reference="d2")  # the first that counts
+    assert suppressed() == {"victim@example.test": "soft_bounces"}
+
+
 def test_an_event_is_logged_only_once_the_bounce_is_committed(django_capture_on_commit_callbacks):
     events = []
     smtp_event.connect(receiver := lambda sender, event, **kwargs: events.append(event))
@@ -112,6 +143,19 @@ def test_a_verp_address_maps_back_to_its_reference():
     assert address.startswith("bounces+d123-") and address.endswith("@bounces.example.test")
     assert verp.reference_of(address) == "d123"
     assert verp.reference_of(f"<{address.upper()}>") == "d123"  # some servers change the case
+
+
+def test_a_verp_address_signed_before_the_secret_key_was_rotated_still_maps_back(settings):
+    settings.SECRET_KEY = "the-old-key-" + "x" * 40
+    before = verp.address("d123", "bounces.example.test")
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-new-key-" + "y" * 40, [settings.SECRET_KEY]
+
+    assert verp.reference_of(before) == "d123"
+    after = verp.address("d123", "bounces.example.test")
+    assert after != before  # signed with the new key
+    assert verp.reference_of(after) == "d123"
+    settings.SECRET_KEY_FALLBACKS = []  # the old key dropped: its addresses are forged now
+    assert verp.reference_of(before) is None
 
 
 @pytest.mark.parametrize(
