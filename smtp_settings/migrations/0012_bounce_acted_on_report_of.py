@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('smtp_settings', '0010_esp_entries_without_host'),
+        ('smtp_settings', '0011_max_batch_recipients_per_call'),
     ]
 
     operations = [
