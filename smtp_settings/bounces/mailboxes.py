@@ -1,5 +1,7 @@
 """Reading a bounce mailbox over IMAP or POP3 with TLS: each report is taken in (intake.py)
-once, and only then marked read (IMAP's \\Seen) or deleted (POP3's DELE).
+once, and only then marked (IMAP: a keyword of ours, $RelaydeckTaken, and \\Seen; a person who
+reads the mailbox does not hide reports from us) or deleted (POP3's DELE, in sessions of
+POP3_BATCH messages, as a POP3 server deletes only at QUIT).
 
 - Exactly once. A report is known by the SHA-256 of its bytes (MailboxReport), written in the
   same transaction as its bounces: a message read again, because a crash came between the
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 ERROR_LIMIT = 500  # characters of an error kept and shown
 ANSWER_SLACK = 64 * 1024  # bytes an IMAP answer may carry beyond a whole report
+TAKEN = "$RelaydeckTaken"  # the IMAP keyword on a report recorded (see _marks)
+POP3_BATCH = 50  # messages read and deleted per POP3 session (see _read_pop3)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -305,13 +309,24 @@ def _fetched(data: list) -> tuple[bytes, int] | None:
     return literal[1], int(size.group(1)) if size else len(literal[1])
 
 
+def _marks(client: _FusedIMAP4) -> tuple[str, str]:
+    """(the SEARCH for reports not taken yet, the flags that mark one taken). A keyword of our
+    own where the folder keeps keywords: a person who opens the mailbox sets \\Seen, and would
+    otherwise hide reports from us for good; else \\Seen."""
+    _, flags = client.response("PERMANENTFLAGS")
+    if flags and flags[0] and b"\\*" in flags[0]:
+        return f"UNKEYWORD {TAKEN}", f"({TAKEN} \\Seen)"
+    return "UNSEEN", "(\\Seen)"
+
+
 def _read_imap(session: _Session, take: Callable[[bytes, int], bool], result: CheckResult) -> None:
     limit, most = settings.BOUNCE_REPORT_MAX_BYTES, settings.BOUNCE_MAILBOX_MAX_MESSAGES
     with _imap(session) as client:
         session.step = "SELECT"
         _ok(client.select(_quoted(session.mailbox.folder)))
+        not_taken, taken = _marks(client)
         session.step = "SEARCH"
-        uids = (_ok(client.uid("SEARCH", "UNSEEN"))[0] or b"").split()
+        uids = (_ok(client.uid("SEARCH", not_taken))[0] or b"").split()
         result.left = max(0, len(uids) - most)
         for uid in uids[:most]:
             session.step = "FETCH"
@@ -321,21 +336,29 @@ def _read_imap(session: _Session, take: Callable[[bytes, int], bool], result: Ch
             data, size = found
             _count(result, take(data, size if len(data) >= limit else len(data)))
             session.step = "STORE"
-            _ok(client.uid("STORE", uid, "+FLAGS.SILENT", r"(\Seen)"))
+            _ok(client.uid("STORE", uid, "+FLAGS.SILENT", taken))
 
 
 def _read_pop3(session: _Session, take: Callable[[bytes, int], bool], result: CheckResult) -> None:
+    """In sessions of at most POP3_BATCH messages: POP3 deletes only at QUIT, so a check cut
+    short keeps the sessions it finished, and the next check goes on from there."""
     limit, most = settings.BOUNCE_REPORT_MAX_BYTES, settings.BOUNCE_MAILBOX_MAX_MESSAGES
-    with _pop3(session) as client:
-        session.step = "STAT"
-        count, _ = client.stat()
-        result.left = max(0, count - most)
-        for which in range(1, min(count, most) + 1):
-            session.step = "RETR"
-            data, size = client.retrieve(which, limit)
-            _count(result, take(data, size))
-            session.step = "DELE"
-            client.dele(which)
+    read = 0
+    while read < most:
+        with _pop3(session) as client:
+            session.step = "STAT"
+            count, _ = client.stat()
+            batch = min(count, POP3_BATCH, most - read)
+            for which in range(1, batch + 1):
+                session.step = "RETR"
+                data, size = client.retrieve(which, limit)
+                _count(result, take(data, size))
+                session.step = "DELE"
+                client.dele(which)
+        read += batch
+        result.left = count - batch
+        if not result.left:
+            return
 
 
 def _count(result: CheckResult, taken: bool) -> None:

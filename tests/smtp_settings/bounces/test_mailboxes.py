@@ -13,7 +13,7 @@ from collections import defaultdict
 import pytest
 from django.db import connection
 
-from smtp_settings.bounces import verp
+from smtp_settings.bounces import mailboxes, verp
 from smtp_settings.bounces.mailboxes import check, probe, schedule_checks
 from smtp_settings.bounces.record import bounce_recorded
 from smtp_settings.models import Bounce, BounceMailbox, MailboxReport, Suppression
@@ -199,6 +199,30 @@ def test_a_check_reads_at_most_its_share_and_leaves_the_rest_for_the_next(port, 
 
     assert [(first.taken, first.left), (second.taken, second.left)] == [(2, 1), (1, 0)]
     assert sorted(Bounce.objects.values_list("email", flat=True)) == ["a@example.net", "b@example.net", "c@example.net"]
+
+
+def test_a_report_someone_read_in_the_mailbox_is_still_taken_once(dovecot, mailbox_on):
+    dovecot.deliver(*reports_for("a@example.net", "b@example.net"))
+    with dovecot.imap() as person:  # a person opens the mailbox and reads everything
+        person.select("INBOX")
+        assert person.store("1:*", "+FLAGS", r"(\Seen)")[0] == "OK"
+    mailbox = mailbox_on("imaps")
+
+    first, second = check(mailbox), check(mailbox)
+
+    assert (first.taken, second.taken, second.again) == (2, 0, 0)
+    assert sorted(Bounce.objects.values_list("email", flat=True)) == ["a@example.net", "b@example.net"]
+
+
+def test_pop3_reads_in_sessions_of_a_few_messages_each_deleted_at_its_quit(dovecot, mailbox_on, monkeypatch):
+    monkeypatch.setattr(mailboxes, "POP3_BATCH", 2)
+    dovecot.deliver(*reports_for("a@example.net", "b@example.net", "c@example.net", "d@example.net", "e@example.net"))
+
+    result = check(mailbox_on("pop3s"))
+
+    assert (result.taken, result.left) == (5, 0)
+    assert dovecot.count() == (0, 0)
+    assert Bounce.objects.count() == 5
 
 
 @pytest.mark.django_db(transaction=True)
