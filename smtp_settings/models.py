@@ -1,5 +1,4 @@
 import hashlib
-import re
 import secrets
 from datetime import timedelta
 
@@ -10,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from project.sqlite_writes import one_writer
+from smtp_settings.bounces import verp
 from smtp_settings.esp.registry import ESPS_BY_KEY, parse_credentials
 from smtp_settings.fields import EncryptedTextField
 from smtp_settings.validators import validate_api_url, validate_custom_headers, validate_host
@@ -699,7 +699,7 @@ class Bounce(models.Model):
     @property
     def outbox_message_id(self) -> int | None:
         """The outbox message it was about, if its reference names one ("o45")."""
-        return int(self.reference[1:]) if re.fullmatch(r"o[0-9]{1,18}", self.reference) else None
+        return verp.number_of(self.reference, "o")
 
 
 class EspMessage(models.Model):

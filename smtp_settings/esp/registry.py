@@ -112,7 +112,7 @@ ESPS = [
         default_api_url="",
         auth=_header("X-Server-API-Key"),
         check=None,
-        note="Postal's API has no read-only call: send a test message to check the key.",
+        note="Postal's API has no read-only call: only a test message checks the API key and URL.",
     ),
 ]
 ESPS_BY_KEY = {esp.key: esp for esp in ESPS}
