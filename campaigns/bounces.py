@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.sending.loop import auto_pause
+from smtp_settings.bounces import verp
 from smtp_settings.bounces.recipients import reference_recipients
 from smtp_settings.bounces.record import bounce_recorded
 from smtp_settings.models import Bounce, Suppression
@@ -64,10 +65,10 @@ def delivery_recipient(sender, reference: str, **kwargs) -> list[str] | None:
 
 
 def _delivery(reference: str, *fields: str) -> dict | None:
-    if not (reference.startswith("d") and reference[1:].isdigit()):
+    pk = verp.number_of(reference, "d")
+    if pk is None:
         return None
-    deliveries = Delivery.objects.filter(pk=int(reference[1:]))
-    return deliveries.values("pk", "campaign_id", "subscriber_id", *fields).first()
+    return Delivery.objects.filter(pk=pk).values("pk", "campaign_id", "subscriber_id", *fields).first()
 
 
 def _mark_subscriber(subscribers, bounce: Bounce) -> None:

@@ -7,12 +7,14 @@ still work, and a row's errors name the physical line it starts on. Memory holds
 whatever the size of the file.
 
 Out: `csv_chunks` streams a query's rows by keyset, never the whole table in memory, and
-defuses cells a spreadsheet would run as formulas.
+defuses cells a spreadsheet would run as formulas, but in the columns its caller names: email
+addresses, validated when they came in, which an import must read back as they were written
+("-news@example.test" is an address; with a quote before it, another one).
 """
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import PurePath
 from typing import BinaryIO
@@ -172,9 +174,12 @@ def spreadsheet_safe(value) -> object:
     return value
 
 
-def csv_chunks(rows: QuerySet, header: list[str], cells: Callable[[dict], list], chunk_rows: int) -> Iterator[str]:
+def csv_chunks(
+    rows: QuerySet, header: list[str], cells: Callable[[dict], list], chunk_rows: int, verbatim: Collection[int] = ()
+) -> Iterator[str]:
     """`rows` (a values() query with "id") as CSV under `header`, newest first, `chunk_rows`
-    rows a piece read by keyset; `cells(row)` is a row's cells, made spreadsheet-safe here."""
+    rows a piece read by keyset; `cells(row)` is a row's cells, made spreadsheet-safe here but
+    for those at the indexes `verbatim` (addresses)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -183,7 +188,7 @@ def csv_chunks(rows: QuerySet, header: list[str], cells: Callable[[dict], list],
         chunk = rows.order_by("-id") if before is None else rows.filter(id__lt=before).order_by("-id")
         piece = list(chunk[:chunk_rows])
         for row in piece:
-            writer.writerow([spreadsheet_safe(cell) for cell in cells(row)])
+            writer.writerow([cell if at in verbatim else spreadsheet_safe(cell) for at, cell in enumerate(cells(row))])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

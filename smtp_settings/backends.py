@@ -31,7 +31,9 @@ VERP: a message with a `bounce_reference` attribute (the caller's name for it: "
 campaign delivery, "o45" an outbox message) that goes out through a server with a bounce
 domain gets the envelope sender bounces+<reference>-<signature>@<bounce domain>
 (bounces/verp.py), so a later bounce maps to it. The header From is unchanged. Without either,
-or for the null sender (MAIL FROM:<>, itself a bounce), the envelope sender is as given.
+or for the null sender (MAIL FROM:<>, itself a bounce), the envelope sender is as given. A
+reference that is none (`verp.is_reference`: a letter and digits) fails the message there, and
+an ESP's message goes without it (its webhooks' events then act on the address alone).
 
 Two hooks for callers that keep their own books (campaigns do):
 - `on_final_dot(message)` is called from the sending thread just before a message's content
@@ -374,10 +376,11 @@ class _Delivery:
     def run(self) -> SmtpResult:
         while pending := self.pending():
             self.attempts += 1
+            self.deferrals: dict[str, RecipientResult] = {}  # the 4xx each recipient got in this attempt
             if not self._attempt(pending):
                 break
         for address in self.pending():
-            self.outcome[address] = RecipientResult(DEFERRED, *self.last)
+            self.outcome[address] = self.deferrals.get(address) or RecipientResult(DEFERRED, *self.last)
         statuses = {result.status for result in self.outcome.values()}
         status = DEFERRED if DEFERRED in statuses else SENT if SENT in statuses else FAILED
         if status == DEFERRED and not self.stopped:  # a stopped one was not tried: it is not late
@@ -496,18 +499,21 @@ class _Delivery:
         return following.mail_from, recipients[: conn.rcptmax] if conn.rcptmax else recipients
 
     def _judge(self, conn, batch: list[str], verdicts: list[tuple[int, str, str]]) -> bool:
-        """Decide each recipient of a finished transaction; retry the temporary failures."""
+        """Decide each recipient of a finished transaction, by the reply and the command it
+        answered; retry the temporary failures (a recipient's own 4xx is its result if the
+        retries run out)."""
         temporary_at = throttle = None
         for address, (code, text, stage) in zip(batch, verdicts, strict=True):
             self.last = (code, text)
             throttle = throttle or ((code, text) if is_throttle(code, text) else None)
             if code < 300:
-                self.outcome[address] = RecipientResult(SENT, code, text)
+                self.outcome[address] = RecipientResult(SENT, code, text, stage.lower())
             elif code >= 500:
-                self.outcome[address] = RecipientResult(FAILED, code, text)
+                self.outcome[address] = RecipientResult(FAILED, code, text, stage.lower())
                 self.emit(Kind.FAILURE, conn, stage=stage, code=code, text=text, recipient=address)
             else:
                 temporary_at = stage
+                self.deferrals[address] = RecipientResult(DEFERRED, code, text, stage.lower())
         if throttle is not None:
             self.pool.throttled(conn, *throttle, self.context)
         return True if temporary_at is None else self._retry_later(conn, stage=temporary_at)
@@ -681,7 +687,8 @@ class _EspDelivery(_Delivery):
     def _remember(self, sent: list[tuple[str, str]]) -> None:
         """Which message each id the ESP gave is, for its webhooks. The message went out
         whatever happens here: a failed write is logged, never a failed message."""
-        reference = str(getattr(self.message, "bounce_reference", ""))[:40]
+        reference = getattr(self.message, "bounce_reference", "")
+        reference = reference if verp.is_reference(reference) else ""
         server_id = self.config.id
         rows = [
             EspMessage(message_id=message_id[:255], reference=reference, server_id=server_id, recipient=address[:254])

@@ -14,6 +14,7 @@ from django.dispatch import Signal
 smtp_event = Signal()  # sent with event=PoolEvent
 
 ENHANCED_CODE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+REPLY_CODE = re.compile(r"[245][0-9][0-9](?![0-9])")  # the SMTP reply code a text starts with (match)
 
 
 class Kind:

@@ -187,7 +187,9 @@ _OUTCOME_SET = [
 ]
 
 
-def save_outcomes(table: str, rows, token: int, extra: tuple[str, ...] = (), confirm=frozenset()) -> set[int]:
+def save_outcomes(
+    table: str, rows, token: int, extra: tuple[str, ...] = (), confirm=frozenset(), then=None
+) -> set[int]:
     """Write each claimed row's outcome (as `judge` set it, and the `extra` fields) in one
     statement run many times (bulk_update's CASE expressions cost milliseconds per row), and
     only where the claim under `token` still stands: in `sending`, or `sent` as recorded at the
@@ -195,7 +197,10 @@ def save_outcomes(table: str, rows, token: int, extra: tuple[str, ...] = (), con
     the row names none.
 
     Rows whose pk is in `confirm` (a few: those with bounces to record) are written one at a
-    time, to learn whether their write took effect: returns the pks of those that did."""
+    time, to learn whether their write took effect: returns the pks of those that did.
+    `then(those pks)`, if given, runs in the same transaction, after the writes (recording
+    those rows' bounces): the writes and what it writes commit together, and what it raises
+    rolls both back."""
     times: dict = {}  # a batch's rows share a few times: each converted once
 
     def at(value):
@@ -225,12 +230,15 @@ def save_outcomes(table: str, rows, token: int, extra: tuple[str, ...] = (), con
             ]
         )
     confirmed = set()
-    with one_writer(), transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(sql, values)
-        for row in confirming:
-            cursor.execute(sql, row)
-            if cursor.rowcount == 1:
-                confirmed.add(row[-2])
+    with one_writer(), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, values)
+            for row in confirming:
+                cursor.execute(sql, row)
+                if cursor.rowcount == 1:
+                    confirmed.add(row[-2])
+        if then is not None:
+            then(confirmed)
     return confirmed
 
 

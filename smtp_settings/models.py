@@ -1,5 +1,4 @@
 import hashlib
-import re
 import secrets
 from datetime import timedelta
 
@@ -10,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from project.sqlite_writes import one_writer
+from smtp_settings.bounces import verp
 from smtp_settings.esp.registry import ESPS_BY_KEY, parse_credentials
 from smtp_settings.fields import EncryptedTextField
 from smtp_settings.validators import validate_api_url, validate_custom_headers, validate_host
@@ -563,11 +563,6 @@ class OutboxMessage(models.Model):
     def __str__(self) -> str:
         return f"outbox message {self.pk} ({self.status})"
 
-    @staticmethod
-    def id_in(reference: str) -> int | None:
-        """The outbox message a sender's reference names ("o45"), if it names one."""
-        return int(reference[1:]) if re.fullmatch(r"o[0-9]{1,18}", reference) else None
-
 
 class OutboxSender(models.Model):
     """A process delivering the outbox. Its id is the claim token of the messages it holds; it
@@ -727,7 +722,7 @@ class Bounce(models.Model):
     @property
     def outbox_message_id(self) -> int | None:
         """The outbox message it was about, if its reference names one ("o45")."""
-        return OutboxMessage.id_in(self.reference)
+        return verp.number_of(self.reference, "o")
 
 
 class EspMessage(models.Model):

@@ -25,6 +25,12 @@ class ProbeResult:
         return not self.error
 
     @property
+    def checked(self) -> bool:
+        """Whether anything was tried: an ESP without a harmless call, and no test message to
+        send, leaves nothing that could fail (and nothing known to work)."""
+        return bool(self.steps) or not self.ok
+
+    @property
     def sent(self) -> bool:
         return any(step.name in self.MESSAGE_STEPS and step.ok for step in self.steps)
 

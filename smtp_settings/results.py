@@ -5,6 +5,10 @@ The statuses are plain strings, so a result compares and stores like the text it
 - `DEFERRED`: not sent this time, worth trying again later (4xx, network, no connection);
 - `FAILED`: refused for good (5xx), or a message that cannot go out at all.
 
+A recipient's result says which command the reply that decided it answered (`stage`): only a
+reply to its own RCPT TO speaks of the address. A refused MAIL FROM, or DATA, speaks of the
+sender or the message, and an ESP's API says nothing in SMTP terms.
+
 Callers that keep their own books (campaigns) read these, never the backend's internals.
 """
 
@@ -15,6 +19,7 @@ from smtp_settings.events import enhanced_code
 
 SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
 Status = Literal["sent", "deferred", "failed"]
+AT_RCPT = "rcpt"
 
 
 @dataclass
@@ -22,6 +27,10 @@ class RecipientResult:
     status: Status
     code: int | None = None
     text: str = ""
+    # The SMTP command the deciding reply answered: "mail", "rcpt" (AT_RCPT), "data" or "dot";
+    # "" when no reply of a server to this recipient's transaction decided it (a network error,
+    # a 421, not tried, an ESP's API).
+    stage: str = ""
 
 
 @dataclass

@@ -27,12 +27,18 @@ SHOWN = 100  # characters of what was given, at most, in an error message
 HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+# Marks and overrides that reorder the text around them on a page (Trojan Source's trick).
+BIDI_CONTROLS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def one_line(value, limit: int = 2000) -> str:
-    """What a remote party wrote (a report's field, an ESP's message), as one line to store and
-    show: control characters and line breaks become spaces, runs of spaces one, cut at `limit`."""
+    """What a remote party wrote (a report's field, an ESP's message, an imported note), as one
+    line to store and show: control characters and line breaks become spaces, runs of spaces
+    one, bidirectional controls go, cut at `limit`."""
     if not isinstance(value, str):
         return ""
-    return " ".join(HEADER_UNSAFE.sub(" ", value[: limit * 2]).split())[:limit]
+    text = BIDI_CONTROLS.sub("", HEADER_UNSAFE.sub(" ", value[: limit * 2]))
+    return " ".join(text.split())[:limit]
 
 
 def unsafe_header_character(value: str) -> str | None:

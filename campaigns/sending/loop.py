@@ -24,9 +24,9 @@ is claimed (one lookup for the batch, in the claim's query), is `skipped`: never
 Transactional mail goes first: a batch through a server that outbox messages wait for
 (smtp_settings/outbox/delivery.py) keeps to one connection, and still goes.
 
-Bounces: a recipient refused as a bad address is a hard bounce, a delivery whose deferrals
-ran out a soft bounce (smtp_settings/bounces/classify.py); they are recorded once the
-delivery's outcome is written, with the reference "d<id>", which is also its VERP reference
+Bounces: a recipient whose RCPT TO was refused as a bad address is a hard bounce, one whose
+RCPT deferrals ran out a soft bounce (smtp_settings/bounces/classify.py); they are recorded in
+the transaction that writes the delivery's outcome, with the reference "d<id>", its VERP reference
 through a server with a bounce domain. campaigns/bounces.py takes it from there (and may pause
 the campaign on its guard rails, through `auto_pause`, as below).
 
@@ -44,6 +44,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from functools import partial
 
 from django import db
 from django.conf import settings
@@ -254,8 +255,10 @@ def _why_skipped(delivery: Delivery) -> str:
     return ""
 
 
-def _save_outcomes(deliveries: list[Delivery], lease: Lease, confirm=frozenset()) -> set[int]:
-    return save_outcomes("campaigns_delivery", deliveries, lease.token, extra=("message_id",), confirm=confirm)
+def _save_outcomes(deliveries: list[Delivery], lease: Lease, confirm=frozenset(), then=None) -> set[int]:
+    return save_outcomes(
+        "campaigns_delivery", deliveries, lease.token, extra=("message_id",), confirm=confirm, then=then
+    )
 
 
 def auto_pause(campaign: Campaign, reason: str) -> bool:
@@ -453,24 +456,27 @@ class CampaignSender:
         elif answered:
             self._judge(server, answered, now)
         bounces = classify.found_in((delivery, message.smtp_result) for delivery, message in answered)
-        written = self._write_outcomes([*settled, *(delivery for delivery, _ in answered)], confirm=bounces.keys())
-        classify.record_found(bounces, written, "d", server)
+        self._write_outcomes(
+            [*settled, *(delivery for delivery, _ in answered)],
+            confirm=bounces.keys(),
+            then=partial(classify.record_found, bounces, prefix="d", server=server),
+        )
         self._give_back_unsent([delivery.pk for delivery, message in messages if message.smtp_result.stopped])
         self.sent += sum(1 for delivery, _ in answered if delivery.status == Status.SENT)
         _flush_tally(self.campaign.pk)
 
-    def _write_outcomes(self, deliveries: list[Delivery], confirm=frozenset()) -> set[int]:
+    def _write_outcomes(self, deliveries: list[Delivery], confirm=frozenset(), then=None) -> None:
         """What the worker knows must reach the database before anything else is decided:
         without it, recovery would have to guess (and might send a delivered message again).
-        So a failed write is tried once more, after the database had a moment. Returns the
-        pks of `confirm` whose write took effect (see save_outcomes)."""
+        So a failed write is tried once more, after the database had a moment. `confirm` and
+        `then`: the rows with bounces, recorded in the same transaction (see save_outcomes)."""
         try:
-            return _save_outcomes(deliveries, self.lease, confirm)
+            _save_outcomes(deliveries, self.lease, confirm, then)
         except db.Error:
             log.warning("campaign %s: writing outcomes failed, trying again", self.campaign.pk, exc_info=True)
             connection.close()  # a broken connection is not reopened outside a request: a new one
             time.sleep(1)
-            return _save_outcomes(deliveries, self.lease, confirm)
+            _save_outcomes(deliveries, self.lease, confirm, then)
 
     def _give_back_unsent(self, stopped_ids: list[int]) -> None:
         """Deliveries this sender claimed but never took to their dot go back in line, where a

@@ -58,7 +58,7 @@ class CheckResult:
 
 
 @dataclass
-class ProbeResult:
+class MailboxProbe:
     messages: int = 0  # in the folder (IMAP) or the maildrop (POP3)
     error: str = ""
 
@@ -403,10 +403,10 @@ def check(mailbox: BounceMailbox) -> CheckResult:
     return result
 
 
-def probe(mailbox: BounceMailbox) -> ProbeResult:
+def probe(mailbox: BounceMailbox) -> MailboxProbe:
     """Log in and count the messages (IMAP: EXAMINE the folder, read-only; POP3: STAT),
     changing nothing. Never raises for anything the server or the network does."""
-    result, session = ProbeResult(), _Session(mailbox)
+    result, session = MailboxProbe(), _Session(mailbox)
     try:
         if mailbox.protocol == BounceMailbox.Protocol.IMAP:
             with _imap(session) as client:

@@ -20,7 +20,6 @@ A report that says nothing usable is not an error here: `read` returns no findin
 problem, and the caller keeps the report.
 """
 
-import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.iterators import typed_subpart_iterator
@@ -32,12 +31,12 @@ from flufl.bounce import all_failures
 
 from smtp_settings.bounces import verp
 from smtp_settings.bounces.classify import about_the_address
+from smtp_settings.events import REPLY_CODE as _REPLY_CODE
 from smtp_settings.models import Bounce
 from smtp_settings.validators import one_line
 
 # Headers of the report, and of the message it returns, that may carry a VERP address.
 ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to", "return-path")
-_REPLY_CODE = re.compile(r"[245][0-9][0-9](?![0-9])")
 
 
 @dataclass(frozen=True)

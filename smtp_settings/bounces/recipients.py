@@ -8,6 +8,7 @@ subscriber address): this app does not know campaigns.
 
 from django.dispatch import Signal
 
+from smtp_settings.bounces import verp
 from smtp_settings.models import Bounce, OutboxMessage, Suppression
 
 # Sent with reference=str; a receiver returns the addresses the message went to, or None.
@@ -17,7 +18,7 @@ reference_recipients = Signal()
 def recipients_of(reference: str) -> set[str]:
     """The addresses the message `reference` names went to, normalized (none if it is gone)."""
     found: list[str] = []
-    if (pk := OutboxMessage.id_in(reference)) is not None:
+    if (pk := verp.number_of(reference, "o")) is not None:
         for recipients in OutboxMessage.objects.filter(pk=pk).values_list("recipients", flat=True):
             found.extend(recipients)
     for _, answer in reference_recipients.send(sender=Bounce, reference=reference):

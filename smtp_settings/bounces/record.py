@@ -115,10 +115,23 @@ def soft_bounces(email: str) -> int:
 
 
 def suppress(email: str, reason: str, note: str = "", bounce: Bounce | None = None) -> Suppression:
-    """Put an address on the suppression list; one already there keeps its first reason."""
+    """Put an address on the suppression list. One already there keeps its first reason, but
+    for an unsubscribe, which holds back campaigns only: any other reason (a bounce, a
+    complaint, a person's) replaces it, so that transactional mail stops too, and the note
+    says what the entry was before."""
     email = Suppression.normalize(email)
     try:
         with transaction.atomic():
             return Suppression.objects.create(email=email, reason=reason, note=note, bounce=bounce)
     except IntegrityError:
-        return Suppression.objects.get(email=email)
+        entry = Suppression.objects.get(email=email)
+    unsubscribed = Suppression.Reason.UNSUBSCRIBE
+    if entry.reason != unsubscribed or reason == unsubscribed:
+        return entry
+    earlier = " ".join(filter(None, [f"Unsubscribed since {entry.created_at:%Y-%m-%d}:", entry.note]))
+    note = " ".join(filter(None, [note, f"({earlier})"]))[:2000]
+    stronger = {"reason": reason, "note": note, "bounce": bounce, "created_at": timezone.now()}
+    # Conditional: of two reasons arriving at once, one replaces the unsubscribe, and stays.
+    Suppression.objects.filter(pk=entry.pk, reason=unsubscribed).update(**stronger)
+    entry.refresh_from_db()
+    return entry

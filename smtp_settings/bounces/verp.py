@@ -3,7 +3,8 @@ so that a bounce maps to exactly one delivery, whatever its format says or leave
 
 The token is the sender's reference for the message ("d123" a campaign delivery, "o45" an
 outbox message) and a signature of it, so that nobody can forge a bounce for a delivery by
-guessing its number. References are short and made of letters and digits. A token is
+guessing its number. A reference is a letter and 1 to 18 digits (`is_reference`); a sender
+that names its messages otherwise gets no VERP, and nothing stores such a name. A token is
 signed with SECRET_KEY; one signed with a key of SECRET_KEY_FALLBACKS still holds, so that the
 addresses of mail sent before a key was rotated still map back.
 """
@@ -24,9 +25,20 @@ def _signature(reference: str, secret: str | None = None) -> str:
     return salted_hmac(_SALT, reference, secret=secret, algorithm="sha256").hexdigest()[:16]
 
 
+def is_reference(value) -> bool:
+    """Whether `value` can name a sender's message ("d123", "o45")."""
+    return isinstance(value, str) and _REFERENCE.fullmatch(value) is not None
+
+
+def number_of(reference: str, letter: str) -> int | None:
+    """The number of a reference to a message of the sender `letter` names ("d" and "d123"
+    give 123), else None."""
+    return int(reference[1:]) if is_reference(reference) and reference[0] == letter else None
+
+
 def address(reference: str, domain: str) -> str:
     """The envelope sender for the message `reference` names, bouncing to `domain`."""
-    if not _REFERENCE.fullmatch(reference):
+    if not is_reference(reference):
         raise ValueError(f"not a bounce reference: {reference!r}")
     return f"{LOCAL_PREFIX}{reference}-{_signature(reference)}@{domain}"
 

@@ -63,7 +63,6 @@ class BoundedSession(requests.Session):
         super().__init__()
         self.timeout_s = timeout_s
         self.before_send = None
-        self.requested = False  # a request was made (whether or not it got out)
         self.response: requests.Response | None = None
 
     def request(self, method, url, **kwargs):
@@ -72,7 +71,6 @@ class BoundedSession(requests.Session):
                 self.before_send()
             except Exception as error:
                 raise BeforeDotFailed(str(error)) from error
-        self.requested = True
         kwargs.update(timeout=self.timeout_s, allow_redirects=False, stream=True)
         response = super().request(method, url, **kwargs)
         try:
@@ -175,7 +173,7 @@ class EspConnection:
         if self.backend is None:
             return ApiReply(INVALID, None, self.broken)
         session = self.session
-        session.before_send, session.requested, session.response = before_send, False, None
+        session.before_send, session.response = before_send, None
         try:
             self.backend.send_messages([email])
         except BeforeDotFailed:

@@ -124,7 +124,7 @@ ESPS = [
         auth=_header("X-Server-API-Key"),
         check=None,
         max_recipients=50,  # To, Cc and Bcc: 50 each
-        note="Postal's API has no read-only call: send a test message to check the key.",
+        note="Postal's API has no read-only call: only a test message checks the API key and URL.",
     ),
 ]
 ESPS_BY_KEY = {esp.key: esp for esp in ESPS}

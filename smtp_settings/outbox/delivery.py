@@ -50,6 +50,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django import db
 from django.conf import settings
@@ -394,7 +395,8 @@ class OutboxDelivery:
         stands now (one lookup for the claim; an unsubscribe does not count for transactional
         mail). The envelope loses them, the bytes stay as the application made them, and the
         row keeps every recipient it was handed. A message left with no recipient is
-        `skipped`, not sent."""
+        `skipped`, not sent. The log says who was left out once, at the message's first claim
+        since it was queued (or requeued): not again each time a deferred message comes back."""
         recipients = (address for message in messages for address in message.recipients)
         suppressed = Suppression.among(recipients, transactional=True)
         if not suppressed:
@@ -406,7 +408,8 @@ class OutboxDelivery:
                 kept.append(message)
                 continue
             message.recipients = [address for address in message.recipients if address not in dropped]
-            _report_suppressed(message, dropped)
+            if not message.attempts and message.next_attempt_at is None:  # never tried, nor waiting to be
+                _report_suppressed(message, dropped)
             if message.recipients:
                 kept.append(message)
                 continue
@@ -457,24 +460,27 @@ class OutboxDelivery:
         for message, result in tried:
             judge(message, result, server, now, settings.OUTBOX_RETRIES, settings.OUTBOX_RETRY_DELAY_S)
         bounces = classify.found_in(tried)
-        written = self._write_outcomes([message for message, _ in tried], confirm=bounces.keys())
-        classify.record_found(bounces, written, "o", server)
+        self._write_outcomes(
+            [message for message, _ in tried],
+            confirm=bounces.keys(),
+            then=partial(classify.record_found, bounces, prefix="o", server=server),
+        )
         stopped = [m.pk for m, r in zip(messages, raw, strict=True) if r.smtp_result.stopped]
         self._give_back_unsent([message.pk for message in messages], stopped)
         with self._lock:
             self.sent += sum(1 for message, _ in tried if message.status == Status.SENT)
 
-    def _write_outcomes(self, messages: list[OutboxMessage], confirm=frozenset()) -> set[int]:
+    def _write_outcomes(self, messages: list[OutboxMessage], confirm=frozenset(), then=None) -> None:
         """What the sender knows must reach the database (else recovery would guess, and might
-        send a delivered message again): a failed write is tried once more. Returns the pks
-        of `confirm` whose write took effect (see save_outcomes)."""
+        send a delivered message again): a failed write is tried once more. `confirm` and
+        `then`: the messages with bounces, recorded in the same transaction (see save_outcomes)."""
         try:
-            return save_outcomes(TABLE, messages, self.lease.token, confirm=confirm)
+            save_outcomes(TABLE, messages, self.lease.token, confirm=confirm, then=then)
         except db.Error:
             log.warning("outbox: writing outcomes failed, trying again", exc_info=True)
             connection.close()
             time.sleep(1)
-            return save_outcomes(TABLE, messages, self.lease.token, confirm=confirm)
+            save_outcomes(TABLE, messages, self.lease.token, confirm=confirm, then=then)
 
     def _give_back_unsent(self, ids: list[int], stopped: list[int]) -> None:
         """Messages of `ids` claimed but never taken to their dot go back in line: those the

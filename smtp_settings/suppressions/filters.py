@@ -59,8 +59,13 @@ def export_name(cleaned: dict) -> str:
 
 
 def export(entries: QuerySet) -> Iterator[str]:
-    """The entries as CSV, EXPORT_COLUMNS, newest first; a note cannot become a formula."""
+    """The entries as CSV, EXPORT_COLUMNS, newest first; a note cannot become a formula, and
+    an address is written as it is, for an import to read back ("-x@example.test")."""
     rows = entries.values("id", "email", "reason", "created_at", "note")
     return csv_chunks(
-        rows, EXPORT_COLUMNS, lambda row: [row["email"], row["reason"], row["created_at"], row["note"]], EXPORT_CHUNK
+        rows,
+        EXPORT_COLUMNS,
+        lambda row: [row["email"], row["reason"], row["created_at"], row["note"]],
+        EXPORT_CHUNK,
+        verbatim={0},
     )

@@ -8,7 +8,9 @@ from smtp_settings.validators import address_problem
 
 
 class AddForm(forms.Form):
-    """An address a sender puts on the list by hand (reason `manual`)."""
+    """An address a sender puts on the list by hand (reason `manual`). One there already is
+    refused, but for an unsubscribe, which holds back campaigns only: it becomes manual, so
+    that transactional mail stops too."""
 
     email = forms.CharField(label="Email address", max_length=254)
     note = forms.CharField(
@@ -23,7 +25,7 @@ class AddForm(forms.Form):
         if problem := address_problem(address):
             raise forms.ValidationError(problem[0].upper() + problem[1:] + ".")
         email = Suppression.normalize(address)
-        there = Suppression.objects.filter(email=email).first()
+        there = Suppression.objects.filter(email=email).exclude(reason=Suppression.Reason.UNSUBSCRIBE).first()
         if there:
             since = formats.date_format(there.created_at, "Y-m-d")
             raise forms.ValidationError(

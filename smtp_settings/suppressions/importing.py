@@ -1,7 +1,8 @@
 """Importing addresses onto the suppression list from a CSV file, while the sender waits.
 
-The header row needs an `email` column; a `note` column is kept with each address (else the
-import's own note, who imported which file), and any other column is ignored. Every address
+The header row needs an `email` column; a `note` column is kept with each address, as one
+line without control or bidirectional characters (else the import's own note, who imported
+which file), and any other column is ignored. Every address
 goes on the list with the reason `import`; one already there keeps its first reason and note.
 The file is read as `project.csv_files` reads every import (an invalid row is reported with
 its line and the rest imports) and saved CHUNK_ROWS at a time, each chunk in a transaction of
@@ -18,7 +19,7 @@ from django.utils import timezone
 from project.csv_files import CsvRows
 from smtp_settings.leases import db_time
 from smtp_settings.models import Suppression
-from smtp_settings.validators import address_problem
+from smtp_settings.validators import address_problem, one_line
 
 MAX_BYTES = 20 * 2**20
 MAX_ROWS = 100_000
@@ -48,7 +49,7 @@ def _parse(cells: list[str], email_at: int, note_at: int | None, default_note: s
     address = cells[email_at].strip()
     if problem := address_problem(address):
         return problem
-    note = cells[note_at].strip() if note_at is not None else ""
+    note = one_line(cells[note_at], NOTE_MAX_CHARS + 1) if note_at is not None else ""
     if len(note) > NOTE_MAX_CHARS:
         return f"the note is longer than {NOTE_MAX_CHARS:,} characters"
     return Suppression.normalize(address), note or default_note
@@ -78,7 +79,7 @@ def _save(chunk: dict[str, str], result: ImportResult) -> None:
 def import_csv(binary_file: BinaryIO, default_note: str) -> ImportResult:
     """Put the addresses of a CSV file (opened in binary mode) on the list. Raises
     ImportFailed, having saved nothing, if the header row is unusable."""
-    result = ImportResult()
+    result, default_note = ImportResult(), one_line(default_note, NOTE_MAX_CHARS)
     rows = CsvRows(binary_file, result.reject)
     names = [name.lower() for name in rows.header("email")]
     email_at, note_at = names.index("email"), names.index("note") if "note" in names else None
@@ -87,7 +88,7 @@ def import_csv(binary_file: BinaryIO, default_note: str) -> ImportResult:
         if result.rows_read >= MAX_ROWS:
             result.stopped_at = line
             break
-        row = rows.problem(cells) or _parse(cells, email_at, note_at, default_note[:NOTE_MAX_CHARS])
+        row = rows.problem(cells) or _parse(cells, email_at, note_at, default_note)
         if isinstance(row, str):
             result.reject(line, row)
             continue

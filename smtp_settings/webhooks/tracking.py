@@ -2,12 +2,14 @@
 
 An event names its message by the ESP's id: the `EspMessage` written when the message was sent
 gives the sender's reference ("d<id>" a campaign delivery, "o<id>" an outbox message) and the
-server. An event about a message not found there (sent from elsewhere, or long ago) still acts
-on its address.
+server. An event about a message not found there (sent from elsewhere, or long ago), or kept
+with a reference no sender of ours gives (`verp.is_reference`), still acts on its address.
 
 - bounced: a hard bounce, or a soft one where the ESP says so (`_SAYS_SOFT`); complained: a
-  complaint. `record()` suppresses the address, tells campaigns and logs it, with the ESP's
-  event (JSON) as the report.
+  complaint, unless the ESP says it is a soft bounce (a receiving spam filter's refusal,
+  which anymail reports as complained for Postmark's SpamNotification: nobody complained).
+  `record()` suppresses the address, tells campaigns and logs it, with the ESP's event (JSON)
+  as the report.
 - unsubscribed: the address is suppressed, and `delivery_reported` tells campaigns;
 - delivered: `delivery_reported` tells campaigns, which mark the delivery;
 - anything else (queued, deferred, opened, clicked...) is not acted on.
@@ -28,9 +30,10 @@ from django.db import IntegrityError
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
+from smtp_settings.bounces import verp
 from smtp_settings.bounces.record import record, suppress
-from smtp_settings.events import enhanced_code
-from smtp_settings.models import Bounce, EspMessage, Suppression
+from smtp_settings.events import REPLY_CODE, enhanced_code
+from smtp_settings.models import Bounce, EspMessage, SmtpServer, Suppression
 from smtp_settings.validators import HEADER_UNSAFE, one_line
 
 # Sent with reference ("d<id>", "o<id>", or "" for a message not found), email (may be ""),
@@ -40,7 +43,7 @@ delivery_reported = Signal()
 
 ACTED_ON = {EventType.BOUNCED, EventType.COMPLAINED, EventType.UNSUBSCRIBED, EventType.DELIVERED}
 TEXT_LIMIT = 2000
-_REPLY_CODE = re.compile(r"(?:smtp;\s*)?([45][0-9][0-9])(?![0-9])[ -]*", re.IGNORECASE)
+_DIAGNOSTIC_TYPE = re.compile(r"^smtp;\s*", re.IGNORECASE)  # RFC 3464's, which ESPs pass on
 
 
 def _field(data, *path):
@@ -54,7 +57,8 @@ def _field(data, *path):
 
 # Where an ESP says a bounce is temporary (anymail reports hard and soft ones alike as
 # "bounced"), by anymail's name for the ESP. The others report temporary failures as
-# "deferred", or do not tell them apart.
+# "deferred", or do not tell them apart. Postmark's SpamNotification (a spam filter refused
+# the message) comes as "complained".
 _SAYS_SOFT = {
     "Amazon SES": lambda event: _field(event, "bounce", "bounceType") == "Transient",
     "Brevo": lambda event: _field(event, "event") == "soft_bounce",
@@ -62,7 +66,7 @@ _SAYS_SOFT = {
     "MailerSend": lambda event: _field(event, "data", "type") == "soft_bounced",
     "Mailjet": lambda event: _field(event, "hard_bounce") is False,
     "Mandrill": lambda event: _field(event, "event") == "soft_bounce",
-    "Postmark": lambda event: _field(event, "Type") == "SoftBounce",
+    "Postmark": lambda event: _field(event, "Type") in ("SoftBounce", "SpamNotification"),
     "Resend": lambda event: _field(event, "data", "bounce", "type") == "Transient",
     "SendGrid": lambda event: _field(event, "type") == "blocked",
     # SparkPost's classes: 10 invalid recipient and 30 no such address are hard, 1 says nothing;
@@ -110,9 +114,10 @@ def on_tracking(sender, event, esp_name: str, **kwargs) -> None:
         return
     message = _message_of(event)
     email = address_of(event) or (Suppression.normalize(message.recipient) if message else "")
-    reference = message.reference if message else ""
+    # Only a name a sender of ours gives ("d12"): rows kept before names were checked may hold others.
+    reference = message.reference if message and verp.is_reference(message.reference) else ""
     if event.event_type in (EventType.BOUNCED, EventType.COMPLAINED):
-        _record_bounce(event, esp_name, email, message)
+        _record_bounce(event, esp_name, email, reference, message.server if message else None)
         return
     if event.event_type == EventType.UNSUBSCRIBED:
         if not email:
@@ -124,24 +129,27 @@ def on_tracking(sender, event, esp_name: str, **kwargs) -> None:
     delivery_reported.send(sender=EspMessage, reference=reference, email=email, outcome=event.event_type, at=at)
 
 
-def _record_bounce(event, esp_name: str, email: str, message: EspMessage | None) -> None:
+def _record_bounce(event, esp_name: str, email: str, reference: str, server: SmtpServer | None) -> None:
     key = _event_key(event, esp_name, email)
-    if event.event_type == EventType.COMPLAINED:
+    says_soft = _SAYS_SOFT.get(esp_name)
+    if says_soft and says_soft(event.esp_event):
+        kind = Bounce.Kind.SOFT
+    elif event.event_type == EventType.COMPLAINED:
         kind = Bounce.Kind.COMPLAINT
     else:
-        says_soft = _SAYS_SOFT.get(esp_name)
-        kind = Bounce.Kind.SOFT if says_soft and says_soft(event.esp_event) else Bounce.Kind.HARD
+        kind = Bounce.Kind.HARD
     response = one_line(event.mta_response)
-    code = _REPLY_CODE.match(response)
+    diagnostic = _DIAGNOSTIC_TYPE.sub("", response, count=1)
+    code = REPLY_CODE.match(diagnostic)
     try:
         record(
             kind,
             Bounce.Source.WEBHOOK,
             email,
-            reference=message.reference if message else "",
-            server=message.server if message else None,
-            code=int(code.group(1)) if code else None,
-            status=enhanced_code(response[code.end() if code else 0 :]),
+            reference=reference,
+            server=server,
+            code=int(code[0]) if code else None,
+            status=enhanced_code(diagnostic[code.end() :].lstrip(" -") if code else diagnostic),
             text=" ".join(filter(None, [one_line(event.description), response]))[:TEXT_LIMIT],
             event_key=key,
             report=json.dumps(event.esp_event, default=str).encode(),

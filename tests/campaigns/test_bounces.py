@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -16,8 +16,9 @@ from campaigns import eventlog
 from campaigns.models import Campaign, Delivery, Event, Subscriber
 from campaigns.sending import loop
 from smtp_settings.bounces import dsn, intake, verp
-from smtp_settings.bounces.record import record
+from smtp_settings.bounces.record import bounce_recorded, record
 from smtp_settings.models import Bounce, Suppression
+from tests import hostile
 from tests.campaigns.test_sending import (
     make_campaign,
     received_by_address,
@@ -132,11 +133,50 @@ def test_a_hostile_refusal_is_recorded_bounded_and_shown_escaped(hostile_smtp, m
     assert "&lt;script&gt;alert(0)&lt;/script&gt;" in page and "<script>alert(" not in page
 
 
+@pytest.mark.parametrize(
+    "sender_refused",
+    [
+        "550 5.1.0 <bounces+d1-0123456789abcdef@bounces.example.test>: Sender address rejected: User unknown",
+        "550 5.1.0 Sender denied",  # Exchange
+        "553 5.1.8 <news@example.test>: Sender address rejected: Domain not found",
+    ],
+)
+@pytest.mark.parametrize("ehlo", [hostile.DEFAULT_REPLIES["EHLO"], hostile.PIPELINING_EHLO], ids=["", "pipelined"])
+def test_a_refused_sender_bounces_no_recipient(hostile_smtp, make_server, sender_refused, ehlo):
+    """The reply to MAIL FROM decides every recipient of the message, and speaks of the sender
+    (a return path the server cannot verify): nobody's address is bounced or suppressed."""
+    server = hostile_smtp(replies={"EHLO": ehlo, "MAIL": sender_refused})
+    campaign = make_campaign([make_server(port=server.port, bounce_domain=DOMAIN)], 3, auto_pause_after=0)
+
+    start_sending(campaign)
+
+    assert set(campaign.deliveries.values_list("status", "last_code", "outcome")) == {
+        ("failed", int(sender_refused[:3]), "")
+    }
+    assert not Bounce.objects.exists() and not Suppression.objects.exists()
+    assert set(Subscriber.objects.values_list("status", flat=True)) == {"active"}
+    assert Campaign.objects.get(pk=campaign.pk).hard_bounces == 0
+
+
+def test_a_message_refused_after_its_data_bounces_no_recipient(hostile_smtp, make_server):
+    """A refusal at the final dot is about the message (its content, its size), whatever
+    enhanced code it gives: the recipients' own RCPT replies accepted them."""
+    server = hostile_smtp(replies={"dot": "554 5.1.1 Message refused: a recipient is unknown here"})
+    campaign = make_campaign([make_server(port=server.port)], 2, auto_pause_after=0)
+
+    start_sending(campaign)
+
+    assert set(campaign.deliveries.values_list("status", "last_code")) == {("failed", 554)}
+    assert not Bounce.objects.exists() and not Suppression.objects.exists()
+
+
 @pytest.mark.parametrize("limit, subscriber", [(3, "active"), (1, "bounced")])
-def test_a_delivery_whose_deferrals_ran_out_is_a_soft_bounce(smtp_sandbox, make_server, settings, limit, subscriber):
+def test_a_delivery_whose_rcpt_deferrals_ran_out_is_a_soft_bounce(
+    smtp_sandbox, make_server, settings, limit, subscriber
+):
     settings.CAMPAIGN_RETRY_DELAY_S = 0
     settings.SOFT_BOUNCE_LIMIT = limit
-    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    sandbox = smtp_sandbox(reject=r"^reader", reject_reply="450 4.3.0 <{address}>: Temporary failure")
     campaign = make_campaign([make_server(port=sandbox.port, retries=1)], 2, auto_pause_after=0)
 
     start_sending(campaign)
@@ -147,11 +187,73 @@ def test_a_delivery_whose_deferrals_ran_out_is_a_soft_bounce(smtp_sandbox, make_
         assert (bounce.kind, bounce.email, bounce.code, bounce.status) == (
             SOFT,
             delivery.subscriber.email,
-            451,
+            450,
             "4.3.0",
         )
         assert subscriber_status(delivery.subscriber.email) == subscriber
     assert Campaign.objects.get(pk=campaign.pk).hard_bounces == 0
+
+
+def test_a_delivery_deferred_at_its_data_until_its_retries_ran_out_is_no_bounce(smtp_sandbox, make_server, settings):
+    """451 after the final dot: the server could not take the message then, which says
+    nothing about the address."""
+    settings.CAMPAIGN_RETRY_DELAY_S = 0
+    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    campaign = make_campaign([make_server(port=sandbox.port, retries=1)], 2, auto_pause_after=0)
+
+    start_sending(campaign)
+
+    assert set(campaign.deliveries.values_list("status", "attempts", "last_code", "outcome")) == {
+        ("failed", 2, 451, "")
+    }
+    assert not Bounce.objects.exists()
+
+
+def test_a_delivery_outcome_and_its_bounce_are_written_together_or_not_at_all(smtp_sandbox, make_server):
+    """The bounce is recorded in the transaction that writes the delivery's outcome: when that
+    fails after the UPDATE (here a receiver of the bounce raises), neither is written, and the
+    write tried again writes both, once. A sender killed between them could lose neither."""
+    sandbox = smtp_sandbox(reject=r"^reader0@")
+    campaign = make_campaign([make_server(port=sandbox.port)], 2)
+    loop.populate(campaign)
+    delivery = delivery_to(campaign, "reader0@example.test")
+    calls = []
+
+    def committed() -> tuple:
+        """What another connection sees: only what was committed."""
+        seen = []
+
+        def read():
+            try:
+                seen.append((Delivery.objects.get(pk=delivery.pk).status, Bounce.objects.count()))
+            finally:
+                connection.close()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join()
+        return seen[0]
+
+    def fails_once(sender, bounce, **kwargs):
+        calls.append((Delivery.objects.get(pk=delivery.pk).status, committed()))
+        if len(calls) == 1:
+            raise DatabaseError("disk I/O error")
+
+    bounce_recorded.connect(fails_once)
+    try:
+        start_sending(campaign)
+    finally:
+        bounce_recorded.disconnect(fails_once)
+
+    # Each time, inside the transaction: the outcome written, nothing of it committed. The
+    # second time shows that the first rolled back.
+    assert calls == [("failed", ("sending", 0)), ("failed", ("sending", 0))]
+    assert sandbox.summary()["rejected_recipients"] == 1  # not sent again
+    [bounce] = Bounce.objects.all()
+    assert (bounce.kind, bounce.reference) == (HARD, f"d{delivery.pk}")
+    assert Delivery.objects.values_list("status", "outcome").get(pk=delivery.pk) == ("failed", "bounced")
+    assert list(Suppression.objects.values_list("email", flat=True)) == ["reader0@example.test"]
+    assert Campaign.objects.get(pk=campaign.pk).hard_bounces == 1
 
 
 def test_a_bounce_recorded_for_a_row_no_longer_ours_is_not_recorded(smtp_sandbox, make_server):

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Subscriber
 from smtp_settings.limit_stores import store
-from smtp_settings.models import EspMessage, OutboxMessage, OutboxSender
+from smtp_settings.models import Bounce, EspMessage, OutboxMessage, OutboxSender, Suppression
 from smtp_settings.outbox import delivery
 from smtp_settings.outbox.queue import Envelope, enqueue
 from smtp_settings.pool import close_all_pools
@@ -30,6 +30,7 @@ from tests.esp_server import (
     POSTMARK_TOKEN,
     Reply,
     content_of,
+    esp_entry,
     fake_postmark,
     postmark_entry,
     postmark_routes,
@@ -108,6 +109,21 @@ def test_an_esp_throttling_a_campaign_slows_it_for_the_cluster_and_the_deferred_
     assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent"}
     assert campaign.deliveries.filter(attempts=2).count() == 3  # deferred once, sent in a later pass
     assert store().state(entry.pk).throttled_rate == 50
+
+
+def test_an_esp_refusing_the_api_key_bounces_nobody(postmark, make_server):
+    """A 401 is the ESP refusing our call, not a recipient's address: three campaigns to the
+    same subscribers fail, and nobody is bounced or suppressed (three soft bounces would be)."""
+    entry = esp_entry(make_server, "postmark", postmark.url, {"server_token": "not-the-token"})
+
+    for _ in range(3):
+        campaign = make_campaign([entry], 2, auto_pause_after=0)
+        start_sending(campaign)
+        assert set(campaign.deliveries.values_list("status", "last_code")) == {("failed", 401)}
+
+    assert [request.status for request in postmark.posts()] == [401] * 6
+    assert not Bounce.objects.exists() and not Suppression.objects.exists()
+    assert set(Subscriber.objects.values_list("status", flat=True)) == {"active"}
 
 
 def test_killing_the_worker_mid_campaign_through_an_esp_duplicates_nothing(fake_esp, make_server, workers):

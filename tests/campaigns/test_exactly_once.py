@@ -169,10 +169,10 @@ def test_an_outcome_write_that_fails_once_is_tried_again(smtp_sandbox, make_serv
     campaign = running(make_campaign([make_server(port=sandbox.port)], 12))
     save_outcomes, failures = loop._save_outcomes, iter([DatabaseError("database is locked")])
 
-    def locked_once(deliveries, lease, confirm):
+    def locked_once(deliveries, lease, confirm, then):
         if deliveries and (error := next(failures, None)):
             raise error
-        return save_outcomes(deliveries, lease, confirm)
+        return save_outcomes(deliveries, lease, confirm, then)
 
     monkeypatch.setattr(loop, "_save_outcomes", locked_once)
     loop.send_campaign(campaign.pk)

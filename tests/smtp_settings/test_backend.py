@@ -161,6 +161,33 @@ def test_5xx_recipients_fail_at_once_and_the_others_still_get_the_message(smtp_s
     assert [m.rcpt_tos for m in sandbox.received] == [("ok@example.test",)]
 
 
+def test_each_recipient_keeps_its_own_reply_and_the_command_it_answered(smtp_sandbox, make_server):
+    """busy@ is deferred at its RCPT, ok@ with the message at the final dot: when the retries
+    run out each keeps its own reply (only a reply to RCPT speaks of the address)."""
+    sandbox = smtp_sandbox(reject=r"^busy@", reject_reply="450 4.2.1 <{address}>: Mailbox busy", tempfail_rate=1.0)
+    server = make_server(port=sandbox.port, retries=1)
+    [message] = _messages(1, to=["busy@example.test", "ok@example.test"])
+
+    _backend(server, fail_silently=True).send_messages([message])
+
+    answers = {address: (r.status, r.code, r.text, r.stage) for address, r in message.smtp_result.recipients.items()}
+    assert answers == {
+        "busy@example.test": ("deferred", 450, "4.2.1 <busy@example.test>: Mailbox busy", "rcpt"),
+        "ok@example.test": ("deferred", 451, "4.3.0 Temporary failure, please try again later", "dot"),
+    }
+
+
+def test_a_refused_sender_decides_every_recipient_at_mail(hostile_smtp, make_server):
+    hostile = hostile_smtp(replies={"MAIL": "550 5.1.0 Sender denied"})
+    [message] = _messages(1, to=["ann@example.test", "bob@example.test"])
+
+    _backend(make_server(port=hostile.port), fail_silently=True).send_messages([message])
+
+    recipients = message.smtp_result.recipients
+    assert {(r.status, r.code, r.stage) for r in recipients.values()} == {("failed", 550, "mail")}
+    assert not any(command.startswith("RCPT") for command in hostile.commands)
+
+
 def test_a_rejected_single_recipient_fails_without_retry(smtp_sandbox, make_server, pool_events):
     sandbox = smtp_sandbox(reject=r"^bounce")
     server = make_server(port=sandbox.port, retries=3)

@@ -84,12 +84,12 @@ def result(status: str, **recipients: RecipientResult) -> SmtpResult:
 
 
 def test_a_batch_gives_hard_bounces_per_recipient_and_soft_ones_for_rows_out_of_retries():
-    unknown = RecipientResult(FAILED, 550, "5.1.1 <ann@example.test>: Recipient address rejected")
-    policy = RecipientResult(FAILED, 554, "5.7.1 Relay access denied")
-    later = RecipientResult(DEFERRED, 451, "4.3.0 Temporary failure")
+    unknown = RecipientResult(FAILED, 550, "5.1.1 <ann@example.test>: Recipient address rejected", "rcpt")
+    policy = RecipientResult(FAILED, 554, "5.7.1 Relay access denied", "rcpt")
+    later = RecipientResult(DEFERRED, 451, "4.3.0 Temporary failure", "rcpt")
     judged = [
-        (Row(1, SENT), result(SENT, bob=RecipientResult(SENT, 250, "2.0.0 Ok"))),
-        (Row(2, SENT), result(SENT, bob=RecipientResult(SENT, 250, "2.0.0 Ok"), ann=unknown, cy=policy)),
+        (Row(1, SENT), result(SENT, bob=RecipientResult(SENT, 250, "2.0.0 Ok", "dot"))),
+        (Row(2, SENT), result(SENT, bob=RecipientResult(SENT, 250, "2.0.0 Ok", "dot"), ann=unknown, cy=policy)),
         (Row(3, FAILED), result(FAILED, ann=unknown)),
         (Row(4, FAILED), result(DEFERRED, dan=later)),  # its retries are used up
         (Row(5, DEFERRED), result(DEFERRED, dan=later)),  # it goes again later
@@ -102,3 +102,25 @@ def test_a_batch_gives_hard_bounces_per_recipient_and_soft_ones_for_rows_out_of_
         3: [(HARD, "ann@example.test", 550, "5.1.1", "<ann@example.test>: Recipient address rejected")],
         4: [(SOFT, "dan@example.test", 451, "4.3.0", "Temporary failure")],
     }
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        RecipientResult(
+            FAILED, 550, "5.1.0 <bounces+d1-0123456789abcdef@example.test>: Sender address rejected", "mail"
+        ),
+        RecipientResult(DEFERRED, 451, "4.1.8 Sender address rejected: Domain not found", "mail"),
+        RecipientResult(FAILED, 554, "5.1.1 Message refused: unknown recipient in the content scan", "dot"),
+        RecipientResult(DEFERRED, 451, "4.3.0 Temporary failure", "dot"),
+        RecipientResult(FAILED, 401, "Postmark API 401 Unauthorized: Bad or missing API token."),  # an ESP's
+        RecipientResult(DEFERRED, 429, "Postmark API 429 Too Many Requests: Rate limit exceeded"),
+    ],
+    ids=["MAIL 550 5.1.0", "MAIL 451", "DATA 554 5.1.1", "DATA 451", "ESP 401", "ESP 429"],
+)
+def test_a_reply_to_anything_but_the_recipients_rcpt_is_no_bounce(answer):
+    """Only the reply to RCPT TO speaks of the address: a refused sender, a refused message, an
+    ESP's HTTP status say nothing about it, whatever their codes look like."""
+    judged = [(Row(1, FAILED), result(FAILED, ann=answer, bob=answer))]
+
+    assert found_in(judged) == {}

@@ -96,9 +96,34 @@ def test_a_report_not_understood_is_kept_and_suppresses_nothing(settings):
 
 
 def test_an_address_keeps_its_first_reason():
-    suppress("a@example.test", Suppression.Reason.UNSUBSCRIBE)
+    suppress("a@example.test", Suppression.Reason.MANUAL, "Asked by phone.")
     record(HARD, Bounce.Source.SEND, "a@example.test")
-    assert suppressed() == {"a@example.test": "unsubscribe"}
+    record(HARD, Bounce.Source.SEND, "b@example.test")
+    record(COMPLAINT, Bounce.Source.WEBHOOK, "b@example.test")
+    suppress("b@example.test", Suppression.Reason.UNSUBSCRIBE)
+    assert suppressed() == {"a@example.test": "manual", "b@example.test": "hard_bounce"}
+    assert Suppression.objects.get(email="a@example.test").note == "Asked by phone."
+
+
+@pytest.mark.parametrize(
+    "kind, reason", [(HARD, "hard_bounce"), (COMPLAINT, "complaint"), (SOFT, "soft_bounces")], ids=str
+)
+def test_a_bounce_or_a_complaint_replaces_an_unsubscribe_so_transactional_mail_stops_too(settings, kind, reason):
+    """An unsubscribe holds back campaigns only: the outbox still sends to the address. Once
+    it bounces or complains, nothing may go to it."""
+    settings.SOFT_BOUNCE_LIMIT = 1
+    suppress("a@example.test", Suppression.Reason.UNSUBSCRIBE, "Unsubscribed by the link.")
+    Suppression.objects.update(created_at=timezone.now() - timedelta(days=30))
+    assert Suppression.among(["a@example.test"], transactional=True) == set()
+
+    bounce = record(kind, Bounce.Source.LISTENER, "A@example.test", status="5.1.1", text="user unknown")
+
+    entry = Suppression.objects.get()
+    assert (entry.reason, entry.bounce) == (reason, bounce)
+    assert entry.created_at > timezone.now() - timedelta(minutes=1)  # since the bounce
+    since = f"{timezone.now() - timedelta(days=30):%Y-%m-%d}"
+    assert entry.note.endswith(f"(Unsubscribed since {since}: Unsubscribed by the link.)")
+    assert Suppression.among(["a@example.test"], transactional=True) == {"a@example.test"}
 
 
 def test_receivers_add_context_to_the_logged_event(django_capture_on_commit_callbacks):
@@ -127,15 +152,22 @@ def test_receivers_add_context_to_the_logged_event(django_capture_on_commit_call
     )
 
 
-def test_an_outbox_bounce_names_its_message_in_the_log(django_capture_on_commit_callbacks):
+def logged_context(capture, kind: str, reference: str) -> dict:
+    """The context of the event logged for a bounce with `reference`, once it is committed
+    (`capture`: django_capture_on_commit_callbacks)."""
     events = []
     smtp_event.connect(receiver := lambda sender, event, **kwargs: events.append(event))
     try:
-        with django_capture_on_commit_callbacks(execute=True):
-            record(SOFT, Bounce.Source.SEND, "x@example.test", reference="o45")
+        with capture(execute=True):
+            record(kind, Bounce.Source.SEND, "x@example.test", reference=reference)
     finally:
         smtp_event.disconnect(receiver)
-    assert events[0].context == {"outbox_message_id": 45}
+    [event] = events
+    return event.context
+
+
+def test_an_outbox_bounce_names_its_message_in_the_log(django_capture_on_commit_callbacks):
+    assert logged_context(django_capture_on_commit_callbacks, SOFT, "o45") == {"outbox_message_id": 45}
 
 
 def test_a_verp_address_maps_back_to_its_reference():
@@ -169,3 +201,24 @@ def test_a_forged_or_foreign_address_maps_to_nothing(recipient):
 def test_a_reference_must_be_short_letters_and_digits():
     with pytest.raises(ValueError):
         verp.address("d1\r\nRCPT TO:<x@y>", "b.test")
+
+
+@pytest.mark.parametrize(
+    "reference, delivery, outbox_message",
+    [
+        ("d12", 12, None),
+        ("o45", None, 45),
+        ("order-7", None, None),
+        ("o", None, None),
+        ("D12", None, None),
+        ("", None, None),
+    ],
+)
+def test_only_a_letter_and_digits_name_a_message(reference, delivery, outbox_message):
+    assert verp.is_reference(reference) == (reference in ("d12", "o45"))
+    assert verp.number_of(reference, "d") == delivery
+    assert Bounce(reference=reference).outbox_message_id == outbox_message
+
+
+def test_a_bounce_whose_reference_names_no_message_is_logged_without_one(django_capture_on_commit_callbacks):
+    assert logged_context(django_capture_on_commit_callbacks, HARD, "order-7") == {}

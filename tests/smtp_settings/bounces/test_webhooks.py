@@ -144,6 +144,42 @@ def test_a_spam_complaint_suppresses_the_address(sent):
     assert list(Suppression.objects.values_list("email", "reason")) == [("reader0@example.test", "complaint")]
 
 
+def test_a_spam_filters_refusal_is_a_soft_bounce_not_a_complaint(sent):
+    """Postmark's SpamNotification, which anymail reports as complained: a receiving spam
+    filter refused the message. Nobody complained: counted as a soft bounce."""
+    payload = postmark_bounce(
+        Type="SpamNotification",
+        TypeCode=512,
+        Name="Spam notification",
+        Description="The message was delivered, but was either blocked by the user, or classified as spam.",
+        Details="smtp;550 5.7.1 Message rejected as spam by Content Filtering.",
+    )
+    assert post("postmark", payload).status_code == 200
+    bounce = Bounce.objects.get()
+    assert (bounce.kind, bounce.code, bounce.status, bounce.reference) == ("soft", 550, "5.7.1", f"d{sent.pk}")
+    assert not Suppression.objects.exists()
+    sent.refresh_from_db()
+    assert sent.outcome == "soft"
+    assert Subscriber.objects.get().status == "active"
+
+
+@pytest.mark.parametrize("reference", ["order-7", "o", "d12 ", "d1234567890123456789"])
+def test_an_event_about_a_message_kept_with_a_reference_that_is_none_acts_on_its_address(sent, reference):
+    """A reference kept before they were checked names nothing: the event is taken (200, else
+    the ESP posts it forever) and acts on its address alone."""
+    EspMessage.objects.update(reference=reference)
+
+    assert post("postmark", postmark_bounce()).status_code == 200
+    assert post("postmark", postmark_delivery()).status_code == 200
+
+    bounce = Bounce.objects.get()
+    assert (bounce.kind, bounce.email, bounce.reference) == ("hard", READER, "")
+    assert list(Suppression.objects.values_list("email", "reason")) == [(READER, "hard_bounce")]
+    assert Subscriber.objects.get().status == "bounced"
+    sent.refresh_from_db()
+    assert sent.outcome == ""
+
+
 def test_delivered_marks_the_delivery(sent):
     assert post("postmark", postmark_delivery()).status_code == 200
     sent.refresh_from_db()

@@ -106,6 +106,16 @@ def test_several_messages_go_once_each_over_several_api_sessions(postmark, make_
     assert EspMessage.objects.count() == 40
 
 
+def test_a_reference_that_is_none_is_not_kept_and_its_message_still_goes(postmark, make_server):
+    """Only a sender's own names ("d42") are kept for the webhooks: "order-7" would name nothing."""
+    message = _message()
+    message.bounce_reference = "order-7"
+
+    assert _backend(postmark_entry(make_server, postmark)).send_messages([message]) == 1
+
+    assert list(EspMessage.objects.values_list("reference", "recipient")) == [("", "reader0@example.test")]
+
+
 def test_429_is_the_esps_421_it_lowers_the_rate_for_the_cluster_and_is_retried(postmark, make_server, pool_events):
     server = postmark_entry(make_server, postmark, retries=2, rate_limit=50)
     postmark.script(Reply(429, {"ErrorCode": 429, "Message": "Rate limit exceeded."}))

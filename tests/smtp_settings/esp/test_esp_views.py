@@ -262,13 +262,18 @@ def test_an_edit_form_tests_the_stored_key_only_where_it_was_stored_for(admin_cl
     assert other.requests == []
 
 
-def test_an_esp_without_a_harmless_read_says_so(admin_client, make_server, fake_esp):
+def test_an_esp_without_a_harmless_read_says_that_nothing_was_checked(admin_client, make_server, fake_esp):
     postal = fake_esp(routes={})
     server = esp_entry(make_server, "postal", postal.url, {"api_key": "postal-key"})
 
     response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX)
 
-    assert "Postal&#x27;s API has no read-only call: send a test message to check the key." in response.content.decode()
+    content = response.content.decode()
+    assert (
+        '<p class="verdict">Nothing was checked. Postal&#x27;s API has no read-only call: only a test message '
+        "checks the API key and URL.</p>"
+    ) in content
+    assert "Connection works" not in content and 'class="test-result ok"' not in content
     assert postal.requests == []
 
 

@@ -55,9 +55,9 @@ def test_a_recipient_refused_as_unknown_is_a_hard_bounce_and_the_others_get_the_
     )
 
 
-def test_recipients_whose_deferrals_ran_out_are_soft_bounces(smtp_sandbox, make_server, settings):
+def test_recipients_whose_rcpt_deferrals_ran_out_are_soft_bounces(smtp_sandbox, make_server, settings):
     settings.OUTBOX_RETRIES = 0
-    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    sandbox = smtp_sandbox(reject=".", reject_reply="450 4.2.1 <{address}>: Mailbox busy")
     make_server(port=sandbox.port)
     message = queue("ops@example.test", "dev@example.test")
 
@@ -65,9 +65,22 @@ def test_recipients_whose_deferrals_ran_out_are_soft_bounces(smtp_sandbox, make_
 
     assert OutboxMessage.objects.get(pk=message.pk).status == "failed"
     assert sorted(Bounce.objects.values_list("kind", "email", "reference", "code")) == [
-        ("soft", "dev@example.test", f"o{message.pk}", 451),
-        ("soft", "ops@example.test", f"o{message.pk}", 451),
+        ("soft", "dev@example.test", f"o{message.pk}", 450),
+        ("soft", "ops@example.test", f"o{message.pk}", 450),
     ]
+
+
+def test_a_message_whose_data_deferrals_ran_out_bounces_nobody(smtp_sandbox, make_server, settings):
+    """451 after the final dot is about the message, not its recipients' addresses."""
+    settings.OUTBOX_RETRIES = 0
+    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    make_server(port=sandbox.port)
+    message = queue("ops@example.test", "dev@example.test")
+
+    delivery.deliver()
+
+    assert OutboxMessage.objects.values_list("status", "last_code").get(pk=message.pk) == ("failed", 451)
+    assert not Bounce.objects.exists()
 
 
 def test_a_message_deferred_with_retries_left_bounces_nothing_yet(smtp_sandbox, make_server, settings):

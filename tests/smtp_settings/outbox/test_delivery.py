@@ -14,9 +14,9 @@ from django_q.brokers import get_broker
 
 from campaigns import eventlog
 from campaigns.models import Event
-from smtp_settings.bounces.record import suppress
+from smtp_settings.bounces.record import record, suppress
 from smtp_settings.leases import AMBIGUOUS_SENT
-from smtp_settings.models import OutboxMessage, OutboxSender, RelayRoute, Suppression
+from smtp_settings.models import Bounce, OutboxMessage, OutboxSender, RelayRoute, Suppression
 from smtp_settings.outbox import delivery
 from smtp_settings.outbox.actions import requeue
 from smtp_settings.outbox.queue import Envelope, enqueue
@@ -340,6 +340,50 @@ def test_a_suppressed_recipient_is_left_out_of_the_envelope_and_the_others_get_t
     event = Event.objects.get(kind="suppressed")
     assert (event.outbox_message_id, event.recipient) == (message.pk, "Gone@Example.test")
     assert event.text == "not sent to 1 recipient on the suppression list: Gone@Example.test"
+
+
+def test_a_deferred_message_says_once_who_was_left_out(smtp_sandbox, make_server, settings):
+    """Each claim of a deferred message leaves the suppressed recipients out again; the log
+    says so once, not at every retry."""
+    settings.OUTBOX_RETRIES = 2
+    sandbox = smtp_sandbox(tempfail_rate=1.0)
+    make_server(port=sandbox.port)
+    suppress("gone@example.test", Suppression.Reason.HARD_BOUNCE)
+    [message] = enqueue([Envelope("alerts@example.test", ["gone@example.test", "bob@example.test"], alert(1), "api")])
+
+    for _ in range(3):
+        delivery.deliver()
+        OutboxMessage.objects.filter(pk=message.pk).update(next_attempt_at=F("updated_at"))  # time passes
+    eventlog.flush()
+
+    assert OutboxMessage.objects.values_list("status", "attempts").get(pk=message.pk) == ("failed", 3)
+    assert sandbox.summary()["tempfailed"] == 3
+    assert Event.objects.filter(kind="suppressed", outbox_message_id=message.pk).count() == 1
+
+
+def test_an_address_that_unsubscribed_and_then_bounced_gets_no_transactional_mail(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    make_server(port=sandbox.port)
+    suppress("reader@example.test", Suppression.Reason.UNSUBSCRIBE)
+    record(Bounce.Kind.HARD, Bounce.Source.LISTENER, "reader@example.test", status="5.1.1", text="user unknown")
+    [message] = enqueue([Envelope("alerts@example.test", ["reader@example.test"], alert(1), "api")])
+
+    delivery.deliver()
+
+    assert OutboxMessage.objects.get(pk=message.pk).status == "skipped"
+    assert sandbox.received == []
+
+
+def test_a_refused_sender_suppresses_none_of_the_recipients(hostile_smtp, make_server):
+    """Every recipient of the message carries the reply to MAIL FROM, which is about the sender."""
+    server = hostile_smtp(replies={"MAIL": "550 5.1.0 <alerts@example.test>: Sender address rejected: User unknown"})
+    make_server(port=server.port)
+    [message] = enqueue([Envelope("alerts@example.test", ["ann@example.test", "bob@example.test"], alert(1), "api")])
+
+    delivery.deliver()
+
+    assert OutboxMessage.objects.values_list("status", "last_code").get(pk=message.pk) == ("failed", 550)
+    assert not Bounce.objects.exists() and not Suppression.objects.exists()
 
 
 def test_an_unsubscribe_does_not_stop_transactional_mail(smtp_sandbox, make_server):

@@ -217,6 +217,18 @@ def test_an_address_on_the_list_already_keeps_its_first_reason(sender_client, th
     assert (entry.reason, entry.note) == ("hard_bounce", "SMTP listener: 5.1.1 user unknown")
 
 
+def test_an_address_that_unsubscribed_added_by_hand_stops_transactional_mail_too(sender_client, three):
+    response = sender_client.post(ADD, {"email": "left@example.test", "note": "Asked for no mail at all."})
+
+    assert response.status_code == 302
+    entry = Suppression.objects.get(email="left@example.test")
+    assert entry.reason == "manual"
+    assert re.fullmatch(
+        r"Asked for no mail at all\. \(Unsubscribed since [0-9-]{10}: With an unsubscribe link\.\)", entry.note
+    )
+    assert Suppression.among(["left@example.test"], transactional=True) == {"left@example.test"}
+
+
 @pytest.mark.parametrize(
     ("email", "error"),
     [
@@ -380,6 +392,22 @@ def test_export_defuses_spreadsheet_formulas_in_notes(viewer_client):
     ]
 
 
+def test_an_export_imports_back_as_the_same_addresses_even_those_starting_like_a_formula(sender_client):
+    """Addresses are written as they are (they were checked when they came in): a quote before
+    "-news@example.test" would make another address of it on the way back."""
+    addresses = ["-news@example.test", "+tag@example.test", "=eq@example.test", "plain@example.test"]
+    for address in addresses:
+        suppress(address, Reason.MANUAL, "-1+1")
+    exported = b"".join(sender_client.get(EXPORT).streaming_content)
+    Suppression.objects.all().delete()
+
+    response = sender_client.post(IMPORT, {"file": upload(exported, "exported.csv")})
+
+    assert imported(response) == ("4", "4", "0", "0")
+    assert set(on_the_list()) == set(addresses)
+    assert set(Suppression.objects.values_list("note", flat=True)) == {"'-1+1"}  # notes stay defused
+
+
 # -- import --
 
 
@@ -407,6 +435,15 @@ def test_import_puts_each_address_on_the_list_with_its_note(login_as):
     }
     assert entries["ann@example.test"].note == "asked in 2019"
     assert re.fullmatch(r"Imported by sender-\d+ from “old-esp.csv”\.", entries["bob@example.test"].note)
+
+
+def test_imported_notes_are_kept_as_one_line_without_control_or_bidirectional_characters(sender_client):
+    note = "asked\x1b[31m by\x07 \u202egnol\u202c mail\u2028on\r\n2019-05-01\u2066"
+
+    response = sender_client.post(IMPORT, {"file": upload(f'email,note\nann@example.test,"{note}"\n')})
+
+    assert imported(response) == ("1", "1", "0", "0")
+    assert Suppression.objects.get().note == "asked [31m by gnol mail on 2019-05-01"
 
 
 def test_import_keeps_addresses_on_the_list_already_and_counts_repeats_once(sender_client, three, monkeypatch):
@@ -445,7 +482,7 @@ def test_invalid_rows_are_reported_by_line_and_the_valid_ones_imported(sender_cl
 
     assert imported(response) == ("9", "2", "0", "7")
     assert set(on_the_list()) == {"ok1@example.test", "dan@example.test"}
-    assert Suppression.objects.get(email="dan@example.test").note == "two\nlines"
+    assert Suppression.objects.get(email="dan@example.test").note == "two lines"  # one line, as it is shown
     assert invalid_rows(response) == {
         "3": "&#x27;bob@&#x27; is not a valid email address",
         "4": "no email address",
