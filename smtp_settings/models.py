@@ -564,6 +564,22 @@ class OutboxMessage(models.Model):
         return f"outbox message {self.pk} ({self.status})"
 
 
+class OutboxRecipientDone(models.Model):
+    """A recipient of an outbox message that an earlier attempt settled: the server accepted
+    the message for it, or refused it for good. A message deferred for its other recipients
+    goes again to those only (RFC 5321), never twice to one that has it. Kept apart from
+    OutboxMessage, whose `data` stays its last column."""
+
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="+")
+    address = models.CharField(max_length=998)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "address"], name="one_done_per_recipient")]
+
+    def __str__(self) -> str:
+        return f"{self.address} (outbox message {self.message_id})"
+
+
 class OutboxSender(models.Model):
     """A process delivering the outbox. Its id is the claim token of the messages it holds; it
     may send a message's final dot only while `lease_until` stands (see outbox/delivery.py)."""

@@ -26,7 +26,7 @@ from smtp_settings.bounces.record import record
 from smtp_settings.events import enhanced_code
 from smtp_settings.learning import is_throttle
 from smtp_settings.models import Bounce, SmtpServer
-from smtp_settings.results import AT_RCPT, FAILED, SENT
+from smtp_settings.results import AT_RCPT, DEFERRED, FAILED, SENT
 
 _ABOUT_THE_SENDER = {"5.1.7", "5.1.8"}  # bad sender's mailbox address syntax, bad sender's system address
 _DISABLED = re.compile(
@@ -66,17 +66,17 @@ class SendBounce:
 
 def found_in(judged) -> dict[int, list[SendBounce]]:
     """The bounces in a batch's judged (row, SmtpResult) pairs, by row pk: the recipients
-    whose RCPT a 5xx refused, of rows now sent or failed, and those whose RCPT was deferred, of
-    rows now failed (their retries used up). A deferred row goes again later and says nothing
-    yet."""
+    whose RCPT a 5xx refused, and those whose RCPT was deferred, of rows now failed (their
+    retries used up). A deferred row goes again later to its deferred recipients only, which
+    say nothing yet; its refused ones are not tried again."""
     found: dict[int, list[SendBounce]] = {}
     for row, result in judged:
         if result.status == SENT and len(result.recipients) < 2:
             continue  # every recipient accepted it
-        if row.status not in (SENT, FAILED):
-            continue
         for email, answer in result.recipients.items():
             if answer.status == SENT or answer.stage != AT_RCPT:
+                continue
+            if answer.status == DEFERRED and row.status != FAILED:
                 continue
             status = enhanced_code(answer.text)
             kind = kind_of(answer.code, status, answer.text)

@@ -31,7 +31,10 @@ shared limits, with the claims, leases and final-dot fence of campaign senders
   doubling; failed on a 5xx, or after OUTBOX_RETRIES deferrals. A message the server took
   for some recipients and deferred for others (a 4xx to some RCPTs, or to a later
   transaction or API call of a message split by the server's RCPTMAX or the ESP's
-  recipients per call) is deferred, and comes back whole: to every recipient again. The
+  recipients per call) is deferred, and comes back to those only (RFC 5321): the
+  recipients it settled (accepted, or refused for good) are remembered with its outcome, in
+  the same transaction and only where the claim still stood (`OutboxRecipientDone`), and
+  left out of its envelope at every later attempt; one with none left is sent. The
   pool's events carry {"outbox_message_id": id}, so the event log shows them with the
   message. A recipient refused as a bad address is a hard bounce, one whose deferrals ran
   out a soft bounce (bounces/classify.py), recorded with the reference "o<id>", which is
@@ -75,8 +78,16 @@ from smtp_settings.leases import (
     save_outcomes,
     settle_orphans,
 )
-from smtp_settings.models import OutboxMessage, OutboxSender, RelayRoute, SmtpServer, Suppression
+from smtp_settings.models import (
+    OutboxMessage,
+    OutboxRecipientDone,
+    OutboxSender,
+    RelayRoute,
+    SmtpServer,
+    Suppression,
+)
 from smtp_settings.raw import RawMessage
+from smtp_settings.results import DEFERRED
 from smtp_settings.shared_limits import configured_rate
 
 log = logging.getLogger(__name__)
@@ -376,7 +387,7 @@ class OutboxDelivery:
         """Send the claimed messages `ids`, each server's share from a thread of its own."""
         mine = OutboxMessage.objects.filter(id__in=ids, status=Status.SENDING, claim_token=self.lease.token)
         groups, nowhere = defaultdict(list), []
-        for message in self._without_suppressed(list(mine.order_by("-priority", "id"))):
+        for message in self._without_suppressed(self._without_done(list(mine.order_by("-priority", "id")))):
             server = router.choose(message.route)
             (groups[server] if server else nowhere).append(message)
         if nowhere:
@@ -389,6 +400,28 @@ class OutboxDelivery:
             thread.join()
         if errors:
             raise errors[0]
+
+    def _without_done(self, messages: list[OutboxMessage]) -> list[OutboxMessage]:
+        """The messages to send, each without the recipients an earlier attempt settled (one
+        lookup for the claim); the row keeps every recipient it was handed. A message with none
+        left is `sent`."""
+        done = defaultdict(set)
+        settled = OutboxRecipientDone.objects.filter(message__in=[message.pk for message in messages])
+        for pk, address in settled.values_list("message_id", "address"):
+            done[pk].add(address)
+        if not done:
+            return messages
+        now, kept, finished = timezone.now(), [], []
+        for message in messages:
+            message.recipients = [address for address in message.recipients if address not in done[message.pk]]
+            if message.recipients:
+                kept.append(message)
+            else:
+                message.status, message.sent_at, message.updated_at = Status.SENT, now, now
+                finished.append(message)
+        if finished:
+            self._write_outcomes(finished)
+        return kept
 
     def _without_suppressed(self, messages: list[OutboxMessage]) -> list[OutboxMessage]:
         """The messages to send, each without the recipients on the suppression list as it
@@ -460,10 +493,11 @@ class OutboxDelivery:
         for message, result in tried:
             judge(message, result, server, now, settings.OUTBOX_RETRIES, settings.OUTBOX_RETRY_DELAY_S)
         bounces = classify.found_in(tried)
+        done = {message.pk: settled for message, result in tried if (settled := _settled(message, result))}
         self._write_outcomes(
             [message for message, _ in tried],
-            confirm=bounces.keys(),
-            then=partial(classify.record_found, bounces, prefix="o", server=server),
+            confirm=bounces.keys() | done.keys(),
+            then=partial(_record, bounces, done, server),
         )
         stopped = [m.pk for m, r in zip(messages, raw, strict=True) if r.smtp_result.stopped]
         self._give_back_unsent([message.pk for message in messages], stopped)
@@ -489,6 +523,24 @@ class OutboxDelivery:
         mine.filter(Q(final_dot_at=None) | Q(pk__in=stopped)).update(
             status=Status.QUEUED, claim_token=None, final_dot_at=None, updated_at=timezone.now()
         )
+
+
+def _settled(message: OutboxMessage, result) -> list[str]:
+    """The recipients of a message now deferred that this attempt settled (accepted, or refused
+    for good): its next attempts leave them out."""
+    if message.status != Status.DEFERRED:
+        return []
+    return [address for address, answer in result.recipients.items() if answer.status != DEFERRED]
+
+
+def _record(bounces: dict, done: dict[int, list[str]], server: SmtpServer, written: set[int]) -> None:
+    """With the outcomes (save_outcomes' `then`), for the messages whose outcome was written:
+    their bounces, and the recipients settled of those deferred."""
+    classify.record_found(bounces, written, prefix="o", server=server)
+    OutboxRecipientDone.objects.bulk_create(
+        [OutboxRecipientDone(message_id=pk, address=address) for pk in done.keys() & written for address in done[pk]],
+        ignore_conflicts=True,
+    )
 
 
 def _some(addresses: list[str]) -> str:

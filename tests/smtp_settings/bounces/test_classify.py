@@ -93,6 +93,7 @@ def test_a_batch_gives_hard_bounces_per_recipient_and_soft_ones_for_rows_out_of_
         (Row(3, FAILED), result(FAILED, ann=unknown)),
         (Row(4, FAILED), result(DEFERRED, dan=later)),  # its retries are used up
         (Row(5, DEFERRED), result(DEFERRED, dan=later)),  # it goes again later
+        (Row(6, DEFERRED), result(DEFERRED, dan=later, ann=unknown)),  # again later, to dan only
     ]
 
     found = found_in(judged)
@@ -101,6 +102,7 @@ def test_a_batch_gives_hard_bounces_per_recipient_and_soft_ones_for_rows_out_of_
         2: [(HARD, "ann@example.test", 550, "5.1.1", "<ann@example.test>: Recipient address rejected")],
         3: [(HARD, "ann@example.test", 550, "5.1.1", "<ann@example.test>: Recipient address rejected")],
         4: [(SOFT, "dan@example.test", 451, "4.3.0", "Temporary failure")],
+        6: [(HARD, "ann@example.test", 550, "5.1.1", "<ann@example.test>: Recipient address rejected")],
     }
 
 

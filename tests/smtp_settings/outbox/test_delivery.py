@@ -3,11 +3,13 @@ retries, whatever happens to the worker. Asserts on what a real SMTP server rece
 
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -16,7 +18,7 @@ from campaigns import eventlog
 from campaigns.models import Event
 from smtp_settings.bounces.record import record, suppress
 from smtp_settings.leases import AMBIGUOUS_SENT
-from smtp_settings.models import Bounce, OutboxMessage, OutboxSender, RelayRoute, Suppression
+from smtp_settings.models import Bounce, OutboxMessage, OutboxRecipientDone, OutboxSender, RelayRoute, Suppression
 from smtp_settings.outbox import delivery
 from smtp_settings.outbox.actions import requeue
 from smtp_settings.outbox.queue import Envelope, enqueue
@@ -289,6 +291,114 @@ def test_a_rejected_message_fails_at_once_and_the_others_go(smtp_sandbox, make_s
     assert (accepted.status, accepted.last_code, accepted.server) == ("sent", 250, server)
     assert accepted.sent_at is not None
     assert received_ids(sandbox) == Counter([accepted.message_id])
+
+
+def three_recipients() -> OutboxMessage:
+    [message] = enqueue(
+        [Envelope("alerts@example.test", ["a@example.test", "b@example.test", "c@example.test"], alert(1), "api")]
+    )
+    return message
+
+
+def come_back(message: OutboxMessage) -> None:
+    """Its wait is over (time passes)."""
+    OutboxMessage.objects.filter(pk=message.pk).update(next_attempt_at=F("updated_at"))
+
+
+def envelopes(sandbox) -> list[tuple[str, ...]]:
+    return [received.rcpt_tos for received in sandbox.received]
+
+
+def test_a_message_deferred_for_one_recipient_goes_again_to_that_one_only(smtp_sandbox, make_server, settings):
+    """RCPT b@ gets a 450 the first time: a@ and c@ have the message, which is deferred; the
+    retry goes to b@ alone (RFC 5321), with the same bytes, and the message is sent."""
+    settings.OUTBOX_RETRY_DELAY_S = 60
+    sandbox = smtp_sandbox(reject=r"^b@", reject_reply="450 4.2.1 <{address}>: Mailbox busy, try again later")
+    make_server(port=sandbox.port)
+    message = three_recipients()
+
+    delivery.deliver()
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("deferred", 1)
+    assert envelopes(sandbox) == [("a@example.test", "c@example.test")]
+
+    sandbox.reject = None  # the mailbox is free now
+    come_back(message)
+    delivery.deliver()
+
+    assert envelopes(sandbox) == [("a@example.test", "c@example.test"), ("b@example.test",)]
+    assert [received.data for received in sandbox.received] == [alert(1), alert(1)]
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("sent", 2)
+    assert message.recipients == ["a@example.test", "b@example.test", "c@example.test"]  # as it was handed over
+
+
+def test_a_recipient_refused_for_good_is_not_tried_again_with_the_deferred_one(smtp_sandbox, make_server, settings):
+    """The first transaction's RCPT b@ gets a 450, c@ a 550 (a hard bounce, recorded at once,
+    not again): the retry goes to b@ alone."""
+    settings.OUTBOX_RETRY_DELAY_S = 60
+    rcpts = Counter()
+
+    def first_time(stage, sandbox):
+        rcpts[stage] += 1
+        replies = {2: "450 4.2.1 Mailbox busy", 3: "550 5.1.1 Recipient address rejected"}
+        return replies.get(rcpts[stage]) if stage == "RCPT" else None
+
+    sandbox = smtp_sandbox(reject=r"^[bc]@", fault=first_time)
+    make_server(port=sandbox.port)
+    message = three_recipients()
+
+    delivery.deliver()
+    assert OutboxMessage.objects.values_list("status", flat=True).get(pk=message.pk) == "deferred"
+    assert list(Bounce.objects.values_list("email", "kind", "reference")) == [
+        ("c@example.test", "hard", f"o{message.pk}")
+    ]
+    sandbox.reject = None  # c@ would be taken now: it must not be asked again
+    come_back(message)
+    delivery.deliver()
+
+    assert envelopes(sandbox) == [("a@example.test",), ("b@example.test",)]
+    assert OutboxMessage.objects.values_list("status", "attempts").get(pk=message.pk) == ("sent", 2)
+    assert Bounce.objects.count() == 1
+
+
+def test_a_sender_fenced_off_before_its_outcome_is_written_remembers_no_recipient(smtp_sandbox, make_server, settings):
+    """The sender loses its claim while the server answers the final dot (the watchdog takes
+    the message back: "resend"): its outcome is not written, and neither are the recipients
+    it reached, so the message goes again whole, as any message of a lost claim does."""
+    settings.OUTBOX_RETRY_DELAY_S = 60
+    settings.CAMPAIGN_AMBIGUOUS_POLICY = "resend"
+    fenced = []
+
+    def fence_off_at_the_dot(stage, sandbox):
+        if stage == "dot" and not fenced:
+            fenced.append(stage)
+            thread = threading.Thread(target=take_back)  # the ORM refuses to run in the event loop
+            thread.start()
+            thread.join()
+
+    def take_back():
+        OutboxSender.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
+        delivery.recover_orphans()
+        connection.close()
+
+    sandbox = smtp_sandbox(
+        reject=r"^b@", reject_reply="450 4.2.1 <{address}>: Mailbox busy", fault=fence_off_at_the_dot
+    )
+    make_server(port=sandbox.port)
+    message = three_recipients()
+
+    delivery.deliver()
+
+    assert envelopes(sandbox) == [("a@example.test", "c@example.test")]
+    assert OutboxMessage.objects.values_list("status", "attempts", "ambiguous").get(pk=message.pk) == (
+        "queued",
+        0,
+        True,
+    )
+    assert not OutboxRecipientDone.objects.exists()
+    delivery.deliver()
+    assert envelopes(sandbox) == [("a@example.test", "c@example.test")] * 2
 
 
 def test_higher_priority_goes_first(smtp_sandbox, make_server):
