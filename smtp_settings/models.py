@@ -783,11 +783,12 @@ class Suppression(models.Model):
         return email.strip().lower()
 
     @classmethod
-    def among(cls, emails, transactional: bool = False) -> set[str]:
-        """Which of these addresses are suppressed (normalized). For transactional mail (the
-        outbox), an unsubscribe does not count: leaving a newsletter does not stop password
-        resets and receipts; bounces, complaints and manual entries do."""
-        entries = cls.objects.exclude(reason=cls.Reason.UNSUBSCRIBE) if transactional else cls.objects.all()
+    def held_from_transactional(cls, emails) -> set[str]:
+        """Which of these addresses transactional mail (the outbox) must not go to (normalized):
+        an unsubscribe does not count, since leaving a newsletter does not stop password resets
+        and receipts; bounces, complaints and manual entries do. (Campaign senders look the
+        whole list up with their claim: campaigns/sending/leases.py.)"""
+        entries = cls.objects.exclude(reason=cls.Reason.UNSUBSCRIBE)
         batch = sorted({cls.normalize(email) for email in emails})
         found: set[str] = set()
         for start in range(0, len(batch), 500):  # SQLite's bound parameters

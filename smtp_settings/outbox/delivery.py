@@ -431,7 +431,7 @@ class OutboxDelivery:
         `skipped`, not sent. The log says who was left out once, at the message's first claim
         since it was queued (or requeued): not again each time a deferred message comes back."""
         recipients = (address for message in messages for address in message.recipients)
-        suppressed = Suppression.among(recipients, transactional=True)
+        suppressed = Suppression.held_from_transactional(recipients)
         if not suppressed:
             return messages
         now, kept, skipped = timezone.now(), [], []

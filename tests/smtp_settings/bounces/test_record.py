@@ -114,7 +114,7 @@ def test_a_bounce_or_a_complaint_replaces_an_unsubscribe_so_transactional_mail_s
     settings.SOFT_BOUNCE_LIMIT = 1
     suppress("a@example.test", Suppression.Reason.UNSUBSCRIBE, "Unsubscribed by the link.")
     Suppression.objects.update(created_at=timezone.now() - timedelta(days=30))
-    assert Suppression.among(["a@example.test"], transactional=True) == set()
+    assert Suppression.held_from_transactional(["a@example.test"]) == set()
 
     bounce = record(kind, Bounce.Source.LISTENER, "A@example.test", status="5.1.1", text="user unknown")
 
@@ -123,7 +123,7 @@ def test_a_bounce_or_a_complaint_replaces_an_unsubscribe_so_transactional_mail_s
     assert entry.created_at > timezone.now() - timedelta(minutes=1)  # since the bounce
     since = f"{timezone.now() - timedelta(days=30):%Y-%m-%d}"
     assert entry.note.endswith(f"(Unsubscribed since {since}: Unsubscribed by the link.)")
-    assert Suppression.among(["a@example.test"], transactional=True) == {"a@example.test"}
+    assert Suppression.held_from_transactional(["a@example.test"]) == {"a@example.test"}
 
 
 def test_receivers_add_context_to_the_logged_event(django_capture_on_commit_callbacks):

@@ -226,7 +226,7 @@ def test_an_address_that_unsubscribed_added_by_hand_stops_transactional_mail_too
     assert re.fullmatch(
         r"Asked for no mail at all\. \(Unsubscribed since [0-9-]{10}: With an unsubscribe link\.\)", entry.note
     )
-    assert Suppression.among(["left@example.test"], transactional=True) == {"left@example.test"}
+    assert Suppression.held_from_transactional(["left@example.test"]) == {"left@example.test"}
 
 
 @pytest.mark.parametrize(
