@@ -64,7 +64,7 @@ def test_edit_form_test_uses_the_stored_password_when_the_field_is_blank(admin_c
 
 def test_unsaved_form_with_invalid_values_names_the_field(admin_client):
     response = admin_client.post(reverse("smtp_settings:form_test"), _form_data(port="70000"), **HTMX)
-    assert "Port: Ensure this value is less than or equal to 65535." in response.content.decode()
+    assert "Port: Enter a whole number from 1 to 65,535." in response.content.decode()
     plain = admin_client.post(reverse("smtp_settings:form_test"), _form_data(port="70000"))
     assert plain.status_code == 400
 
