@@ -128,6 +128,8 @@ class Campaign(models.Model):
         related_name="campaigns",
         help_text="Several share the sending in proportion to their connections, and stand in for each other.",
     )
+    # Servers it sent through that were deleted since: the campaign still says what it used.
+    deleted_servers = models.JSONField(default=list, blank=True, editable=False)
     scheduled_at = models.DateTimeField("Send at", null=True, blank=True, help_text="Blank: when launched.")
     rate_limit = models.FloatField(default=0, help_text="Messages per second for this campaign; 0 = no limit.")
     auto_pause_after = models.PositiveIntegerField(

@@ -361,9 +361,9 @@ def test_delete_asks_for_confirmation_then_deletes(admin_client, server):
     assert SmtpServer.objects.count() == 0
 
 
-def test_delete_with_htmx_removes_the_card(admin_client, server):
+def test_delete_with_htmx_loads_the_list(admin_client, server):
     response = admin_client.post(reverse("smtp_settings:delete", args=[server.pk]), **HTMX)
-    assert response.status_code == 200 and response.content == b""
+    assert response.status_code == 200 and response["HX-Redirect"] == reverse("smtp_settings:list")
     assert SmtpServer.objects.count() == 0
 
 
