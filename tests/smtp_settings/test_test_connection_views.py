@@ -1,6 +1,9 @@
 """The "Test connection" buttons, on a saved server's card and on an unsaved form."""
 
+import re
+
 import pytest
+from django.conf import settings
 from django.urls import reverse
 
 from tests.smtp_settings.test_views import HTMX, SECRET, _form_data
@@ -132,3 +135,24 @@ def test_a_test_address_with_a_hidden_line_break_names_the_field(admin_client, m
     response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), data)
     assert response.status_code == 400
     assert f"{label}: Remove the line break or control character U+2028" in response.content.decode()
+
+
+def test_each_step_reads_on_its_own_row_with_the_reply_beneath_at_full_width(admin_client, make_server, smtp_sandbox):
+    server = make_server(port=smtp_sandbox().port, auth_protocol="none")
+
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX)
+
+    content = response.content.decode()
+    steps = re.findall(
+        r'<li class="ok">\s*<span class="step-name">✔ (\w+)</span>\s*<span class="step-time">[\d.]+ s</span>\s*'
+        r'<div class="step-reply"><code>(\d{3})</code> ',
+        content,
+    )
+    assert steps[:2] == [("connect", "220"), ("EHLO", "250")]
+    assert "<table" not in content
+
+
+def test_server_cards_keep_their_own_height():
+    """A test result in one card must not stretch the card beside it."""
+    css = (settings.BASE_DIR / "static/css/relaydeck.css").read_text()
+    assert re.search(r"^\.cards \{[^}]*align-items: start;", css, flags=re.MULTILINE)
