@@ -7,7 +7,7 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
-        from campaigns import bounces, esp_reports, eventlog  # noqa: F401  (they connect their receivers)
+        from campaigns import bounces, esp_reports, eventlog, servers  # noqa: F401  (they connect their receivers)
         from campaigns.sending import loop, watchdog  # noqa: F401  (their receivers)
 
         # A worker that starts (after a crash, say) takes over stalled campaigns at once

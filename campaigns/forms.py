@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, MailingList
 from campaigns.rendering import template_error
+from project.numbers import form_number_field
 from smtp_settings.models import SmtpServer
 from smtp_settings.validators import validate_address, validate_header_text
 
@@ -54,6 +55,7 @@ class CampaignForm(forms.ModelForm):
             "text_body": forms.Textarea(attrs={"rows": 8, "class": "code"}),
             "scheduled_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         }
+        formfield_callback = form_number_field
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

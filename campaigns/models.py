@@ -7,11 +7,11 @@ Sending itself lives in `campaigns/sending/`.
 
 from decimal import Decimal
 
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from project.numbers import number, whole_number
 from smtp_settings.models import SmtpServer
 
 
@@ -128,28 +128,32 @@ class Campaign(models.Model):
         related_name="campaigns",
         help_text="Several share the sending in proportion to their connections, and stand in for each other.",
     )
+    # Servers it sent through that were deleted since: the campaign still says what it used.
+    deleted_servers = models.JSONField(default=list, blank=True, editable=False)
     scheduled_at = models.DateTimeField("Send at", null=True, blank=True, help_text="Blank: when launched.")
     rate_limit = models.FloatField(default=0, help_text="Messages per second for this campaign; 0 = no limit.")
     auto_pause_after = models.PositiveIntegerField(
-        default=50, help_text="Pause after this many failures in a row; 0 = never."
+        default=50,
+        validators=whole_number(0, 1_000_000),
+        help_text="Pause after this many failures in a row, 0–1,000,000; 0 = never.",
     )
     max_complaint_rate = models.FloatField(
         "Complaint rate limit (%)",
         default=0.3,
-        validators=[MinValueValidator(0), MaxValueValidator(100)],
-        help_text="Pause once complaints pass this share of the messages sent; 0 = never.",
+        validators=number(0, 100),
+        help_text="Pause once complaints pass this share of the messages sent, 0–100; 0 = never.",
     )
     max_hard_bounce_rate = models.FloatField(
         "Hard-bounce rate limit (%)",
         default=5.0,
-        validators=[MinValueValidator(0), MaxValueValidator(100)],
-        help_text="Pause once hard bounces pass this share of the messages sent; 0 = never.",
+        validators=number(0, 100),
+        help_text="Pause once hard bounces pass this share of the messages sent, 0–100; 0 = never.",
     )
     guard_min_sample = models.PositiveIntegerField(
         "Minimum sample",
         default=1000,
-        validators=[MinValueValidator(1)],
-        help_text="The two rates count once this many messages are sent.",
+        validators=whole_number(1, 100_000_000),
+        help_text="The two rates count once this many messages are sent, 1–100,000,000.",
     )
     hard_bounces = models.PositiveIntegerField(default=0, editable=False)
     complaints = models.PositiveIntegerField(default=0, editable=False)

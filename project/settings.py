@@ -72,6 +72,9 @@ def _development_secret_key() -> str:
 
 
 DEBUG = env_bool("DEBUG", True)
+# Django's technical 404 and 500 pages (URL patterns, tracebacks, settings) instead of the
+# styled ones, while DEBUG is on: for a developer who asks (project/error_pages.py).
+DEBUG_PAGES = env_bool("DEBUG_PAGES", False)
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -104,6 +107,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    "project.error_pages.StyledErrorPagesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,12 +1,19 @@
 import json
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
+from project.numbers import form_number_field
 from smtp_settings.esp.registry import CHOICES as ESP_CHOICES
 from smtp_settings.esp.registry import ESPS_BY_KEY
 from smtp_settings.models import SmtpServer
-from smtp_settings.validators import validate_custom_headers, validate_header_text, validate_host
+from smtp_settings.validators import (
+    validate_custom_header,
+    validate_custom_headers,
+    validate_header_text,
+    validate_host,
+)
 
 ESP = SmtpServer.Kind.ESP
 CONNECTION_FIELDS = [
@@ -56,8 +63,18 @@ class HeaderPairsWidget(forms.Widget):
 
     def get_context(self, name, value, attrs):
         context = super().get_context(name, value, attrs)
-        context["widget"]["rows"] = [*(value or []), *([["", ""]] * self.blank_rows)]
+        rows = [(*pair, not _is_valid_header(pair)) for pair in value or []]
+        context["widget"]["rows"] = [*rows, *([("", "", False)] * self.blank_rows)]
         return context
+
+
+def _is_valid_header(pair) -> bool:
+    """Whether a row may stay as it is: only a wrong one is marked (blank rows never are)."""
+    try:
+        validate_custom_header(pair)
+    except ValidationError:
+        return False
+    return True
 
 
 class HeaderPairsField(forms.Field):
@@ -152,6 +169,16 @@ class SmtpServerForm(StoredPasswordForm):
             *("name", "enabled", *CONNECTION_FIELDS, "max_batch", "bounce_domain"),
             *(*LIMIT_FIELDS, *RATE_FIELDS, *QUOTA_FIELDS),
         ]
+        formfield_callback = form_number_field
+
+    # As the page shows them (_server_form.html), so that the error summary lists them in that order.
+    field_order = [
+        *("name", "enabled", "kind"),
+        *("esp", "api_key", "api_url", "sender_domain", "message_stream", "max_batch"),
+        *("host", "port", "tls", "tls_skip_verify", "helo_hostname", "bounce_domain"),
+        *("auth_protocol", "username", "password", "clear_password"),
+        *(*LIMIT_FIELDS, "send_timeout", *RATE_FIELDS, *QUOTA_FIELDS, "custom_headers"),
+    ]
 
     ENDPOINT_CHANGED = (
         "Type the password again: the host, port, username, TLS or auth protocol changed "
@@ -179,7 +206,9 @@ class SmtpServerForm(StoredPasswordForm):
         else:
             limits = ", ".join(f"{esp.label} {esp.max_recipients:,}" for esp in ESPS_BY_KEY.values())
             limit = f"the ESP's limit ({limits})"
-        return f"At most this many in one call; blank: {limit}. A message to more goes out as several calls."
+        return (
+            f"At most this many in one call, 1–1,000,000; blank: {limit}. A message to more goes out as several calls."
+        )
 
     @staticmethod
     def extra_names() -> set[str]:

@@ -4,25 +4,24 @@ from datetime import timedelta
 
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from project.numbers import AtMost, whole_number
 from project.sqlite_writes import one_writer
 from smtp_settings.bounces import verp
 from smtp_settings.esp.registry import ESPS_BY_KEY, parse_credentials
 from smtp_settings.fields import EncryptedTextField
 from smtp_settings.validators import validate_api_url, validate_custom_headers, validate_host
 
+RATE_MESSAGE = "Enter 0 (unlimited) or a rate from 0.001 to 100,000 messages a second."
+
 
 def validate_rate(value: float) -> None:
     """0 (no rate), or at least one message in about 17 minutes: a smaller rate is a typo."""
     if value != 0 and not value >= 0.001:
-        raise ValidationError("Enter 0 (unlimited) or a rate of at least 0.001 messages a second.")
-
-
-def _range(low: int, high: int) -> list:
-    return [MinValueValidator(low), MaxValueValidator(high)]
+        raise ValidationError(RATE_MESSAGE)
 
 
 class BoundPassword:
@@ -83,8 +82,9 @@ class SmtpServer(BoundPassword, models.Model):
         "Recipients per API call",
         null=True,
         blank=True,
-        validators=[MinValueValidator(1)],
-        help_text="At most, for an ESP entry: a message to more goes as several calls. Blank: the ESP's limit.",
+        validators=whole_number(1, 1_000_000),
+        help_text="At most, for an ESP entry, 1–1,000,000: a message to more goes as several calls. "
+        "Blank: the ESP's limit.",
     )
     bounce_domain = models.CharField(
         max_length=253,
@@ -102,8 +102,8 @@ class SmtpServer(BoundPassword, models.Model):
     )
     port = models.PositiveIntegerField(
         default=587,
-        validators=_range(1, 65535),
-        help_text="TCP port, 1–65535: usually 587 (STARTTLS), 465 (SSL) or 25.",
+        validators=whole_number(1, 65535),
+        help_text="TCP port, 1–65,535: usually 587 (STARTTLS), 465 (SSL) or 25.",
     )
     tls = models.CharField(
         "TLS",
@@ -138,58 +138,59 @@ class SmtpServer(BoundPassword, models.Model):
     max_conns = models.PositiveIntegerField(
         "Max. connections",
         default=10,
-        validators=_range(1, 1000),
-        help_text="Most simultaneous connections to this server, 1–1000 (Exchange allows about 20 per client).",
+        validators=whole_number(1, 1000),
+        help_text="Most simultaneous connections to this server, 1–1,000 (Exchange allows about 20 per client).",
     )
     max_msgs_per_conn = models.PositiveIntegerField(
         "Max. messages per connection",
         default=0,
-        validators=_range(0, 1_000_000),
+        validators=whole_number(0, 1_000_000),
         help_text="Close and reopen a connection after this many messages, 0–1,000,000. "
         "0: no cap (Amazon SES ends sessions near 350 messages).",
     )
     retries = models.PositiveIntegerField(
         default=2,
-        validators=_range(0, 100),
+        validators=whole_number(0, 100),
         help_text="Extra attempts for a message after a temporary (4xx or network) failure, 0–100. 0: no retry.",
     )
     idle_timeout = models.PositiveIntegerField(
         "Idle timeout (s)",
         default=15,
-        validators=_range(0, 86_400),
-        help_text="Seconds: close a connection unused this long. 0: never close for idleness "
+        validators=whole_number(0, 86_400),
+        help_text="Seconds, 0–86,400: close a connection unused this long. 0: never close for idleness "
         "(Amazon SES drops sessions idle for about 10 s).",
     )
     max_conn_age = models.PositiveIntegerField(
         "Max. connection age (s)",
         default=0,
-        validators=_range(0, 86_400),
-        help_text="Seconds: retire a connection this long after it opened, after its current message. 0: no limit.",
+        validators=whole_number(0, 86_400),
+        help_text="Seconds, 0–86,400: retire a connection this long after it opened, after its current message. "
+        "0: no limit.",
     )
     wait_timeout = models.PositiveIntegerField(
         "Wait timeout (s)",
         default=5,
-        validators=_range(0, 3_600),
-        help_text="Seconds a sender waits for a free connection before giving up. 0: do not wait.",
+        validators=whole_number(0, 3_600),
+        help_text="Seconds a sender waits for a free connection before giving up, 0–3,600. 0: do not wait.",
     )
     send_timeout = models.PositiveIntegerField(
         "Send timeout (s)",
         default=30,
-        validators=_range(1, 600),
+        validators=whole_number(1, 600),
         help_text="Seconds to wait for the server's reply to one SMTP command, 1–600.",
     )
     rate_limit = models.FloatField(
         "Rate limit (msg/s)",
         default=0,
-        validators=[validate_rate, MaxValueValidator(100_000)],
+        validators=[validate_rate, AtMost(100_000, message=RATE_MESSAGE)],
         help_text="Messages per second across all connections to this server, from every process, "
         "0.001–100,000. 0: unlimited.",
     )
     rate_per_minute = models.PositiveIntegerField(
         "Rate limit (per minute)",
         default=0,
-        validators=_range(0, 10_000_000),
-        help_text="Messages per minute across all connections (Microsoft 365: 30). 0: unlimited.",
+        validators=whole_number(0, 10_000_000),
+        help_text="Messages per minute across all connections, 0–10,000,000 (Microsoft 365: 30). 0: unlimited.",
     )
     rate_counts = models.CharField(
         "Rates count",
@@ -201,14 +202,15 @@ class SmtpServer(BoundPassword, models.Model):
     quota_per_hour = models.PositiveIntegerField(
         "Quota per hour",
         default=0,
-        validators=_range(0, 100_000_000),
-        help_text="Most sent in any hour (a rolling window). 0: no quota.",
+        validators=whole_number(0, 100_000_000),
+        help_text="Most sent in any hour (a rolling window), 0–100,000,000. 0: no quota.",
     )
     quota_per_day = models.PositiveIntegerField(
         "Quota per day",
         default=0,
-        validators=_range(0, 100_000_000),
-        help_text="Most sent in any 24 hours (a rolling window; Google Workspace: 2,000 messages). 0: no quota.",
+        validators=whole_number(0, 100_000_000),
+        help_text="Most sent in any 24 hours (a rolling window), 0–100,000,000 (Google Workspace: 2,000 messages). "
+        "0: no quota.",
     )
     quota_counts = models.CharField(
         "Quotas count",
@@ -618,7 +620,7 @@ class BounceMailbox(BoundPassword, models.Model):
     enabled = models.BooleanField(default=True, help_text="Enabled mailboxes are checked every few minutes.")
     protocol = models.CharField(max_length=4, choices=Protocol, default=Protocol.IMAP)
     host = models.CharField(max_length=255, validators=[validate_host], help_text="Host name or IP address.")
-    port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    port = models.PositiveIntegerField(validators=whole_number(1, 65535))
     tls = models.CharField("TLS", max_length=8, choices=Tls, default=Tls.SSL)
     tls_skip_verify = models.BooleanField(
         "Skip TLS verification",

@@ -123,33 +123,45 @@ def validate_host(value: str) -> None:
 
 
 def validate_custom_headers(value) -> None:
-    """A list of [name, value] pairs with RFC 5322 names and values fit for a header."""
+    """A list of [name, value] pairs with RFC 5322 names and values fit for a header: one
+    message for each pair that is not."""
     if not isinstance(value, list):
         raise ValidationError("Custom headers must be a list of name/value pairs.")
+    errors = []
     for pair in value:
-        if not (isinstance(pair, list | tuple) and len(pair) == 2):
-            raise ValidationError("Each custom header must be a name/value pair.")
-        name, text = pair
-        if not isinstance(name, str) or not HEADER_NAME.match(name):
-            raise ValidationError(
-                "Header name %(name)r is not valid: use printable ASCII without spaces or colons.",
-                params={"name": shown(name)},
-            )
-        name = shown(name)  # for the messages below: a valid name may still be any length
-        if name.lower() in RESERVED_HEADERS:
-            raise ValidationError(
-                "Header %(name)s is set by Relaydeck itself and cannot be overridden.",
-                params={"name": name},
-            )
-        if not isinstance(text, str):
-            raise ValidationError("The value of header %(name)s must be text.", params={"name": name})
-        character = unsafe_header_character(text)
-        if character:
-            raise ValidationError(
-                "The value of header %(name)s must be one line of text: remove the line break or "
-                "control character %(character)s.",
-                params={"name": name, "character": character},
-            )
+        try:
+            validate_custom_header(pair)
+        except ValidationError as error:
+            errors.append(error)
+    if errors:
+        raise ValidationError(errors)
+
+
+def validate_custom_header(pair) -> None:
+    """One [name, value] pair of custom headers: the form marks the row that fails this."""
+    if not (isinstance(pair, list | tuple) and len(pair) == 2):
+        raise ValidationError("Each custom header must be a name/value pair.")
+    name, text = pair
+    if not isinstance(name, str) or not HEADER_NAME.match(name):
+        raise ValidationError(
+            "Header name %(name)r is not valid: use printable ASCII without spaces or colons.",
+            params={"name": shown(name)},
+        )
+    name = shown(name)  # for the messages below: a valid name may still be any length
+    if name.lower() in RESERVED_HEADERS:
+        raise ValidationError(
+            "Header %(name)s is set by Relaydeck itself and cannot be overridden.",
+            params={"name": name},
+        )
+    if not isinstance(text, str):
+        raise ValidationError("The value of header %(name)s must be text.", params={"name": name})
+    character = unsafe_header_character(text)
+    if character:
+        raise ValidationError(
+            "The value of header %(name)s must be one line of text: remove the line break or "
+            "control character %(character)s.",
+            params={"name": name, "character": character},
+        )
 
 
 def validate_api_url(value: str) -> None:

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from project.htmx import HtmxHttpRequest, redirect_to
 from project.roles import Role, role_required
+from smtp_settings.deletion import ServerInUse, delete_server, users_of
 from smtp_settings.esp.probe import check_api
 from smtp_settings.forms import ConnectionTestForm, SmtpServerForm, TestMessageForm
 from smtp_settings.live import live_figures
@@ -82,14 +83,20 @@ def server_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.ADMIN)
 @require_http_methods(["GET", "POST"])
 def server_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Delete after a confirmation page that lists what uses the server; refused while a
+    campaign using it is under way (smtp_settings/deletion.py)."""
     server = _get_server_or_404(pk)
     if request.method == "GET":
-        return render(request, "smtp_settings/confirm_delete.html", {"server": server})
-    server.delete()
-    if request.htmx:
-        return HttpResponse("")  # the card swaps itself out
+        users = users_of(server)
+        context = {"server": server, "users": users, "busy": any(user.busy for user in users)}
+        return render(request, "smtp_settings/confirm_delete.html", context)
+    try:
+        delete_server(server)
+    except ServerInUse as refused:
+        messages.error(request, str(refused))
+        return redirect_to(request, "smtp_settings:delete", pk)
     messages.success(request, f"SMTP server “{server.name}” deleted.")
-    return redirect("smtp_settings:list")
+    return redirect_to(request, "smtp_settings:list")
 
 
 @role_required(Role.ADMIN)

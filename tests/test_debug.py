@@ -22,6 +22,7 @@ USERNAME = "relay@example.test"
 @pytest.fixture(autouse=True)
 def _debug_on(settings):
     settings.DEBUG = True
+    settings.DEBUG_PAGES = True  # Django's own pages, not the styled ones (tests/test_error_pages.py)
 
 
 @pytest.fixture

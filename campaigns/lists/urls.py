@@ -15,7 +15,11 @@ urlpatterns = [
     path("<int:pk>/import/", views.import_upload, name="import"),
     path("imports/<int:import_pk>/", views.import_status, name="import_status"),
     path(f"{member}/remove/", views.remove_subscriber, name="remove"),
+    path(f"{member}/remove/confirm/", views.confirm_member_action, {"action": "remove"}, name="confirm_remove"),
     path(f"{member}/unsubscribe/", views.set_status, {"status": Status.UNSUBSCRIBED}, name="unsubscribe"),
     path(f"{member}/blocklist/", views.set_status, {"status": Status.BLOCKLISTED}, name="blocklist"),
+    path(
+        f"{member}/blocklist/confirm/", views.confirm_member_action, {"action": "blocklist"}, name="confirm_blocklist"
+    ),
     path(f"{member}/reactivate/", views.set_status, {"status": Status.ACTIVE}, name="reactivate"),
 ]

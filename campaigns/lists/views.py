@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_q.tasks import async_task
 
 from campaigns.lists.forms import ImportForm, MailingListForm
@@ -108,6 +108,17 @@ def _render_row(request: HtmxHttpRequest, mailing_list: MailingList, subscriber:
             request, "campaigns/lists/_subscriber_row.html", {"mailing_list": mailing_list, "subscriber": subscriber}
         )
     return redirect("lists:detail", mailing_list.pk)
+
+
+@role_required(Role.SENDER)
+@require_GET
+def confirm_member_action(request: HtmxHttpRequest, pk: int, subscriber_pk: int, action: str) -> HttpResponse:
+    """The confirmation a row's Blocklist or Remove asks for without JavaScript (with it, the
+    browser's own dialog asks the same question before the POST)."""
+    mailing_list = _get_list_or_404(pk)
+    subscriber = _get_member_or_404(mailing_list, subscriber_pk)
+    context = {"mailing_list": mailing_list, "subscriber": subscriber, "action": action}
+    return render(request, "campaigns/lists/confirm_member.html", context)
 
 
 @role_required(Role.SENDER)

@@ -1,3 +1,4 @@
+from project.numbers import form_number_field
 from smtp_settings.forms import StoredPasswordForm
 from smtp_settings.models import BounceMailbox
 
@@ -13,7 +14,8 @@ class BounceMailboxForm(StoredPasswordForm):
             *("name", "enabled", "protocol", "host", "port", "tls", "tls_skip_verify"),
             *("username", "password", "folder"),
         ]
-        help_texts = {"port": "IMAPS 993, POP3S 995; with STARTTLS, IMAP 143 or POP3 110."}
+        help_texts = {"port": "1–65,535: IMAPS 993, POP3S 995; with STARTTLS, IMAP 143 or POP3 110."}
+        formfield_callback = form_number_field
 
     ENDPOINT_CHANGED = "Type the password again: the protocol, host, port, username or TLS changed."
 

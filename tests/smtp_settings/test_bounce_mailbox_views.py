@@ -84,8 +84,8 @@ def test_create_saves_the_password_encrypted(admin_client, headers):
 @pytest.mark.parametrize(
     "overrides, field_label, error",
     [
-        ({"port": "0"}, "Port", "greater than or equal to 1"),
-        ({"port": "65536"}, "Port", "less than or equal to 65535"),
+        ({"port": "0"}, "Port", "Enter a whole number from 1 to 65,535."),
+        ({"port": "65536"}, "Port", "Enter a whole number from 1 to 65,535."),
         ({"host": ""}, "Host", "This field is required."),
         ({"host": "imap example"}, "Host", ""),
         ({"protocol": "smtp"}, "Protocol", "not one of the available choices"),

@@ -1,6 +1,9 @@
 """The "Test connection" buttons, on a saved server's card and on an unsaved form."""
 
+import re
+
 import pytest
+from django.conf import settings
 from django.urls import reverse
 
 from tests.smtp_settings.test_views import HTMX, SECRET, _form_data
@@ -64,7 +67,7 @@ def test_edit_form_test_uses_the_stored_password_when_the_field_is_blank(admin_c
 
 def test_unsaved_form_with_invalid_values_names_the_field(admin_client):
     response = admin_client.post(reverse("smtp_settings:form_test"), _form_data(port="70000"), **HTMX)
-    assert "Port: Ensure this value is less than or equal to 65535." in response.content.decode()
+    assert "Port: Enter a whole number from 1 to 65,535." in response.content.decode()
     plain = admin_client.post(reverse("smtp_settings:form_test"), _form_data(port="70000"))
     assert plain.status_code == 400
 
@@ -132,3 +135,24 @@ def test_a_test_address_with_a_hidden_line_break_names_the_field(admin_client, m
     response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), data)
     assert response.status_code == 400
     assert f"{label}: Remove the line break or control character U+2028" in response.content.decode()
+
+
+def test_each_step_reads_on_its_own_row_with_the_reply_beneath_at_full_width(admin_client, make_server, smtp_sandbox):
+    server = make_server(port=smtp_sandbox().port, auth_protocol="none")
+
+    response = admin_client.post(reverse("smtp_settings:test", args=[server.pk]), **HTMX)
+
+    content = response.content.decode()
+    steps = re.findall(
+        r'<li class="ok">\s*<span class="step-name">✔ (\w+)</span>\s*<span class="step-time">[\d.]+ s</span>\s*'
+        r'<div class="step-reply"><code>(\d{3})</code> ',
+        content,
+    )
+    assert steps[:2] == [("connect", "220"), ("EHLO", "250")]
+    assert "<table" not in content
+
+
+def test_server_cards_keep_their_own_height():
+    """A test result in one card must not stretch the card beside it."""
+    css = (settings.BASE_DIR / "static/css/relaydeck.css").read_text()
+    assert re.search(r"^\.cards \{[^}]*align-items: start;", css, flags=re.MULTILINE)

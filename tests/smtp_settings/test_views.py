@@ -3,8 +3,10 @@
 import re
 
 import pytest
+from django import forms
 from django.urls import reverse
 
+from smtp_settings.forms import SmtpServerForm
 from smtp_settings.models import SmtpServer
 from smtp_settings.presets import PRESETS
 
@@ -151,6 +153,86 @@ def test_invalid_input_names_the_field_and_saves_nothing(admin_client, overrides
     assert SECRET not in content
 
 
+@pytest.mark.parametrize("value", ["-3", "0", "1001", "ten", "2.5"])
+def test_max_conns_says_the_range_its_help_gives_for_any_value_outside_it(admin_client, value):
+    response = admin_client.post(reverse("smtp_settings:create"), _form_data(max_conns=value))
+
+    content = response.content.decode()
+    assert "Most simultaneous connections to this server, 1–1,000" in content
+    assert content.count("Max. connections: Enter a whole number from 1 to 1,000.") == 1  # beside the field
+    assert ">Max. connections</a>: Enter a whole number from 1 to 1,000.</li>" in content  # in the summary
+    assert SmtpServer.objects.count() == 0
+
+
+def _number_fields() -> list[tuple[str, str, str]]:
+    """Each number field of the server form: its name, its help and the message the form gives."""
+    form = SmtpServerForm()
+    return [
+        (name, str(field.help_text), field.error_messages["min_value"])
+        for name, field in form.fields.items()
+        if isinstance(field, forms.IntegerField | forms.FloatField)
+    ]
+
+
+def test_every_number_field_of_the_server_form_says_the_range_its_help_gives():
+    fields = _number_fields()
+    assert len(fields) == 13
+    for name, help_text, message in fields:
+        low, high = re.search(r"from ([\d.,]+) to ([\d,]+)\b", message).groups()
+        assert f"{low}–{high}" in help_text, (name, help_text, message)
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in _number_fields()])
+def test_a_number_field_gives_one_message_below_above_and_for_no_number(admin_client, name):
+    message = SmtpServerForm().fields[name].error_messages["min_value"]
+    kind = {"kind": "esp", "esp": "postmark", "api_key": "k"} if name == "max_batch" else {}
+    for value in ["-3", "-0.0005" if name == "rate_limit" else "-1", "100000001", "1e999", "x"]:
+        response = admin_client.post(reverse("smtp_settings:create"), _form_data(**kind, **{name: value}))
+        errors = response.context["form"].errors
+        assert errors[name] == [message], (name, value)
+    assert SmtpServer.objects.count() == 0
+
+
+def test_the_error_summary_follows_the_order_of_the_page(admin_client):
+    wrong = {"name": "", "port": "0", "password": "", "auth_protocol": "kerberos", "max_conns": "0"}
+    wrong |= {"send_timeout": "0", "quota_per_day": "-1", "custom_headers_name": ["Bcc"], "helo_hostname": "a b"}
+    response = admin_client.post(reverse("smtp_settings:create"), _form_data(**wrong))
+
+    content = response.content.decode()
+    summary = content[content.index('class="error-summary"') : content.index("</ul>")]
+    listed = re.findall(r'<a href="#(id_\w+)"', summary)
+    on_the_page = [match for match in re.findall(r'id="(id_\w+)"', content) if match in listed]
+    assert listed == list(dict.fromkeys(on_the_page))
+    assert listed[0] == "id_name" and listed[-1] == "id_custom_headers" and len(listed) == 8
+
+
+def test_only_the_wrong_custom_header_row_is_marked(admin_client):
+    headers = {
+        "custom_headers_name": ["X-Fine", "Bcc", "", ""],
+        "custom_headers_value": ["1", "x@example.test", "", ""],
+    }
+    response = admin_client.post(reverse("smtp_settings:create"), _form_data(**headers))
+
+    content = response.content.decode()
+    rows = re.findall(
+        r'<div class="pair( invalid)?">\s*<input type="text" name="custom_headers_name" value="([^"]*)"', content
+    )
+    assert rows == [("", "X-Fine"), (" invalid", "Bcc"), ("", ""), ("", "")]
+    assert content.count('aria-invalid="true"') == 2  # the wrong row's name and value
+    assert "Custom headers</a>: Header Bcc is set by Relaydeck itself" in content
+
+
+def test_each_wrong_custom_header_has_its_own_message(admin_client):
+    headers = {"custom_headers_name": ["Bcc", "X-Ok", "To"], "custom_headers_value": ["x", "a\r\nb", "y"]}
+    response = admin_client.post(reverse("smtp_settings:create"), _form_data(**headers))
+
+    assert response.context["form"].errors["custom_headers"] == [
+        "Header Bcc is set by Relaydeck itself and cannot be overridden.",
+        "The value of header X-Ok must be one line of text: remove the line break or control character U+000D.",
+        "Header To is set by Relaydeck itself and cannot be overridden.",
+    ]
+
+
 def test_duplicate_name_is_a_form_error(admin_client, server):
     response = admin_client.post(reverse("smtp_settings:create"), _form_data(name="Existing"))
     assert "Name</a>: SMTP server with this Name already exists." in response.content.decode()
@@ -244,7 +326,7 @@ def test_the_form_groups_rates_and_quotas_with_their_help(admin_client):
         assert rates < content.index(f'name="{name}"') < quotas, name
     for name in ("quota_per_hour", "quota_per_day", "quota_counts"):
         assert quotas < content.index(f'name="{name}"'), name
-    assert "Messages per minute across all connections (Microsoft 365: 30)." in content
+    assert "Messages per minute across all connections, 0–10,000,000 (Microsoft 365: 30)." in content
     assert "What the hourly and daily quotas count (Amazon SES and Microsoft 365 count recipients)." in content
 
 
@@ -279,9 +361,9 @@ def test_delete_asks_for_confirmation_then_deletes(admin_client, server):
     assert SmtpServer.objects.count() == 0
 
 
-def test_delete_with_htmx_removes_the_card(admin_client, server):
+def test_delete_with_htmx_loads_the_list(admin_client, server):
     response = admin_client.post(reverse("smtp_settings:delete", args=[server.pk]), **HTMX)
-    assert response.status_code == 200 and response.content == b""
+    assert response.status_code == 200 and response["HX-Redirect"] == reverse("smtp_settings:list")
     assert SmtpServer.objects.count() == 0
 
 

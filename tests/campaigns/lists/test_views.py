@@ -215,6 +215,41 @@ def test_remove_with_htmx_takes_the_row_out_and_keeps_the_subscriber(sender_clie
     assert list(Subscriber.objects.get(pk=ann.pk).lists.all()) == [offers]
 
 
+@pytest.mark.parametrize("action, question", [("blocklist", "Blocklist "), ("remove", "Remove ")])
+def test_blocklist_and_remove_ask_first_with_javascript_and_without(sender_client, news, ann, action, question):
+    page = sender_client.get(reverse("lists:detail", args=[news.pk])).content.decode()
+    confirm_url = reverse(f"lists:confirm_{action}", args=[news.pk, ann.pk])
+    form = re.search(rf'<form method="get" action="{confirm_url}"[^>]*>', page).group(0)
+    assert f'hx-post="{_row_url(action, ann, news)}"' in form  # with JavaScript: the browser asks, htmx posts
+    assert f'hx-confirm="{question}ann@example.com' in form
+
+    confirmation = sender_client.get(confirm_url)  # without: a page asks, and nothing changed yet
+
+    content = confirmation.content.decode()
+    assert f"<h1>{question}ann@example.com" in content
+    assert f'<form method="post" action="{_row_url(action, ann, news)}">' in content
+    assert 'name="csrfmiddlewaretoken"' in content
+    assert Subscriber.objects.get(pk=ann.pk).status == Subscriber.Status.ACTIVE and news.subscribers.exists()
+
+
+def test_the_confirmation_pages_need_a_member_and_a_sender(login_as, client, news, ann):
+    stranger = Subscriber.objects.create(email="stranger@example.com")
+    for action in ("blocklist", "remove"):
+        assert (
+            login_as(Role.SENDER).get(reverse(f"lists:confirm_{action}", args=[news.pk, stranger.pk])).status_code
+            == 404
+        )
+        url = reverse(f"lists:confirm_{action}", args=[news.pk, ann.pk])
+        assert login_as(Role.VIEWER).get(url).status_code == 403
+        assert client.get(url).url.startswith(reverse("login"))
+
+
+def test_unsubscribe_and_reactivate_need_no_confirmation(sender_client, news, ann):
+    page = sender_client.get(reverse("lists:detail", args=[news.pk])).content.decode()
+    assert re.search(rf'<form method="post" action="{_row_url("unsubscribe", ann, news)}" hx-post="[^"]+" [^>]*>', page)
+    assert 'hx-confirm="Unsubscribe' not in page
+
+
 def test_remove_without_htmx_redirects_to_the_list(sender_client, news, ann):
     response = sender_client.post(_row_url("remove", ann, news))
     assert response.status_code == 302 and response.url == reverse("lists:detail", args=[news.pk])

@@ -89,13 +89,13 @@ def test_the_key_never_appears_in_any_page(admin_client, entry):
         ({"esp": "postal"}, "API base URL", "Postal runs on your own server: enter its API URL."),
         ({"esp": "mailgun", "sender_domain": "not a domain"}, "Sender domain (Mailgun)", "neither a host name"),
         ({"message_stream": "my stream"}, "Message stream (Postmark)", "Letters, digits, _ and - only."),
-        ({"max_conns": "0"}, "Max. connections", "greater than or equal to 1"),
-        ({"max_batch": "0"}, "Recipients per API call", "greater than or equal to 1"),
-        ({"max_batch": "-3"}, "Recipients per API call", "greater than or equal to"),
+        ({"max_conns": "0"}, "Max. connections", "Enter a whole number from 1 to 1,000."),
+        ({"max_batch": "0"}, "Recipients per API call", "Enter a whole number from 1 to 1,000,000."),
+        ({"max_batch": "-3"}, "Recipients per API call", "Enter a whole number from 1 to 1,000,000."),
         ({"max_batch": "51"}, "Recipients per API call", "At most 50: Postmark takes no more in one call."),
         ({"esp": "mailgun", "max_batch": "1001"}, "Recipients per API call", "At most 1,000: Mailgun takes no more"),
-        ({"max_batch": "fifty"}, "Recipients per API call", "Enter a whole number."),
-        ({"max_batch": "5\x00"}, "Recipients per API call", "Enter a whole number."),
+        ({"max_batch": "fifty"}, "Recipients per API call", "Enter a whole number from 1 to 1,000,000."),
+        ({"max_batch": "5\x00"}, "Recipients per API call", "Enter a whole number from 1 to 1,000,000."),
     ],
 )
 def test_each_esp_field_is_checked_and_nothing_is_saved(admin_client, overrides, label, error):
