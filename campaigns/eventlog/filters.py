@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 
 from django import forms
 from django.db.models import Count, F, Max, Min, QuerySet, Sum
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Substr
 from django.utils import timezone
 
 from campaigns.eventlog.writer import AUTO_PAUSE, TASK_ERROR
 from campaigns.models import Campaign, Delivery, Event
 from project import csv_files
-from project.charts import Timeline, minute_of
+from project.charts import NOTE_CHARS, Timeline
 from project.forms import TimeRangeForm
 from smtp_settings.events import Kind
 from smtp_settings.models import SmtpServer
@@ -211,8 +211,9 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
 
 
 def campaign_timeline(campaign: Campaign) -> Timeline | None:
-    """The campaign's last day of sending, with its 421s and reconnects ("sent", "closed_421"
-    and "reconnects" per bucket); None before it sent or heard anything."""
+    """The campaign's last day of sending, with its 421s, reconnects and rotations ("sent",
+    "closed_421", "reconnects" and "rotations" per bucket, the marks with a server's reply
+    each); None before it sent or heard anything."""
     sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
     events = Event.objects.filter(campaign=campaign)
     ends = [
@@ -226,11 +227,12 @@ def campaign_timeline(campaign: Campaign) -> Timeline | None:
     if not any(ends):
         return None
     timeline = Timeline.covering(min(moment for moment in starts if moment), max(moment for moment in ends if moment))
-    per_minute = sent.filter(sent_at__gte=timeline.start).annotate(minute=minute_of("sent_at"))
-    timeline.add("sent", per_minute.order_by().values_list("minute").annotate(n=Count("id")))
-    names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects"}
+    per_moment = sent.filter(sent_at__gte=timeline.start).annotate(moment=timeline.moment_of("sent_at"))
+    timeline.add("sent", per_moment.order_by().values_list("moment").annotate(n=Count("id")))
+    names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}
     marked = within(events.filter(kind__in=names), timeline.start, None, id_range=True)
-    marked = marked.annotate(minute=minute_of("at")).order_by().values_list("minute", "kind")
-    for minute, kind, n in marked.annotate(n=Sum("count")):
-        timeline.add(names[kind], [(minute, n)])
+    marked = marked.annotate(moment=timeline.moment_of("at")).order_by().values_list("moment", "kind")
+    rows = marked.annotate(n=Sum("count"), said=Max(Substr("text", 1, NOTE_CHARS + 1)))
+    for moment, kind, n, said in rows:
+        timeline.add_noted(names[kind], [(moment, n, said or "")])
     return timeline

@@ -459,41 +459,93 @@ def send_at(campaign, moments) -> None:
     )
 
 
-def test_the_chart_has_a_bar_per_minute_with_sends_and_marks_for_421s(viewer_client, make_server):
+def chart_of(html: str) -> str:
+    return re.search(r"<svg.*?</svg>", html, re.S).group(0)
+
+
+def bars_of(svg: str) -> list[tuple[str, str]]:
+    """(height, tooltip) of each "sent" bar."""
+    return re.findall(
+        r'<rect class="sent" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"><title>([^<]*)</title>', svg
+    )
+
+
+def test_a_long_run_has_a_bar_per_minute_with_sends_and_marks_for_421s(viewer_client, make_server):
     campaign = make_campaign([make_server()], 6)
-    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=100)
     send_at(
-        campaign, [minute, minute + timedelta(seconds=20), minute + timedelta(minutes=2), minute + timedelta(minutes=5)]
+        campaign,
+        [minute, minute + timedelta(seconds=20), minute + timedelta(minutes=2), minute + timedelta(minutes=90)],
     )
     make_events(at=minute + timedelta(minutes=2, seconds=5), kind=Kind.SESSION_CLOSED_421, count=3, campaign=campaign)
     make_events(at=minute + timedelta(minutes=2, seconds=6), kind=Kind.RECONNECT, count=3, campaign=campaign)
 
     html = viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
-    svg = re.search(r"<svg.*?</svg>", html, re.S).group(0)
+    svg = chart_of(html)
 
-    assert 'role="img"' in svg and "<title>Messages sent per minute, with 421s and reconnects</title>" in svg
-    assert re.search(r'aria-label="[^"]*4 sent, 3 sessions closed with a 421, 3 reconnects', svg)
-    bars = re.findall(
-        r'<rect class="sent" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"><title>([^<]*)</title>', svg
-    )
+    assert 'role="img"' in svg
+    assert "<title>Messages sent per minute, with 421s, reconnects and rotations</title>" in svg
+    assert re.search(r'aria-label="[^"]*4 sent, 3 sessions closed with a 421, 3 reconnects, 0 rotations', svg)
+    assert "UTC time; one bar per minute</text>" in svg and ">messages</text>" in svg
+    bars = bars_of(svg)
     assert [title.split(": ")[1] for _, title in bars] == ["2 sent", "1 sent", "1 sent"]
     assert float(bars[0][0]) == pytest.approx(2 * float(bars[1][0]))
-    assert re.findall(r'class="mark-421"[^>]*><title>([^<]*)</title>', svg) == [
+    assert re.findall(r'<path class="mark-421" d="M[^"]+z"><title>([^<]*)</title>', svg) == [
         f"{timezone.localtime(minute + timedelta(minutes=2)):%H:%M}: 3 × 421"
     ]
-    assert len(re.findall(r'class="mark-reconnect"[^>]*><title>', svg)) == 1
+    assert len(re.findall(r'<path class="mark-reconnect" d="M[^"]+a6 6[^"]+z"><title>', svg)) == 1
 
 
-def test_the_chart_covers_the_last_day_in_at_most_240_bars(make_server):
+def test_a_21_second_run_has_a_bar_per_second(viewer_client, make_server):
+    campaign = make_campaign([make_server()], 6)
+    start = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    send_at(campaign, [start, start, start + timedelta(seconds=1), start + timedelta(seconds=20)])
+
+    svg = chart_of(viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode())
+
+    assert "<title>Messages sent per second, with 421s, reconnects and rotations</title>" in svg
+    assert "one bar per second</text>" in svg
+    bars = bars_of(svg)
+    assert [title for _, title in bars] == [
+        f"{timezone.localtime(start + timedelta(seconds=s)):%H:%M:%S}: {n} sent" for s, n in ((0, 2), (1, 1), (20, 1))
+    ]
+
+
+def test_marks_carry_what_the_server_said_escaped_and_bounded(viewer_client, make_server):
+    campaign = make_campaign([make_server()], 3)
+    at = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    send_at(campaign, [at, at + timedelta(seconds=30)])
+    said = "421 4.7.0 <script>alert(1)</script> Too many messages " + "x" * 400
+    make_events(at=at + timedelta(seconds=10), kind=Kind.SESSION_CLOSED_421, count=4, text=said, campaign=campaign)
+    make_events(at=at + timedelta(seconds=10), kind=Kind.ROTATION, count=2, campaign=campaign)
+
+    svg = chart_of(viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode())
+
+    [title] = re.findall(r'<path class="mark-421" d="[^"]+"><title>([^<]*)</title>', svg)
+    assert "<script>" not in svg
+    assert title.startswith(f"{timezone.localtime(at + timedelta(seconds=10)):%H:%M:%S}: 4 × 421: 421 4.7.0 &lt;script")
+    assert len(unescape(title.split(": ", 2)[2])) == 200 and title.endswith("…")
+    [rotation] = re.findall(r'<path class="mark-rotation" d="[^"]+"><title>([^<]*)</title>', svg)
+    assert rotation.endswith(": 2 × rotation")
+    legend = re.search(r'<g class="legend".*?</g>', svg, re.S).group(0)
+    for css, label in (
+        ("mark-421", "421: session closed"),
+        ("mark-reconnect", "reconnect"),
+        ("mark-rotation", "rotation at the cap"),
+    ):
+        assert re.search(rf'<path class="{css}" d="M[^"]+z"/><text [^>]+>{label}</text>', legend)
+
+
+def test_the_chart_covers_the_last_day_in_at_most_120_bars(make_server):
     campaign = make_campaign([make_server()], 5)
     now = timezone.now()
     send_at(campaign, [now - timedelta(days=3), now - timedelta(hours=20), now - timedelta(hours=2), now])
 
     timeline = filters.campaign_timeline(campaign)
 
-    assert timeline.minutes == 6 and len(timeline.buckets) <= 240
+    assert timeline.seconds == 15 * 60 and len(timeline.buckets) <= 120
     assert timeline.total("sent") == 3  # the one three days ago is outside the last 24 hours
-    assert timeline.start > now - timedelta(hours=24, minutes=6)
+    assert timeline.start > now - timedelta(hours=24, minutes=15)
 
 
 def test_the_log_shows_the_chart_when_a_campaign_is_chosen(viewer_client, campaign):
