@@ -472,3 +472,19 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.server_name}"
+
+    # What a kind is called where people read it; any other reads as its identifier with spaces.
+    NAMES = {
+        "pool_wait_timeout": "no free connection",
+        "report_unparsed": "report not understood",
+        "auto_pause": "auto-pause",
+    }
+
+    @classmethod
+    def name_of(cls, kind: str) -> str:
+        """ "idle close" for `idle_close`: the kind as the log, the counts and the filter show it."""
+        return cls.NAMES.get(kind, kind.replace("_", " "))
+
+    @property
+    def kind_name(self) -> str:
+        return self.name_of(self.kind)

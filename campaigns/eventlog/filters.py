@@ -12,6 +12,7 @@ else at most the last week of the filter's range, or the last 24 hours without a
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django import forms
 from django.db.models import Count, F, Max, Min, QuerySet, Sum
@@ -36,6 +37,7 @@ EXPORT_COLUMNS = [
     "last_at",
     "count",
     "kind",
+    "kind_name",
     "server",
     "campaign",
     "outbox_message_id",
@@ -61,7 +63,7 @@ class LogFilterForm(TimeRangeForm):
         queryset=Campaign.objects.only("name").order_by("-created_at"), required=False, empty_label="All campaigns"
     )
     kind = forms.ChoiceField(
-        choices=[("", "All kinds"), *((kind, kind.replace("_", " ")) for kind in KINDS)], required=False
+        choices=[("", "All kinds"), *((kind, Event.name_of(kind)) for kind in KINDS)], required=False
     )
     code = forms.IntegerField(label="Reply code", min_value=100, max_value=599, required=False)
     q = forms.CharField(
@@ -182,25 +184,54 @@ def _for_table(events: QuerySet) -> QuerySet:
     return events.select_related("campaign").defer("campaign__html_body", "campaign__text_body")
 
 
-def summary(events: QuerySet) -> list[tuple[str, int]]:
-    """[(kind, how many times it happened)], most frequent first. A storm row counts `count` times."""
+class KindCount(NamedTuple):
+    kind: str
+    total: int  # how many times it happened
+
+    @property
+    def name(self) -> str:
+        return Event.name_of(self.kind)
+
+
+def summary(events: QuerySet) -> list[KindCount]:
+    """How many times each kind happened, most frequent first. A storm row counts `count` times."""
     # Grouped by an expression so that SQLite does not group by walking the (kind, id) index,
     # which reads the table's rows in random order (four times slower over a week of events)
     # where reading the id range in order is all it takes. Kinds are lower case already.
     totals = events.order_by().annotate(group=Lower("kind")).values_list("group").annotate(total=Sum("count"))
-    return sorted(totals, key=lambda row: (-row[1], row[0]))
+    return [KindCount(*row) for row in sorted(totals, key=lambda row: (-row[1], row[0]))]
 
 
 # CSV
 
 
+def export_name(cleaned: dict) -> str:
+    """What the export holds, as a file name: relaydeck-events-campaign-7-421-2026-11-26.csv."""
+    parts = ["relaydeck-events"]
+    if cleaned.get("campaign"):
+        parts.append(f"campaign-{cleaned['campaign'].pk}")
+    if cleaned.get("server"):
+        parts.append(f"server-{cleaned['server'].pk}")
+    if cleaned.get("kind"):
+        parts.append(cleaned["kind"])
+    if cleaned.get("code") is not None:
+        parts.append(f"code-{cleaned['code']}")
+    for name, moment in (("from", cleaned.get("since")), ("until", cleaned.get("until"))):
+        if moment is not None:
+            parts.append(f"{name}-{timezone.localtime(moment):%Y%m%d-%H%M}")
+    if cleaned.get("q"):
+        parts += ["matching", cleaned["q"]]
+    return csv_files.export_name(*parts)
+
+
 def csv_chunks(events: QuerySet) -> Iterator[str]:
     """The events as CSV, newest first, EXPORT_CHUNK rows a piece read by keyset: never the
     whole table in memory."""
-    columns = [name for name in EXPORT_COLUMNS if name not in ("server", "campaign")]
+    columns = [name for name in EXPORT_COLUMNS if name not in ("kind_name", "server", "campaign")]
     rows = events.values(*columns, "server_name", "campaign__name", "id")
 
     def cells(row: dict) -> list:
+        row["kind_name"] = Event.name_of(row["kind"])
         row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
         return [row[name] for name in EXPORT_COLUMNS]
 
