@@ -12,6 +12,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from smtp_settings.events import connection_label
 from smtp_settings.models import SmtpServer
 
 
@@ -488,3 +489,7 @@ class Event(models.Model):
     @property
     def kind_name(self) -> str:
         return self.name_of(self.kind)
+
+    @property
+    def connection_label(self) -> str:
+        return connection_label(self.connection_id) if self.connection_id else ""
