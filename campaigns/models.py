@@ -469,6 +469,10 @@ class Event(models.Model):
             models.Index(
                 fields=["outbox_message_id", "id"], name="event_outbox", condition=Q(outbox_message_id__isnull=False)
             ),
+            # How each connection of a page of the connection timeline ended.
+            models.Index(
+                fields=["connection_id", "id"], name="event_connection", condition=Q(connection_id__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -53,8 +53,8 @@ EXPORT_COLUMNS = [
 ]
 
 
-class LogFilterForm(TimeRangeForm):
-    """The log's filters, from the query string. `before` and `after` are the keyset bounds."""
+class ScopeForm(TimeRangeForm):
+    """A server, a campaign and a time range, from the query string."""
 
     server = forms.ModelChoiceField(
         queryset=SmtpServer.objects.only("name").order_by("name"), required=False, empty_label="All servers"
@@ -62,6 +62,11 @@ class LogFilterForm(TimeRangeForm):
     campaign = forms.ModelChoiceField(
         queryset=Campaign.objects.only("name").order_by("-created_at"), required=False, empty_label="All campaigns"
     )
+
+
+class LogFilterForm(ScopeForm):
+    """The log's filters, from the query string. `before` and `after` are the keyset bounds."""
+
     kind = forms.ChoiceField(
         choices=[("", "All kinds"), *((kind, Event.name_of(kind)) for kind in KINDS)], required=False
     )

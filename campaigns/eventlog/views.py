@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from campaigns.eventlog.charts import campaign_chart
+from campaigns.eventlog.connections import ConnectionsForm, lane_page, picture
 from campaigns.eventlog.filters import (
     LogFilterForm,
     csv_chunks,
@@ -87,6 +88,19 @@ def event_export(request: HtmxHttpRequest) -> HttpResponse:
     )
     response["Content-Disposition"] = f'attachment; filename="{export_name(form.cleaned_data)}"'
     return response
+
+
+@role_required(Role.VIEWER)
+@require_GET
+def connection_timeline(request: HtmxHttpRequest) -> HttpResponse:
+    """One lane per SMTP connection of a campaign or a time range, a page at a time."""
+    form = ConnectionsForm(request.GET)
+    filters = filters_in_use(request.GET, ConnectionsForm.FILTERS)
+    if not form.is_valid():
+        return render(request, "logs/connections.html", {"form": form, "filters": filters}, status=400)
+    lanes = lane_page(form.cleaned_data, after=form.cleaned_data["after"])
+    context = {"form": form, "filters": filters, "page": lanes, "picture": picture(lanes)}
+    return render(request, "logs/connections.html", context)
 
 
 @role_required(Role.VIEWER)
