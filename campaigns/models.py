@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from project.numbers import number, whole_number
+from smtp_settings.events import connection_label
 from smtp_settings.models import SmtpServer
 
 
@@ -472,7 +473,31 @@ class Event(models.Model):
             models.Index(
                 fields=["outbox_message_id", "id"], name="event_outbox", condition=Q(outbox_message_id__isnull=False)
             ),
+            # How each connection of a page of the connection timeline ended.
+            models.Index(
+                fields=["connection_id", "id"], name="event_connection", condition=Q(connection_id__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.server_name}"
+
+    # What a kind is called where people read it; any other reads as its identifier with spaces.
+    NAMES = {
+        "pool_wait_timeout": "no free connection",
+        "report_unparsed": "report not understood",
+        "auto_pause": "auto-pause",
+    }
+
+    @classmethod
+    def name_of(cls, kind: str) -> str:
+        """ "idle close" for `idle_close`: the kind as the log, the counts and the filter show it."""
+        return cls.NAMES.get(kind, kind.replace("_", " "))
+
+    @property
+    def kind_name(self) -> str:
+        return self.name_of(self.kind)
+
+    @property
+    def connection_label(self) -> str:
+        return connection_label(self.connection_id) if self.connection_id else ""

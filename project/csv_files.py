@@ -14,12 +14,14 @@ addresses, validated when they came in, which an import must read back as they w
 
 import csv
 import io
+import re
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import PurePath
 from typing import BinaryIO
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 MAX_LINE_BYTES = 1024 * 1024  # a longer physical line is reported, not read into memory
 CSV_SUFFIXES = (".csv", ".txt")
@@ -195,3 +197,11 @@ def csv_chunks(
         if len(piece) < chunk_rows:
             return
         before = piece[-1]["id"]
+
+
+def export_name(*parts: str) -> str:
+    """An export's file name that says what it holds, and today's date: each part (a filter's
+    value, a search) in lower case, other characters than letters, digits and "_" as "-", 40
+    characters at most; empty parts left out. "events-campaign-7-421-2026-11-26.csv"."""
+    safe = (re.sub(r"[^a-z0-9_]+", "-", part.lower())[:40].strip("-") for part in parts)
+    return "-".join([*(part for part in safe if part), timezone.localdate().isoformat()]) + ".csv"

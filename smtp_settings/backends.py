@@ -429,7 +429,6 @@ class _Delivery:
             self.pool.checkin(conn, self.context)
             return self._after_421(conn, error)
         except ConnectionLost as error:
-            self.pool.checkin(conn, self.context)
             return self._after_lost(conn, error, batch)
         except BeforeDotFailed as error:
             return self._held_back(conn, error)
@@ -551,6 +550,7 @@ class _Delivery:
         return True
 
     def _after_lost(self, conn, error: ConnectionLost, batch: list[str]) -> bool:
+        """The connection broke: report how, then give it back (the event is its end)."""
         if error.protocol_error:
             self.last = (None, f"bad reply at {error.stage}, connection closed: {error.error}")
         else:
@@ -560,9 +560,11 @@ class _Delivery:
             for address in batch:
                 self.outcome[address] = RecipientResult(SENT, None, self.last[1])
             self.emit(Kind.AMBIGUOUS, conn, stage=error.stage, text=self.last[1])
+            self.pool.checkin(conn, self.context)
             return True
         kind = Kind.TIMEOUT if error.timed_out else Kind.PROTOCOL_ERROR if error.protocol_error else Kind.NETWORK_ERROR
         self.emit(kind, conn, stage=error.stage, text=str(error.error))
+        self.pool.checkin(conn, self.context)
         if error.stage == "MAIL" and conn.sent and kind == Kind.NETWORK_ERROR:
             # The server had closed a session we reused (an idle drop): a new session is owed,
             # not a retry.

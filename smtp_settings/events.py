@@ -5,7 +5,10 @@ campaign counters) connects a receiver to `smtp_event`; `context` carries whatev
 attached to its backend (a campaign id, say).
 """
 
+import os
+import random
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +26,7 @@ class Kind:
     ROTATION = "rotation"  # closed on reaching the per-connection message cap
     IDLE_CLOSE = "idle_close"  # closed after idle_timeout
     AGE_CLOSE = "age_close"  # retired after max_conn_age
+    CLOSE = "close"  # closed for another reason (detail "reason"): surplus, shutdown, broken off
     SESSION_CLOSED_421 = "421"  # the server ended the session, at `stage`
     RECONNECT = "reconnect"  # a new session replaces one the server closed
     RETRY = "retry"  # a 4xx or network error; the message is tried again
@@ -47,6 +51,53 @@ class Kind:
     # The suppression list (smtp_settings/suppressions/)
     SUPPRESSED = "suppressed"  # an outbox message was not sent to addresses on the list
     UNSUPPRESSED = "unsuppressed"  # someone took an address off the list; `text` says why
+
+
+# Kinds that end the SMTP connection they name: each connection has one of these at most.
+CONNECTION_ENDS = frozenset(
+    {
+        Kind.ROTATION,
+        Kind.IDLE_CLOSE,
+        Kind.AGE_CLOSE,
+        Kind.CLOSE,
+        Kind.SESSION_CLOSED_421,
+        Kind.NETWORK_ERROR,
+        Kind.TIMEOUT,
+        Kind.PROTOCOL_ERROR,
+        Kind.AMBIGUOUS,
+    }
+)
+
+
+class ConnectionIds:
+    """Numbers for new connections that no other process or host gives out: a random prefix
+    for the process, then a count (`prefix << COUNT_BITS | n`), so that the log tells apart the
+    connections of every worker. A forked process draws its own prefix."""
+
+    COUNT_BITS = 24
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix, self._n = random.SystemRandom().getrandbits(30), 0
+
+    def next(self) -> int:
+        with self._lock:
+            self._n += 1
+            if self._n >> self.COUNT_BITS:  # the count is used up: a new prefix
+                self._prefix, self._n = random.SystemRandom().getrandbits(30), 1
+            return self._prefix << self.COUNT_BITS | self._n
+
+
+connection_ids = ConnectionIds()
+
+
+def connection_label(connection_id: int) -> str:
+    """A connection id as people read it: its process' prefix, then its number there ("3fa2c1·12")."""
+    return f"{connection_id >> ConnectionIds.COUNT_BITS:x}·{connection_id & ((1 << ConnectionIds.COUNT_BITS) - 1)}"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ Guarantees:
 - A connection that saw a 421, a network error, a reply out of bounds or syntax (`replies.py`)
   or a failed RSET is never used again: smtplib closes its socket on some of these, and a
   session the server gave up on is gone either way.
-- Every notable thing is reported as a `PoolEvent` through `smtp_event`.
+- Every notable thing is reported as a `PoolEvent` through `smtp_event`. An SMTP connection's
+  events carry its id; its life is a `connect`, then one of `CONNECTION_ENDS` (events.py).
+  Events of a connection that no caller is using (an idle close) carry the context of the
+  caller that used it last.
 
 For an ESP entry (esp/) the pool lends out API sessions (`EspConnection`) instead of SMTP
 sessions, under the same ceiling, shares, rates and quotas; nothing is opened until a call.
@@ -29,7 +32,7 @@ from django.conf import settings
 
 from smtp_settings.connection import Deadline, SmtpStepError, open_session
 from smtp_settings.esp.client import EspConnection
-from smtp_settings.events import Kind, PoolEvent, smtp_event
+from smtp_settings.events import CONNECTION_ENDS, Kind, PoolEvent, smtp_event
 from smtp_settings.learning import LimitLearner
 from smtp_settings.limits import Limits, LocalLimits
 from smtp_settings.shared_limits import SharedLimits
@@ -131,6 +134,8 @@ class ConnectionPool:
         if conn is not None:
             fields.setdefault("connection_id", conn.id)
             fields.setdefault("messages_on_connection", conn.sent)
+            context = context or conn.context
+            conn.ended = conn.ended or kind in CONNECTION_ENDS
         event = PoolEvent(
             kind=kind, server_id=self.config.id, server_name=self.config.name, context=context or {}, **fields
         )
@@ -165,8 +170,10 @@ class ConnectionPool:
             if conn is None:
                 break
             if self.limits.keep(conn.slot):
+                conn.context = context or {}
                 return conn
-            self._discard(conn, quit=True)  # its slot was lost (this process was stopped), or is beyond our share
+            # Its slot was lost (this process was stopped), or is beyond our share.
+            self._discard(conn, "surplus", quit=True)
         if slot is None:
             self.emit(Kind.POOL_WAIT_TIMEOUT, context=context, detail={"wait_timeout": wait_s})
             raise PoolTimeout(f"no free connection to {self.config.name} within {wait_s} s")
@@ -209,6 +216,7 @@ class ConnectionPool:
             )
             raise ConnectFailed(error) from error
         conn = PooledConnection(smtp, slot)
+        conn.context = context or {}
         self.emit(
             Kind.CONNECT,
             conn,
@@ -230,17 +238,19 @@ class ConnectionPool:
     def checkin(self, conn: PooledConnection, context: dict | None = None) -> None:
         """Return a connection after use: idle it, or close it if it is spent, dead or surplus."""
         if not conn.usable or conn.in_flight:
-            self._discard(conn)  # closed without QUIT: a server in DATA discards what it has
+            self._discard(conn, "broken off")  # closed without QUIT: a server in DATA discards what it has
             return
         cap = self.msgs_cap(conn)
         if cap and conn.sent >= cap:
             self.emit(Kind.ROTATION, conn, context, detail={"cap": cap})
-            self._discard(conn, quit=True)
+            self._discard(conn, "rotation", quit=True)
         elif self.config.max_conn_age and time.monotonic() - conn.opened_at >= self.config.max_conn_age:
             self.emit(Kind.AGE_CLOSE, conn, context, detail={"max_conn_age": self.config.max_conn_age})
-            self._discard(conn, quit=True)
-        elif self._closed or not self.limits.keep(conn.slot):  # surplus: a lower ceiling, or our share
-            self._discard(conn, quit=True)
+            self._discard(conn, "age", quit=True)
+        elif self._closed:
+            self._discard(conn, "shutdown", quit=True)
+        elif not self.limits.keep(conn.slot):  # surplus: a lower ceiling, or our share
+            self._discard(conn, "surplus", quit=True)
         else:
             with self._cond:
                 self._idle.append(conn)
@@ -248,7 +258,10 @@ class ConnectionPool:
         if (raised_to := self.learner.maybe_probe_upward()) is not None:
             self.emit(Kind.CONCURRENCY_RAISED, context=context, detail={"value": raised_to})
 
-    def _discard(self, conn: PooledConnection, quit: bool = False) -> None:
+    def _discard(self, conn: PooledConnection, reason: str, quit: bool = False) -> None:
+        """Close a connection; if no event has said how it ended, a `close` with `reason`."""
+        if isinstance(conn, PooledConnection) and not conn.ended:
+            self.emit(Kind.CLOSE, conn, detail={"reason": reason})
         if quit:
             conn.quit()
         else:
@@ -272,7 +285,7 @@ class ConnectionPool:
                 if surplus is None:
                     return
                 self._idle.remove(surplus)
-            self._discard(surplus, quit=True)
+            self._discard(surplus, "surplus", quit=True)
 
     def throttled(self, conn: PooledConnection | None, code: int, text: str, context: dict | None = None) -> None:
         """The server answered with a throttle reply: lower the rate for everyone sending to it."""
@@ -327,7 +340,7 @@ class ConnectionPool:
                 oldest = min((conn.last_used for conn in self._idle), default=now)
             for conn in expired:
                 self.emit(Kind.IDLE_CLOSE, conn, detail={"idle_timeout": timeout})
-                self._discard(conn, quit=True)
+                self._discard(conn, "idle", quit=True)
             with self._cond:
                 if not self._closed:
                     self._cond.wait(max(0.05, min(timeout, oldest + timeout - time.monotonic())))
@@ -343,7 +356,7 @@ class ConnectionPool:
             idle, self._idle = self._idle, []
             self._cond.notify_all()
         for conn in idle:
-            self._discard(conn, quit=True)
+            self._discard(conn, "shutdown", quit=True)
         self.limits.retire()
 
 

@@ -8,16 +8,15 @@ either way the connection is closed and never used again. `prepare_data` turns a
 the bytes `transact` sends.
 """
 
-import itertools
 import math
 import re
 import smtplib
 import time
 from dataclasses import dataclass
 
+from smtp_settings.events import connection_ids
 from smtp_settings.replies import BoundedSMTP, ProtocolError
 
-_connection_ids = itertools.count(1)
 _BARE_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
@@ -93,7 +92,9 @@ class PooledConnection:
     offered (PIPELINING, RFC 9422 LIMITS) and how many messages it has carried."""
 
     def __init__(self, smtp: BoundedSMTP, slot: object = None):
-        self.id = next(_connection_ids)
+        self.id = connection_ids.next()
+        self.context: dict = {}  # the event context of the caller that used it last
+        self.ended = False  # an event that ends it was reported
         self.smtp = smtp
         self.slot = slot  # what the pool's Limits gave for it, given back when it closes
         self.opened_at = self.last_used = time.monotonic()

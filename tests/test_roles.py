@@ -162,6 +162,7 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "lists:import_status",
         "logs:list",
         "logs:export",
+        "logs:connections",
         "logs:campaign",
         "smtp_settings:list",
         "smtp_settings:live",

@@ -12,16 +12,17 @@ else at most the last week of the filter's range, or the last 24 hours without a
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django import forms
 from django.db.models import Count, F, Max, Min, QuerySet, Sum
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Substr
 from django.utils import timezone
 
 from campaigns.eventlog.writer import AUTO_PAUSE, TASK_ERROR
 from campaigns.models import Campaign, Delivery, Event
 from project import csv_files
-from project.charts import Timeline, minute_of
+from project.charts import NOTE_CHARS, Timeline
 from project.forms import TimeRangeForm
 from smtp_settings.events import Kind
 from smtp_settings.models import SmtpServer
@@ -36,6 +37,7 @@ EXPORT_COLUMNS = [
     "last_at",
     "count",
     "kind",
+    "kind_name",
     "server",
     "campaign",
     "outbox_message_id",
@@ -51,8 +53,8 @@ EXPORT_COLUMNS = [
 ]
 
 
-class LogFilterForm(TimeRangeForm):
-    """The log's filters, from the query string. `before` and `after` are the keyset bounds."""
+class ScopeForm(TimeRangeForm):
+    """A server, a campaign and a time range, from the query string."""
 
     server = forms.ModelChoiceField(
         queryset=SmtpServer.objects.only("name").order_by("name"), required=False, empty_label="All servers"
@@ -60,8 +62,13 @@ class LogFilterForm(TimeRangeForm):
     campaign = forms.ModelChoiceField(
         queryset=Campaign.objects.only("name").order_by("-created_at"), required=False, empty_label="All campaigns"
     )
+
+
+class LogFilterForm(ScopeForm):
+    """The log's filters, from the query string. `before` and `after` are the keyset bounds."""
+
     kind = forms.ChoiceField(
-        choices=[("", "All kinds"), *((kind, kind.replace("_", " ")) for kind in KINDS)], required=False
+        choices=[("", "All kinds"), *((kind, Event.name_of(kind)) for kind in KINDS)], required=False
     )
     code = forms.IntegerField(label="Reply code", min_value=100, max_value=599, required=False)
     q = forms.CharField(
@@ -182,25 +189,54 @@ def _for_table(events: QuerySet) -> QuerySet:
     return events.select_related("campaign").defer("campaign__html_body", "campaign__text_body")
 
 
-def summary(events: QuerySet) -> list[tuple[str, int]]:
-    """[(kind, how many times it happened)], most frequent first. A storm row counts `count` times."""
+class KindCount(NamedTuple):
+    kind: str
+    total: int  # how many times it happened
+
+    @property
+    def name(self) -> str:
+        return Event.name_of(self.kind)
+
+
+def summary(events: QuerySet) -> list[KindCount]:
+    """How many times each kind happened, most frequent first. A storm row counts `count` times."""
     # Grouped by an expression so that SQLite does not group by walking the (kind, id) index,
     # which reads the table's rows in random order (four times slower over a week of events)
     # where reading the id range in order is all it takes. Kinds are lower case already.
     totals = events.order_by().annotate(group=Lower("kind")).values_list("group").annotate(total=Sum("count"))
-    return sorted(totals, key=lambda row: (-row[1], row[0]))
+    return [KindCount(*row) for row in sorted(totals, key=lambda row: (-row[1], row[0]))]
 
 
 # CSV
 
 
+def export_name(cleaned: dict) -> str:
+    """What the export holds, as a file name: relaydeck-events-campaign-7-421-2026-11-26.csv."""
+    parts = ["relaydeck-events"]
+    if cleaned.get("campaign"):
+        parts.append(f"campaign-{cleaned['campaign'].pk}")
+    if cleaned.get("server"):
+        parts.append(f"server-{cleaned['server'].pk}")
+    if cleaned.get("kind"):
+        parts.append(cleaned["kind"])
+    if cleaned.get("code") is not None:
+        parts.append(f"code-{cleaned['code']}")
+    for name, moment in (("from", cleaned.get("since")), ("until", cleaned.get("until"))):
+        if moment is not None:
+            parts.append(f"{name}-{timezone.localtime(moment):%Y%m%d-%H%M}")
+    if cleaned.get("q"):
+        parts += ["matching", cleaned["q"]]
+    return csv_files.export_name(*parts)
+
+
 def csv_chunks(events: QuerySet) -> Iterator[str]:
     """The events as CSV, newest first, EXPORT_CHUNK rows a piece read by keyset: never the
     whole table in memory."""
-    columns = [name for name in EXPORT_COLUMNS if name not in ("server", "campaign")]
+    columns = [name for name in EXPORT_COLUMNS if name not in ("kind_name", "server", "campaign")]
     rows = events.values(*columns, "server_name", "campaign__name", "id")
 
     def cells(row: dict) -> list:
+        row["kind_name"] = Event.name_of(row["kind"])
         row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
         return [row[name] for name in EXPORT_COLUMNS]
 
@@ -211,8 +247,9 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
 
 
 def campaign_timeline(campaign: Campaign) -> Timeline | None:
-    """The campaign's last day of sending, with its 421s and reconnects ("sent", "closed_421"
-    and "reconnects" per bucket); None before it sent or heard anything."""
+    """The campaign's last day of sending, with its 421s, reconnects and rotations ("sent",
+    "closed_421", "reconnects" and "rotations" per bucket, the marks with a server's reply
+    each); None before it sent or heard anything."""
     sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
     events = Event.objects.filter(campaign=campaign)
     ends = [
@@ -226,11 +263,12 @@ def campaign_timeline(campaign: Campaign) -> Timeline | None:
     if not any(ends):
         return None
     timeline = Timeline.covering(min(moment for moment in starts if moment), max(moment for moment in ends if moment))
-    per_minute = sent.filter(sent_at__gte=timeline.start).annotate(minute=minute_of("sent_at"))
-    timeline.add("sent", per_minute.order_by().values_list("minute").annotate(n=Count("id")))
-    names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects"}
+    per_moment = sent.filter(sent_at__gte=timeline.start).annotate(moment=timeline.moment_of("sent_at"))
+    timeline.add("sent", per_moment.order_by().values_list("moment").annotate(n=Count("id")))
+    names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}
     marked = within(events.filter(kind__in=names), timeline.start, None, id_range=True)
-    marked = marked.annotate(minute=minute_of("at")).order_by().values_list("minute", "kind")
-    for minute, kind, n in marked.annotate(n=Sum("count")):
-        timeline.add(names[kind], [(minute, n)])
+    marked = marked.annotate(moment=timeline.moment_of("at")).order_by().values_list("moment", "kind")
+    rows = marked.annotate(n=Sum("count"), said=Max(Substr("text", 1, NOTE_CHARS + 1)))
+    for moment, kind, n, said in rows:
+        timeline.add_noted(names[kind], [(moment, n, said or "")])
     return timeline

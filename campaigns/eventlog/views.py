@@ -1,14 +1,17 @@
 """The event log: the filtered table with its counts per kind and live tail, the CSV export,
 and a campaign's own events for its page. The queries are in `filters.py`."""
 
+from django.db.models import QuerySet
 from django.http import HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from campaigns.eventlog.charts import campaign_chart
+from campaigns.eventlog.connections import ConnectionsForm, lane_page, picture
 from campaigns.eventlog.filters import (
     LogFilterForm,
     csv_chunks,
+    export_name,
     filtered_events,
     newer_than,
     page,
@@ -29,6 +32,18 @@ def _bad_filters(request: HtmxHttpRequest, form: LogFilterForm) -> HttpResponse:
     return render(request, "logs/list.html", {"form": form, "filters": _filters(request)}, status=400)
 
 
+def _counts(request: HtmxHttpRequest, cleaned: dict, events: QuerySet) -> dict:
+    """What `logs/_counts.html` shows: the counts per kind of the filter's events in its time
+    window, and that window when it is not the filter's own range."""
+    window = time_window(cleaned)
+    return {
+        "filters": _filters(request),
+        # A text search is in the window already.
+        "counts": summary(events if cleaned["q"] else filtered_events(cleaned, windowed=True)),
+        "window": window if window != (cleaned["since"], cleaned["until"]) else None,
+    }
+
+
 def campaign_events_context(campaign: Campaign) -> dict:
     """What `campaigns/_events.html` shows on the campaign's page."""
     return {
@@ -46,20 +61,18 @@ def event_list(request: HtmxHttpRequest) -> HttpResponse:
         return _bad_filters(request, form)
     cleaned = form.cleaned_data
     events = filtered_events(cleaned)
-    if request.htmx and cleaned["after"] is not None:  # the live tail: only what is new
-        return render(request, "logs/_rows.html", {"events": newer_than(events, cleaned["after"]), "live": True})
+    if request.htmx and cleaned["after"] is not None:  # the live tail: what is new, and the counts with it
+        rows = newer_than(events, cleaned["after"])
+        counted = _counts(request, cleaned, events) if rows else {}
+        return render(request, "logs/_rows.html", {"events": rows, "live": True, **counted})
     campaign = cleaned["campaign"]
-    window = time_window(cleaned)
     context = {
         "form": form,
-        "filters": _filters(request),
         "page": page(events, before=cleaned["before"], after=cleaned["after"]),
         "paged": cleaned["before"] is not None or cleaned["after"] is not None,
-        # A text search is in the window already.
-        "counts": summary(events if cleaned["q"] else filtered_events(cleaned, windowed=True)),
-        "window": window if window != (cleaned["since"], cleaned["until"]) else None,
         "campaign": campaign,
         "chart": campaign_chart(campaign) if campaign else None,
+        **_counts(request, cleaned, events),
     }
     return render(request, "logs/list.html", context)
 
@@ -73,8 +86,21 @@ def event_export(request: HtmxHttpRequest) -> HttpResponse:
     response = StreamingHttpResponse(
         csv_chunks(filtered_events(form.cleaned_data)), content_type="text/csv; charset=utf-8"
     )
-    response["Content-Disposition"] = 'attachment; filename="relaydeck-events.csv"'
+    response["Content-Disposition"] = f'attachment; filename="{export_name(form.cleaned_data)}"'
     return response
+
+
+@role_required(Role.VIEWER)
+@require_GET
+def connection_timeline(request: HtmxHttpRequest) -> HttpResponse:
+    """One lane per SMTP connection of a campaign or a time range, a page at a time."""
+    form = ConnectionsForm(request.GET)
+    filters = filters_in_use(request.GET, ConnectionsForm.FILTERS)
+    if not form.is_valid():
+        return render(request, "logs/connections.html", {"form": form, "filters": filters}, status=400)
+    lanes = lane_page(form.cleaned_data, after=form.cleaned_data["after"])
+    context = {"form": form, "filters": filters, "page": lanes, "picture": picture(lanes)}
+    return render(request, "logs/connections.html", context)
 
 
 @role_required(Role.VIEWER)

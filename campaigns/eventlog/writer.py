@@ -5,7 +5,8 @@ unsaved model instance); a background thread writes the buffer with one bulk ins
 EVENT_LOG_FLUSH_S. Events of an outbox message (context `outbox_message_id`) keep its id.
 Identical events of one campaign (or outbox message) and server in one flush (a storm of
 421s or retries: same kind, stage, code and text) become one row with a `count`, so a storm
-costs a few rows a second, and retention (`prune_events`) bounds the rest.
+costs a few rows a second, and retention (`prune_events`) bounds the rest; but the event that
+ended a connection (its 421, its network error) keeps a row per connection.
 
 With EVENT_LOG_FLUSH_S = 0 (the tests) no thread runs and events wait for `flush()`, which
 the campaign sender also calls when a task ends.
@@ -22,7 +23,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from campaigns.models import Campaign, Event
-from smtp_settings.events import Kind, PoolEvent, smtp_event
+from smtp_settings.events import CONNECTION_ENDS, Kind, PoolEvent, smtp_event
 from smtp_settings.models import SmtpServer
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ def record_pool_event(sender, event: PoolEvent, **kwargs) -> None:
     )
     key = None
     if event.kind in AGGREGATED:
-        key = (campaign_id, outbox_message_id, event.server_id, event.kind, event.stage, event.code, event.text)
+        ended = event.connection_id if event.kind in CONNECTION_ENDS else None  # a row per connection's end
+        key = (campaign_id, outbox_message_id, event.server_id, event.kind, event.stage, event.code, event.text, ended)
     _buffer.add(row, key)
 
 

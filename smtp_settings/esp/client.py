@@ -22,7 +22,6 @@ TEXT_CHARS and cut free of the entry's secrets, whatever the ESP echoed.
 if it raises, nothing went out, and BeforeDotFailed carries its exception, as over SMTP.
 """
 
-import itertools
 import json
 import re
 import time
@@ -34,6 +33,7 @@ from django.utils.module_loading import import_string
 from urllib3.exceptions import NewConnectionError
 
 from smtp_settings.esp.registry import ESPS_BY_KEY, Esp, parse_credentials
+from smtp_settings.events import connection_ids
 from smtp_settings.redaction import redact, secret_pattern
 from smtp_settings.transaction import BeforeDotFailed
 
@@ -43,7 +43,6 @@ ACCEPTED, REFUSED, UNSENT, LOST, UNREADABLE, INVALID = "accepted", "refused", "u
 _CHUNK = 8192
 _MESSAGE_KEYS = ("Message", "message", "error", "errors", "detail")
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
-_ids = itertools.count(1)
 
 
 @dataclass
@@ -143,9 +142,11 @@ class EspConnection:
     pipelining = False
     in_flight = None
     mailmax = 0
+    ended = False  # an API session is not reported as a connection: no connect, no close
 
     def __init__(self, config, slot: object = None):
-        self.id = next(_ids)
+        self.id = connection_ids.next()
+        self.context: dict = {}
         self.slot = slot
         self.opened_at = self.last_used = time.monotonic()
         self.sent = 0

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from project.charts import WINDOW, Chart, Series, Timeline, bar_chart, count, minute_of, per_bucket, span
+from project.charts import WINDOW, Chart, Series, Timeline, bar_chart, count, per_bucket, span
 from smtp_settings.models import OutboxMessage
 
 Status = OutboxMessage.Status
@@ -31,11 +31,11 @@ def outbox_timeline(now: datetime | None = None) -> Timeline | None:
     if not any(firsts):
         return None
     timeline = Timeline.covering(min(moment for moment in firsts if moment), end)
-    per_minute = sent.filter(sent_at__gte=timeline.start).annotate(minute=minute_of("sent_at"))
-    timeline.add(Status.SENT, per_minute.order_by().values_list("minute").annotate(Count("id")))
-    per_minute = unsent.filter(updated_at__gte=timeline.start).annotate(minute=minute_of("updated_at"))
-    for minute, status, n in per_minute.order_by().values_list("minute", "status").annotate(Count("id")):
-        timeline.add(status, [(minute, n)])
+    per_moment = sent.filter(sent_at__gte=timeline.start).annotate(moment=timeline.moment_of("sent_at"))
+    timeline.add(Status.SENT, per_moment.order_by().values_list("moment").annotate(Count("id")))
+    per_moment = unsent.filter(updated_at__gte=timeline.start).annotate(moment=timeline.moment_of("updated_at"))
+    for moment, status, n in per_moment.order_by().values_list("moment", "status").annotate(Count("id")):
+        timeline.add(status, [(moment, n)])
     return timeline
 
 
@@ -45,4 +45,4 @@ def outbox_chart(now: datetime | None = None) -> Chart | None:
         return None
     totals = ", ".join(f"{count(timeline.total(series.name))} {series.label}" for series in BARS)
     title = f"Messages sent, deferred, failed and skipped per {per_bucket(timeline)}"
-    return bar_chart(timeline, title, f"{span(timeline)}: {totals}.", BARS)
+    return bar_chart(timeline, title, f"{span(timeline)}: {totals}.", BARS, unit="messages")

@@ -2,13 +2,12 @@
 the CSV export. The list may hold hundreds of thousands of addresses: pages are keyset pages
 on `id`, newest first, and the export reads them the same way."""
 
-import re
 from collections.abc import Iterator
 
 from django import forms
 from django.db.models import Count, QuerySet
-from django.utils import timezone
 
+from project import csv_files
 from project.csv_files import csv_chunks
 from project.forms import FilterForm
 from project.paging import Page, keyset_page
@@ -52,10 +51,8 @@ def reason_counts() -> list[tuple[str, str, int]]:
 
 def export_name(cleaned: dict) -> str:
     """What the export holds, as a file name: suppressions-hard_bounce-matching-example-com-2026-11-26.csv."""
-    parts = ["suppressions", cleaned.get("reason") or "all"]
-    if searched := re.sub(r"[^a-z0-9]+", "-", cleaned.get("q", "").lower())[:40].strip("-"):
-        parts += ["matching", searched]
-    return "-".join([*parts, timezone.localdate().isoformat()]) + ".csv"
+    searched = ["matching", cleaned["q"]] if cleaned.get("q") else []
+    return csv_files.export_name("suppressions", cleaned.get("reason") or "all", *searched)
 
 
 def export(entries: QuerySet) -> Iterator[str]:

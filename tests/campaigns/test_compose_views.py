@@ -390,6 +390,18 @@ def test_test_send_delivers_one_message_through_the_first_enabled_server(
     assert ('id="test-send-result"' in content) and (("<html" in content) != bool(headers))
 
 
+def test_the_test_sends_connection_is_logged_as_the_campaigns(
+    sender_client, make_campaign, make_server, smtp_sandbox, pool_events
+):
+    campaign = make_campaign()
+    campaign.servers.set([make_server(name="Sandbox", port=smtp_sandbox().port)])
+
+    sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "tester@example.test"})
+
+    assert {event.kind for event in pool_events} >= {"connect"}
+    assert {event.context.get("campaign_id") for event in pool_events} == {campaign.pk}
+
+
 def test_test_send_to_a_subscriber_renders_for_them_with_their_own_unsubscribe_link(
     sender_client, make_campaign, make_server, smtp_sandbox
 ):

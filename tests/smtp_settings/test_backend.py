@@ -1,5 +1,6 @@
 """RotatingEmailBackend and its pool, against the sandbox: what the server received, exactly."""
 
+import os
 import re
 import threading
 import time
@@ -11,7 +12,7 @@ from django.core.mail import EmailMessage, get_connection, make_msgid, send_mail
 from django.db import connection
 
 from smtp_settings.backends import DeliveryFailed, StopBatch
-from smtp_settings.events import Kind
+from smtp_settings.events import CONNECTION_ENDS, ConnectionIds, Kind, connection_ids, connection_label
 from smtp_settings.pool import ConnectionPool, ServerConfig, get_pool
 from smtp_settings.sandbox import EXCHANGE_421, SES_421
 from smtp_settings.transaction import SessionClosed, prepare_data
@@ -312,6 +313,51 @@ def test_idle_connections_are_closed_after_idle_timeout(smtp_sandbox, make_serve
     assert get_pool(server).idle_count() == 0
     assert _kinds(pool_events)[Kind.IDLE_CLOSE] == 1
     assert sandbox.active == 0
+
+
+def test_an_idle_close_carries_the_context_of_the_caller_that_used_the_connection_last(
+    smtp_sandbox, make_server, pool_events
+):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port, idle_timeout=1)
+    _backend(server, event_context={"campaign_id": 7}).send_messages(_messages(1))
+    _backend(server, event_context={"campaign_id": 8}).send_messages(_messages(1))  # the same connection
+    time.sleep(1.6)
+
+    [connect] = [event for event in pool_events if event.kind == Kind.CONNECT]
+    [idle] = [event for event in pool_events if event.kind == Kind.IDLE_CLOSE]
+    assert connect.context == {"campaign_id": 7}
+    assert idle.context == {"campaign_id": 8} and idle.connection_id == connect.connection_id
+    assert idle.messages_on_connection == 2
+
+
+def test_every_connection_reports_one_end(smtp_sandbox, make_server, pool_events):
+    """A connect, then exactly one of CONNECTION_ENDS: at the cap, after a 421, or closed
+    when the pool shuts down."""
+    sandbox = smtp_sandbox(max_msgs_per_session=4)
+    server = make_server(port=sandbox.port, max_conns=2, max_msgs_per_conn=3, idle_timeout=0)
+    _backend(server).send_messages(_messages(10))
+    get_pool(server).close()
+
+    opened = {event.connection_id for event in pool_events if event.kind == Kind.CONNECT}
+    ends = [event for event in pool_events if event.kind in CONNECTION_ENDS]
+    assert len(opened) == sandbox.summary()["sessions"] >= 4
+    assert Counter(event.connection_id for event in ends) == dict.fromkeys(opened, 1)
+    assert {event.kind for event in ends} == {Kind.ROTATION, Kind.CLOSE}
+    assert {event.detail["reason"] for event in ends if event.kind == Kind.CLOSE} == {"shutdown"}
+
+
+def test_connection_ids_differ_between_processes():
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a forked worker, as django-q2 starts them
+        os.write(write, str(connection_ids.next()).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    theirs = int(os.read(read, 64))
+    ours = connection_ids.next()
+    assert theirs >> ConnectionIds.COUNT_BITS != ours >> ConnectionIds.COUNT_BITS
+    assert connection_label(ours).endswith(f"·{ours & 0xFFFFFF}")
 
 
 def test_connections_older_than_max_conn_age_are_retired(smtp_sandbox, make_server, pool_events):

@@ -210,7 +210,7 @@ def test_the_counts_per_status_refresh_alone_every_two_seconds(viewer_client, on
 
 
 def test_the_chart_stacks_sent_deferred_failed_and_skipped_per_minute(viewer_client):
-    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=100)  # a bar a minute
     for seconds in (0, 10, 20):
         make_message(status=Status.SENT, sent_at=minute + timedelta(seconds=seconds))
     make_message(status=Status.DEFERRED, updated_at=minute + timedelta(seconds=30))

@@ -311,7 +311,61 @@ def test_without_a_start_the_counts_cover_the_last_24_hours_and_say_so(viewer_cl
 
     assert counts(response) == {"connect": 3}
     assert len(shown_ids(response)) == 5  # the table shows them all
-    assert "choose a campaign to count all of its events" in response.content.decode()
+    said = re.search(r'<div id="log-counts">\s*<p class="help">(.*?)</p>', html(response), re.S)[1]
+    help_text = " ".join(said.split())
+    start = timezone.localtime(response.context["window"][0])
+    assert help_text == (
+        f"These counts cover {start:%Y-%m-%d %H:%M} to now. Counting reads every event, so it looks back 24 hours, "
+        "or up to a week after the “From” time you set. To count all the events of one campaign, choose that campaign."
+    )
+
+
+def html(response) -> str:
+    return unescape(response.content.decode())
+
+
+def test_kinds_read_as_names_in_the_rows_the_counts_and_the_filter(viewer_client, campaign):
+    make_events(2, kind=Kind.IDLE_CLOSE, campaign=campaign)
+    make_events(kind=Kind.LEARNED_LIMIT)
+    make_events(kind="auto_pause", campaign=campaign)
+    make_events(kind=Kind.POOL_WAIT_TIMEOUT)
+
+    page = html(viewer_client.get(LOG))
+    panel = html(viewer_client.get(reverse("logs:campaign", args=[campaign.pk])))
+
+    for identifier, name in [
+        ("idle_close", "idle close"),
+        ("learned_limit", "learned limit"),
+        ("auto_pause", "auto-pause"),
+        ("pool_wait_timeout", "no free connection"),
+    ]:
+        assert f'<span class="kind">{name}</span>' in page
+        assert f'kind={identifier}">{name}</a></dt>' in page
+        assert f'<option value="{identifier}">{name}</option>' in page
+    assert 'kind=idle_close">idle close</a></dt><dd>2</dd>' in panel and "auto-pause</a>" in panel
+    assert "idle_close<" not in page + panel and "learned_limit<" not in page
+
+
+def test_the_live_tail_brings_the_counts_up_to_date_with_its_rows(viewer_client):
+    [first] = make_events(kind=Kind.CONNECT)
+    make_events(3, kind=Kind.SESSION_CLOSED_421, ago=timedelta(seconds=1))
+
+    tail = viewer_client.get(f"{LOG}?after={first.pk}", HTTP_HX_REQUEST="true").content.decode()
+
+    assert len(shown_ids_in(tail)) == 3
+    assert '<div id="log-counts" hx-swap-oob="true">' in tail
+    assert 'kind=421">421</a></dt><dd>3</dd>' in tail and 'kind=connect">connect</a></dt><dd>1</dd>' in tail
+
+
+def test_a_live_tail_with_nothing_new_counts_nothing(viewer_client):
+    [last] = make_events(kind=Kind.CONNECT)
+    with CaptureQueriesContext(connection) as queries:
+        tail = viewer_client.get(f"{LOG}?after={last.pk}", HTTP_HX_REQUEST="true").content.decode()
+    assert "log-counts" not in tail and not any("SUM(" in query["sql"].upper() for query in queries)
+
+
+def shown_ids_in(html: str) -> list[int]:
+    return [int(pk) for pk in re.findall(r'<tr id="event-(\d+)"', html)]
 
 
 def test_a_chosen_campaign_counts_all_its_events(viewer_client, campaign):
@@ -367,12 +421,15 @@ def test_export_streams_the_filtered_events_as_csv(viewer_client, campaign):
         messages_on_connection=50,
     )
 
-    response = viewer_client.get(f"{EXPORT}?kind=421")
+    response = viewer_client.get(f"{EXPORT}?kind=421&campaign={campaign.pk}")
     rows = read_csv(response)
 
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert response["Content-Disposition"] == 'attachment; filename="relaydeck-events.csv"'
+    today = timezone.localdate().isoformat()
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="relaydeck-events-campaign-{campaign.pk}-421-{today}.csv"'
+    )
     assert list(rows[0]) == filters.EXPORT_COLUMNS
     assert rows == [
         {
@@ -380,6 +437,7 @@ def test_export_streams_the_filtered_events_as_csv(viewer_client, campaign):
             "last_at": storm.last_at.isoformat(),
             "count": "12",
             "kind": "421",
+            "kind_name": "421",
             "server": "ses",
             "campaign": campaign.name,
             "outbox_message_id": "",
@@ -394,6 +452,23 @@ def test_export_streams_the_filtered_events_as_csv(viewer_client, campaign):
             "message_id": "",
         }
     ]
+
+
+def test_the_export_is_named_for_its_filters_in_safe_characters(viewer_client, make_server):
+    server = make_server(name="ses")
+    today = timezone.localdate().isoformat()
+    cases = [
+        ("", f"relaydeck-events-{today}.csv"),
+        (f"server={server.pk}&kind=idle_close", f"relaydeck-events-server-{server.pk}-idle_close-{today}.csv"),
+        (
+            "code=550&since=2026-11-20T10:00&until=2026-11-21T00:00",
+            f"relaydeck-events-code-550-from-20261120-1000-until-20261121-0000-{today}.csv",
+        ),
+        ('q="; filename=evil.exe%0d%0a', f"relaydeck-events-matching-filename-evil-exe-{today}.csv"),
+    ]
+    for query, name in cases:
+        response = viewer_client.get(f"{EXPORT}?{query}")
+        assert response["Content-Disposition"] == f'attachment; filename="{name}"', query
 
 
 def test_export_reads_in_keyset_chunks_newest_first(viewer_client, monkeypatch):
@@ -459,41 +534,93 @@ def send_at(campaign, moments) -> None:
     )
 
 
-def test_the_chart_has_a_bar_per_minute_with_sends_and_marks_for_421s(viewer_client, make_server):
+def chart_of(html: str) -> str:
+    return re.search(r"<svg.*?</svg>", html, re.S).group(0)
+
+
+def bars_of(svg: str) -> list[tuple[str, str]]:
+    """(height, tooltip) of each "sent" bar."""
+    return re.findall(
+        r'<rect class="sent" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"><title>([^<]*)</title>', svg
+    )
+
+
+def test_a_long_run_has_a_bar_per_minute_with_sends_and_marks_for_421s(viewer_client, make_server):
     campaign = make_campaign([make_server()], 6)
-    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    minute = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=100)
     send_at(
-        campaign, [minute, minute + timedelta(seconds=20), minute + timedelta(minutes=2), minute + timedelta(minutes=5)]
+        campaign,
+        [minute, minute + timedelta(seconds=20), minute + timedelta(minutes=2), minute + timedelta(minutes=90)],
     )
     make_events(at=minute + timedelta(minutes=2, seconds=5), kind=Kind.SESSION_CLOSED_421, count=3, campaign=campaign)
     make_events(at=minute + timedelta(minutes=2, seconds=6), kind=Kind.RECONNECT, count=3, campaign=campaign)
 
     html = viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
-    svg = re.search(r"<svg.*?</svg>", html, re.S).group(0)
+    svg = chart_of(html)
 
-    assert 'role="img"' in svg and "<title>Messages sent per minute, with 421s and reconnects</title>" in svg
-    assert re.search(r'aria-label="[^"]*4 sent, 3 sessions closed with a 421, 3 reconnects', svg)
-    bars = re.findall(
-        r'<rect class="sent" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="([\d.]+)"><title>([^<]*)</title>', svg
-    )
+    assert 'role="img"' in svg
+    assert "<title>Messages sent per minute, with 421s, reconnects and rotations</title>" in svg
+    assert re.search(r'aria-label="[^"]*4 sent, 3 sessions closed with a 421, 3 reconnects, 0 rotations', svg)
+    assert "UTC time; one bar per minute</text>" in svg and ">messages</text>" in svg
+    bars = bars_of(svg)
     assert [title.split(": ")[1] for _, title in bars] == ["2 sent", "1 sent", "1 sent"]
     assert float(bars[0][0]) == pytest.approx(2 * float(bars[1][0]))
-    assert re.findall(r'class="mark-421"[^>]*><title>([^<]*)</title>', svg) == [
+    assert re.findall(r'<path class="mark-421" d="M[^"]+z"><title>([^<]*)</title>', svg) == [
         f"{timezone.localtime(minute + timedelta(minutes=2)):%H:%M}: 3 × 421"
     ]
-    assert len(re.findall(r'class="mark-reconnect"[^>]*><title>', svg)) == 1
+    assert len(re.findall(r'<path class="mark-reconnect" d="M[^"]+a6 6[^"]+z"><title>', svg)) == 1
 
 
-def test_the_chart_covers_the_last_day_in_at_most_240_bars(make_server):
+def test_a_21_second_run_has_a_bar_per_second(viewer_client, make_server):
+    campaign = make_campaign([make_server()], 6)
+    start = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    send_at(campaign, [start, start, start + timedelta(seconds=1), start + timedelta(seconds=20)])
+
+    svg = chart_of(viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode())
+
+    assert "<title>Messages sent per second, with 421s, reconnects and rotations</title>" in svg
+    assert "one bar per second</text>" in svg
+    bars = bars_of(svg)
+    assert [title for _, title in bars] == [
+        f"{timezone.localtime(start + timedelta(seconds=s)):%H:%M:%S}: {n} sent" for s, n in ((0, 2), (1, 1), (20, 1))
+    ]
+
+
+def test_marks_carry_what_the_server_said_escaped_and_bounded(viewer_client, make_server):
+    campaign = make_campaign([make_server()], 3)
+    at = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    send_at(campaign, [at, at + timedelta(seconds=30)])
+    said = "421 4.7.0 <script>alert(1)</script> Too many messages " + "x" * 400
+    make_events(at=at + timedelta(seconds=10), kind=Kind.SESSION_CLOSED_421, count=4, text=said, campaign=campaign)
+    make_events(at=at + timedelta(seconds=10), kind=Kind.ROTATION, count=2, campaign=campaign)
+
+    svg = chart_of(viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode())
+
+    [title] = re.findall(r'<path class="mark-421" d="[^"]+"><title>([^<]*)</title>', svg)
+    assert "<script>" not in svg
+    assert title.startswith(f"{timezone.localtime(at + timedelta(seconds=10)):%H:%M:%S}: 4 × 421: 421 4.7.0 &lt;script")
+    assert len(unescape(title.split(": ", 2)[2])) == 200 and title.endswith("…")
+    [rotation] = re.findall(r'<path class="mark-rotation" d="[^"]+"><title>([^<]*)</title>', svg)
+    assert rotation.endswith(": 2 × rotation")
+    legend = re.search(r'<g class="legend".*?</g>', svg, re.S).group(0)
+    for css, label in (
+        ("mark-421", "421: session closed"),
+        ("mark-reconnect", "reconnect"),
+        ("mark-rotation", "rotation at the cap"),
+    ):
+        assert re.search(rf'<path class="{css}" d="M[^"]+z"/><text [^>]+>{label}</text>', legend)
+
+
+def test_the_chart_covers_the_last_day_in_at_most_120_bars(make_server):
     campaign = make_campaign([make_server()], 5)
     now = timezone.now()
     send_at(campaign, [now - timedelta(days=3), now - timedelta(hours=20), now - timedelta(hours=2), now])
 
     timeline = filters.campaign_timeline(campaign)
 
-    assert timeline.minutes == 6 and len(timeline.buckets) <= 240
+    assert timeline.seconds == 15 * 60 and len(timeline.buckets) <= 120
     assert timeline.total("sent") == 3  # the one three days ago is outside the last 24 hours
-    assert timeline.start > now - timedelta(hours=24, minutes=6)
+    assert timeline.start > now - timedelta(hours=24, minutes=15)
 
 
 def test_the_log_shows_the_chart_when_a_campaign_is_chosen(viewer_client, campaign):

@@ -1,0 +1,283 @@
+"""The connection timeline: one lane per SMTP connection (when it opened, how many messages it
+carried and how it ended) for a campaign or a time range, as a picture drawn by
+`templates/logs/_connections.html`.
+
+It is built from the pool's events (smtp_settings/events.py): a connection's `connect`, then
+the one event of CONNECTION_ENDS that says how it ended, both carrying its id. Thousands of
+connections are read a page at a time: at most PAGE_LANES, the oldest first after `after` (a
+keyset on the connect's id, never OFFSET). A page costs four bounded queries: its connects
+(the (kind, id) or (campaign, id) index, the time range as an id range), their ends and what
+the ones without an end carried so far (the (connection_id, id) index), and the scope's ends
+counted per kind.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django import forms
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from campaigns.eventlog.filters import MAX_WINDOW, ScopeForm, within
+from campaigns.models import Event
+from project.charts import clock, count, note, shape_path
+from smtp_settings.events import CONNECTION_ENDS, Kind, connection_label
+
+PAGE_LANES = 100
+DEFAULT_WINDOW = timedelta(hours=1)  # without a campaign or a start
+
+ERROR = ("error", "end-error", "diamond")
+# How an end is drawn: its name in the legend, its class, its mark's shape.
+END_STYLES = {
+    Kind.ROTATION: ("rotation at the cap", "end-rotation", "square"),
+    Kind.SESSION_CLOSED_421: ("421", "end-421", "triangle"),
+    Kind.IDLE_CLOSE: ("idle close", "end-idle", "circle"),
+    Kind.AGE_CLOSE: ("age", "end-age", "diamond"),
+    Kind.CLOSE: ("closed", "end-close", "circle"),
+    Kind.NETWORK_ERROR: ERROR,
+    Kind.TIMEOUT: ERROR,
+    Kind.PROTOCOL_ERROR: ERROR,
+    Kind.AMBIGUOUS: ERROR,
+}
+OPEN = ("no end yet", "end-open", "")
+
+
+class ConnectionsForm(ScopeForm):
+    """The timeline's scope; `after` is the keyset bound of the next page."""
+
+    after = forms.IntegerField(min_value=0, required=False, widget=forms.HiddenInput)
+    FILTERS = ("server", "campaign", "since", "until")
+    field_order = FILTERS
+
+
+@dataclass
+class Lane:
+    """One connection, as its events tell it."""
+
+    connect_id: int  # the connect event's id: the keyset
+    connection_id: int
+    server_name: str
+    opened: datetime
+    messages: int = 0
+    ended: datetime | None = None
+    last_seen: datetime | None = None  # without an end: its last event
+    end_kind: str = ""
+    stage: str = ""
+    text: str = ""
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return connection_label(self.connection_id)
+
+    @property
+    def until(self) -> datetime:
+        return self.ended or self.last_seen or self.opened
+
+    @property
+    def style(self) -> tuple[str, str, str]:
+        return END_STYLES.get(self.end_kind, OPEN)
+
+    @property
+    def how(self) -> str:
+        """How it ended, in words, with what the server said (bounded)."""
+        kind, detail = self.end_kind, self.detail
+        if not kind:
+            return "no end reported yet: still open, or its process stopped"
+        if kind == Kind.ROTATION:
+            return f"rotated at the cap of {count(detail.get('cap', self.messages))} messages"
+        if kind == Kind.IDLE_CLOSE:
+            return f"closed after {detail.get('idle_timeout', '?')} s idle"
+        if kind == Kind.AGE_CLOSE:
+            return f"retired at {detail.get('max_conn_age', '?')} s old"
+        if kind == Kind.CLOSE:
+            return f"closed: {detail.get('reason', '')}"
+        at = f" at {self.stage}" if self.stage else ""
+        said = f": {note(self.text)}" if self.text else ""
+        return f"{Event.name_of(kind)}{at}{said}"
+
+
+@dataclass
+class LanePage:
+    lanes: list[Lane]
+    after: int | None  # ?after= this for the next page; None on the last
+    ends: list[tuple[str, int]]  # (kind's name, how many) for the whole scope
+    since: datetime | None
+    until: datetime | None
+
+
+def scope_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+    """The time range of the timeline: a chosen campaign's as filtered; else the filter's
+    range, at most its last MAX_WINDOW, and the last DEFAULT_WINDOW without a start."""
+    since, until = cleaned.get("since"), cleaned.get("until")
+    if cleaned.get("campaign"):
+        return since, until
+    end = until or now or timezone.now()
+    return max(since or end - DEFAULT_WINDOW, end - MAX_WINDOW), until
+
+
+def _scoped(cleaned: dict, kinds, since, until):
+    events = Event.objects.filter(kind__in=kinds, connection_id__isnull=False)
+    if cleaned.get("server"):
+        events = events.filter(server=cleaned["server"])
+    if cleaned.get("campaign"):
+        events = events.filter(campaign=cleaned["campaign"])
+    return within(events, since, until, id_range=True)
+
+
+def lane_page(cleaned: dict, after: int | None = None, now: datetime | None = None) -> LanePage:
+    since, until = scope_window(cleaned, now)
+    connects = _scoped(cleaned, [Kind.CONNECT], since, until)
+    if after is not None:
+        connects = connects.filter(id__gt=after)
+    rows = connects.order_by("id").values_list("id", "connection_id", "server_name", "at")[: PAGE_LANES + 1]
+    lanes = [Lane(*row) for row in rows]
+    more = len(lanes) > PAGE_LANES
+    lanes = lanes[:PAGE_LANES]
+    by_id = {lane.connection_id: lane for lane in lanes}
+    if lanes:
+        # An end comes after its connect; ids come back in another process' log only by chance.
+        mine = Event.objects.filter(connection_id__in=by_id, id__gt=lanes[0].connect_id)
+        ends = mine.filter(kind__in=CONNECTION_ENDS).order_by("id")
+        for kind, connection_id, at, messages, stage, text, detail in ends.values_list(
+            "kind", "connection_id", "at", "messages_on_connection", "stage", "text", "detail"
+        ):
+            lane = by_id[connection_id]
+            if not lane.end_kind:  # the first end is the end
+                lane.end_kind, lane.ended, lane.messages, lane.stage, lane.text = kind, at, messages, stage, text
+                lane.detail = detail or {}
+        still = [lane.connection_id for lane in lanes if not lane.end_kind]
+        if still:
+            seen = mine.filter(connection_id__in=still).order_by().values_list("connection_id")
+            for connection_id, last, messages in seen.annotate(Max("last_at"), Max("messages_on_connection")):
+                by_id[connection_id].last_seen, by_id[connection_id].messages = last, messages
+    totals = _scoped(cleaned, CONNECTION_ENDS, since, until).order_by().values_list("kind").annotate(n=Count("id"))
+    ends: dict[str, int] = {}
+    for kind, n in totals:
+        name = END_STYLES[kind][0]
+        ends[name] = ends.get(name, 0) + n
+    return LanePage(
+        lanes,
+        after=lanes[-1].connect_id if more else None,
+        ends=sorted(ends.items(), key=lambda item: -item[1]),
+        since=since,
+        until=until,
+    )
+
+
+# -- the picture --
+
+WIDTH = 720
+GUTTER = 92  # the lanes' labels
+RIGHT = WIDTH - 48  # room for the message count after a lane
+LEGEND_Y = 12
+AXIS_Y = 32
+FIRST_LANE_Y = 44
+LANE_STEP = 14
+LANE_HEIGHT = 8
+X_TICKS = 6
+
+
+@dataclass(frozen=True)
+class DrawnLane:
+    y: int
+    x: float
+    width: float
+    css: str
+    path: str  # the end's mark
+    label: str
+    messages: str
+    count_x: float
+    title: str
+
+
+@dataclass(frozen=True)
+class Swatch:
+    x: int
+    label: str
+    css: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    label: str
+
+
+@dataclass
+class Picture:
+    title: str
+    description: str
+    lanes: list[DrawnLane]
+    legend: list[Swatch]
+    ticks: list[Tick]
+    height: int
+    width: int = WIDTH
+    gutter: int = GUTTER
+    right: int = RIGHT
+    axis_y: int = AXIS_Y
+
+
+def _legend() -> list[Swatch]:
+    swatches, x = [], 0
+    for name, css, shape in [*dict.fromkeys(END_STYLES.values()), OPEN]:
+        swatches.append(Swatch(x, name, css, shape_path(shape, x + 6, -3) if shape else ""))
+        x += 34 + 6 * len(name)
+    return swatches
+
+
+def picture(page: LanePage) -> Picture | None:
+    """The lanes of `page` on one time axis, oldest at the top; None without any."""
+    if not page.lanes:
+        return None
+    start = min(lane.opened for lane in page.lanes)
+    end = max(lane.until for lane in page.lanes)
+    span_s = max((end - start).total_seconds(), 1)
+    scale = (RIGHT - GUTTER) / span_s
+    with_seconds = span_s < 3600
+
+    def x_of(moment: datetime) -> float:
+        return GUTTER + (moment - start).total_seconds() * scale
+
+    drawn = []
+    for n, lane in enumerate(page.lanes):
+        y = FIRST_LANE_Y + n * LANE_STEP
+        left, right = x_of(lane.opened), x_of(lane.until)
+        _, css, shape = lane.style
+        messages = count(lane.messages) if lane.end_kind else f"≥ {count(lane.messages)}"
+        title = (
+            f"Connection {lane.label} to {lane.server_name}: opened {clock(lane.opened, True)}, "
+            f"{messages} message{'' if lane.messages == 1 else 's'}, "
+            + (f"ended {clock(lane.ended, True)}: {lane.how}" if lane.ended else lane.how)
+        )
+        drawn.append(
+            DrawnLane(
+                y,
+                round(left, 1),
+                round(max(right - left, 2), 1),
+                css,
+                shape_path(shape, right, y + LANE_HEIGHT // 2) if shape else "",
+                lane.label,
+                messages,
+                round(max(right, left + 2) + 9, 1),
+                title,
+            )
+        )
+    ticks = []
+    for n in range(X_TICKS + 1):
+        moment = start + timedelta(seconds=span_s * n / X_TICKS)
+        ticks.append(Tick(round(GUTTER + (RIGHT - GUTTER) * n / X_TICKS, 1), clock(moment, with_seconds)))
+    summary = ", ".join(f"{count(n)} {name}" for name, n in page.ends) or "none ended yet"
+    description = (
+        f"{len(page.lanes)} connections opened from {timezone.localtime(start):%Y-%m-%d %H:%M:%S} "
+        f"({timezone.localtime(start):%Z}). How the connections in scope ended: {summary}."
+    )
+    return Picture(
+        "Connections: one lane each, from its opening to its end",
+        description,
+        drawn,
+        _legend(),
+        ticks,
+        height=FIRST_LANE_Y + len(drawn) * LANE_STEP + 8,
+    )
