@@ -28,7 +28,9 @@ class CampaignForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text=Campaign._meta.get_field("servers").help_text + " Only enabled servers are listed.",
     )
-    rate_limit = forms.FloatField(min_value=0, help_text=Campaign._meta.get_field("rate_limit").help_text)
+    rate_limit = forms.FloatField(
+        required=False, min_value=0, help_text=Campaign._meta.get_field("rate_limit").help_text
+    )
 
     class Meta:
         model = Campaign
@@ -63,6 +65,9 @@ class CampaignForm(forms.ModelForm):
         self.fields["subject"].validators.append(validate_header_text)
         for name in TEMPLATE_FIELDS:
             self.fields[name].validators.append(template_validator(name))
+
+    def clean_rate_limit(self) -> float | None:
+        return self.cleaned_data["rate_limit"] or None  # 0 was "no limit" before blank was
 
     def clean(self):
         cleaned = super().clean()

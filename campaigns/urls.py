@@ -18,4 +18,5 @@ urlpatterns = [
     path("<int:pk>/cancel/", control.cancel, name="cancel"),
     path("<int:pk>/retry-failed/", control.retry_failed, name="retry_failed"),
     path("<int:pk>/progress/", control.progress, name="progress"),
+    path("<int:pk>/links/", control.links, name="links"),
 ]

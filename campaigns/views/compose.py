@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from campaigns.eventlog.views import campaign_events_context
 from campaigns.forms import CampaignForm, TestSendForm
 from campaigns.models import Campaign, Subscriber
-from campaigns.progress import Progress, counts_by_campaign
+from campaigns.progress import Progress, counts_by_campaign, reach_by_campaign
 from campaigns.progress import progress as campaign_progress
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain, sample_subscriber
 from campaigns.test_message import send_test_message
@@ -63,7 +63,8 @@ def _save_if_editable(form: CampaignForm) -> bool:
 def campaign_list(request: HtmxHttpRequest) -> HttpResponse:
     campaigns = list(Campaign.objects.all())
     counts = counts_by_campaign([campaign.pk for campaign in campaigns])
-    rows = [Progress(campaign, counts[campaign.pk]) for campaign in campaigns]
+    reach = reach_by_campaign([campaign.pk for campaign in campaigns if campaign.is_editable])
+    rows = [Progress(campaign, counts[campaign.pk], reach=reach.get(campaign.pk)) for campaign in campaigns]
     return render(request, "campaigns/list.html", {"rows": rows})
 
 

@@ -1,5 +1,6 @@
 """Writing campaigns: list, create, edit, detail, preview, test message and delete, with and without htmx."""
 
+import re
 from email import message_from_bytes, policy
 
 import pytest
@@ -133,6 +134,23 @@ def test_create_saves_the_campaign_with_its_lists_and_servers(sender_client, new
     assert campaign.reply_to == "help@example.test"
     assert campaign.scheduled_at.isoformat() == "2031-05-04T09:30:00+00:00"
     assert list(campaign.lists.all()) == [news] and list(campaign.servers.all()) == [server]
+
+
+@pytest.mark.parametrize("blank", ["", "0"])
+def test_a_blank_rate_limit_means_the_servers_limits_only(sender_client, news, server, blank):
+    """The form's first submit must not fail on it: blank (or 0, as it used to be) is no campaign limit."""
+    response = sender_client.post(reverse("campaigns:create"), _form_data(news, server, rate_limit=blank), follow=True)
+
+    campaign = Campaign.objects.get()
+    assert campaign.rate_limit is None
+    assert "<dt>Rate</dt><dd>the servers' limits only</dd>" in response.content.decode()
+
+
+def test_the_new_campaign_form_says_what_a_blank_rate_limit_means(sender_client):
+    content = sender_client.get(reverse("campaigns:create")).content.decode()
+
+    assert "Blank: the servers&#x27; limits only." in content
+    assert not re.search(r'name="rate_limit"[^>]*required', content)
 
 
 def test_create_saves_the_guard_rails(sender_client, news, server):
