@@ -76,5 +76,14 @@ class CampaignForm(forms.ModelForm):
         return cleaned
 
 
+class PreviewAsForm(forms.Form):
+    preview_as = forms.EmailField(
+        label="Preview as",
+        required=False,
+        max_length=254,
+        help_text="A subscriber's address; blank: the first active subscriber of its lists.",
+    )
+
+
 class TestSendForm(forms.Form):
     to_email = forms.EmailField(label="Send a test to", validators=[validate_header_text])

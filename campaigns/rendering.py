@@ -355,9 +355,17 @@ def message_domain(campaign: Campaign) -> str:
 def sample_subscriber(campaign: Campaign) -> Subscriber:
     """Whom previews and test messages are rendered for: the campaign's first active
     subscriber, or an unsaved example."""
-    found = None
-    if campaign.pk:
-        found = (
-            Subscriber.objects.filter(lists__campaigns=campaign, status=Subscriber.Status.ACTIVE).order_by("pk").first()
-        )
-    return found or Subscriber(**SAMPLE_SUBSCRIBER)
+    return subscriber_to_preview(campaign.lists.all() if campaign.pk else [])[0]
+
+
+def subscriber_to_preview(lists, email: str = "") -> tuple[Subscriber, str]:
+    """Whom a preview of a campaign going to `lists` shows the message to: the subscriber with
+    `email` on one of them (whatever their status: it is only a preview), else the first
+    active subscriber of the lists, else an unsaved example; and, when `email` named nobody
+    on them, a sentence that says so."""
+    on_lists = Subscriber.objects.filter(lists__in=lists)
+    if email and (found := on_lists.filter(email=Subscriber.normalise_email(email)).first()):
+        return found, ""
+    missing = f"{email} is not a subscriber of the campaign's lists." if email else ""
+    first = on_lists.filter(status=Subscriber.Status.ACTIVE).order_by("pk").first()
+    return first or Subscriber(**SAMPLE_SUBSCRIBER), missing

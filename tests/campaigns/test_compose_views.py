@@ -534,3 +534,117 @@ def test_a_test_send_to_an_address_with_a_hidden_line_break_is_refused(sender_cl
 
     assert response.status_code == 400
     assert "U+2028" in response.content.decode()
+
+
+# -- previewing as a chosen subscriber, and before saving --
+
+
+def test_preview_as_a_chosen_subscriber_of_its_lists(sender_client, make_campaign):
+    campaign = make_campaign()
+    url = reverse("campaigns:preview", args=[campaign.pk])
+
+    content = sender_client.get(url, {"preview_as": " Ben@Example.test "}).content.decode()
+
+    assert "As ben@example.test would receive it." in content and "Hello Ben" in content
+    frame = reverse("campaigns:preview_html", args=[campaign.pk]) + "?preview_as=ben%40example.test"
+    assert f'<iframe class="html-part" sandbox src="{frame}"' in content
+    assert sender_client.get(frame).content.decode() == "<p>Hi Ben from Porto</p>"
+
+
+def test_preview_as_someone_not_on_its_lists_says_so_and_shows_the_first_subscriber(sender_client, make_campaign):
+    campaign = make_campaign()
+    Subscriber.objects.create(email="elsewhere@example.test", name="Else")
+
+    response = sender_client.get(
+        reverse("campaigns:preview", args=[campaign.pk]), {"preview_as": "elsewhere@example.test"}
+    )
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "elsewhere@example.test is not a subscriber of the campaign&#x27;s lists." in content
+    assert "the first active subscriber instead" in content and "Hello Ana" in content
+
+
+def test_preview_as_a_bad_address_names_the_field(sender_client, make_campaign):
+    campaign = make_campaign()
+
+    response = sender_client.get(reverse("campaigns:preview", args=[campaign.pk]), {"preview_as": "<b>nope"})
+
+    content = response.content.decode()
+    assert response.status_code == 400
+    assert "Preview as: Enter a valid email address." in content and "<b>nope" not in content
+    assert "Hello Ana" in content  # the page still shows the message
+
+
+def test_the_preview_pages_are_read_only(sender_client, make_campaign):
+    campaign = make_campaign()
+    for name in ("preview", "preview_html"):
+        assert sender_client.post(reverse(f"campaigns:{name}", args=[campaign.pk])).status_code == 405
+
+
+def test_the_form_previews_its_message_before_saving_with_htmx(sender_client, news, server):
+    data = _form_data(news, server, html_body="<p>Hi {{ subscriber.name }}</p><script>x()</script>")
+
+    response = sender_client.post(reverse("campaigns:preview_unsaved"), data, **HTMX)
+
+    content = response.content.decode()
+    assert response.status_code == 200 and content.startswith('<section id="unsaved-preview"')
+    assert "News for Ana" in content and '<pre class="text-part">Hi Ana</pre>' in content
+    assert "<script>" not in content
+    frame = re.search(r'<iframe class="html-part" sandbox src="([^"]+)"', content).group(1).replace("&amp;", "&")
+    assert frame.startswith(reverse("campaigns:preview_unsaved_html") + "?v=")
+    shown = sender_client.get(frame)
+    assert shown.content.decode() == "<p>Hi Ana</p><script>x()</script>"
+    assert "sandbox" in shown["Content-Security-Policy"] and shown["X-Frame-Options"] == "SAMEORIGIN"
+    assert not Campaign.objects.exists()
+
+
+def test_the_form_previews_without_javascript_and_keeps_what_was_typed(sender_client, news, server):
+    data = _form_data(news, server, name="Unsaved idea", preview_as="ben@example.test")
+
+    response = sender_client.post(reverse("campaigns:preview_unsaved"), data)
+
+    content = response.content.decode()
+    assert response.status_code == 200 and "<h1>New campaign</h1>" in content
+    assert 'value="Unsaved idea"' in content and 'value="ben@example.test"' in content
+    assert "As ben@example.test would receive it." in content and "News for Ben" in content
+    assert not Campaign.objects.exists()
+
+
+def test_the_form_preview_names_what_keeps_it_from_rendering(sender_client, news, server):
+    data = _form_data(news, server, subject="{% if %}", preview_as="not an address", lists=[])
+
+    content = sender_client.post(reverse("campaigns:preview_unsaved"), data, **HTMX).content.decode()
+
+    assert "The message cannot be previewed yet" in content
+    assert "<li>Subject: Template error on line 1" in content
+    assert "<li>Preview as: Enter a valid email address.</li>" in content
+    assert "Lists" not in content  # not part of the message: no reason not to preview it
+
+
+def test_the_form_preview_of_an_edit_is_of_the_edited_text(sender_client, campaign, news, server):
+    data = _form_data(news, server, subject="Edited for {{ subscriber.name }}")
+    edit_page = sender_client.get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+
+    content = sender_client.post(
+        reverse("campaigns:preview_unsaved_edit", args=[campaign.pk]), data, **HTMX
+    ).content.decode()
+
+    assert f'formaction="{reverse("campaigns:preview_unsaved_edit", args=[campaign.pk])}"' in edit_page
+    assert "Edited for Ana" in content
+    campaign.refresh_from_db()
+    assert campaign.subject == "Hello {{ subscriber.name }}"
+
+
+def test_an_outdated_preview_frame_says_to_preview_again(sender_client, news, server):
+    sender_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server), **HTMX)
+
+    response = sender_client.get(reverse("campaigns:preview_unsaved_html"), {"v": "an-older-one"})
+
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content.decode() == "This preview was replaced by a later one: press Preview again."
+
+
+def test_previewing_unsaved_is_a_post_for_senders(sender_client, viewer_client, news, server):
+    assert sender_client.get(reverse("campaigns:preview_unsaved")).status_code == 405
+    assert viewer_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server)).status_code == 403
