@@ -8,8 +8,9 @@ from django.urls import reverse
 
 from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, Delivery, MailingList, Subscriber
-from campaigns.rendering import read_unsubscribe_token
+from campaigns.rendering import read_test_unsubscribe_token
 from campaigns.views.compose import _save_if_editable
+from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("site_url")]
@@ -401,27 +402,33 @@ def test_test_send_delivers_one_message_through_the_first_enabled_server(
     assert parsed["Subject"] == "Hello Ana"  # rendered for the sample subscriber
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     token = parsed["List-Unsubscribe"].strip().removeprefix(f"<{SITE}/u/").removesuffix("/>")
-    assert read_unsubscribe_token(token) == (0, campaign.pk)  # unsubscribes nobody
+    assert read_test_unsubscribe_token(token) == campaign.pk  # a test's link: it unsubscribes nobody
     content = response.content.decode()
     assert "✔ Accepted for tester@example.test" in content and "Sandbox" in content
     assert "250" in content and received.message_id.strip().replace("<", "&lt;").replace(">", "&gt;") in content
     assert ('id="test-send-result"' in content) and (("<html" in content) != bool(headers))
 
 
-def test_test_send_to_a_subscriber_renders_for_them_with_their_own_unsubscribe_link(
-    sender_client, make_campaign, make_server, smtp_sandbox
+def test_test_send_to_a_subscriber_renders_for_them_and_its_link_says_it_was_a_test(
+    sender_client, client, make_campaign, make_server, smtp_sandbox
 ):
     sandbox = smtp_sandbox()
-    campaign = make_campaign()
+    campaign = make_campaign(html_body="<p>Hi {{ subscriber.name }}</p><a href='{{ unsubscribe_url }}'>Leave</a>")
     campaign.servers.set([make_server(name="Sandbox", port=sandbox.port)])
-    ben = Subscriber.objects.get(email="ben@example.test")
 
-    sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "Ben@Example.test"})
+    result = sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "Ben@Example.test"})
 
+    assert "A test message: its unsubscribe link leads to a page that says so" in result.content.decode()
     parsed = message_from_bytes(sandbox.received[0].data, policy=policy.default)
     assert parsed["Subject"] == "Hello Ben"
-    token = parsed["List-Unsubscribe"].strip().removeprefix(f"<{SITE}/u/").removesuffix("/>")
-    assert read_unsubscribe_token(token) == (ben.pk, campaign.pk)
+    link = parsed["List-Unsubscribe"].strip().removeprefix("<").removesuffix(">")
+    assert f"href='{link}'" in parsed.get_body(("html",)).get_content()  # the body's link is the test's too
+    for method in (client.get, client.post):  # a person, or a mailbox provider's one-click
+        page = method(link.removeprefix(SITE)).content.decode()
+        assert "This was a test message of the campaign “Spring news”." in page
+        assert "In the real mailing this link unsubscribes the recipient. Nothing was changed." in page
+    assert Subscriber.objects.get(email="ben@example.test").status == Subscriber.Status.ACTIVE
+    assert not Suppression.objects.exists()
 
 
 def test_test_send_shows_the_servers_refusal_escaped(sender_client, make_campaign, make_server, smtp_sandbox):
