@@ -29,7 +29,6 @@ class CampaignForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         help_text=Campaign._meta.get_field("servers").help_text + " Only enabled servers are listed.",
     )
-    rate_limit = forms.FloatField(min_value=0, help_text=Campaign._meta.get_field("rate_limit").help_text)
 
     class Meta:
         model = Campaign
@@ -66,11 +65,23 @@ class CampaignForm(forms.ModelForm):
         for name in TEMPLATE_FIELDS:
             self.fields[name].validators.append(template_validator(name))
 
+    def clean_rate_limit(self) -> float | None:
+        return self.cleaned_data["rate_limit"] or None  # 0 was "no limit" before blank was
+
     def clean(self):
         cleaned = super().clean()
         if not cleaned.get("html_body") and not cleaned.get("text_body") and "html_body" not in self.errors:
             self.add_error("html_body", "Write an HTML body, a text body, or both.")
         return cleaned
+
+
+class PreviewAsForm(forms.Form):
+    preview_as = forms.EmailField(
+        label="Preview as",
+        required=False,
+        max_length=254,
+        help_text="A subscriber's address; blank: the first active subscriber of its lists.",
+    )
 
 
 class TestSendForm(forms.Form):

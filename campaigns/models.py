@@ -5,10 +5,12 @@ a click and a worker, or two workers can never both win; whoever wins enqueues t
 Sending itself lives in `campaigns/sending/`.
 """
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from project.numbers import number, whole_number
@@ -132,7 +134,12 @@ class Campaign(models.Model):
     # Servers it sent through that were deleted since: the campaign still says what it used.
     deleted_servers = models.JSONField(default=list, blank=True, editable=False)
     scheduled_at = models.DateTimeField("Send at", null=True, blank=True, help_text="Blank: when launched.")
-    rate_limit = models.FloatField(default=0, help_text="Messages per second for this campaign; 0 = no limit.")
+    rate_limit = models.FloatField(
+        null=True,
+        blank=True,
+        validators=number(0, 100_000),
+        help_text="Messages per second for this campaign, 0–100,000. Blank or 0: the servers' limits only.",
+    )
     auto_pause_after = models.PositiveIntegerField(
         default=50,
         validators=whole_number(0, 1_000_000),
@@ -181,6 +188,10 @@ class Campaign(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Time spent running, pauses left out: `active_time` up to `running_since`, which is set
+    # while the campaign runs (kept by `_transition`, so the average rate ignores pauses).
+    active_time = models.DurationField(default=timedelta(0), editable=False)
+    running_since = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -277,9 +288,23 @@ class Campaign(models.Model):
                 return reason, sent
         return "", sent_at_least if sent is None else sent
 
+    def active_seconds(self, now: datetime | None = None) -> float:
+        """How long the campaign has been running, its pauses left out."""
+        running = (now or timezone.now()) - self.running_since if self.running_since else timedelta(0)
+        return (self.active_time + running).total_seconds()
+
     def _transition(self, allowed: tuple[str, ...], **changes) -> bool:
-        """Apply `changes` if the campaign is still in one of `allowed`; True if this call won."""
-        changes["updated_at"] = timezone.now()
+        """Apply `changes` if the campaign is still in one of `allowed`; True if this call won.
+        Entering or leaving RUNNING starts or stops the clock of its active time, in the same
+        UPDATE (which reads the row as it was, whichever of `allowed` it was in)."""
+        now = changes["updated_at"] = timezone.now()
+        if changes.get("status") == self.Status.RUNNING:
+            changes["running_since"] = now
+        elif "status" in changes and self.Status.RUNNING in allowed:
+            since = Value(now, models.DateTimeField()) - F("running_since")
+            ran = ExpressionWrapper(since, output_field=DurationField())
+            changes["active_time"] = F("active_time") + Coalesce(ran, Value(timedelta(0)))
+            changes["running_since"] = None
         won = Campaign.objects.filter(pk=self.pk, status__in=allowed).update(**changes) == 1
         self.refresh_from_db()
         return won
@@ -304,6 +329,10 @@ class Campaign(models.Model):
         if won:
             self._enqueue_sending()
         return won
+
+    def finish(self) -> bool:
+        """Every delivery is settled (its senders check, under the campaign's lock)."""
+        return self._transition((self.Status.RUNNING,), status=self.Status.FINISHED, finished_at=timezone.now())
 
     def unschedule(self) -> bool:
         return self._transition((self.Status.SCHEDULED,), status=self.Status.DRAFT)

@@ -1,15 +1,16 @@
 """How far a campaign has got: counts per delivery status, rate, ETA (with any wait for a
 quota window), hard bounces and complaints with their rates, the last errors, and the servers
-it shares with other running campaigns."""
+it shares with other running campaigns; before its launch, how many it will reach."""
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
-from campaigns.models import Campaign, Delivery
-from smtp_settings.models import SmtpServer
+from campaigns.models import Campaign, Delivery, Subscriber
+from smtp_settings.models import SmtpServer, Suppression
+from smtp_settings.shared_limits import figures
 
 RATE_WINDOW_S = 60
 LAST_ERRORS = 5
@@ -31,6 +32,18 @@ def counts_by_campaign(campaign_ids) -> dict[int, dict[str, int]]:
     return counts
 
 
+def reach_by_campaign(campaign_ids) -> dict[int, int]:
+    """{campaign id: how many it would go to if launched now} for several campaigns in one
+    query: the active subscribers of its lists, less the addresses on the suppression list
+    (the ones its senders would skip)."""
+    member = "lists__subscribers"
+    reachable = Q(**{f"{member}__status": Subscriber.Status.ACTIVE}) & ~Q(
+        **{f"{member}__email__in": Suppression.objects.values("email")}
+    )
+    rows = Campaign.objects.filter(pk__in=campaign_ids).annotate(reach=Count(member, distinct=True, filter=reachable))
+    return dict(rows.values_list("pk", "reach"))
+
+
 @dataclass(frozen=True)
 class Sharing:
     """A server of the campaign that other running campaigns send through too."""
@@ -49,6 +62,8 @@ class Progress:
     last_errors: list = field(default_factory=list)
     waiting_until: datetime | None = None  # every server of the campaign waits for a quota window until then
     shared: list[Sharing] = field(default_factory=list)
+    reach: int | None = None  # before the launch: how many it will go to
+    connections_open: int | None = None  # while running: to its servers, by every sender and process
     now: datetime = field(default_factory=timezone.now)
 
     @property
@@ -73,8 +88,23 @@ class Progress:
 
     @property
     def in_flight(self) -> int:
-        """Claimed by a sender and not settled yet: a pause or cancel lets these finish."""
+        """Claimed by a sender and not settled yet: a pause or cancel lets these finish. A
+        sender claims a batch at a time, so most wait for a connection, not on one."""
         return self.counts[Status.SENDING]
+
+    # The counts as the page names them: "sending" would overstate what is on the wire.
+    COUNT_LABELS = {Status.SENDING: "Claimed"}
+    COUNT_TITLES = {
+        Status.SENDING: "Taken by its senders in batches and not settled yet: each goes out when a connection is free",
+    }
+
+    @property
+    def labelled_counts(self) -> list[tuple[str, str, int, str]]:
+        """(status, label, count, explanation) for each delivery status."""
+        return [
+            (status, self.COUNT_LABELS.get(status, status.capitalize()), count, self.COUNT_TITLES.get(status, ""))
+            for status, count in self.counts.items()
+        ]
 
     @property
     def not_sent(self) -> int:
@@ -97,9 +127,16 @@ class Progress:
 
     @property
     def refreshes(self) -> bool:
-        """Whether the page keeps polling: while the campaign is live, and after a pause or
-        cancel until nothing is in flight."""
+        """Whether the page keeps polling at once: while the campaign is live, and after a
+        pause or cancel until nothing is in flight."""
         return self.campaign.is_live or self.in_flight > 0
+
+    @property
+    def final(self) -> bool:
+        """Finished or cancelled, nothing in flight: nothing will change unless someone here
+        acts, so the page stops following it. A draft or a paused campaign may be launched or
+        resumed elsewhere (another tab, the command line), so the page follows it slowly."""
+        return not self.refreshes and not self.campaign.is_paused and self.campaign.status != Campaign.Status.DRAFT
 
     @property
     def remaining(self) -> int:
@@ -145,18 +182,19 @@ class Progress:
 
 
 def _rate_per_s(campaign: Campaign, deliveries, counts: dict[str, int], now: datetime) -> float:
-    """Messages a second: over the last minute while running (or since the start, if that is
-    sooner), over the whole run once it is over. While the campaign waits for a quota window,
-    over the minute before the last message: the rate it will send at again."""
+    """Messages a second: while running, over the last minute (or since it last started
+    running, if that is sooner); otherwise on average over the time it ran, its pauses left
+    out. While the campaign waits for a quota window, over the minute before the last
+    message: the rate it will send at again."""
     if campaign.started_at is None:
         return 0.0
-    if campaign.finished_at:
-        seconds = (campaign.finished_at - campaign.started_at).total_seconds()
+    if not campaign.is_running:
+        seconds = campaign.active_seconds(now)
         return counts[Status.SENT] / seconds if seconds > 0 else 0.0
     end = now
     if campaign.waiting_reason:
         end = deliveries.aggregate(last=Max("sent_at"))["last"] or now
-    seconds = min(RATE_WINDOW_S, (end - campaign.started_at).total_seconds())
+    seconds = min(RATE_WINDOW_S, (end - (campaign.running_since or campaign.started_at)).total_seconds())
     recent = deliveries.filter(sent_at__gte=end - timedelta(seconds=seconds), sent_at__lte=end).count()
     return recent / seconds if seconds > 0 else 0.0
 
@@ -179,11 +217,19 @@ def shared_servers(campaign: Campaign) -> list[Sharing]:
     return list(shared.values())
 
 
+def connections_open(campaign: Campaign) -> int:
+    """Connections open to the campaign's enabled servers, from every process (other
+    campaigns' and the outbox's among them, if they share a server)."""
+    return sum(figures(server).open for server in campaign.servers.filter(enabled=True))
+
+
 def progress(campaign: Campaign) -> Progress:
     deliveries = Delivery.objects.filter(campaign=campaign)
     counts = counts_by_campaign([campaign.pk])[campaign.pk]
     now = timezone.now()
     return Progress(
+        reach=reach_by_campaign([campaign.pk])[campaign.pk] if campaign.is_editable else None,
+        connections_open=connections_open(campaign) if campaign.is_running else None,
         campaign=campaign,
         counts=counts,
         ambiguous=deliveries.filter(ambiguous=True).count(),
@@ -196,6 +242,6 @@ def progress(campaign: Campaign) -> Progress:
             deliveries.filter(status__in=(Status.FAILED, Status.DEFERRED))
             .exclude(updated_at=None)
             .select_related("subscriber")
-            .order_by("-updated_at")[:LAST_ERRORS]
+            .order_by("-updated_at", "-pk")[:LAST_ERRORS]  # a batch's outcomes share their time
         ),
     )

@@ -28,6 +28,7 @@ from campaigns.templating import ENGINE, TemplateLimitExceeded, render
 from smtp_settings.validators import unsafe_header_character
 
 UNSUBSCRIBE_SALT = "relaydeck.unsubscribe"
+TEST_UNSUBSCRIBE_SALT = "relaydeck.unsubscribe.test"  # a test message's link: it changes nothing
 
 SAMPLE_SUBSCRIBER = {
     "email": "jane@example.test",
@@ -60,17 +61,22 @@ def unsubscribe_url(subscriber_id: int, campaign_id: int | None) -> str:
 class UnsubscribeLinks:
     """`unsubscribe_url` for many subscribers of one campaign: the signer and the URL around
     the token are made once (reversing the URL cost more than signing it). A token is
-    letters, digits, "-", "_", ":" and ".", which reverse() leaves as they are."""
+    letters, digits, "-", "_", ":" and ".", which reverse() leaves as they are.
+
+    `test`: the links of a test message, which name only the campaign, under a salt of their
+    own: their page says it was a test and unsubscribes nobody, whoever received it."""
 
     _PLACE = "PLACE"
 
-    def __init__(self, campaign_id: int | None):
+    def __init__(self, campaign_id: int | None, test: bool = False):
         self.campaign_id = campaign_id or ""
-        self.signer = Signer(salt=UNSUBSCRIBE_SALT)
+        self.test = test
+        self.signer = Signer(salt=TEST_UNSUBSCRIBE_SALT if test else UNSUBSCRIBE_SALT)
         self.before, self.after = (settings.SITE_URL + reverse("unsubscribe", args=[self._PLACE])).split(self._PLACE)
 
     def url(self, subscriber_id: int) -> str:
-        return f"{self.before}{self.signer.sign(f'{subscriber_id}.{self.campaign_id}')}{self.after}"
+        value = str(self.campaign_id) if self.test else f"{subscriber_id}.{self.campaign_id}"
+        return f"{self.before}{self.signer.sign(value)}{self.after}"
 
 
 def read_unsubscribe_token(token: str) -> tuple[int, int | None]:
@@ -80,6 +86,15 @@ def read_unsubscribe_token(token: str) -> tuple[int, int | None]:
         return int(subscriber_id), int(campaign_id) if campaign_id else None
     except ValueError:
         raise BadSignature("malformed unsubscribe token") from None
+
+
+def read_test_unsubscribe_token(token: str) -> int | None:
+    """The campaign id of a test message's unsubscribe token; BadSignature if it is not one."""
+    campaign_id = Signer(salt=TEST_UNSUBSCRIBE_SALT).unsign(token)
+    try:
+        return int(campaign_id) if campaign_id else None
+    except ValueError:
+        raise BadSignature("malformed test unsubscribe token") from None
 
 
 # -- templates --
@@ -288,13 +303,14 @@ def _has_variable(marks: str, tokens: list[Token]) -> bool:
 class CampaignRenderer:
     """Builds each subscriber's message for one campaign; templates are compiled once."""
 
-    def __init__(self, campaign: Campaign):
-        """Raises RenderError if a template does not compile (forms check them, the admin does not)."""
+    def __init__(self, campaign: Campaign, test: bool = False):
+        """Raises RenderError if a template does not compile (forms check them, the admin does
+        not). `test`: for test messages, whose unsubscribe links change nothing."""
         self.campaign_id = campaign.pk
         self.from_email = campaign.from_email
         self.reply_to = [campaign.reply_to] if campaign.reply_to else []
         self.campaign = {"name": campaign.name}
-        self.unsubscribe_links = UnsubscribeLinks(campaign.pk)
+        self.unsubscribe_links = UnsubscribeLinks(campaign.pk, test=test)
         try:
             self.subject = ENGINE.from_string(campaign.subject)
             self.html = ENGINE.from_string(campaign.html_body) if campaign.html_body else None
@@ -355,9 +371,17 @@ def message_domain(campaign: Campaign) -> str:
 def sample_subscriber(campaign: Campaign) -> Subscriber:
     """Whom previews and test messages are rendered for: the campaign's first active
     subscriber, or an unsaved example."""
-    found = None
-    if campaign.pk:
-        found = (
-            Subscriber.objects.filter(lists__campaigns=campaign, status=Subscriber.Status.ACTIVE).order_by("pk").first()
-        )
-    return found or Subscriber(**SAMPLE_SUBSCRIBER)
+    return subscriber_to_preview(campaign.lists.all() if campaign.pk else [])[0]
+
+
+def subscriber_to_preview(lists, email: str = "") -> tuple[Subscriber, str]:
+    """Whom a preview of a campaign going to `lists` shows the message to: the subscriber with
+    `email` on one of them (whatever their status: it is only a preview), else the first
+    active subscriber of the lists, else an unsaved example; and, when `email` named nobody
+    on them, a sentence that says so."""
+    on_lists = Subscriber.objects.filter(lists__in=lists)
+    if email and (found := on_lists.filter(email=Subscriber.normalise_email(email)).first()):
+        return found, ""
+    missing = f"{email} is not a subscriber of the campaign's lists." if email else ""
+    first = on_lists.filter(status=Subscriber.Status.ACTIVE).order_by("pk").first()
+    return first or Subscriber(**SAMPLE_SUBSCRIBER), missing

@@ -29,9 +29,9 @@ class TestSend:
 def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
     """Send one message of the campaign to `to_email`, now, through its first enabled server.
 
-    It is rendered for the subscriber with that address if there is one (so its unsubscribe
-    link is theirs), else with the sample subscriber's name and attributes and a link that
-    unsubscribes nobody.
+    It is rendered for the subscriber with that address if there is one, else with the sample
+    subscriber's name and attributes; either way its unsubscribe link is a test's, whose page
+    says so and unsubscribes nobody.
     """
     test = TestSend(to_email)
     test.server = campaign.servers.filter(enabled=True).order_by("pk").first()
@@ -44,7 +44,7 @@ def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
         recipient = Subscriber(email=to_email, name=sample.name, attributes=sample.attributes)
     test.message_id = make_msgid("relaydeck-test", domain=message_domain(campaign))
     try:
-        message = CampaignRenderer(campaign).message(recipient, test.message_id)
+        message = CampaignRenderer(campaign, test=True).message(recipient, test.message_id)
     except RenderError as error:
         test.error = f"The message could not be rendered: {error}"
         return test

@@ -157,6 +157,7 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "campaigns:preview",
         "campaigns:preview_html",
         "campaigns:progress",
+        "campaigns:links",
         "lists:index",
         "lists:detail",
         "lists:import_status",
@@ -250,8 +251,7 @@ def test_campaign_and_list_buttons_only_for_senders(role, shown, login_as, objec
     pages = {
         reverse("campaigns:list"): [reverse("campaigns:create")],
         reverse("campaigns:detail", args=[campaign.pk]): [
-            reverse("campaigns:launch", args=[campaign.pk]),
-            reverse("campaigns:cancel", args=[campaign.pk]),
+            reverse("campaigns:launch", args=[campaign.pk]),  # a draft: Delete, not Cancel, discards it
             reverse("campaigns:edit", args=[campaign.pk]),
             reverse("campaigns:delete", args=[campaign.pk]),
             reverse("campaigns:test_send", args=[campaign.pk]),
@@ -268,9 +268,13 @@ def test_campaign_and_list_buttons_only_for_senders(role, shown, login_as, objec
         content = _page(browser, page)
         for action in actions:
             assert (f'"{action}"' in content) == shown, (page, action)
-    labels = ["Launch", "Cancel", "Send test"]
+    labels = ["Launch", "Send test"]
     detail = _page(browser, reverse("campaigns:detail", args=[campaign.pk]))
     assert [label for label in labels if f">{label}</button>" in detail] == (labels if shown else [])
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.RUNNING)
+    running = _page(browser, reverse("campaigns:detail", args=[campaign.pk]))
+    assert (f'"{reverse("campaigns:cancel", args=[campaign.pk])}"' in running) == shown
+    assert (">Cancel campaign</button>" in running) == shown
 
 
 @pytest.mark.parametrize(("role", "shown"), [(Role.VIEWER, False), (Role.SENDER, False), (Role.ADMIN, True)])

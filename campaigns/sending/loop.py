@@ -510,10 +510,7 @@ class CampaignSender:
             self.campaign.lock()
             if unfinished.exists():
                 return False
-            now = timezone.now()
-            Campaign.objects.filter(pk=self.campaign.pk, status=Campaign.Status.RUNNING).update(
-                status=Campaign.Status.FINISHED, finished_at=now, updated_at=now
-            )
+            self.campaign.finish()
         return True
 
     def seconds_to_next_retry(self) -> float | None:

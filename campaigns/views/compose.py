@@ -1,25 +1,20 @@
-"""Writing campaigns: the list, the form, the detail page, the preview and a test message
-(sent by `campaigns/test_message.py`).
+"""Writing campaigns: the list, the form, the detail page and a test message (sent by
+`campaigns/test_message.py`).
 
-Launching and the live progress block are in `control.py`.
+Launching and the live progress block are in `control.py`, previews in `preview.py`.
 """
 
-from csp.constants import NONE, SELF, UNSAFE_INLINE
-from csp.decorators import csp
 from django.contrib import messages
-from django.core.mail import EmailMultiAlternatives, make_msgid
 from django.db import transaction
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_http_methods, require_POST
 
 from campaigns.eventlog.views import campaign_events_context
-from campaigns.forms import CampaignForm, TestSendForm
-from campaigns.models import Campaign, Subscriber
-from campaigns.progress import Progress, counts_by_campaign
+from campaigns.forms import CampaignForm, PreviewAsForm, TestSendForm
+from campaigns.models import Campaign
+from campaigns.progress import Progress, counts_by_campaign, reach_by_campaign
 from campaigns.progress import progress as campaign_progress
-from campaigns.rendering import CampaignRenderer, RenderError, message_domain, sample_subscriber
 from campaigns.test_message import send_test_message
 from campaigns.views import get_campaign_or_404
 from project.htmx import HtmxHttpRequest, redirect_to
@@ -30,7 +25,9 @@ SAVED_FIELDS = [name for name in CampaignForm.Meta.fields if name not in ("lists
 
 def _render_form(request: HtmxHttpRequest, form: CampaignForm, campaign: Campaign | None) -> HttpResponse:
     template = "campaigns/_form.html" if request.htmx else "campaigns/form.html"
-    return render(request, template, {"form": form, "campaign": campaign})
+    # "Preview as" is kept as typed, but only the Preview button checks it.
+    preview_form = PreviewAsForm(initial={"preview_as": request.POST.get("preview_as", "")})
+    return render(request, template, {"form": form, "campaign": campaign, "preview_form": preview_form})
 
 
 def _to_detail(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
@@ -63,7 +60,8 @@ def _save_if_editable(form: CampaignForm) -> bool:
 def campaign_list(request: HtmxHttpRequest) -> HttpResponse:
     campaigns = list(Campaign.objects.all())
     counts = counts_by_campaign([campaign.pk for campaign in campaigns])
-    rows = [Progress(campaign, counts[campaign.pk]) for campaign in campaigns]
+    reach = reach_by_campaign([campaign.pk for campaign in campaigns if campaign.is_editable])
+    rows = [Progress(campaign, counts[campaign.pk], reach=reach.get(campaign.pk)) for campaign in campaigns]
     return render(request, "campaigns/list.html", {"rows": rows})
 
 
@@ -108,57 +106,6 @@ def campaign_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         **campaign_events_context(campaign),
     }
     return render(request, "campaigns/detail.html", context)
-
-
-def _sample_message(campaign: Campaign, subscriber: Subscriber) -> tuple[EmailMultiAlternatives, str | None]:
-    """The message `subscriber` would receive, built by the same renderer, and its HTML part."""
-    message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=message_domain(campaign)))
-    html = next((content for content, mimetype in message.alternatives if mimetype == "text/html"), None)
-    return message, html
-
-
-@role_required(Role.VIEWER)
-def campaign_preview(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """The message as the sample subscriber would receive it; its HTML part in a frame."""
-    campaign = get_campaign_or_404(pk)
-    subscriber = sample_subscriber(campaign)
-    context = {"campaign": campaign, "subscriber": subscriber}
-    try:
-        message, html = _sample_message(campaign, subscriber)
-    except RenderError as error:
-        context["error"] = str(error)
-    else:
-        context.update(message=message, html=html, list_unsubscribe=message.extra_headers["List-Unsubscribe"])
-    return render(request, "campaigns/preview.html", context)
-
-
-# The HTML part shows as a mail client would show it, with its inline styles and remote images,
-# which the dashboard's own policy forbids; nothing in it runs, and the sandbox directive holds
-# even when the address is opened outside the preview page's frame.
-MESSAGE_POLICY = {
-    "default-src": [NONE],
-    "style-src": [UNSAFE_INLINE],
-    "img-src": ["https:", "data:"],
-    "base-uri": [NONE],
-    "form-action": [NONE],
-    "frame-ancestors": [SELF],
-    "sandbox": True,
-}
-
-
-@role_required(Role.VIEWER)
-@xframe_options_sameorigin
-@csp(MESSAGE_POLICY)
-def campaign_preview_html(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """The HTML part alone, for the preview page's frame."""
-    campaign = get_campaign_or_404(pk)
-    try:
-        _, html = _sample_message(campaign, sample_subscriber(campaign))
-    except RenderError:
-        html = None  # the preview page says why
-    if html is None:
-        raise Http404("This campaign has no HTML part to show.")
-    return HttpResponse(html)
 
 
 @role_required(Role.SENDER)

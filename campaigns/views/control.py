@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from campaigns.models import Campaign
 from campaigns.progress import progress as campaign_progress
@@ -16,17 +16,24 @@ from campaigns.views import get_campaign_or_404
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required
 
+# Told to the page when the campaign's status is not the one it shows: the parts of the page
+# that depend on it (its links, its events) fetch themselves again.
+STATUS_CHANGED = "campaign-status"
 
-def _render_progress(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+
+def _render_progress(request: HtmxHttpRequest, campaign: Campaign, shown: str | None) -> HttpResponse:
     context = {"campaign": campaign, "progress": campaign_progress(campaign)}
-    return render(request, "campaigns/_progress.html", context)
+    response = render(request, "campaigns/_progress.html", context)
+    if shown != campaign.status:
+        response["HX-Trigger"] = STATUS_CHANGED
+    return response
 
 
 def _acted(request: HtmxHttpRequest, campaign: Campaign, done: bool, verb: str) -> HttpResponse:
     if not done:
         messages.error(request, f"“{campaign.name}” is {campaign.get_status_display().lower()}: nothing to {verb}.")
     if request.htmx:
-        return _render_progress(request, campaign)
+        return _render_progress(request, campaign, shown=None)  # a click: whatever it did, the rest follows
     return redirect("campaigns:detail", pk=campaign.pk)
 
 
@@ -55,9 +62,14 @@ def resume(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 @role_required(Role.SENDER)
-@require_POST
+@require_http_methods(["GET", "POST"])
 def cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """GET asks first (the button without JavaScript; with it, the browser asks)."""
     campaign = get_campaign_or_404(pk)
+    if request.method == "GET":
+        if not campaign.can_cancel:
+            return _acted(request, campaign, False, "cancel")
+        return render(request, "campaigns/confirm_cancel.html", {"campaign": campaign})
     return _acted(request, campaign, campaign.cancel(), "cancel")
 
 
@@ -82,4 +94,12 @@ def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.VIEWER)
 @require_GET
 def progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    return _render_progress(request, get_campaign_or_404(pk))
+    """The progress block, polled; `shown` is the status the page shows."""
+    return _render_progress(request, get_campaign_or_404(pk), request.GET.get("shown"))
+
+
+@role_required(Role.VIEWER)
+@require_GET
+def links(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The page's links (Edit and Delete come and go with the status), fetched again when it changes."""
+    return render(request, "campaigns/_links.html", {"campaign": get_campaign_or_404(pk)})

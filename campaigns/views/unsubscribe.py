@@ -1,7 +1,8 @@
 """The page an unsubscribe link leads to: no login, no CSRF token; the signed token is the
 authentication. GET only asks (mail scanners follow links); POST unsubscribes, which is
 also what a mailbox provider's RFC 8058 one-click unsubscribe sends, without cookies, and
-puts the address on the suppression list."""
+puts the address on the suppression list. A test message's link leads to a page that says so
+and changes nothing."""
 
 from django.contrib.auth.decorators import login_not_required
 from django.core.signing import BadSignature
@@ -13,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from campaigns.models import Campaign, Subscriber
-from campaigns.rendering import read_unsubscribe_token
+from campaigns.rendering import read_test_unsubscribe_token, read_unsubscribe_token
 from smtp_settings.bounces.record import suppress
 from smtp_settings.models import Suppression
 
@@ -41,7 +42,12 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     try:
         subscriber_id, campaign_id = read_unsubscribe_token(token)
     except BadSignature:
-        return _not_found(request, "This unsubscribe link is not valid. Please copy the whole link from the email.")
+        try:
+            tested = read_test_unsubscribe_token(token)
+        except BadSignature:
+            return _not_found(request, "This unsubscribe link is not valid. Please copy the whole link from the email.")
+        campaign = Campaign.objects.filter(pk=tested).values_list("name", flat=True).first()
+        return render(request, "campaigns/unsubscribe.html", {"test": True, "test_campaign": campaign})
     subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
     if subscriber is None:
         return _not_found(request, "This address is no longer on our lists: there is nothing to unsubscribe.")

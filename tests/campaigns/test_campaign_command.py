@@ -37,6 +37,19 @@ def test_create_prints_the_new_id(make_server, html_file):
     campaign = Campaign.objects.get(pk=int(new_id))
     assert (campaign.name, campaign.status, campaign.html_body) == ("N", "draft", html_file.read_text())
     assert [s.name for s in campaign.servers.all()] == ["ses"]
+    assert campaign.rate_limit is None  # the servers' limits only
+
+
+def test_create_takes_a_rate_limit(make_server, html_file):
+    make_server(name="ses")
+    MailingList.objects.create(name="readers")
+
+    new_id = run(
+        "create", "--name", "N", "--subject", "S", "--from-email", "f@example.test", "--list", "readers",
+        "--server", "ses", "--html-file", str(html_file), "--rate-limit", "12.5",
+    )  # fmt: skip
+
+    assert Campaign.objects.get(pk=int(new_id)).rate_limit == 12.5
 
 
 @pytest.mark.parametrize(

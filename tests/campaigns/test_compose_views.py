@@ -1,5 +1,6 @@
 """Writing campaigns: list, create, edit, detail, preview, test message and delete, with and without htmx."""
 
+import re
 from email import message_from_bytes, policy
 
 import pytest
@@ -7,8 +8,9 @@ from django.urls import reverse
 
 from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, Delivery, MailingList, Subscriber
-from campaigns.rendering import read_unsubscribe_token
+from campaigns.rendering import read_test_unsubscribe_token
 from campaigns.views.compose import _save_if_editable
+from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("site_url")]
@@ -135,6 +137,23 @@ def test_create_saves_the_campaign_with_its_lists_and_servers(sender_client, new
     assert list(campaign.lists.all()) == [news] and list(campaign.servers.all()) == [server]
 
 
+@pytest.mark.parametrize("blank", ["", "0"])
+def test_a_blank_rate_limit_means_the_servers_limits_only(sender_client, news, server, blank):
+    """The form's first submit must not fail on it: blank (or 0, as it used to be) is no campaign limit."""
+    response = sender_client.post(reverse("campaigns:create"), _form_data(news, server, rate_limit=blank), follow=True)
+
+    campaign = Campaign.objects.get()
+    assert campaign.rate_limit is None
+    assert "<dt>Rate</dt><dd>the servers' limits only</dd>" in response.content.decode()
+
+
+def test_the_new_campaign_form_says_what_a_blank_rate_limit_means(sender_client):
+    content = sender_client.get(reverse("campaigns:create")).content.decode()
+
+    assert "Blank or 0: the servers&#x27; limits only." in content
+    assert not re.search(r'name="rate_limit"[^>]*required', content)
+
+
 def test_create_saves_the_guard_rails(sender_client, news, server):
     data = _form_data(news, server, max_complaint_rate="0.1", max_hard_bounce_rate="0", guard_min_sample="500")
 
@@ -185,7 +204,7 @@ def test_a_template_syntax_error_names_the_field_and_line_and_saves_nothing(
         ({"html_body": "", "text_body": ""}, "HTML body", "Write an HTML body, a text body, or both."),
         ({"servers": []}, "Servers", "This field is required."),
         ({"lists": []}, "Lists", "This field is required."),
-        ({"rate_limit": "-1"}, "Rate limit", "greater than or equal to 0"),
+        ({"rate_limit": "-1"}, "Rate limit", "Enter a number from 0 to 100,000."),
         ({"auto_pause_after": "-5"}, "Auto pause after", "Enter a whole number from 0 to 1,000,000."),
         ({"max_complaint_rate": "101"}, "Complaint rate limit (%)", "Enter a number from 0 to 100."),
         ({"max_hard_bounce_rate": "-1"}, "Hard-bounce rate limit (%)", "Enter a number from 0 to 100."),
@@ -383,7 +402,7 @@ def test_test_send_delivers_one_message_through_the_first_enabled_server(
     assert parsed["Subject"] == "Hello Ana"  # rendered for the sample subscriber
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     token = parsed["List-Unsubscribe"].strip().removeprefix(f"<{SITE}/u/").removesuffix("/>")
-    assert read_unsubscribe_token(token) == (0, campaign.pk)  # unsubscribes nobody
+    assert read_test_unsubscribe_token(token) == campaign.pk  # a test's link: it unsubscribes nobody
     content = response.content.decode()
     assert "✔ Accepted for tester@example.test" in content and "Sandbox" in content
     assert "250" in content and received.message_id.strip().replace("<", "&lt;").replace(">", "&gt;") in content
@@ -402,20 +421,26 @@ def test_the_test_sends_connection_is_logged_as_the_campaigns(
     assert {event.context.get("campaign_id") for event in pool_events} == {campaign.pk}
 
 
-def test_test_send_to_a_subscriber_renders_for_them_with_their_own_unsubscribe_link(
-    sender_client, make_campaign, make_server, smtp_sandbox
+def test_test_send_to_a_subscriber_renders_for_them_and_its_link_says_it_was_a_test(
+    sender_client, client, make_campaign, make_server, smtp_sandbox
 ):
     sandbox = smtp_sandbox()
-    campaign = make_campaign()
+    campaign = make_campaign(html_body="<p>Hi {{ subscriber.name }}</p><a href='{{ unsubscribe_url }}'>Leave</a>")
     campaign.servers.set([make_server(name="Sandbox", port=sandbox.port)])
-    ben = Subscriber.objects.get(email="ben@example.test")
 
-    sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "Ben@Example.test"})
+    result = sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "Ben@Example.test"})
 
+    assert "A test message: its unsubscribe link leads to a page that says so" in result.content.decode()
     parsed = message_from_bytes(sandbox.received[0].data, policy=policy.default)
     assert parsed["Subject"] == "Hello Ben"
-    token = parsed["List-Unsubscribe"].strip().removeprefix(f"<{SITE}/u/").removesuffix("/>")
-    assert read_unsubscribe_token(token) == (ben.pk, campaign.pk)
+    link = parsed["List-Unsubscribe"].strip().removeprefix("<").removesuffix(">")
+    assert f"href='{link}'" in parsed.get_body(("html",)).get_content()  # the body's link is the test's too
+    for method in (client.get, client.post):  # a person, or a mailbox provider's one-click
+        page = method(link.removeprefix(SITE)).content.decode()
+        assert "This was a test message of the campaign “Spring news”." in page
+        assert "In the real mailing this link unsubscribes the recipient. Nothing was changed." in page
+    assert Subscriber.objects.get(email="ben@example.test").status == Subscriber.Status.ACTIVE
+    assert not Suppression.objects.exists()
 
 
 def test_test_send_shows_the_servers_refusal_escaped(sender_client, make_campaign, make_server, smtp_sandbox):
@@ -528,3 +553,117 @@ def test_a_test_send_to_an_address_with_a_hidden_line_break_is_refused(sender_cl
 
     assert response.status_code == 400
     assert "U+2028" in response.content.decode()
+
+
+# -- previewing as a chosen subscriber, and before saving --
+
+
+def test_preview_as_a_chosen_subscriber_of_its_lists(sender_client, make_campaign):
+    campaign = make_campaign()
+    url = reverse("campaigns:preview", args=[campaign.pk])
+
+    content = sender_client.get(url, {"preview_as": " Ben@Example.test "}).content.decode()
+
+    assert "As ben@example.test would receive it." in content and "Hello Ben" in content
+    frame = reverse("campaigns:preview_html", args=[campaign.pk]) + "?preview_as=ben%40example.test"
+    assert f'<iframe class="html-part" sandbox src="{frame}"' in content
+    assert sender_client.get(frame).content.decode() == "<p>Hi Ben from Porto</p>"
+
+
+def test_preview_as_someone_not_on_its_lists_says_so_and_shows_the_first_subscriber(sender_client, make_campaign):
+    campaign = make_campaign()
+    Subscriber.objects.create(email="elsewhere@example.test", name="Else")
+
+    response = sender_client.get(
+        reverse("campaigns:preview", args=[campaign.pk]), {"preview_as": "elsewhere@example.test"}
+    )
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "elsewhere@example.test is not a subscriber of the campaign&#x27;s lists." in content
+    assert "the first active subscriber instead" in content and "Hello Ana" in content
+
+
+def test_preview_as_a_bad_address_names_the_field(sender_client, make_campaign):
+    campaign = make_campaign()
+
+    response = sender_client.get(reverse("campaigns:preview", args=[campaign.pk]), {"preview_as": "<b>nope"})
+
+    content = response.content.decode()
+    assert response.status_code == 400
+    assert "Preview as: Enter a valid email address." in content and "<b>nope" not in content
+    assert "Hello Ana" in content  # the page still shows the message
+
+
+def test_the_preview_pages_are_read_only(sender_client, make_campaign):
+    campaign = make_campaign()
+    for name in ("preview", "preview_html"):
+        assert sender_client.post(reverse(f"campaigns:{name}", args=[campaign.pk])).status_code == 405
+
+
+def test_the_form_previews_its_message_before_saving_with_htmx(sender_client, news, server):
+    data = _form_data(news, server, html_body="<p>Hi {{ subscriber.name }}</p><script>x()</script>")
+
+    response = sender_client.post(reverse("campaigns:preview_unsaved"), data, **HTMX)
+
+    content = response.content.decode()
+    assert response.status_code == 200 and content.startswith('<section id="unsaved-preview"')
+    assert "News for Ana" in content and '<pre class="text-part">Hi Ana</pre>' in content
+    assert "<script>" not in content
+    frame = re.search(r'<iframe class="html-part" sandbox src="([^"]+)"', content).group(1).replace("&amp;", "&")
+    assert frame.startswith(reverse("campaigns:preview_unsaved_html") + "?v=")
+    shown = sender_client.get(frame)
+    assert shown.content.decode() == "<p>Hi Ana</p><script>x()</script>"
+    assert "sandbox" in shown["Content-Security-Policy"] and shown["X-Frame-Options"] == "SAMEORIGIN"
+    assert not Campaign.objects.exists()
+
+
+def test_the_form_previews_without_javascript_and_keeps_what_was_typed(sender_client, news, server):
+    data = _form_data(news, server, name="Unsaved idea", preview_as="ben@example.test")
+
+    response = sender_client.post(reverse("campaigns:preview_unsaved"), data)
+
+    content = response.content.decode()
+    assert response.status_code == 200 and "<h1>New campaign</h1>" in content
+    assert 'value="Unsaved idea"' in content and 'value="ben@example.test"' in content
+    assert "As ben@example.test would receive it." in content and "News for Ben" in content
+    assert not Campaign.objects.exists()
+
+
+def test_the_form_preview_names_what_keeps_it_from_rendering(sender_client, news, server):
+    data = _form_data(news, server, subject="{% if %}", preview_as="not an address", lists=[])
+
+    content = sender_client.post(reverse("campaigns:preview_unsaved"), data, **HTMX).content.decode()
+
+    assert "The message cannot be previewed yet" in content
+    assert "<li>Subject: Template error on line 1" in content
+    assert "<li>Preview as: Enter a valid email address.</li>" in content
+    assert "Lists" not in content  # not part of the message: no reason not to preview it
+
+
+def test_the_form_preview_of_an_edit_is_of_the_edited_text(sender_client, campaign, news, server):
+    data = _form_data(news, server, subject="Edited for {{ subscriber.name }}")
+    edit_page = sender_client.get(reverse("campaigns:edit", args=[campaign.pk])).content.decode()
+
+    content = sender_client.post(
+        reverse("campaigns:preview_unsaved_edit", args=[campaign.pk]), data, **HTMX
+    ).content.decode()
+
+    assert f'formaction="{reverse("campaigns:preview_unsaved_edit", args=[campaign.pk])}"' in edit_page
+    assert "Edited for Ana" in content
+    campaign.refresh_from_db()
+    assert campaign.subject == "Hello {{ subscriber.name }}"
+
+
+def test_an_outdated_preview_frame_says_to_preview_again(sender_client, news, server):
+    sender_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server), **HTMX)
+
+    response = sender_client.get(reverse("campaigns:preview_unsaved_html"), {"v": "an-older-one"})
+
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content.decode() == "This preview was replaced by a later one: press Preview again."
+
+
+def test_previewing_unsaved_is_a_post_for_senders(sender_client, viewer_client, news, server):
+    assert sender_client.get(reverse("campaigns:preview_unsaved")).status_code == 405
+    assert viewer_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server)).status_code == 403

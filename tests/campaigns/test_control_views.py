@@ -2,9 +2,11 @@
 page that says what the click did and what happens next."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from django_q.brokers import get_broker
 
 from campaigns.models import Campaign, Delivery
@@ -35,9 +37,30 @@ def test_every_action_requires_login(client, campaign, action):
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("action", [action for action in ACTIONS if action != "cancel"])
 def test_actions_refuse_get(sender_client, campaign, action):
     assert sender_client.get(reverse(f"campaigns:{action}", args=[campaign.pk])).status_code == 405
+
+
+def test_cancel_asks_first_without_javascript_and_changes_nothing_on_get(sender_client, campaign):
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.RUNNING)
+
+    response = sender_client.get(reverse("campaigns:cancel", args=[campaign.pk]))
+
+    content = response.content.decode()
+    assert response.status_code == 200 and "Cancel “News” for good?" in content
+    assert f'<form method="post" action="{reverse("campaigns:cancel", args=[campaign.pk])}">' in content
+    assert 'name="csrfmiddlewaretoken"' in content
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+
+
+def test_asking_to_cancel_what_cannot_be_cancelled_says_so(sender_client, campaign):
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.FINISHED)
+
+    response = sender_client.get(reverse("campaigns:cancel", args=[campaign.pk]), follow=True)
+
+    assert "is finished: nothing to cancel" in response.content.decode()
 
 
 def test_unknown_campaign_is_404(sender_client):
@@ -120,25 +143,27 @@ def test_progress_shows_counts_and_escapes_what_servers_said(sender_client, camp
     assert "Retry failed" in html
 
 
-def test_progress_rate_is_the_runs_average_once_finished(sender_client, campaign):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
+@pytest.mark.parametrize("status", ["finished", "paused"])
+def test_progress_rate_is_the_average_over_the_time_it_ran_its_pauses_left_out(sender_client, campaign, status):
     loop.populate(campaign)
     now = timezone.now()
     campaign.deliveries.update(status="sent", sent_at=now)
+    # Started ten minutes ago, but ran for two seconds only: the rest was a pause.
     Campaign.objects.filter(pk=campaign.pk).update(
-        status="finished", started_at=now - timedelta(seconds=2), finished_at=now
+        status=status,
+        started_at=now - timedelta(minutes=10),
+        finished_at=now if status == "finished" else None,
+        active_time=timedelta(seconds=2),
     )
 
     html = sender_client.get(reverse("campaigns:progress", args=[campaign.pk])).content.decode()
 
-    assert "1.5 msg/s on average" in html
+    assert "1.5 msg/s on average, pauses left out" in html
 
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 POLLS = 'hx-trigger="every 2s"'
+POLLS_SLOWLY = 'hx-trigger="every 10s"'
 
 
 def _running_with(campaign: Campaign, *statuses: str) -> Campaign:
@@ -165,8 +190,8 @@ def test_a_pause_or_cancel_says_so_and_refreshes_until_nothing_is_in_flight(
     html = sender_client.post(reverse(f"campaigns:{action}", args=[campaign.pk]), **HTMX).content.decode()
 
     assert _badge(html) == stopping
-    assert f'hx-get="{reverse("campaigns:progress", args=[campaign.pk])}" {POLLS}' in html
-    assert "2 in flight, finishing" in html
+    assert f'hx-get="{reverse("campaigns:progress", args=[campaign.pk])}?shown={stopped.lower()}" {POLLS}' in html
+    assert "2 claimed, finishing" in html
     # The sender settles what it had in hand: one went out, one goes back unsent.
     first, second = campaign.deliveries.filter(status="sending").order_by("pk")
     Delivery.objects.filter(pk=first.pk).update(status="sent")
@@ -175,7 +200,10 @@ def test_a_pause_or_cancel_says_so_and_refreshes_until_nothing_is_in_flight(
     Delivery.objects.filter(pk=second.pk).update(status="pending")
     html = sender_client.get(reverse("campaigns:progress", args=[campaign.pk])).content.decode()
     assert _badge(html) == stopped
-    assert POLLS not in html and "hx-get" not in html.split(">", 1)[0] and "in flight" not in html
+    assert POLLS not in html and "claimed, finishing" not in html
+    # A paused campaign may be resumed elsewhere: the page follows it slowly. A cancelled one is over.
+    assert (POLLS_SLOWLY in html.split(">", 1)[0]) == (action == "pause")
+    assert ("hx-get" in html.split(">", 1)[0]) == (action == "pause")
 
 
 def test_a_pause_with_nothing_in_flight_is_paused_at_once(sender_client, campaign):

@@ -1,8 +1,12 @@
 """What each campaign status allows, and what cancel and retry do to its deliveries."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.db.models import F
+from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery, Subscriber
 from campaigns.sending import loop
@@ -134,3 +138,76 @@ def test_subscribers_who_left_before_the_suppression_list_existed_are_put_on_it_
         "left@example.test": "unsubscribe",
         "blocked@example.test": "manual",
     }
+
+
+# -- active time: what the average rate is counted over --
+
+
+def _ran_for(campaign: Campaign, seconds: int) -> None:
+    """As if the campaign had started running `seconds` earlier than it did."""
+    Campaign.objects.filter(pk=campaign.pk).update(running_since=F("running_since") - timedelta(seconds=seconds))
+    campaign.refresh_from_db()
+
+
+def _near(seconds: float, expected: float) -> bool:
+    return expected <= seconds < expected + 5
+
+
+def test_the_active_time_counts_running_only_across_pauses_and_resumes(make_server, django_capture_on_commit_callbacks):
+    campaign = make_campaign([make_server()], 0)
+    assert campaign.launch() and campaign.running_since is not None
+    _ran_for(campaign, 100)
+
+    assert campaign.pause()
+    assert campaign.running_since is None and _near(campaign.active_time.total_seconds(), 100)
+    assert _near(campaign.active_seconds(), 100)  # the pause does not count
+
+    assert campaign.resume()
+    _ran_for(campaign, 20)
+    assert _near(campaign.active_seconds(), 120)
+
+    assert campaign.finish()
+    assert campaign.status == Status.FINISHED and campaign.running_since is None
+    assert _near(campaign.active_time.total_seconds(), 120)
+
+
+def test_a_cancel_stops_the_clock_of_a_running_campaign_and_adds_nothing_to_a_paused_one(make_server):
+    running = make_campaign([make_server()], 0, status=Status.DRAFT)
+    running.launch()
+    _ran_for(running, 30)
+    paused = make_campaign([make_server()], 0, status=Status.PAUSED)
+
+    assert running.cancel() and paused.cancel()
+
+    assert _near(running.active_time.total_seconds(), 30) and running.running_since is None
+    assert paused.active_time == timedelta(0)
+
+
+def test_a_restarted_finished_campaign_counts_its_new_run_on_top(make_server, django_capture_on_commit_callbacks):
+    campaign = make_campaign([make_server()], 1, status=Status.FINISHED, active_time=timedelta(seconds=50))
+    _deliveries(campaign, "failed")
+
+    assert campaign.retry_failed() == 1
+    _ran_for(campaign, 10)
+
+    assert campaign.is_running and _near(campaign.active_seconds(), 60)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_limit_of_zero_becomes_blank_on_upgrade(make_server):
+    """0 meant "no limit" before blank did; finished campaigns get their whole run as active time."""
+    campaign = make_campaign([make_server()], 0, status=Status.FINISHED)
+    start = timezone.now() - timedelta(minutes=3)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        rate_limit=None, started_at=start, finished_at=start + timedelta(minutes=2)
+    )
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("campaigns")
+    executor.migrate([("campaigns", "0010_suppress_earlier_unsubscribes")])
+    Campaign.objects.filter(pk=campaign.pk).update(rate_limit=0)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(latest)
+
+    campaign.refresh_from_db()
+    assert campaign.rate_limit is None and campaign.active_time == timedelta(minutes=2)

@@ -56,7 +56,7 @@ def test_a_waiting_campaign_says_what_it_waits_for_and_counts_the_wait_in_its_et
     assert f"{timezone.localtime(waiting_until):%H:%M} UTC</p>" in html
     assert "0.5 msg/s before the wait" in html
     assert "about 2 h 00 min to go, the wait included" in html
-    assert f'hx-get="{reverse("campaigns:progress", args=[campaign.pk])}" hx-trigger="every 2s"' in html
+    assert f'hx-get="{reverse("campaigns:progress", args=[campaign.pk])}?shown=running" hx-trigger="every 2s"' in html
 
 
 def test_once_sending_resumes_the_wait_is_gone(viewer_client, make_server):

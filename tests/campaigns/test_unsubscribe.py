@@ -5,7 +5,7 @@ from django.test import Client
 from django.urls import reverse
 
 from campaigns.models import Campaign, Subscriber
-from campaigns.rendering import CampaignRenderer, unsubscribe_url
+from campaigns.rendering import CampaignRenderer, UnsubscribeLinks, unsubscribe_url
 from smtp_settings.bounces.record import suppress
 from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
@@ -152,3 +152,23 @@ def test_a_link_for_a_deleted_subscriber_is_a_friendly_404(client, ana):
 
 def test_other_methods_are_refused(client, ana):
     assert client.put(_path(ana.pk)).status_code == 405
+
+
+def test_a_test_messages_link_of_a_deleted_campaign_still_says_it_was_a_test(client, campaign):
+    link = UnsubscribeLinks(campaign.pk, test=True).url(0).removeprefix(SITE)
+    campaign.delete()
+
+    content = client.get(link).content.decode()
+
+    assert "This was a test message." in content and "Nothing was changed." in content
+
+
+def test_a_test_token_cannot_pass_for_a_subscribers_and_the_reverse(client, ana, campaign):
+    """The two kinds are signed apart: neither is read as the other."""
+    real = _path(ana.pk, campaign.pk)
+    test = UnsubscribeLinks(campaign.pk, test=True).url(ana.pk).removeprefix(SITE)
+
+    assert "Unsubscribe?" in client.get(real).content.decode()
+    client.post(test)
+    ana.refresh_from_db()
+    assert ana.status == Subscriber.Status.ACTIVE

@@ -27,7 +27,9 @@ class Command(BaseCommand):
         create.add_argument("--server", action="append", required=True, help="An SMTP server name (repeatable).")
         create.add_argument("--html-file", required=True, type=Path)
         create.add_argument("--text-file", type=Path)
-        create.add_argument("--rate-limit", type=float, default=0, help="Messages per second; 0 = no limit.")
+        create.add_argument(
+            "--rate-limit", type=float, help="Messages per second; without it, the servers' limits only."
+        )
         for name, text in [
             ("launch", "Start sending (idempotent)."),
             ("pause", "Pause sending."),
@@ -79,7 +81,7 @@ class Command(BaseCommand):
                 "text_body": text,
                 "lists": [item.pk for item in lists],
                 "servers": [item.pk for item in servers],
-                "rate_limit": options["rate_limit"],
+                "rate_limit": "" if options["rate_limit"] is None else options["rate_limit"],
                 **{name: Campaign._meta.get_field(name).default for name in DEFAULTED},
             }
         )

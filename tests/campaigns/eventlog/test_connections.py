@@ -148,6 +148,7 @@ def test_a_real_campaign_through_a_capped_server_has_a_lane_per_session(viewer_c
     ends = {lane.end_kind for lane in lanes}
     assert Kind.SESSION_CLOSED_421 in ends and Kind.ROTATION in ends and "" not in ends
     assert {lane.messages for lane in lanes if lane.end_kind == Kind.SESSION_CLOSED_421} == {50}
-    assert all(45 <= lane.messages < 50 for lane in lanes if lane.end_kind == Kind.ROTATION)  # before the 421
+    # a rotation comes at the learned cap (45), or later on a session that passed it before the cap was learned
+    assert all(45 <= lane.messages <= 50 for lane in lanes if lane.end_kind == Kind.ROTATION)
     assert all("Maximum message count" in lane.how for lane in lanes if lane.end_kind == Kind.SESSION_CLOSED_421)
     assert dict(page.ends)["421"] == sandbox.summary()["replied_421"]
