@@ -152,6 +152,7 @@ def test_the_rules_are_the_ones_the_roles_promise():
     readable = {name for name, needed in rules.items() if needed == Role.VIEWER}
     assert readable == {
         "home",
+        "password_change",  # one's own
         "campaigns:list",
         "campaigns:detail",
         "campaigns:preview",
