@@ -4,10 +4,11 @@ reserved example.test domain, and a draft campaign to launch."""
 from django.db import transaction
 
 from campaigns.models import Campaign, MailingList, Subscriber
+from smtp_settings import sandbox
 from smtp_settings.models import SmtpServer
 from smtp_settings.shared_limits import forget_learned
 
-DEMO_SANDBOX_PORT = 2525
+DEMO_SANDBOX_PORT = sandbox.PORT
 SES_CAP = 350  # messages per session before the 421, as SES was seen to do
 SANDBOX_CONNS = 20
 DEMO_SANDBOX_OPTIONS = [

@@ -19,6 +19,7 @@ urlpatterns = [
     path("outbox/", include("smtp_settings.outbox.urls")),
     path("suppressions/", include("smtp_settings.suppressions.urls")),
     path("bounces/", include("smtp_settings.bounces.urls")),
+    path("sandbox/", include("smtp_settings.sandbox_inbox.urls")),
     path("settings/smtp/", include("smtp_settings.urls")),
     path("settings/relay/", include("smtp_settings.access.urls")),
     path("settings/bounce-mailboxes/", include("smtp_settings.bounce_mailboxes.urls")),
