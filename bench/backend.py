@@ -1,6 +1,6 @@
 """Messages per second through each way of sending, side by side, against one fast SMTP sink.
 
-    python bench/backend.py [--messages 20000] [--rounds 2] [--sink smtp-sink|sandbox] [--latency MS]
+    python bench/backend.py [--messages 20000] [--rounds 2] [--sink smtp-sink|sandbox] [--latency MS] [--inbox N]
 
 What it measures: sending what a campaign sends. N ~2 KB messages, each to its own recipient
 and with its own subject (so nothing parsed or encoded for one message serves the next, as
@@ -20,6 +20,7 @@ process instead (slower: it measures the sandbox more than the clients).
 A sink on loopback answers at once, so there the clients are bound by their own CPU (mostly
 Django rendering each message). `--latency MS` makes the sandbox wait before every reply, as a
 real provider does while it stores a message: that is where connections and pipelining pay.
+`--inbox N` has the sandbox keep the last N messages in its inbox, as `make run`'s does.
 """
 
 import argparse
@@ -60,7 +61,7 @@ def free_port() -> int:
 
 
 class Sink:
-    def __init__(self, kind: str, latency_ms: float):
+    def __init__(self, kind: str, latency_ms: float, inbox: int):
         self.port = free_port()
         if kind == "smtp-sink":
             binary, env = postfix.tool("smtp-sink")
@@ -69,7 +70,7 @@ class Sink:
         else:
             env = os.environ
             command = [sys.executable, str(ROOT / "manage.py"), "smtp_sandbox", "--port", str(self.port)]
-            command += ["--pipelining", "--quiet", "--latency", str(latency_ms)]
+            command += ["--pipelining", "--quiet", "--latency", str(latency_ms), "--inbox", str(inbox)]
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
         self._wait_ready()
 
@@ -129,9 +130,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sink", choices=["smtp-sink", "sandbox"], default="smtp-sink")
     parser.add_argument("--latency", type=float, default=0, metavar="MS", help="sandbox only: wait before each reply")
+    parser.add_argument("--inbox", type=int, default=0, metavar="N", help="sandbox only: keep the last N messages")
     args = parser.parse_args()
-    if args.latency and args.sink != "sandbox":
-        parser.error("--latency needs --sink sandbox")
+    if (args.latency or args.inbox) and args.sink != "sandbox":
+        parser.error("--latency and --inbox need --sink sandbox")
     if args.sink == "smtp-sink" and not shutil.which("dpkg") and not (postfix.POSTFIX_DIR / "usr").exists():
         sys.exit("smtp-sink needs Debian's dpkg to unpack postfix; use --sink sandbox")
     call_command("migrate", verbosity=0)
@@ -143,7 +145,7 @@ def main() -> None:
         "bare smtplib loop": bare_smtplib,
     }
     best = dict.fromkeys(variants, (0.0, 0.0))  # (msg/s, CPU µs a message) of the fastest round
-    sink = Sink(args.sink, args.latency)
+    sink = Sink(args.sink, args.latency, args.inbox)
     try:
         for round_number in range(1, args.rounds + 1):
             for name, send in variants.items():
@@ -159,8 +161,9 @@ def main() -> None:
         sink.stop()
 
     stock = best["django stock, 1 conn"][0]
-    latency = f" answering after {args.latency:g} ms" if args.latency else ""
-    print(f"\n{args.messages} messages of ~2 KB to {args.sink}{latency} on loopback, best of {args.rounds} rounds:")
+    sink_is = f" answering after {args.latency:g} ms" if args.latency else ""
+    sink_is += " on loopback" + (f", keeping the last {args.inbox} in its inbox" if args.inbox else "")
+    print(f"\n{args.messages} messages of ~2 KB to {args.sink}{sink_is}, best of {args.rounds} rounds:")
     for name, (rate, cpu_us) in best.items():
         print(f"  {name:<22} {rate:8.0f} msg/s  {cpu_us:6.0f} µs CPU/msg  {rate / stock:5.2f}x Django's stock backend")
 

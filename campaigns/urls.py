@@ -1,11 +1,12 @@
 from django.urls import path
 
-from campaigns.views import compose, control, preview
+from campaigns.views import compose, control, demo, preview
 
 app_name = "campaigns"
 urlpatterns = [
     path("", compose.campaign_list, name="list"),
     path("new/", compose.campaign_create, name="create"),
+    path("demo/again/", demo.run_again, name="demo_again"),
     path("<int:pk>/", compose.campaign_detail, name="detail"),
     path("<int:pk>/edit/", compose.campaign_edit, name="edit"),
     path("<int:pk>/preview/", preview.campaign_preview, name="preview"),

@@ -7,12 +7,13 @@ class ProjectConfig(AppConfig):
     name = "project"
 
     def ready(self):
+        from project import password_change  # noqa: F401 (connects its login receiver)
         from project.roles import sync_role_groups
 
         def sync_roles(sender, using, apps=installed_apps, **kwargs):  # flush sends no `apps`
             sync_role_groups(apps, using)
 
-        # After every migrate, and after a flush (which empties what the migration made). This
-        # app has no models, so it gets no post_migrate of its own: follow auth's.
+        # After every migrate, and after a flush (which empties what the migration made): auth's,
+        # as the groups and permissions are auth's.
         auth = installed_apps.get_app_config("auth")
         post_migrate.connect(sync_roles, sender=auth, weak=False, dispatch_uid="project.sync_role_groups")

@@ -117,6 +117,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "project.password_change.PasswordChangeRequiredMiddleware",  # a one-time password changes first
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it answers for locked-out logins
 ]
 
@@ -295,6 +296,9 @@ if SMTP_SLOT_LEASE_S < 3:  # renewed every third of it
     raise ImproperlyConfigured("SMTP_SLOT_LEASE_S must be at least 3 (seconds)")
 
 # Campaign sending (campaigns/sending/).
+# The SMTP sandbox's inbox (`smtp_sandbox --inbox N`): a Maildir its process writes and /sandbox/ reads.
+SANDBOX_INBOX_DIR = Path(env_str("SANDBOX_INBOX_DIR", str(VAR_DIR / "sandbox-inbox")))
+SANDBOX_INBOX_MESSAGES = env_int("SANDBOX_INBOX_MESSAGES", 500)  # kept by `make run`'s sandbox
 CAMPAIGN_BATCH_SIZE = env_int("CAMPAIGN_BATCH_SIZE", 200)  # deliveries claimed and sent at a time, at most
 CAMPAIGN_BATCH_MEMORY_MB = env_int("CAMPAIGN_BATCH_MEMORY_MB", 64)  # fewer when large messages would need more
 CAMPAIGN_LEASE_S = env_int("CAMPAIGN_LEASE_S", 60)  # a silent sender loses its campaign after this

@@ -308,6 +308,13 @@ class SmtpServer(BoundPassword, models.Model):
         return not self.esp_credentials or all(where[name] == getattr(self, name) for name in self.CREDENTIALS_BINDING)
 
     @property
+    def is_local_sandbox(self) -> bool:
+        """Relaydeck's SMTP sandbox on this machine, on its port: it delivers nothing further."""
+        from smtp_settings.sandbox import PORT
+
+        return not self.is_esp and self.host in ("127.0.0.1", "localhost", "::1") and self.port == PORT
+
+    @property
     def has_learned_limits(self) -> bool:
         return bool(self.learned_msgs_per_conn or self.learned_max_conns)
 

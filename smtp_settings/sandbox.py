@@ -14,6 +14,8 @@ real server received. Provider behaviours are opt-in:
 - fault: a callable(stage, sandbox) that may return "drop" to cut the connection at
   "DATA" (before the content) or "dot" (after the final dot, before the reply: the message
   is received, the client never hears so), or a reply to send instead;
+- inbox and inbox_keep: keep the last `inbox_keep` messages received in the Maildir `inbox`
+  (sandbox_inbox/maildir.py), for the dashboard's sandbox inbox; off unless asked for;
 - bounce and bounce_to: accept the message, then, as an MTA that finds later that a mailbox
   does not exist, send a DSN (5.1.1) for each recipient matching the pattern (fnmatch, case
   ignored) to the message's envelope sender, by SMTP through bounce_to (host, port): how
@@ -35,15 +37,18 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
+from pathlib import Path
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 from smtp_settings.bounces import dsn
 from smtp_settings.loop_server import LoopServer
+from smtp_settings.sandbox_inbox.maildir import InboxWriter
 
 log = logging.getLogger(__name__)
 
 SES_421 = "421 Connection closed by server. Maximum message count per session reached."
+PORT = 2525  # `manage.py smtp_sandbox`'s, and the demo's
 EXCHANGE_421 = (
     "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, closing transmission channel"
 )
@@ -137,6 +142,8 @@ class _Handler:
                     received_at=time.monotonic(),
                 ),
             )
+            if sandbox.inbox:
+                sandbox.inbox.put(envelope.mail_from, tuple(envelope.rcpt_tos), content)
             if sandbox.bouncer:
                 sandbox.bouncer.bounce(envelope.mail_from, envelope.rcpt_tos, content)
         return await self._reply(server, "dot", "250 2.0.0 Ok: queued", action)
@@ -253,6 +260,7 @@ class SandboxServer:
         with implicit_tls=True.
     refuse_with: answer every connection with this reply (e.g. a 421 or 554) and hang up.
     bounce, bounce_to: the recipients to send a DSN for, and the (host, port) to send it through.
+    inbox, inbox_keep: the Maildir to keep the last `inbox_keep` messages received in.
     """
 
     def __init__(
@@ -276,10 +284,14 @@ class SandboxServer:
         fault: Callable[[str, "SandboxServer"], str | None] | None = None,
         bounce: str | None = None,
         bounce_to: tuple[str, int] | None = None,
+        inbox: Path | None = None,
+        inbox_keep: int = 0,
         seed: int = 0,
     ):
         if bool(bounce) != bool(bounce_to):
             raise ValueError("bounce and bounce_to go together")
+        if bool(inbox) != bool(inbox_keep):
+            raise ValueError("inbox and inbox_keep go together")
         self.host, self.port = host, port
         self.credentials = tuple(auth.split(":", 1)) if auth else None
         self.cram_md5 = cram_md5
@@ -301,6 +313,7 @@ class SandboxServer:
         self.auth_attempts: list[tuple[str, str] | None] = []  # (login, password) as received
         self.counters: Counter = Counter()
         self.bouncer = _Bouncer(bounce, bounce_to, self.count) if bounce else None
+        self.inbox = InboxWriter(inbox, inbox_keep, self.count) if inbox else None
         self.session_messages: Counter = Counter()
         self.active = 0
         self.max_active = 0
@@ -353,6 +366,8 @@ class SandboxServer:
                 "receiving_s": round(times[-1] - times[0], 3) if times else 0.0,
                 "bounces_sent": self.counters["bounces_sent"],
                 "bounces_failed": self.counters["bounces_failed"],
+                "inbox_written": self.counters["inbox_written"],
+                "inbox_left_out": self.counters["inbox_left_out"],
             }
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
@@ -380,6 +395,8 @@ class SandboxServer:
     # -- lifecycle --
 
     def start(self) -> "SandboxServer":
+        if self.inbox:
+            self.inbox.start()
         ssl_context = self.tls_context if self.implicit_tls else None
         self.port = self._serving.start(self._protocol, self.host, self.port, ssl_context)
         if self.bouncer:
@@ -390,6 +407,8 @@ class SandboxServer:
         self._serving.stop()
         if self.bouncer:
             self.bouncer.stop()
+        if self.inbox:
+            self.inbox.stop()
 
     def __enter__(self) -> "SandboxServer":
         return self.start()

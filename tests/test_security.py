@@ -56,9 +56,10 @@ def inline_code(html: str) -> list[str]:
 
 
 @pytest.fixture
-def data(make_server):
+def data(make_server, tmp_path, settings):
     """One of everything a page shows: a campaign with sent mail and events (for the chart),
-    its list and subscribers, an import with a rejected row, a server."""
+    its list and subscribers, an import with a rejected row, a server, a message in the
+    sandbox inbox (its HTML with inline code, which only its frame may hold)."""
     campaign = create_demo(subscribers=3)
     subscriber = campaign.lists.get().subscribers.first()
     now = timezone.now()
@@ -79,6 +80,12 @@ def data(make_server):
     credential = RelayCredential(name="app", username="app")
     credential.set_password("a-long-password")
     credential.save()
+    settings.SANDBOX_INBOX_DIR = tmp_path
+    inboxed = "00000000000000000001.P1Q1.relaydeck"
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / inboxed).write_bytes(
+        b"Subject: hi\r\nContent-Type: text/html\r\n\r\n<p style='color:red' onclick='x()'>hi</p>\r\n"
+    )
     rejected = [{"line": 2, "reason": "not an email address"}]
     job = SubscriberImport.objects.create(
         mailing_list=campaign.lists.get(), file="imports/x.csv", original_name="x.csv", status="done", errors=rejected
@@ -95,6 +102,7 @@ def data(make_server):
         "suppressions": {"pk": Suppression.objects.create(email="gone@example.test", reason="hard_bounce").pk},
         "bounces": {"pk": Bounce.objects.create(kind="unparsed", source="listener", report=b"<script>x</script>").pk},
         "": {"token": unsubscribe_url(subscriber.pk, campaign.pk).rsplit("/", 2)[-2]},
+        "sandbox_inbox": {"name": inboxed},
     }
 
 
@@ -133,7 +141,7 @@ def test_every_page_carries_the_policy_and_needs_nothing_inline(admin_client, da
     assert {"campaigns:detail", "campaigns:preview", "lists:detail", "lists:import_status", "logs:campaign"} <= checked
     assert {"logs:list", "smtp_settings:edit", "unsubscribe", "suppressions:list", "suppressions:remove"} <= checked
     assert {"outbox:list", "outbox:detail", "outbox:chart", "access:index", "access:credential_edit"} <= checked
-    assert {"bounces:list", "bounces:detail"} <= checked
+    assert {"bounces:list", "bounces:detail", "sandbox_inbox:list", "sandbox_inbox:detail"} <= checked
     assert {"bounce_mailboxes:list", "bounce_mailboxes:edit", "bounce_mailboxes:delete"} <= checked
 
 

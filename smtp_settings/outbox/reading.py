@@ -1,5 +1,6 @@
-"""What the outbox's message page shows of a message's bytes: its headers, decoded, the size
-of each part, and its plain text. The HTML part is never rendered, only named.
+"""What a message page shows of a message's bytes: its headers, decoded, the size of each
+part, its plain text, its HTML and the links in it. The outbox page never renders the HTML
+part, only names it; the sandbox inbox shows it in a sandboxed frame, and lists its links.
 
 The bytes are the client's, up to RELAY_MAX_MESSAGE_BYTES of MIME however it is made, so a
 page parses only the first PARSED_BYTES of them, shows at most SHOWN headers and parts, and
@@ -7,15 +8,40 @@ says the message could not be shown rather than fail on what the email package c
 (a RecursionError on parts nested thousands deep, among others)."""
 
 import logging
+import re
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default
+from html import unescape
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
 PARSED_BYTES = 256 * 1024  # of a message, at most, are parsed for its page
 SHOWN = 100  # headers, and parts, at most
 TEXT_SHOWN = 100_000  # characters of the text part, at most
+HTML_SHOWN = 200_000  # characters of the HTML part, at most
+LINKS_SHOWN = 100
+LINK_CHARS = 2000  # of a link, at most
+OPENABLE = ("http", "https", "mailto")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # browsers drop these from links: so is a link judged
+_TEXT_LINK = re.compile(r"https?://[^\s<>\"'()\[\]]+")
+_HEADER_LINK = re.compile(r"<([^<>]+)>")
+# href="…" in any tag, bounded and never backtracking far: linear in the HTML, however hostile
+# (html.parser is quadratic on some unclosed constructs).
+_VALUE = f"{{0,{LINK_CHARS}}}"
+_HREF = re.compile(rf"""\bhref\s{{0,20}}=\s{{0,20}}(?:"([^"]{_VALUE})|'([^']{_VALUE})|([^\s"'>]{_VALUE}))""", re.I)
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str  # without spaces and control characters
+    found_in: str  # "List-Unsubscribe", "HTML part" or "text part"
+
+    @property
+    def openable(self) -> bool:
+        """A web or mail address: safe to offer as a link (never javascript: or data:)."""
+        return urlsplit(self.url).scheme.lower() in OPENABLE
 
 
 @dataclass
@@ -24,6 +50,8 @@ class Reading:
     parts: list[tuple[str, int]] = field(default_factory=list)  # (content type, decoded bytes) of each leaf
     text: str | None = None  # the plain text part, cut at TEXT_SHOWN characters
     text_cut: bool = False
+    html: str | None = None  # the HTML part, cut at HTML_SHOWN characters
+    links: list[Link] = field(default_factory=list)
     cut: bool = False  # only the first PARSED_BYTES were read, or SHOWN headers or parts shown
     unreadable: bool = False  # the email package could not read it: nothing else is shown
 
@@ -36,11 +64,28 @@ def decoded(name: str, value: str) -> str:
         return value
 
 
+def _links(found: list[tuple[str, str]]) -> list[Link]:
+    """The (place, address) found, cleaned, each once, at most LINKS_SHOWN."""
+    links = {}
+    for found_in, url in found:
+        url = _CONTROL.sub("", url)[:LINK_CHARS]
+        if url and url not in links and len(links) < LINKS_SHOWN:
+            links[url] = Link(url, found_in)
+    return list(links.values())
+
+
+def _content(part) -> str:
+    try:
+        return part.get_content()
+    except (LookupError, ValueError):  # an unknown charset, a broken encoding
+        return part.get_payload(decode=True).decode("utf-8", "replace")
+
+
 def read(data: bytes) -> Reading:
     try:
         return _read(data)
     except Exception:
-        log.warning("The outbox page could not read a message of %d bytes", len(data), exc_info=True)
+        log.warning("A message page could not read a message of %d bytes", len(data), exc_info=True)
         return Reading(unreadable=True)
 
 
@@ -55,12 +100,15 @@ def _read(data: bytes) -> Reading:
                 reading.cut = True
                 break
             reading.parts.append((part.get_content_type(), len(part.get_payload(decode=True) or b"")))
+    found = [("List-Unsubscribe", url) for url in _HEADER_LINK.findall(str(message.get("List-Unsubscribe", "")))]
+    html = message.get_body(preferencelist=("html",))
+    if html is not None:
+        reading.html = _content(html)[:HTML_SHOWN]
+        found += [("HTML part", unescape("".join(match))) for match in _HREF.findall(reading.html)]
     body = message.get_body(preferencelist=("plain",))
     if body is not None:
-        try:
-            text = body.get_content()
-        except (LookupError, ValueError):  # an unknown charset, a broken encoding
-            text = body.get_payload(decode=True).decode("utf-8", "replace")
-        text = text.replace("\r\n", "\n")  # as on the wire; one line break is enough on a page
+        text = _content(body).replace("\r\n", "\n")  # as on the wire; one line break is enough on a page
         reading.text, reading.text_cut = text[:TEXT_SHOWN], len(text) > TEXT_SHOWN
+        found += [("text part", url) for url in _TEXT_LINK.findall(reading.text[:TEXT_SHOWN])]
+    reading.links = _links(found)
     return reading

@@ -1,12 +1,15 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from campaigns.demo import DEMO_SANDBOX_PORT, create_demo
+from campaigns.models import Subscriber
 
 
 class Command(BaseCommand):
     help = (
         "Create demo data: an SES-like sandbox server entry, a list of fake subscribers on "
-        "example.test and a draft campaign. Safe to run again."
+        "example.test and a draft campaign. Run again, it makes the demo ready to run again: a "
+        "finished demo campaign makes way for a fresh draft and the sandbox server entry forgets "
+        "the limits it learned (unless the demo campaign is under way: then nothing changes)."
     )
 
     def add_arguments(self, parser):
@@ -21,8 +24,16 @@ class Command(BaseCommand):
         if subscribers < 1:
             raise CommandError("--subscribers must be at least 1")
         campaign = create_demo(subscribers)
+        if campaign.status in campaign.UNDER_WAY:
+            self.stdout.write(
+                f"The demo campaign {campaign.pk} is {campaign.get_status_display().lower()}: left as it is. "
+                "Cancel it (or let it finish) and run `manage.py demo` again for a fresh one."
+            )
+            return
+        recipients = Subscriber.objects.filter(lists__campaigns=campaign).distinct().count()
         self.stdout.write(
-            f"Demo ready: campaign {campaign.pk} “{campaign.name}” to {subscribers} subscribers through the sandbox "
-            f"on 127.0.0.1:{DEMO_SANDBOX_PORT} (`make run` starts it; or `python manage.py smtp_sandbox "
-            f"--port {DEMO_SANDBOX_PORT} --max-msgs-per-session 350 --max-conns 20`)."
+            f"Demo ready: campaign {campaign.pk} “{campaign.name}”, a draft, to {recipients} subscribers through "
+            f"the sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT}, which has forgotten any limits it learned (`make run` "
+            f"starts it; or `python manage.py smtp_sandbox --port {DEMO_SANDBOX_PORT} --max-msgs-per-session 350 "
+            "--max-conns 20`)."
         )

@@ -36,7 +36,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--sandbox",
             action="store_true",
-            help=f"Also run the SMTP sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT} with SES- and Exchange-like limits.",
+            help=f"Also run the SMTP sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT} with SES- and Exchange-like limits, "
+            "keeping the last SANDBOX_INBOX_MESSAGES it receives for the sandbox inbox (/sandbox/).",
         )
 
     def handle(self, *args, addrport, sandbox, verbosity, **options):
@@ -49,7 +50,8 @@ class Command(BaseCommand):
             "relay": [sys.executable, "manage.py", "smtp_relay", "--listen", settings.RELAY_LISTEN],
         }
         if sandbox:
-            commands["sandbox"] = [sys.executable, "manage.py", "smtp_sandbox", "--quiet", *DEMO_SANDBOX_OPTIONS]
+            inbox = f"--inbox={settings.SANDBOX_INBOX_MESSAGES}"
+            commands["sandbox"] = [sys.executable, "manage.py", "smtp_sandbox", "--quiet", inbox, *DEMO_SANDBOX_OPTIONS]
         # Ctrl-C and SIGTERM reach only this process (the children have sessions of their own,
         # and a shell may start us with SIGINT ignored); each child then gets one SIGTERM.
         stop = threading.Event()

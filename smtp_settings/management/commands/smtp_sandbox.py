@@ -4,22 +4,24 @@ import sys
 import threading
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from smtp_settings.relay import listen_address
-from smtp_settings.sandbox import SandboxServer
+from smtp_settings.sandbox import PORT, SandboxServer
 
 
 class Command(BaseCommand):
     help = (
         "Run a local SMTP server that behaves like real providers (SES session caps, Exchange "
-        "connection caps, temporary failures, bounces), for demos and manual tests. Nothing leaves "
-        "this machine: messages are counted and dropped."
+        "connection caps, temporary failures, bounces), for demos and manual tests. It delivers nothing "
+        "further: messages are counted and dropped, the last --inbox N of them kept for the dashboard's "
+        "sandbox inbox."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
-        parser.add_argument("--port", type=int, default=2525, help="Port to listen on (default 2525; 0 = any free).")
+        parser.add_argument("--port", type=int, default=PORT, help=f"Port to listen on (default {PORT}; 0 = any free).")
         parser.add_argument(
             "--max-msgs-per-session",
             type=int,
@@ -57,12 +59,29 @@ class Command(BaseCommand):
         parser.add_argument("--auth", metavar="USER:PASS", help="Require AUTH PLAIN/LOGIN with these credentials.")
         parser.add_argument("--pipelining", action="store_true", help="Advertise PIPELINING (RFC 2920).")
         parser.add_argument("--limits", default="", metavar="'MAILMAX=n RCPTMAX=n'", help="Advertise RFC 9422 LIMITS.")
+        parser.add_argument(
+            "--inbox",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Keep the last N messages received for the dashboard's sandbox inbox (/sandbox/); 0 = none (the "
+            "default: nothing written, as fast as without).",
+        )
+        parser.add_argument(
+            "--inbox-dir",
+            type=Path,
+            default=settings.SANDBOX_INBOX_DIR,
+            metavar="PATH",
+            help="The Maildir the inbox is kept in (default SANDBOX_INBOX_DIR, where the dashboard reads it).",
+        )
         parser.add_argument("--summary-file", metavar="PATH", help="Write a JSON summary here on exit.")
         parser.add_argument("--quiet", action="store_true", help="No live counter line.")
 
     def handle(self, *args, **options):
         if not 0 <= options["tempfail_rate"] <= 1:
             raise CommandError("--tempfail-rate must be between 0 and 1")
+        if options["inbox"] < 0:
+            raise CommandError("--inbox must be 0 or more")
         if options["auth"] and ":" not in options["auth"]:
             raise CommandError("--auth must be USER:PASS")
         if bool(options["bounce"]) != bool(options["bounce_to"]):
@@ -86,6 +105,8 @@ class Command(BaseCommand):
             limits=options["limits"],
             bounce=options["bounce"],
             bounce_to=bounce_to,
+            inbox=options["inbox_dir"] if options["inbox"] else None,
+            inbox_keep=options["inbox"],
         )
         try:
             sandbox.start()
