@@ -137,7 +137,7 @@ class _Handler:
                     session_id=id(session),
                     mail_from=envelope.mail_from,
                     rcpt_tos=tuple(envelope.rcpt_tos),
-                    data=content,
+                    data=content if sandbox.keep_bodies else b"",
                     message_id=str(BytesHeaderParser().parsebytes(content).get("Message-ID", "")),
                     received_at=time.monotonic(),
                 ),
@@ -261,6 +261,8 @@ class SandboxServer:
     refuse_with: answer every connection with this reply (e.g. a 421 or 554) and hang up.
     bounce, bounce_to: the recipients to send a DSN for, and the (host, port) to send it through.
     inbox, inbox_keep: the Maildir to keep the last `inbox_keep` messages received in.
+    keep_bodies: keep each message's bytes in `received` (tests read them); a long-running
+        sandbox process keeps only their envelopes and Message-IDs, for its summary.
     """
 
     def __init__(
@@ -286,6 +288,7 @@ class SandboxServer:
         bounce_to: tuple[str, int] | None = None,
         inbox: Path | None = None,
         inbox_keep: int = 0,
+        keep_bodies: bool = True,
         seed: int = 0,
     ):
         if bool(bounce) != bool(bounce_to):
@@ -307,6 +310,7 @@ class SandboxServer:
         self.pipelining = pipelining
         self.limits = limits
         self.fault = fault
+        self.keep_bodies = keep_bodies
         self.random = random.Random(seed)
 
         self.received: list[ReceivedMessage] = []

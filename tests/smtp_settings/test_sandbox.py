@@ -27,3 +27,16 @@ def test_the_summary_says_how_fast_messages_arrived(smtp_sandbox, make_server):
     times = [message.received_at for message in sandbox.received]
     assert times == sorted(times) and len(times) == 5
     assert summary["max_per_second"] == 5 and summary["receiving_s"] == round(times[-1] - times[0], 3) < 1
+
+
+def test_a_long_running_sandbox_keeps_no_bodies_and_still_counts_duplicates(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox(keep_bodies=False)
+    message = EmailMessage(
+        "s", "b" * 10_000, "a@example.test", ["r@example.test"], headers={"Message-ID": "<1@x.test>"}
+    )
+    backend = get_connection("smtp_settings.backends.RotatingEmailBackend", server=make_server(port=sandbox.port))
+    backend.send_messages([message])
+    backend.send_messages([message])  # the same Message-ID again
+
+    assert [received.data for received in sandbox.received] == [b"", b""]
+    assert sandbox.summary()["received"] == 2 and sandbox.summary()["unique_message_ids"] == 1

@@ -107,6 +107,7 @@ class Command(BaseCommand):
             bounce_to=bounce_to,
             inbox=options["inbox_dir"] if options["inbox"] else None,
             inbox_keep=options["inbox"],
+            keep_bodies=False,  # it runs for days under `make run`: its summary needs no bodies
         )
         try:
             sandbox.start()
