@@ -1,6 +1,7 @@
 """The browser end-to-end suite: Debian's Chromium, driven by Playwright, against the real stack.
 
-One stack for the whole session, each part a process of its own as `make run` starts them:
+One stack for the whole suite (stopped once its last test is done, before the rest of a full
+run goes on), each part a process of its own as `make run` starts them:
 the dashboard (`runserver --noreload`), its worker (`qcluster`) and the SMTP sandbox with an
 SES-like cap per session, on random loopback ports, on a fresh SQLite file. Each test step
 saves a screenshot under var/e2e/<test>/ for a person to look at after the run; the
@@ -127,7 +128,7 @@ class Processes:
         return crashed
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory) -> Stack:
     state = tmp_path_factory.mktemp("e2e-stack")
     logs = ARTIFACTS / "logs"
@@ -139,12 +140,15 @@ def stack(tmp_path_factory) -> Stack:
         name: value
         for name, value in os.environ.items()
         # The stack has a database of its own, and keeps its shared limits in it.
-        if name not in {"DATABASE_URL", "REDIS_URL", "PYTEST_CURRENT_TEST"}
+        if name not in {"DATABASE_URL", "REDIS_URL"}
     } | {
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "RELAYDECK_VAR_DIR": str(state),
         "SQLITE_PATH": str(state / "db.sqlite3"),
         "SITE_URL": url,  # the links in the messages lead back to this dashboard
+        # A message deferred by the sandbox's 421s goes again within seconds, not a minute:
+        # the journey waits for the campaign to finish.
+        "CAMPAIGN_RETRY_DELAY_S": "1",
     }
     _manage(env, "migrate", "--noinput")
     username, password = ADMIN
@@ -164,7 +168,7 @@ def stack(tmp_path_factory) -> Stack:
     assert not crashed, f"Stopped during the run: {', '.join(crashed)} (see {logs})"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Browser:
     if not CHROMIUM.exists():
         pytest.fail(
@@ -183,10 +187,11 @@ class Screenshots:
     def __init__(self, folder: Path):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        self.folder, self.taken = folder, 0
+        self.folder, self.taken, self.last_page = folder, 0, None
 
     def take(self, page: Page, step: str) -> None:
         self.taken += 1
+        self.last_page = page
         page.screenshot(path=self.folder / f"{self.taken:02d}-{step}.png", full_page=True)
         # Debian's Chromium leaves the page scrolled after a full-page screenshot while the
         # browser keeps the old scroll position, and the next click lands beside its target
@@ -196,9 +201,21 @@ class Screenshots:
         page.set_viewport_size(size)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when == "call":
+        item.e2e_failed = report.failed
+    return report
+
+
 @pytest.fixture
 def shots(request) -> Screenshots:
-    return Screenshots(ARTIFACTS / request.node.name)
+    """The test's screenshots; a failed test ends with one of the page it was on, as it was."""
+    shots = Screenshots(ARTIFACTS / request.node.name)
+    yield shots
+    if getattr(request.node, "e2e_failed", False) and shots.last_page and not shots.last_page.is_closed():
+        shots.take(shots.last_page, "failed")
 
 
 @pytest.fixture
