@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-sqlite test-postgres lint
+.PHONY: run test test-sqlite test-postgres test-e2e lint
 
 $(VENV)/installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ lint: $(VENV)/installed
 test-sqlite: $(VENV)/installed
 	$(VENV)/bin/pytest
 
+# The browser suite runs its own stack on SQLite: once, in the SQLite pass, is enough.
 test-postgres: $(VENV)/installed
-	DATABASE_URL=$(POSTGRES_URL) REDIS_URL=$(REDIS_TEST_URL) $(VENV)/bin/pytest
+	DATABASE_URL=$(POSTGRES_URL) REDIS_URL=$(REDIS_TEST_URL) $(VENV)/bin/pytest --ignore=tests/e2e
+
+test-e2e: $(VENV)/installed
+	$(VENV)/bin/pytest tests/e2e
 
 test: lint test-sqlite test-postgres
