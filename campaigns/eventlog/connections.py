@@ -18,7 +18,7 @@ from django import forms
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from campaigns.eventlog.filters import MAX_WINDOW, ScopeForm, within
+from campaigns.eventlog.filters import ScopeForm, time_window, within
 from campaigns.models import Event
 from project.charts import clock, count, note, shape_path
 from smtp_settings.events import CONNECTION_ENDS, Kind, connection_label
@@ -106,16 +106,6 @@ class LanePage:
     until: datetime | None
 
 
-def scope_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
-    """The time range of the timeline: a chosen campaign's as filtered; else the filter's
-    range, at most its last MAX_WINDOW, and the last DEFAULT_WINDOW without a start."""
-    since, until = cleaned.get("since"), cleaned.get("until")
-    if cleaned.get("campaign"):
-        return since, until
-    end = until or now or timezone.now()
-    return max(since or end - DEFAULT_WINDOW, end - MAX_WINDOW), until
-
-
 def _scoped(cleaned: dict, kinds, since, until):
     events = Event.objects.filter(kind__in=kinds, connection_id__isnull=False)
     if cleaned.get("server"):
@@ -126,7 +116,7 @@ def _scoped(cleaned: dict, kinds, since, until):
 
 
 def lane_page(cleaned: dict, after: int | None = None, now: datetime | None = None) -> LanePage:
-    since, until = scope_window(cleaned, now)
+    since, until = time_window(cleaned, now, DEFAULT_WINDOW)
     connects = _scoped(cleaned, [Kind.CONNECT], since, until)
     if after is not None:
         connects = connects.filter(id__gt=after)

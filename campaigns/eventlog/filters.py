@@ -90,16 +90,18 @@ class LogFilterForm(ScopeForm):
         return cleaned
 
 
-def time_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
-    """The time range the counts per kind and a text search cover, since both read every row
-    in it: a chosen campaign's events as filtered (a campaign bounds them itself); else the
-    filter's range, at most its last MAX_WINDOW; without a start, the DEFAULT_WINDOW up to
-    `until` (or now)."""
+def time_window(
+    cleaned: dict, now: datetime | None = None, default: timedelta = DEFAULT_WINDOW
+) -> tuple[datetime | None, datetime | None]:
+    """The time range of what reads every row in it (the counts per kind, a text search, the
+    connection timeline): a chosen campaign's events as filtered (a campaign bounds them
+    itself); else the filter's range, at most its last MAX_WINDOW; without a start, the
+    `default` window up to `until` (or now)."""
     since, until = cleaned.get("since"), cleaned.get("until")
     if cleaned.get("campaign"):
         return since, until
     end = until or now or timezone.now()
-    return max(since or end - DEFAULT_WINDOW, end - MAX_WINDOW), until
+    return max(since or end - default, end - MAX_WINDOW), until
 
 
 def filtered_events(cleaned: dict, *, windowed: bool = False, now: datetime | None = None) -> QuerySet:

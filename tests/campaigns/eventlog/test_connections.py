@@ -44,9 +44,13 @@ def test_the_timeline_requires_login(client):
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
-def test_bad_scope_is_a_400_naming_the_field(viewer_client):
-    response = viewer_client.get(f"{TIMELINE}?since=yesterday")
-    assert response.status_code == 400 and "From" in response.content.decode()
+@pytest.mark.parametrize(
+    "query, named",
+    [("since=yesterday", "From"), ("until=0001-01-01T00:00", "Until"), ("since=9999-12-31T23:59", "From")],
+)
+def test_bad_scope_is_a_400_naming_the_field(viewer_client, query, named):
+    response = viewer_client.get(f"{TIMELINE}?{query}")
+    assert response.status_code == 400 and named in response.content.decode()
 
 
 def test_each_lane_says_how_its_connection_ended(viewer_client):

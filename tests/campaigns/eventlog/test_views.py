@@ -71,6 +71,8 @@ def test_logs_is_a_link_in_the_navigation_marked_current(viewer_client):
         ("code=999", "Reply code"),
         ("since=yesterday", "From"),
         ("until=2026-13-45T10:00", "Until"),
+        ("until=0001-01-01T00:00", "Until"),
+        ("since=9999-12-31T23:59", "From"),
         ("since=2026-01-02T00:00&until=2026-01-01T00:00", "Until"),
         ("kind=<b>bogus</b>", "Kind"),
         ("server=abc", "Server"),
