@@ -250,8 +250,8 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
 
 def campaign_timeline(campaign: Campaign) -> Timeline | None:
     """The campaign's last day of sending, with its 421s, reconnects and rotations ("sent",
-    "closed_421", "reconnects" and "rotations" per bucket, the marks with a server's reply
-    each); None before it sent or heard anything."""
+    "closed_421", "reconnects" and "rotations" per bucket, each mark with one of the server's
+    replies); None before it sent or heard anything."""
     sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
     events = Event.objects.filter(campaign=campaign)
     ends = [
@@ -270,6 +270,8 @@ def campaign_timeline(campaign: Campaign) -> Timeline | None:
     names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}
     marked = within(events.filter(kind__in=names), timeline.start, None, id_range=True)
     marked = marked.annotate(moment=timeline.moment_of("at")).order_by().values_list("moment", "kind")
+    # One reply per bucket and kind for the mark's tooltip: the alphabetically last, which a
+    # grouped query gives at once (the first in time would take a second query).
     rows = marked.annotate(n=Sum("count"), said=Max(Substr("text", 1, NOTE_CHARS + 1)))
     for moment, kind, n, said in rows:
         timeline.add_noted(names[kind], [(moment, n, said or "")])

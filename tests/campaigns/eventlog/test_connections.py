@@ -88,6 +88,21 @@ def test_without_a_campaign_or_start_the_timeline_covers_the_last_hour(viewer_cl
     assert [lane.connection_id for lane in page.lanes] == [recent]
 
 
+def test_ends_of_sessions_never_seen_open_are_not_counted(viewer_client):
+    """An ESP's API session reports its network errors, timeouts and ambiguous sends with its
+    id but never a connect: it has no lane, so it is not among how the connections ended."""
+    connection(ends=1, kind=Kind.ROTATION)
+    at = timezone.now() - timedelta(minutes=5)
+    Event.objects.bulk_create(
+        Event(at=at, last_at=at, kind=kind, server_name="esp", connection_id=connection_ids.next())
+        for kind in (Kind.NETWORK_ERROR, Kind.TIMEOUT, Kind.AMBIGUOUS)
+    )
+
+    page = viewer_client.get(TIMELINE).context["page"]
+
+    assert len(page.lanes) == 1 and page.ends == [("rotation at the cap", 1)]
+
+
 def test_a_campaign_shows_all_its_connections_and_no_others(viewer_client, campaign):
     ours = connection(at=timezone.now() - timedelta(days=3), campaign=campaign, ends=1, kind=Kind.AGE_CLOSE)
     connection(ends=1, kind=Kind.ROTATION)
