@@ -9,7 +9,7 @@ and a text search — is kept to a time window (`time_window()`): a chosen campa
 else at most the last week of the filter's range, or the last 24 hours without a start.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -206,6 +206,11 @@ def summary(events: QuerySet) -> list[KindCount]:
     # which reads the table's rows in random order (four times slower over a week of events)
     # where reading the id range in order is all it takes. Kinds are lower case already.
     totals = events.order_by().annotate(group=Lower("kind")).values_list("group").annotate(total=Sum("count"))
+    return ranked(totals)
+
+
+def ranked(totals: Iterable[tuple[str, int]]) -> list[KindCount]:
+    """(kind, total) pairs as counts per kind, most frequent first."""
     return [KindCount(*row) for row in sorted(totals, key=lambda row: (-row[1], row[0]))]
 
 

@@ -18,6 +18,7 @@ from campaigns.eventlog.filters import (
     summary,
     time_window,
 )
+from campaigns.eventlog.panel import campaign_panel
 from campaigns.models import Campaign
 from project.forms import filters_in_use
 from project.htmx import HtmxHttpRequest
@@ -46,11 +47,8 @@ def _counts(request: HtmxHttpRequest, cleaned: dict, events: QuerySet) -> dict:
 
 def campaign_events_context(campaign: Campaign) -> dict:
     """What `campaigns/_events.html` shows on the campaign's page."""
-    return {
-        "event_counts": summary(campaign.events.all()),
-        "event_filters": QueryDict(f"campaign={campaign.pk}"),
-        "chart": campaign_chart(campaign),
-    }
+    counts, chart = campaign_panel(campaign)
+    return {"event_counts": counts, "event_filters": QueryDict(f"campaign={campaign.pk}"), "chart": chart}
 
 
 @role_required(Role.VIEWER)

@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns import eventlog
-from campaigns.eventlog import filters
-from campaigns.models import Delivery, Event
+from campaigns.eventlog import filters, panel
+from campaigns.models import Campaign, Delivery, Event
 from smtp_settings.events import Kind
 from smtp_settings.sandbox import SES_421
 from tests.campaigns.test_sending import make_campaign, start_sending
@@ -527,7 +527,7 @@ def test_the_campaign_events_block_can_be_fetched_alone(viewer_client, campaign)
 
 
 def send_at(campaign, moments) -> None:
-    subscribers = list(campaign.lists.get().subscribers.all())
+    subscribers = list(campaign.lists.get().subscribers.exclude(deliveries__campaign=campaign))
     Delivery.objects.bulk_create(
         [
             Delivery(campaign=campaign, subscriber=subscriber, status="sent", sent_at=moment)
@@ -634,6 +634,57 @@ def test_the_log_shows_the_chart_when_a_campaign_is_chosen(viewer_client, campai
 def test_a_campaign_that_sent_nothing_has_no_chart(viewer_client, campaign):
     html = viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
     assert "<svg" not in html and "No events." in html
+
+
+def panel_of(client, campaign) -> tuple[list, str]:
+    """The Events panel's counts per kind and sent bars, and the SQL it took."""
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("logs:campaign", args=[campaign.pk]), HTTP_HX_REQUEST="true")
+    bars = [title.split(": ")[1] for _, title in bars_of(response.content.decode())]
+    return [*response.context["event_counts"], *bars], " ".join(query["sql"] for query in queries)
+
+
+def test_a_poll_of_an_unchanged_campaign_panel_neither_counts_nor_draws_again(viewer_client, campaign):
+    at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(campaign, [at, at])
+    make_events(3, kind=Kind.SESSION_CLOSED_421, campaign=campaign)
+
+    first, _ = panel_of(viewer_client, campaign)
+    again, sql = panel_of(viewer_client, campaign)
+
+    assert first == again == [("421", 3), "2 sent"]
+    assert "SUM(" not in sql.upper() and "GROUP BY" not in sql.upper()
+
+
+def test_the_panel_adds_new_events_at_once_and_redraws_the_chart_each_minute(viewer_client, campaign, monkeypatch):
+    at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(campaign, [at])
+    make_events(2, kind=Kind.SESSION_CLOSED_421, campaign=campaign)
+    panel_of(viewer_client, campaign)
+
+    make_events(kind=Kind.SESSION_CLOSED_421, count=5, campaign=campaign)
+    make_events(kind=Kind.RECONNECT, campaign=campaign)
+    send_at(campaign, [at + timedelta(minutes=1)])
+    added, sql = panel_of(viewer_client, campaign)
+    assert added == [("421", 7), ("reconnect", 1), "1 sent"]  # the chart is drawn at most once a minute
+    assert "SUM(" in sql.upper() and '"id" >' in sql  # only the new events were counted
+
+    monkeypatch.setattr(panel, "REFRESH_S", 0)
+    assert panel_of(viewer_client, campaign)[0] == [("421", 7), ("reconnect", 1), "1 sent", "1 sent"]
+
+
+def test_the_panel_is_worked_out_afresh_when_the_status_changes_or_old_events_go(viewer_client, campaign):
+    at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(campaign, [at])
+    oldest, *_ = make_events(3, kind=Kind.CONNECT, campaign=campaign)
+    panel_of(viewer_client, campaign)
+
+    send_at(campaign, [at + timedelta(minutes=1)])
+    Campaign.objects.filter(pk=campaign.pk).update(status="finished")
+    assert panel_of(viewer_client, campaign)[0] == [("connect", 3), "1 sent", "1 sent"]
+
+    oldest.delete()  # as retention prunes
+    assert panel_of(viewer_client, campaign)[0] == [("connect", 2), "1 sent", "1 sent"]
 
 
 # A real campaign
