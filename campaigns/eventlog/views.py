@@ -59,10 +59,10 @@ def event_list(request: HtmxHttpRequest) -> HttpResponse:
         return _bad_filters(request, form)
     cleaned = form.cleaned_data
     events = filtered_events(cleaned)
-    if request.htmx and cleaned["after"] is not None:  # the live tail: what is new, and the counts with it
-        rows = newer_than(events, cleaned["after"])
-        counted = _counts(request, cleaned, events) if rows else {}
-        return render(request, "logs/_rows.html", {"events": rows, "live": True, **counted})
+    if request.htmx and request.htmx.target == "log-counts":  # the live tail's counts, on their slower poll
+        return render(request, "logs/_counts.html", _counts(request, cleaned, events))
+    if request.htmx and cleaned["after"] is not None:  # the live tail: what is new
+        return render(request, "logs/_rows.html", {"events": newer_than(events, cleaned["after"]), "live": True})
     campaign = cleaned["campaign"]
     context = {
         "form": form,

@@ -313,7 +313,7 @@ def test_without_a_start_the_counts_cover_the_last_24_hours_and_say_so(viewer_cl
 
     assert counts(response) == {"connect": 3}
     assert len(shown_ids(response)) == 5  # the table shows them all
-    said = re.search(r'<div id="log-counts">\s*<p class="help">(.*?)</p>', html(response), re.S)[1]
+    said = re.search(r'<div id="log-counts"[^>]*>\s*<p class="help">(.*?)</p>', html(response), re.S)[1]
     help_text = " ".join(said.split())
     start = timezone.localtime(response.context["window"][0])
     assert help_text == (
@@ -348,15 +348,31 @@ def test_kinds_read_as_names_in_the_rows_the_counts_and_the_filter(viewer_client
     assert "idle_close<" not in page + panel and "learned_limit<" not in page
 
 
-def test_the_live_tail_brings_the_counts_up_to_date_with_its_rows(viewer_client):
+def test_the_live_tail_brings_rows_without_counting_and_the_counts_come_on_their_own_poll(viewer_client):
+    """Counting reads the whole window: the tail's 2 s poll does not, the counts' 30 s one does."""
     [first] = make_events(kind=Kind.CONNECT)
     make_events(3, kind=Kind.SESSION_CLOSED_421, ago=timedelta(seconds=1))
 
-    tail = viewer_client.get(f"{LOG}?after={first.pk}", HTTP_HX_REQUEST="true").content.decode()
+    with CaptureQueriesContext(connection) as queries:
+        tail = viewer_client.get(f"{LOG}?after={first.pk}", HTTP_HX_REQUEST="true").content.decode()
+    counts = viewer_client.get(f"{LOG}?kind=", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="log-counts").content.decode()
 
     assert len(shown_ids_in(tail)) == 3
-    assert '<div id="log-counts" hx-swap-oob="true">' in tail
-    assert 'kind=421">421</a></dt><dd>3</dd>' in tail and 'kind=connect">connect</a></dt><dd>1</dd>' in tail
+    assert "log-counts" not in tail and not any("SUM(" in query["sql"].upper() for query in queries)
+    assert counts.lstrip().startswith('<div id="log-counts"') and "<tr" not in counts
+    assert 'kind=421">421</a></dt><dd>3</dd>' in counts and 'kind=connect">connect</a></dt><dd>1</dd>' in counts
+
+
+def test_the_counts_poll_every_30_seconds_while_the_live_tail_is_on(viewer_client):
+    page = viewer_client.get(f"{LOG}?kind=421").content.decode()
+    older = viewer_client.get(f"{LOG}?before=1000").content.decode()
+
+    assert 'name="live" id="live-tail" data-poll-while-checked' in page
+    assert (
+        f'<div id="log-counts" hx-get="{LOG}?kind=421" hx-trigger="every 30s" hx-swap="outerHTML" '
+        'data-poll-while="live-tail">' in page
+    )
+    assert '<div id="log-counts">' in older  # an older page has no live tail
 
 
 def test_a_live_tail_with_nothing_new_counts_nothing(viewer_client):
