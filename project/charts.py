@@ -101,7 +101,7 @@ class Timeline:
 
     def add_noted(self, name: str, per_moment: Iterable[tuple[object, int, str]]) -> None:
         """As `add`, from (moment, n, what the server said): a bucket keeps the first text it
-        is given for `name`, for its mark's tooltip."""
+        is given for `name` (of the pairs in the order given), for its mark's tooltip."""
         for moment, n, text in per_moment:
             bucket = self._bucket(moment)
             bucket.counts[name] += n
@@ -248,11 +248,12 @@ def span(timeline: Timeline) -> str:
     return f"From {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} ({start:%Z})"
 
 
-def _legend(series: list[Series]) -> list[LegendItem]:
+def legend(entries: Iterable[tuple[str, str, str]]) -> list[LegendItem]:
+    """A legend in one row from (label, class, shape) entries; without a shape, a bar's swatch."""
     items, x = [], 0
-    for one in series:
-        items.append(LegendItem(x, one.label, one.css, shape_path(one.shape, x + 6, -3) if one.lane else ""))
-        x += 34 + 6 * len(one.label)  # the swatch, about 6 px a character at 11 px, a gap
+    for label, css, shape in entries:
+        items.append(LegendItem(x, label, css, shape_path(shape, x + 6, -3) if shape else ""))
+        x += 34 + 6 * len(label)  # the swatch, about 6 px a character at 11 px, a gap
     return items
 
 
@@ -270,7 +271,7 @@ def bar_chart(
         bottom=top + PLOT_HEIGHT,
         x_caption=f"{timezone.localtime(timeline.start):%Z} time; one bar per {per_bucket(timeline)}",
         y_caption=unit,
-        legend=_legend([*bars, *marks]),
+        legend=legend((one.label, one.css, one.shape if one.lane else "") for one in [*bars, *marks]),
     )
     chart.lanes = [Lane(FIRST_LANE_Y + LANE_STEP * n, one.lane, one.css, one.guide) for n, one in enumerate(marks)]
     step = (RIGHT - LEFT) / len(timeline.buckets)

@@ -4,6 +4,9 @@ from django import forms
 from django.http import QueryDict
 
 DATETIME_LOCAL = "%Y-%m-%dT%H:%M"
+# The years a filter's date may name: ranges are widened by days around them, which must not
+# fall off Python's calendar (year 1 to 9999).
+YEARS = (1970, 9998)
 
 
 def _datetime_field(label: str, help_text: str) -> forms.DateTimeField:
@@ -33,6 +36,18 @@ class TimeRangeForm(FilterForm):
 
     since = _datetime_field("From", "Inclusive.")
     until = _datetime_field("Until", "Exclusive.")
+
+    def _in_years(self, name: str):
+        moment = self.cleaned_data.get(name)
+        if moment is not None and not YEARS[0] <= moment.year <= YEARS[1]:
+            raise forms.ValidationError(f"Give a year from {YEARS[0]} to {YEARS[1]}.")
+        return moment
+
+    def clean_since(self):
+        return self._in_years("since")
+
+    def clean_until(self):
+        return self._in_years("until")
 
     def clean(self):
         cleaned = super().clean()

@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import transaction
+from django.http import HttpResponseRedirect
 
-from smtp_settings.deletion import users_of
+from smtp_settings.deletion import ServerInUse, users_of
 from smtp_settings.forms import SmtpServerForm
 from smtp_settings.models import SmtpServer
 
@@ -20,3 +22,23 @@ class SmtpServerAdmin(admin.ModelAdmin):
         for server in objs:
             protected += [f"{user.kind} “{user.name}” ({user.state})" for user in users_of(server) if user.busy]
         return deleted, counts, perms_needed, protected
+
+    # A campaign launched after that check is still seen by the delete itself, which raises
+    # ServerInUse: the deletion and its log entry roll back, and the admin says why.
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)  # atomic itself
+        except ServerInUse as refused:
+            return self._refused(request, refused)
+
+    def response_action(self, request, queryset):
+        try:
+            with transaction.atomic():
+                return super().response_action(request, queryset)
+        except ServerInUse as refused:
+            return self._refused(request, refused)
+
+    def _refused(self, request, refused: ServerInUse) -> HttpResponseRedirect:
+        self.message_user(request, str(refused), messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())

@@ -8,19 +8,19 @@ connections are read a page at a time: at most PAGE_LANES, the oldest first afte
 keyset on the connect's id, never OFFSET). A page costs four bounded queries: its connects
 (the (kind, id) or (campaign, id) index, the time range as an id range), their ends and what
 the ones without an end carried so far (the (connection_id, id) index), and the scope's ends
-counted per kind.
+(of connections seen opening) counted per kind.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django import forms
-from django.db.models import Count, Max
+from django.db.models import Count, Exists, Max, OuterRef
 from django.utils import timezone
 
-from campaigns.eventlog.filters import MAX_WINDOW, ScopeForm, within
+from campaigns.eventlog.filters import ScopeForm, time_window, within
 from campaigns.models import Event
-from project.charts import clock, count, note, shape_path
+from project.charts import LegendItem, clock, count, legend, note, shape_path
 from smtp_settings.events import CONNECTION_ENDS, Kind, connection_label
 
 PAGE_LANES = 100
@@ -106,16 +106,6 @@ class LanePage:
     until: datetime | None
 
 
-def scope_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
-    """The time range of the timeline: a chosen campaign's as filtered; else the filter's
-    range, at most its last MAX_WINDOW, and the last DEFAULT_WINDOW without a start."""
-    since, until = cleaned.get("since"), cleaned.get("until")
-    if cleaned.get("campaign"):
-        return since, until
-    end = until or now or timezone.now()
-    return max(since or end - DEFAULT_WINDOW, end - MAX_WINDOW), until
-
-
 def _scoped(cleaned: dict, kinds, since, until):
     events = Event.objects.filter(kind__in=kinds, connection_id__isnull=False)
     if cleaned.get("server"):
@@ -126,7 +116,7 @@ def _scoped(cleaned: dict, kinds, since, until):
 
 
 def lane_page(cleaned: dict, after: int | None = None, now: datetime | None = None) -> LanePage:
-    since, until = scope_window(cleaned, now)
+    since, until = time_window(cleaned, now, DEFAULT_WINDOW)
     connects = _scoped(cleaned, [Kind.CONNECT], since, until)
     if after is not None:
         connects = connects.filter(id__gt=after)
@@ -151,7 +141,11 @@ def lane_page(cleaned: dict, after: int | None = None, now: datetime | None = No
             seen = mine.filter(connection_id__in=still).order_by().values_list("connection_id")
             for connection_id, last, messages in seen.annotate(Max("last_at"), Max("messages_on_connection")):
                 by_id[connection_id].last_seen, by_id[connection_id].messages = last, messages
-    totals = _scoped(cleaned, CONNECTION_ENDS, since, until).order_by().values_list("kind").annotate(n=Count("id"))
+    # Only the ends of connections seen opening: an ESP's API session reports its errors with
+    # its id but no connect, and has no lane.
+    opened = Event.objects.filter(connection_id=OuterRef("connection_id"), kind=Kind.CONNECT)
+    totals = _scoped(cleaned, CONNECTION_ENDS, since, until).filter(Exists(opened))
+    totals = totals.order_by().values_list("kind").annotate(n=Count("id"))
     ends: dict[str, int] = {}
     for kind, n in totals:
         name = END_STYLES[kind][0]
@@ -192,14 +186,6 @@ class DrawnLane:
 
 
 @dataclass(frozen=True)
-class Swatch:
-    x: int
-    label: str
-    css: str
-    path: str
-
-
-@dataclass(frozen=True)
 class Tick:
     at: float
     label: str
@@ -210,21 +196,13 @@ class Picture:
     title: str
     description: str
     lanes: list[DrawnLane]
-    legend: list[Swatch]
+    legend: list[LegendItem]
     ticks: list[Tick]
     height: int
     width: int = WIDTH
     gutter: int = GUTTER
     right: int = RIGHT
     axis_y: int = AXIS_Y
-
-
-def _legend() -> list[Swatch]:
-    swatches, x = [], 0
-    for name, css, shape in [*dict.fromkeys(END_STYLES.values()), OPEN]:
-        swatches.append(Swatch(x, name, css, shape_path(shape, x + 6, -3) if shape else ""))
-        x += 34 + 6 * len(name)
-    return swatches
 
 
 def picture(page: LanePage) -> Picture | None:
@@ -277,7 +255,7 @@ def picture(page: LanePage) -> Picture | None:
         "Connections: one lane each, from its opening to its end",
         description,
         drawn,
-        _legend(),
+        legend([*dict.fromkeys(END_STYLES.values()), OPEN]),
         ticks,
         height=FIRST_LANE_Y + len(drawn) * LANE_STEP + 8,
     )

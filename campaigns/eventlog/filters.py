@@ -9,7 +9,7 @@ and a text search — is kept to a time window (`time_window()`): a chosen campa
 else at most the last week of the filter's range, or the last 24 hours without a start.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -90,16 +90,18 @@ class LogFilterForm(ScopeForm):
         return cleaned
 
 
-def time_window(cleaned: dict, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
-    """The time range the counts per kind and a text search cover, since both read every row
-    in it: a chosen campaign's events as filtered (a campaign bounds them itself); else the
-    filter's range, at most its last MAX_WINDOW; without a start, the DEFAULT_WINDOW up to
-    `until` (or now)."""
+def time_window(
+    cleaned: dict, now: datetime | None = None, default: timedelta = DEFAULT_WINDOW
+) -> tuple[datetime | None, datetime | None]:
+    """The time range of what reads every row in it (the counts per kind, a text search, the
+    connection timeline): a chosen campaign's events as filtered (a campaign bounds them
+    itself); else the filter's range, at most its last MAX_WINDOW; without a start, the
+    `default` window up to `until` (or now)."""
     since, until = cleaned.get("since"), cleaned.get("until")
     if cleaned.get("campaign"):
         return since, until
     end = until or now or timezone.now()
-    return max(since or end - DEFAULT_WINDOW, end - MAX_WINDOW), until
+    return max(since or end - default, end - MAX_WINDOW), until
 
 
 def filtered_events(cleaned: dict, *, windowed: bool = False, now: datetime | None = None) -> QuerySet:
@@ -204,6 +206,11 @@ def summary(events: QuerySet) -> list[KindCount]:
     # which reads the table's rows in random order (four times slower over a week of events)
     # where reading the id range in order is all it takes. Kinds are lower case already.
     totals = events.order_by().annotate(group=Lower("kind")).values_list("group").annotate(total=Sum("count"))
+    return ranked(totals)
+
+
+def ranked(totals: Iterable[tuple[str, int]]) -> list[KindCount]:
+    """(kind, total) pairs as counts per kind, most frequent first."""
     return [KindCount(*row) for row in sorted(totals, key=lambda row: (-row[1], row[0]))]
 
 
@@ -248,8 +255,8 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
 
 def campaign_timeline(campaign: Campaign) -> Timeline | None:
     """The campaign's last day of sending, with its 421s, reconnects and rotations ("sent",
-    "closed_421", "reconnects" and "rotations" per bucket, the marks with a server's reply
-    each); None before it sent or heard anything."""
+    "closed_421", "reconnects" and "rotations" per bucket, each mark with one of the server's
+    replies); None before it sent or heard anything."""
     sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
     events = Event.objects.filter(campaign=campaign)
     ends = [
@@ -268,6 +275,8 @@ def campaign_timeline(campaign: Campaign) -> Timeline | None:
     names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}
     marked = within(events.filter(kind__in=names), timeline.start, None, id_range=True)
     marked = marked.annotate(moment=timeline.moment_of("at")).order_by().values_list("moment", "kind")
+    # One reply per bucket and kind for the mark's tooltip: the alphabetically last, which a
+    # grouped query gives at once (the first in time would take a second query).
     rows = marked.annotate(n=Sum("count"), said=Max(Substr("text", 1, NOTE_CHARS + 1)))
     for moment, kind, n, said in rows:
         timeline.add_noted(names[kind], [(moment, n, said or "")])

@@ -18,6 +18,7 @@ from campaigns.eventlog.filters import (
     summary,
     time_window,
 )
+from campaigns.eventlog.panel import campaign_panel
 from campaigns.models import Campaign
 from project.forms import filters_in_use
 from project.htmx import HtmxHttpRequest
@@ -46,11 +47,8 @@ def _counts(request: HtmxHttpRequest, cleaned: dict, events: QuerySet) -> dict:
 
 def campaign_events_context(campaign: Campaign) -> dict:
     """What `campaigns/_events.html` shows on the campaign's page."""
-    return {
-        "event_counts": summary(campaign.events.all()),
-        "event_filters": QueryDict(f"campaign={campaign.pk}"),
-        "chart": campaign_chart(campaign),
-    }
+    counts, chart = campaign_panel(campaign)
+    return {"event_counts": counts, "event_filters": QueryDict(f"campaign={campaign.pk}"), "chart": chart}
 
 
 @role_required(Role.VIEWER)
@@ -61,10 +59,10 @@ def event_list(request: HtmxHttpRequest) -> HttpResponse:
         return _bad_filters(request, form)
     cleaned = form.cleaned_data
     events = filtered_events(cleaned)
-    if request.htmx and cleaned["after"] is not None:  # the live tail: what is new, and the counts with it
-        rows = newer_than(events, cleaned["after"])
-        counted = _counts(request, cleaned, events) if rows else {}
-        return render(request, "logs/_rows.html", {"events": rows, "live": True, **counted})
+    if request.htmx and request.htmx.target == "log-counts":  # the live tail's counts, on their slower poll
+        return render(request, "logs/_counts.html", _counts(request, cleaned, events))
+    if request.htmx and cleaned["after"] is not None:  # the live tail: what is new
+        return render(request, "logs/_rows.html", {"events": newer_than(events, cleaned["after"]), "live": True})
     campaign = cleaned["campaign"]
     context = {
         "form": form,

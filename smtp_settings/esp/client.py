@@ -142,7 +142,9 @@ class EspConnection:
     pipelining = False
     in_flight = None
     mailmax = 0
-    ended = False  # an API session is not reported as a connection: no connect, no close
+    # An API session is not reported as a connection: no connect and no close, though its
+    # errors (network error, timeout, ambiguous) carry its id; the connection timeline leaves them out.
+    ended = False
 
     def __init__(self, config, slot: object = None):
         self.id = connection_ids.next()

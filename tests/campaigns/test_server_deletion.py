@@ -3,13 +3,16 @@ holds its servers, and one that sent keeps the name of what it went out through.
 
 import threading
 import time
+from html import unescape
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import Campaign
+from smtp_settings.deletion import server_users
 from smtp_settings.models import ApiToken, SmtpServer
 from tests.campaigns.test_sending import make_campaign
 
@@ -162,3 +165,38 @@ def test_a_launch_racing_the_delete_is_seen_and_the_server_kept(admin_client, ma
     assert response.url == _delete_url(server)
     assert SmtpServer.objects.filter(pk=server.pk).exists()
     assert list(campaign.servers.values_list("name", flat=True)) == ["Old SES"]
+
+
+@pytest.fixture
+def launched_after_the_check():
+    """A launch that comes right after the admin has checked what uses the server (its answer
+    to `server_users`), before the delete: the pre_delete check then refuses."""
+    launching = []
+
+    def launch(sender, server, **kwargs):
+        Campaign.objects.filter(pk__in=launching).update(status="running")
+        return []
+
+    server_users.connect(launch, dispatch_uid="test.launch")
+    yield launching
+    server_users.disconnect(dispatch_uid="test.launch")
+
+
+@pytest.mark.parametrize("how", ["delete page", "delete action"])
+def test_the_admin_refuses_a_delete_a_launch_raced_with_a_message(admin_client, server, launched_after_the_check, how):
+    campaign = _campaign([server], "Spring news", "draft")
+    launched_after_the_check.append(campaign.pk)
+    if how == "delete page":
+        url = reverse("admin:smtp_settings_smtpserver_delete", args=[server.pk])
+        response = admin_client.post(url, {"post": "yes"}, follow=True)
+    else:
+        url = reverse("admin:smtp_settings_smtpserver_changelist")
+        form = {"action": "delete_selected", "_selected_action": [server.pk], "post": "yes"}
+        response = admin_client.post(url, form, follow=True)
+
+    page = response.content.decode()
+    assert response.status_code == 200 and response.redirect_chain[0][0].endswith(url)
+    assert "“Old SES” was not deleted: campaign “Spring news” still send" in unescape(page)
+    assert "deleted successfully" not in page
+    assert SmtpServer.objects.filter(pk=server.pk).exists()
+    assert not LogEntry.objects.exists()  # nothing said to be deleted

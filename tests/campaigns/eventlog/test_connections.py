@@ -44,9 +44,13 @@ def test_the_timeline_requires_login(client):
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
-def test_bad_scope_is_a_400_naming_the_field(viewer_client):
-    response = viewer_client.get(f"{TIMELINE}?since=yesterday")
-    assert response.status_code == 400 and "From" in response.content.decode()
+@pytest.mark.parametrize(
+    "query, named",
+    [("since=yesterday", "From"), ("until=0001-01-01T00:00", "Until"), ("since=9999-12-31T23:59", "From")],
+)
+def test_bad_scope_is_a_400_naming_the_field(viewer_client, query, named):
+    response = viewer_client.get(f"{TIMELINE}?{query}")
+    assert response.status_code == 400 and named in response.content.decode()
 
 
 def test_each_lane_says_how_its_connection_ended(viewer_client):
@@ -82,6 +86,21 @@ def test_without_a_campaign_or_start_the_timeline_covers_the_last_hour(viewer_cl
     page = viewer_client.get(TIMELINE).context["page"]
 
     assert [lane.connection_id for lane in page.lanes] == [recent]
+
+
+def test_ends_of_sessions_never_seen_open_are_not_counted(viewer_client):
+    """An ESP's API session reports its network errors, timeouts and ambiguous sends with its
+    id but never a connect: it has no lane, so it is not among how the connections ended."""
+    connection(ends=1, kind=Kind.ROTATION)
+    at = timezone.now() - timedelta(minutes=5)
+    Event.objects.bulk_create(
+        Event(at=at, last_at=at, kind=kind, server_name="esp", connection_id=connection_ids.next())
+        for kind in (Kind.NETWORK_ERROR, Kind.TIMEOUT, Kind.AMBIGUOUS)
+    )
+
+    page = viewer_client.get(TIMELINE).context["page"]
+
+    assert len(page.lanes) == 1 and page.ends == [("rotation at the cap", 1)]
 
 
 def test_a_campaign_shows_all_its_connections_and_no_others(viewer_client, campaign):

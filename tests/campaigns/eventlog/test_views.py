@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns import eventlog
-from campaigns.eventlog import filters
-from campaigns.models import Delivery, Event
+from campaigns.eventlog import filters, panel
+from campaigns.models import Campaign, Delivery, Event
 from smtp_settings.events import Kind
 from smtp_settings.sandbox import SES_421
 from tests.campaigns.test_sending import make_campaign, start_sending
@@ -71,6 +71,8 @@ def test_logs_is_a_link_in_the_navigation_marked_current(viewer_client):
         ("code=999", "Reply code"),
         ("since=yesterday", "From"),
         ("until=2026-13-45T10:00", "Until"),
+        ("until=0001-01-01T00:00", "Until"),
+        ("since=9999-12-31T23:59", "From"),
         ("since=2026-01-02T00:00&until=2026-01-01T00:00", "Until"),
         ("kind=<b>bogus</b>", "Kind"),
         ("server=abc", "Server"),
@@ -311,7 +313,7 @@ def test_without_a_start_the_counts_cover_the_last_24_hours_and_say_so(viewer_cl
 
     assert counts(response) == {"connect": 3}
     assert len(shown_ids(response)) == 5  # the table shows them all
-    said = re.search(r'<div id="log-counts">\s*<p class="help">(.*?)</p>', html(response), re.S)[1]
+    said = re.search(r'<div id="log-counts"[^>]*>\s*<p class="help">(.*?)</p>', html(response), re.S)[1]
     help_text = " ".join(said.split())
     start = timezone.localtime(response.context["window"][0])
     assert help_text == (
@@ -346,15 +348,31 @@ def test_kinds_read_as_names_in_the_rows_the_counts_and_the_filter(viewer_client
     assert "idle_close<" not in page + panel and "learned_limit<" not in page
 
 
-def test_the_live_tail_brings_the_counts_up_to_date_with_its_rows(viewer_client):
+def test_the_live_tail_brings_rows_without_counting_and_the_counts_come_on_their_own_poll(viewer_client):
+    """Counting reads the whole window: the tail's 2 s poll does not, the counts' 30 s one does."""
     [first] = make_events(kind=Kind.CONNECT)
     make_events(3, kind=Kind.SESSION_CLOSED_421, ago=timedelta(seconds=1))
 
-    tail = viewer_client.get(f"{LOG}?after={first.pk}", HTTP_HX_REQUEST="true").content.decode()
+    with CaptureQueriesContext(connection) as queries:
+        tail = viewer_client.get(f"{LOG}?after={first.pk}", HTTP_HX_REQUEST="true").content.decode()
+    counts = viewer_client.get(f"{LOG}?kind=", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="log-counts").content.decode()
 
     assert len(shown_ids_in(tail)) == 3
-    assert '<div id="log-counts" hx-swap-oob="true">' in tail
-    assert 'kind=421">421</a></dt><dd>3</dd>' in tail and 'kind=connect">connect</a></dt><dd>1</dd>' in tail
+    assert "log-counts" not in tail and not any("SUM(" in query["sql"].upper() for query in queries)
+    assert counts.lstrip().startswith('<div id="log-counts"') and "<tr" not in counts
+    assert 'kind=421">421</a></dt><dd>3</dd>' in counts and 'kind=connect">connect</a></dt><dd>1</dd>' in counts
+
+
+def test_the_counts_poll_every_30_seconds_while_the_live_tail_is_on(viewer_client):
+    page = viewer_client.get(f"{LOG}?kind=421").content.decode()
+    older = viewer_client.get(f"{LOG}?before=1000").content.decode()
+
+    assert 'name="live" id="live-tail" data-poll-while-checked' in page
+    assert (
+        f'<div id="log-counts" hx-get="{LOG}?kind=421" hx-trigger="every 30s" hx-swap="outerHTML" '
+        'data-poll-while="live-tail">' in page
+    )
+    assert '<div id="log-counts">' in older  # an older page has no live tail
 
 
 def test_a_live_tail_with_nothing_new_counts_nothing(viewer_client):
@@ -525,7 +543,7 @@ def test_the_campaign_events_block_can_be_fetched_alone(viewer_client, campaign)
 
 
 def send_at(campaign, moments) -> None:
-    subscribers = list(campaign.lists.get().subscribers.all())
+    subscribers = list(campaign.lists.get().subscribers.exclude(deliveries__campaign=campaign))
     Delivery.objects.bulk_create(
         [
             Delivery(campaign=campaign, subscriber=subscriber, status="sent", sent_at=moment)
@@ -632,6 +650,57 @@ def test_the_log_shows_the_chart_when_a_campaign_is_chosen(viewer_client, campai
 def test_a_campaign_that_sent_nothing_has_no_chart(viewer_client, campaign):
     html = viewer_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
     assert "<svg" not in html and "No events." in html
+
+
+def panel_of(client, campaign) -> tuple[list, str]:
+    """The Events panel's counts per kind and sent bars, and the SQL it took."""
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("logs:campaign", args=[campaign.pk]), HTTP_HX_REQUEST="true")
+    bars = [title.split(": ")[1] for _, title in bars_of(response.content.decode())]
+    return [*response.context["event_counts"], *bars], " ".join(query["sql"] for query in queries)
+
+
+def test_a_poll_of_an_unchanged_campaign_panel_neither_counts_nor_draws_again(viewer_client, campaign):
+    at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(campaign, [at, at])
+    make_events(3, kind=Kind.SESSION_CLOSED_421, campaign=campaign)
+
+    first, _ = panel_of(viewer_client, campaign)
+    again, sql = panel_of(viewer_client, campaign)
+
+    assert first == again == [("421", 3), "2 sent"]
+    assert "SUM(" not in sql.upper() and "GROUP BY" not in sql.upper()
+
+
+def test_the_panel_adds_new_events_at_once_and_redraws_the_chart_each_minute(viewer_client, campaign, monkeypatch):
+    at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(campaign, [at])
+    make_events(2, kind=Kind.SESSION_CLOSED_421, campaign=campaign)
+    panel_of(viewer_client, campaign)
+
+    make_events(kind=Kind.SESSION_CLOSED_421, count=5, campaign=campaign)
+    make_events(kind=Kind.RECONNECT, campaign=campaign)
+    send_at(campaign, [at + timedelta(minutes=1)])
+    added, sql = panel_of(viewer_client, campaign)
+    assert added == [("421", 7), ("reconnect", 1), "1 sent"]  # the chart is drawn at most once a minute
+    assert "SUM(" in sql.upper() and '"id" >' in sql  # only the new events were counted
+
+    monkeypatch.setattr(panel, "REFRESH_S", 0)
+    assert panel_of(viewer_client, campaign)[0] == [("421", 7), ("reconnect", 1), "1 sent", "1 sent"]
+
+
+def test_the_panel_is_worked_out_afresh_when_the_status_changes_or_old_events_go(viewer_client, campaign):
+    at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(campaign, [at])
+    oldest, *_ = make_events(3, kind=Kind.CONNECT, campaign=campaign)
+    panel_of(viewer_client, campaign)
+
+    send_at(campaign, [at + timedelta(minutes=1)])
+    Campaign.objects.filter(pk=campaign.pk).update(status="finished")
+    assert panel_of(viewer_client, campaign)[0] == [("connect", 3), "1 sent", "1 sent"]
+
+    oldest.delete()  # as retention prunes
+    assert panel_of(viewer_client, campaign)[0] == [("connect", 2), "1 sent", "1 sent"]
 
 
 # A real campaign
