@@ -1,28 +1,44 @@
-"""The styled 404 and 500 pages (templates/404.html, 500.html), also while DEBUG is on.
+"""The styled error pages (templates/400.html, 404.html, 500.html), also while DEBUG is on.
 
-With DEBUG off Django shows them itself. With DEBUG on, as in the default `make run`, it would
-show its technical pages instead: the URL patterns for an unknown address, a traceback and
-settings for an error. This middleware shows the styled pages then too, unless a developer
-asks for the technical ones with DEBUG_PAGES=1. An error is still logged, with its traceback,
-to the console.
+With DEBUG off Django shows them itself. With DEBUG on, as in the default `make run`, it
+would show its technical pages instead: the URL patterns for an unknown address, and a
+traceback with settings for an error or a bad request (a forged Host header, a request too
+large), wherever it is raised, in a view or in a middleware. Unless a developer asks for the
+technical pages with DEBUG_PAGES=1:
+- `StyledErrorReporter`, the DEBUG page's reporter, renders the styled 400 or 500 page in
+  place of the traceback (Django still logs the error, with its traceback, to the console);
+- `StyledErrorPagesMiddleware` answers an unknown address, or a view's Http404, with the
+  styled 404.
 """
 
-import logging
-
 from django.conf import settings
-from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
-from django.core.signals import got_request_exception
+from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.views import defaults
-
-logger = logging.getLogger("django.request")
-
-# Django answers these with a 400 or 403 of its own, DEBUG or not.
-ANSWERED_BY_DJANGO = (BadRequest, PermissionDenied, SuspiciousOperation)
+from django.views.debug import ExceptionReporter
 
 
 def _styled() -> bool:
     return settings.DEBUG and not settings.DEBUG_PAGES
+
+
+class StyledErrorReporter(ExceptionReporter):
+    """Django's DEBUG page for an error (`technical_500_response`) asks this for its body;
+    error e-mails (DEBUG off only) and DEBUG_PAGES=1 get the technical report as before."""
+
+    def _bad_request(self) -> bool:
+        return isinstance(self.exc_value, (BadRequest, SuspiciousOperation))
+
+    def get_traceback_html(self) -> str:
+        if not _styled():
+            return super().get_traceback_html()
+        return render_to_string("400.html" if self._bad_request() else "500.html")
+
+    def get_traceback_text(self) -> str:
+        if not _styled():
+            return super().get_traceback_text()
+        return "Bad Request (400)\n" if self._bad_request() else "Server Error (500)\n"
 
 
 class StyledErrorPagesMiddleware:
@@ -37,17 +53,6 @@ class StyledErrorPagesMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not _styled() or isinstance(exception, ANSWERED_BY_DJANGO):
-            return None
-        if isinstance(exception, Http404):
+        if _styled() and isinstance(exception, Http404):  # a view's: Django would show its technical 404
             return defaults.page_not_found(request, exception)
-        got_request_exception.send(sender=None, request=request)
-        logger.error(
-            "Internal Server Error: %s",
-            request.path,
-            exc_info=exception,
-            extra={"status_code": 500, "request": request},
-        )
-        response = defaults.server_error(request)
-        response._has_been_logged = True  # logged above, with the traceback: Django need not again
-        return response
+        return None

@@ -113,8 +113,10 @@ def role_required(needed: Role) -> Callable:
 
 
 def context(request: HttpRequest) -> dict:
-    """What templates need to show only the buttons the user may press."""
-    role = role_of(request.user)
+    """What templates need to show only the buttons the user may press. A request refused
+    before AuthenticationMiddleware ran (a forged Host header's 400) has no user: no role."""
+    user = getattr(request, "user", None)
+    role = role_of(user) if user is not None else None
     return {
         "role": role,
         "can_send": role is not None and role.includes(Role.SENDER),

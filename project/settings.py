@@ -244,6 +244,7 @@ CONTENT_SECURITY_POLICY = {
 
 # The debug page and error e-mails hide secrets also while DEBUG is on (project/debug.py).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "project.debug.SecretsExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "project.error_pages.StyledErrorReporter"  # the styled 400/500 while DEBUG is on
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

@@ -1,10 +1,12 @@
-"""Unknown addresses and errors get the styled 404 and 500 pages, DEBUG on (the default
-`make run`) or off; Django's technical pages only when a developer sets DEBUG_PAGES."""
+"""Unknown addresses, bad requests and errors get the styled 404, 400 and 500 pages, DEBUG
+on (the default `make run`) or off, raised in a view or a middleware; Django's technical
+pages only when a developer sets DEBUG_PAGES."""
 
 import logging
 
 import pytest
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import SuspiciousOperation
 from django.template.loader import render_to_string
 from django.test import Client
 from django.urls import path, reverse
@@ -21,7 +23,12 @@ def boom(request):
     raise RuntimeError(SECRET_DETAIL)
 
 
-urlpatterns = [path("boom/", boom), *project_urls]
+@login_not_required
+def suspicious(request):
+    raise SuspiciousOperation(SECRET_DETAIL)
+
+
+urlpatterns = [path("boom/", boom), path("suspicious/", suspicious), *project_urls]
 
 
 @pytest.fixture
@@ -72,15 +79,45 @@ def test_an_error_gets_the_styled_500_without_a_traceback_and_is_logged(browser,
     assert SECRET_DETAIL in str(record.exc_info[1])
 
 
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "production"])
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {"path": "/suspicious/"},  # raised in a view
+        {"path": "/login/", "HTTP_HOST": "evil.example"},  # DisallowedHost, raised in a middleware
+    ],
+    ids=["in a view", "a forged Host header"],
+)
+def test_a_bad_request_gets_the_styled_400_without_a_traceback(browser, settings, debug, request_kwargs):
+    settings.DEBUG = debug
+
+    response = browser.get(**request_kwargs)
+
+    content = response.content.decode()
+    assert response.status_code == 400
+    assert "<h1>Bad request</h1>" in content and "relaydeck.css" in content
+    assert SECRET_DETAIL not in content and "Traceback" not in content and "evil.example" not in content
+
+
+def test_a_client_asking_for_plain_text_gets_no_traceback_either(browser, settings):
+    settings.DEBUG = True
+
+    response = browser.get("/boom/", HTTP_ACCEPT="text/plain")
+
+    assert response.status_code == 500 and response.content.decode() == "Server Error (500)\n"
+
+
 def test_a_developer_can_ask_for_the_technical_pages(browser, settings):
     settings.DEBUG, settings.DEBUG_PAGES = True, True
 
     assert "URLconf" in browser.get("/no/such/page/").content.decode()
     assert SECRET_DETAIL in browser.get("/boom/").content.decode()
+    assert "DisallowedHost" in browser.get("/login/", HTTP_HOST="evil.example").content.decode()
 
 
 def test_the_500_page_renders_without_a_request():
     """Django renders 500.html with an empty context: nothing in it may need a request,
     a user or the database."""
-    page = render_to_string("500.html")
-    assert "<h1>Something went wrong</h1>" in page and "/static/css/relaydeck.css" in page
+    for template, heading in [("500.html", "Something went wrong"), ("400.html", "Bad request")]:
+        page = render_to_string(template)
+        assert f"<h1>{heading}</h1>" in page and "/static/css/relaydeck.css" in page
