@@ -44,8 +44,10 @@ MESSAGE_POLICY = {
 
 
 def _sample_message(campaign: Campaign, subscriber: Subscriber) -> tuple[EmailMultiAlternatives, str | None]:
-    """The message `subscriber` would receive, built by the same renderer, and its HTML part."""
-    message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=message_domain(campaign)))
+    """The message `subscriber` would receive, built by the same renderer, and its HTML part.
+    Its unsubscribe links are a test message's, which unsubscribe nobody: whoever may see a
+    preview must not get a link that unsubscribes the subscriber it is shown as."""
+    message = CampaignRenderer(campaign, test=True).message(subscriber, make_msgid(domain=message_domain(campaign)))
     html = next((content for content, mimetype in message.alternatives if mimetype == "text/html"), None)
     return message, html
 

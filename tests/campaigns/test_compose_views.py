@@ -4,11 +4,12 @@ import re
 from email import message_from_bytes, policy
 
 import pytest
+from django.core.signing import BadSignature
 from django.urls import reverse
 
 from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, Delivery, MailingList, Subscriber
-from campaigns.rendering import read_test_unsubscribe_token
+from campaigns.rendering import read_test_unsubscribe_token, read_unsubscribe_token
 from campaigns.views.compose import _save_if_editable
 from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
@@ -667,3 +668,38 @@ def test_an_outdated_preview_frame_says_to_preview_again(sender_client, news, se
 def test_previewing_unsaved_is_a_post_for_senders(sender_client, viewer_client, news, server):
     assert sender_client.get(reverse("campaigns:preview_unsaved")).status_code == 405
     assert viewer_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server)).status_code == 403
+
+
+def _unsubscribe_tokens(*contents: str) -> set[str]:
+    """Every unsubscribe token in these pages, in a header shown or in a link of a part."""
+    path = reverse("unsubscribe", args=["TOKEN"]).split("TOKEN")[0]
+    return {token for content in contents for token in re.findall(rf"{re.escape(path)}([^/\"'<>\s]+)/", content)}
+
+
+def test_no_preview_carries_a_token_that_unsubscribes_anyone(viewer_client, sender_client, client, make_campaign, news):
+    """Whoever may look at a preview must not be able to unsubscribe the subscriber it is shown as."""
+    body = "<p>Hi {{ subscriber.name }}</p><a href='{{ unsubscribe_url }}'>Leave</a>"
+    campaign = make_campaign(html_body=body, text_body="Leave: {{ unsubscribe_url }}")
+    saved = [reverse(f"campaigns:{name}", args=[campaign.pk]) for name in ("preview", "preview_html")]
+    unsaved_urls = [reverse("campaigns:preview_unsaved"), reverse("campaigns:preview_unsaved_edit", args=[campaign.pk])]
+    contents = []
+    for email in ("", "ana@example.test", "ben@example.test"):
+        query = {"preview_as": email} if email else {}
+        contents += [viewer_client.get(url, query).content.decode() for url in saved]
+        for url in unsaved_urls:
+            data = _form_data(news, campaign.servers.get(), html_body=body, preview_as=email)
+            unsaved = sender_client.post(url, data, **HTMX).content.decode()
+            frame = re.search(r'<iframe class="html-part" sandbox src="([^"]+)"', unsaved).group(1)
+            contents += [unsaved, sender_client.get(frame.replace("&amp;", "&")).content.decode()]
+
+    tokens = _unsubscribe_tokens(*contents)
+
+    assert len(tokens) == 2  # a test's: the campaign's (saved or edited) and the new one's, whoever it is shown as
+    for token in tokens:
+        with pytest.raises(BadSignature):
+            read_unsubscribe_token(token)
+        page = client.post(reverse("unsubscribe", args=[token])).content.decode()
+        assert "Nothing was changed." in page
+    assert "(a test link: it unsubscribes nobody)" in contents[0]
+    assert not Subscriber.objects.exclude(status=Subscriber.Status.ACTIVE).exists()
+    assert not Suppression.objects.exists()
