@@ -1,15 +1,19 @@
 """Writing campaigns: list, create, edit, detail, preview, test message and delete, with and without htmx."""
 
 import re
+import time
 from email import message_from_bytes, policy
 
 import pytest
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.signing import BadSignature
 from django.urls import reverse
 
 from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, Delivery, MailingList, Subscriber
 from campaigns.rendering import read_test_unsubscribe_token, read_unsubscribe_token
+from campaigns.views import preview
 from campaigns.views.compose import _save_if_editable
 from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
@@ -656,13 +660,40 @@ def test_the_form_preview_of_an_edit_is_of_the_edited_text(sender_client, campai
     assert campaign.subject == "Hello {{ subscriber.name }}"
 
 
+def _unsaved_frame(browser, data: dict) -> str:
+    content = browser.post(reverse("campaigns:preview_unsaved"), data, **HTMX).content.decode()
+    return re.search(r'<iframe class="html-part" sandbox src="([^"]+)"', content).group(1).replace("&amp;", "&")
+
+
+def _says_to_preview_again(response) -> bool:
+    return response["Content-Type"].startswith("text/plain") and response.content.decode() == (
+        "This preview was replaced by a later one, or is too old: press Preview again."
+    )
+
+
 def test_an_outdated_preview_frame_says_to_preview_again(sender_client, news, server):
-    sender_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server), **HTMX)
+    older = _unsaved_frame(sender_client, _form_data(news, server, html_body="<p>Older</p>"))
+    latest = _unsaved_frame(sender_client, _form_data(news, server, html_body="<p>Latest</p>"))
 
-    response = sender_client.get(reverse("campaigns:preview_unsaved_html"), {"v": "an-older-one"})
+    assert _says_to_preview_again(sender_client.get(older))
+    assert _says_to_preview_again(sender_client.get(reverse("campaigns:preview_unsaved_html"), {"v": "made-up"}))
+    assert sender_client.get(latest).content.decode() == "<p>Latest</p>"
 
-    assert response["Content-Type"].startswith("text/plain")
-    assert response.content.decode() == "This preview was replaced by a later one: press Preview again."
+
+def test_an_unsaved_preview_is_kept_out_of_the_session_in_the_shared_cache_for_a_while(
+    sender_client, login_as, news, server, monkeypatch
+):
+    """The session is read on every request, polls included: a 1 MiB body does not belong
+    there. The frame may be asked for from another process: the cache is one they share."""
+    monkeypatch.setattr(preview, "PREVIEW_LIFETIME_S", 1)
+    frame = _unsaved_frame(sender_client, _form_data(news, server, html_body="<p>Kept apart</p>"))
+
+    assert "Kept apart" not in str(dict(sender_client.session))
+    assert not isinstance(caches["shared"], LocMemCache)
+    assert sender_client.get(frame).content.decode() == "<p>Kept apart</p>"
+    assert _says_to_preview_again(login_as("sender").get(frame))  # another session cannot see it
+    time.sleep(1.1)
+    assert _says_to_preview_again(sender_client.get(frame))
 
 
 def test_previewing_unsaved_is_a_post_for_senders(sender_client, viewer_client, news, server):
