@@ -13,8 +13,10 @@ from django.urls import reverse
 from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, Delivery, MailingList, Subscriber
 from campaigns.rendering import read_test_unsubscribe_token, read_unsubscribe_token
+from campaigns.sending import loop
 from campaigns.views import preview
 from campaigns.views.compose import _save_if_editable
+from smtp_settings.events import Kind
 from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
 
@@ -424,6 +426,22 @@ def test_the_test_sends_connection_is_logged_as_the_campaigns(
 
     assert {event.kind for event in pool_events} >= {"connect"}
     assert {event.context.get("campaign_id") for event in pool_events} == {campaign.pk}
+
+
+def test_a_test_sends_421s_are_logged_as_the_campaigns_but_not_counted_in_its_tallies(
+    sender_client, make_campaign, make_server, smtp_sandbox, pool_events
+):
+    campaign = make_campaign()
+    busy = smtp_sandbox(refuse_with="421 4.7.0 Try again later, closing connection")
+    campaign.servers.set([make_server(name="Busy", port=busy.port)])
+
+    sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "tester@example.test"})
+    loop._flush_tally(campaign.pk)  # as a worker sending this campaign does
+
+    refused = [event for event in pool_events if event.kind in (Kind.SESSION_CLOSED_421, Kind.RECONNECT)]
+    assert refused and {event.context["campaign_id"] for event in refused} == {campaign.pk}
+    campaign.refresh_from_db()
+    assert (campaign.sessions_closed_421, campaign.reconnects, campaign.rotations) == (0, 0, 0)
 
 
 def test_test_send_to_a_subscriber_renders_for_them_and_its_link_says_it_was_a_test(
