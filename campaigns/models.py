@@ -232,11 +232,6 @@ class Campaign(models.Model):
         return self.status == self.Status.CANCELLED
 
     @property
-    def is_live(self) -> bool:
-        """Sending, or about to: its page follows it."""
-        return self.status in (self.Status.SCHEDULED, self.Status.RUNNING)
-
-    @property
     def can_launch(self) -> bool:
         return self.status == self.Status.DRAFT
 

@@ -126,17 +126,18 @@ class Progress:
         return self.campaign.get_status_display()
 
     @property
-    def refreshes(self) -> bool:
-        """Whether the page keeps polling at once: while the campaign is live, and after a
-        pause or cancel until nothing is in flight."""
-        return self.campaign.is_live or self.in_flight > 0
-
-    @property
-    def final(self) -> bool:
-        """Finished or cancelled, nothing in flight: nothing will change unless someone here
-        acts, so the page stops following it. A draft or a paused campaign may be launched or
-        resumed elsewhere (another tab, the command line), so the page follows it slowly."""
-        return not self.refreshes and not self.campaign.is_paused and self.campaign.status != Campaign.Status.DRAFT
+    def poll_every_s(self) -> int:
+        """How often the page asks for the block again: every 2 s while the campaign sends, or
+        after a pause or cancel until nothing is in flight; every 10 s before its launch (a
+        scheduled one starts on its own) and while paused, since it may be launched or resumed
+        elsewhere (another tab, the command line); every 60 s once it is over, since a retry
+        from elsewhere restarts a finished campaign and bounce and complaint reports go on
+        changing its counters."""
+        if self.campaign.is_running or self.in_flight > 0:
+            return 2
+        if self.campaign.is_editable or self.campaign.is_paused:
+            return 10
+        return 60
 
     @property
     def remaining(self) -> int:
@@ -209,6 +210,7 @@ def shared_servers(campaign: Campaign) -> list[Sharing]:
         )
         .exclude(campaign=campaign)
         .select_related("smtpserver", "campaign")
+        .defer("campaign__html_body", "campaign__text_body")  # only their names are shown
         .order_by("smtpserver__name", "campaign__name", "campaign_id")
     )
     shared: dict[int, Sharing] = {}

@@ -48,7 +48,8 @@ def send_test_message(campaign: Campaign, to_email: str) -> TestSend:
     except RenderError as error:
         test.error = f"The message could not be rendered: {error}"
         return test
-    context = {"campaign_id": campaign.pk}  # the log shows the test's connection as the campaign's
+    # The log shows the test's connection as the campaign's; its counters leave it out.
+    context = {"campaign_id": campaign.pk, "test_message": True}
     get_connection(BACKEND, server=test.server, fail_silently=True, event_context=context).send_messages([message])
     test.result = getattr(message, "smtp_result", None)
     if test.result is None:

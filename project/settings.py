@@ -185,6 +185,18 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# "shared": what every process must see alike, such as an unsaved preview's HTML, which its
+# frame asks for from whichever process answers: Redis when REDIS_URL is set, else a table of
+# the database (made by project's migration 0002). The default cache stays per process.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "relaydeck"}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "relaydeck_shared_cache"}
+    ),
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

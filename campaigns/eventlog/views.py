@@ -3,7 +3,7 @@ and a campaign's own events for its page. The queries are in `filters.py`."""
 
 from django.db.models import QuerySet
 from django.http import HttpResponse, QueryDict, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from campaigns.eventlog.charts import campaign_chart
@@ -20,6 +20,7 @@ from campaigns.eventlog.filters import (
 )
 from campaigns.eventlog.panel import campaign_panel
 from campaigns.models import Campaign
+from campaigns.views import polled_campaign
 from project.forms import filters_in_use
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required
@@ -103,7 +104,7 @@ def connection_timeline(request: HtmxHttpRequest) -> HttpResponse:
 
 @role_required(Role.VIEWER)
 @require_GET
-def campaign_events(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+@polled_campaign
+def campaign_events(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
     """The campaign page's events block, polled while the campaign runs."""
-    campaign = get_object_or_404(Campaign, pk=pk)
     return render(request, "campaigns/_events.html", {"campaign": campaign, **campaign_events_context(campaign)})

@@ -115,9 +115,10 @@ _tally_lock = threading.Lock()
 
 @receiver(smtp_event, dispatch_uid="campaigns.sending.tally")
 def _count_event(sender, event, **kwargs) -> None:
+    """A campaign's own sending counts; a test message of it (campaigns/test_message.py) does not."""
     field = _TALLIED.get(event.kind)
     campaign_id = event.context.get("campaign_id")
-    if field and campaign_id:
+    if field and campaign_id and not event.context.get("test_message"):
         with _tally_lock:
             _tally[(campaign_id, field)] += 1
 

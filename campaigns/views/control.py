@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from campaigns.models import Campaign
 from campaigns.progress import progress as campaign_progress
-from campaigns.views import get_campaign_or_404
+from campaigns.views import get_campaign_or_404, polled_campaign
 from project.htmx import HtmxHttpRequest
 from project.roles import Role, role_required
 
@@ -93,13 +93,20 @@ def retry_failed(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @role_required(Role.VIEWER)
 @require_GET
-def progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    """The progress block, polled; `shown` is the status the page shows."""
-    return _render_progress(request, get_campaign_or_404(pk), request.GET.get("shown"))
+@polled_campaign
+def progress(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
+    """The progress block, polled; `shown` is the status the page shows. Before the launch
+    the block changes only with the status (its reach is counted when the page shows it):
+    until then a poll gets nothing to redraw."""
+    shown = request.GET.get("shown")
+    if campaign.is_editable and shown == campaign.status:
+        return HttpResponse(status=204)
+    return _render_progress(request, campaign, shown)
 
 
 @role_required(Role.VIEWER)
 @require_GET
-def links(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+@polled_campaign
+def links(request: HtmxHttpRequest, campaign: Campaign) -> HttpResponse:
     """The page's links (Edit and Delete come and go with the status), fetched again when it changes."""
-    return render(request, "campaigns/_links.html", {"campaign": get_campaign_or_404(pk)})
+    return render(request, "campaigns/_links.html", {"campaign": campaign})

@@ -3,13 +3,15 @@ of the compose form before it is saved (htmx, or a plain POST that shows the for
 
 The HTML part is never put in the page: it is served from an address of its own into a
 sandboxed frame, under a policy of its own (MESSAGE_POLICY). A form's unsaved HTML part is
-kept in the session for that frame, the latest one only."""
+kept for that frame in the shared cache, for a while (PREVIEW_LIFETIME_S), under a name only
+the session knows: the latest one only, and never in the session, which every request reads."""
 
 import secrets
 from urllib.parse import urlencode
 
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from csp.decorators import csp
+from django.core.cache import caches
 from django.core.mail import EmailMultiAlternatives, make_msgid
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
@@ -27,7 +29,8 @@ from project.roles import Role, role_required
 # The form's fields a message is made of: errors in the others (lists, servers…) do not keep
 # it from being previewed.
 MESSAGE_FIELDS = ("subject", "from_email", "reply_to", "html_body", "text_body")
-SESSION_KEY = "campaigns.draft_preview"
+SESSION_KEY = "campaigns.draft_preview_token"
+PREVIEW_LIFETIME_S = 15 * 60  # a frame reloaded later than that asks to preview again
 
 # The HTML part shows as a mail client would show it, with its inline styles and remote images,
 # which the dashboard's own policy forbids; nothing in it runs, and the sandbox directive holds
@@ -44,8 +47,10 @@ MESSAGE_POLICY = {
 
 
 def _sample_message(campaign: Campaign, subscriber: Subscriber) -> tuple[EmailMultiAlternatives, str | None]:
-    """The message `subscriber` would receive, built by the same renderer, and its HTML part."""
-    message = CampaignRenderer(campaign).message(subscriber, make_msgid(domain=message_domain(campaign)))
+    """The message `subscriber` would receive, built by the same renderer, and its HTML part.
+    Its unsubscribe links are a test message's, which unsubscribe nobody: whoever may see a
+    preview must not get a link that unsubscribes the subscriber it is shown as."""
+    message = CampaignRenderer(campaign, test=True).message(subscriber, make_msgid(domain=message_domain(campaign)))
     html = next((content for content, mimetype in message.alternatives if mimetype == "text/html"), None)
     return message, html
 
@@ -113,10 +118,21 @@ def _unsaved_preview(request: HtmxHttpRequest, form: CampaignForm, preview_form:
     unsaved = Campaign(pk=form.instance.pk, name=cleaned.get("name", ""), **{f: cleaned[f] for f in MESSAGE_FIELDS})
     preview = _preview(unsaved, cleaned.get("lists") or [], preview_form.cleaned_data["preview_as"])
     if preview.get("html") is not None:
-        token = secrets.token_urlsafe(12)
-        request.session[SESSION_KEY] = {"token": token, "html": preview["html"]}
+        token = _keep_for_frame(request, preview["html"])
         preview["html_url"] = f"{reverse('campaigns:preview_unsaved_html')}?{urlencode({'v': token})}"
     return preview
+
+
+def _keep_for_frame(request: HtmxHttpRequest, html: str) -> str:
+    """Keep `html` for its frame under a new name, which the session keeps instead of the
+    previous one's, which goes."""
+    shared = caches["shared"]
+    if previous := request.session.get(SESSION_KEY):
+        shared.delete(f"{SESSION_KEY}:{previous}")
+    token = secrets.token_urlsafe(12)
+    shared.set(f"{SESSION_KEY}:{token}", html, PREVIEW_LIFETIME_S)
+    request.session[SESSION_KEY] = token
+    return token
 
 
 @role_required(Role.SENDER)
@@ -140,9 +156,12 @@ def preview_unsaved(request: HtmxHttpRequest, pk: int | None = None) -> HttpResp
 @csp(MESSAGE_POLICY)
 def preview_unsaved_html(request: HtmxHttpRequest) -> HttpResponse:
     """The HTML part of the latest unsaved preview, for its frame (`?v=` names that preview)."""
-    stored = request.session.get(SESSION_KEY)
-    if not stored or not secrets.compare_digest(stored["token"], request.GET.get("v", "")):
+    token = request.session.get(SESSION_KEY)
+    latest = token is not None and secrets.compare_digest(token, request.GET.get("v", ""))
+    html = caches["shared"].get(f"{SESSION_KEY}:{token}") if latest else None
+    if html is None:
         return HttpResponse(
-            "This preview was replaced by a later one: press Preview again.", content_type="text/plain; charset=utf-8"
+            "This preview was replaced by a later one, or is too old: press Preview again.",
+            content_type="text/plain; charset=utf-8",
         )
-    return HttpResponse(stored["html"])
+    return HttpResponse(html)

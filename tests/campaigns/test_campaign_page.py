@@ -5,6 +5,8 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -50,7 +52,7 @@ def test_the_progress_block_tells_the_page_when_the_status_is_not_the_one_it_sho
     changed = _progress(viewer_client, campaign, shown="running")
 
     assert changed["HX-Trigger"] == STATUS_CHANGED
-    assert "hx-get" not in _opening_tag(changed.content.decode(), "campaign-progress")  # finished: it stops polling
+    assert 'hx-trigger="every 60s"' in _opening_tag(changed.content.decode(), "campaign-progress")
 
 
 def test_a_click_tells_the_page_whatever_it_did(sender_client, campaign):
@@ -60,10 +62,75 @@ def test_a_click_tells_the_page_whatever_it_did(sender_client, campaign):
     assert 'hx-trigger="every 2s"' in _opening_tag(response.content.decode(), "campaign-progress")
 
 
-def test_a_draft_is_followed_slowly_since_it_may_be_launched_elsewhere(viewer_client, campaign):
+@pytest.mark.parametrize("status", ["draft", "scheduled", "paused"])
+def test_a_campaign_that_may_start_elsewhere_is_followed_every_10_s(viewer_client, campaign, status):
+    _status(campaign, status, scheduled_at=timezone.now() + timedelta(days=1) if status == "scheduled" else None)
+
     html = _progress(viewer_client, campaign).content.decode()
 
     assert 'hx-trigger="every 10s"' in _opening_tag(html, "campaign-progress")
+
+
+@pytest.mark.parametrize("status", ["finished", "cancelled"])
+def test_a_campaign_that_is_over_is_still_followed_every_minute(viewer_client, sender_client, campaign, status):
+    """A retry from another tab or the command line restarts a finished campaign, and bounce
+    and complaint reports go on changing the counters of either."""
+    _status(campaign, status)
+
+    html = _progress(viewer_client, campaign, shown=status).content.decode()
+
+    assert 'hx-trigger="every 60s"' in _opening_tag(html, "campaign-progress")
+    Campaign.objects.filter(pk=campaign.pk).update(complaints=3)
+    later = _progress(viewer_client, campaign, shown=status).content.decode()
+    assert re.search(r'class="count-complaints"[^>]*>3<', later)
+
+
+@pytest.mark.parametrize("status", ["draft", "scheduled"])
+def test_before_the_launch_a_poll_redraws_nothing_until_the_status_changes(
+    viewer_client, campaign, status, django_assert_max_num_queries
+):
+    """Its reach is counted when the page shows it, or its status changes: not every poll."""
+    _status(campaign, status, scheduled_at=timezone.now() + timedelta(days=1) if status == "scheduled" else None)
+
+    with django_assert_max_num_queries(4):  # the session, its user, its role, the campaign
+        unchanged = _progress(viewer_client, campaign, shown=status)
+    _status(campaign, "running")
+    started = _progress(viewer_client, campaign, shown=status)
+
+    assert unchanged.status_code == 204 and not unchanged.content  # htmx keeps the block as it is, polling
+    assert started.status_code == 200 and started["HX-Trigger"] == STATUS_CHANGED
+
+
+POLLED = ["campaigns:progress", "campaigns:links", "logs:campaign"]
+
+
+@pytest.mark.parametrize("name", POLLED)
+def test_a_poll_of_a_campaign_deleted_elsewhere_sends_the_page_to_the_list(sender_client, campaign, name):
+    """htmx swaps no 404: the block would poll for ever."""
+    url = reverse(name, args=[campaign.pk])
+    Campaign.objects.filter(pk=campaign.pk).delete()
+
+    polled = sender_client.get(url, {"shown": "draft"}, **HTMX)
+    plain = sender_client.get(url)
+
+    assert polled.status_code == 200 and polled["HX-Redirect"] == reverse("campaigns:list")
+    assert plain.status_code == 404
+    listed = sender_client.get(reverse("campaigns:list")).content.decode()
+    assert "That campaign no longer exists: it was deleted." in listed
+
+
+@pytest.mark.parametrize("name", POLLED)
+def test_polls_do_not_load_the_message_bodies(viewer_client, campaign, name):
+    """They are up to 1 MiB each, and no block shows them."""
+    _status(campaign, "running")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = viewer_client.get(reverse(name, args=[campaign.pk]), {"shown": "running"}, **HTMX)
+
+    assert response.status_code == 200
+    read = [query["sql"] for query in queries if '"campaigns_campaign"."html_body"' in query["sql"]]
+    read += [query["sql"] for query in queries if '"campaigns_campaign"."text_body"' in query["sql"]]
+    assert read == []
 
 
 def test_the_links_and_events_fetch_themselves_again_when_the_status_changes(sender_client, campaign):

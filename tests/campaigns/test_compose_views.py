@@ -1,15 +1,22 @@
 """Writing campaigns: list, create, edit, detail, preview, test message and delete, with and without htmx."""
 
 import re
+import time
 from email import message_from_bytes, policy
 
 import pytest
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.signing import BadSignature
 from django.urls import reverse
 
 from campaigns.forms import CampaignForm
 from campaigns.models import Campaign, Delivery, MailingList, Subscriber
-from campaigns.rendering import read_test_unsubscribe_token
+from campaigns.rendering import read_test_unsubscribe_token, read_unsubscribe_token
+from campaigns.sending import loop
+from campaigns.views import preview
 from campaigns.views.compose import _save_if_editable
+from smtp_settings.events import Kind
 from smtp_settings.models import Suppression
 from tests.campaigns.conftest import SITE
 
@@ -421,6 +428,22 @@ def test_the_test_sends_connection_is_logged_as_the_campaigns(
     assert {event.context.get("campaign_id") for event in pool_events} == {campaign.pk}
 
 
+def test_a_test_sends_421s_are_logged_as_the_campaigns_but_not_counted_in_its_tallies(
+    sender_client, make_campaign, make_server, smtp_sandbox, pool_events
+):
+    campaign = make_campaign()
+    busy = smtp_sandbox(refuse_with="421 4.7.0 Try again later, closing connection")
+    campaign.servers.set([make_server(name="Busy", port=busy.port)])
+
+    sender_client.post(reverse("campaigns:test_send", args=[campaign.pk]), {"to_email": "tester@example.test"})
+    loop._flush_tally(campaign.pk)  # as a worker sending this campaign does
+
+    refused = [event for event in pool_events if event.kind in (Kind.SESSION_CLOSED_421, Kind.RECONNECT)]
+    assert refused and {event.context["campaign_id"] for event in refused} == {campaign.pk}
+    campaign.refresh_from_db()
+    assert (campaign.sessions_closed_421, campaign.reconnects, campaign.rotations) == (0, 0, 0)
+
+
 def test_test_send_to_a_subscriber_renders_for_them_and_its_link_says_it_was_a_test(
     sender_client, client, make_campaign, make_server, smtp_sandbox
 ):
@@ -655,15 +678,77 @@ def test_the_form_preview_of_an_edit_is_of_the_edited_text(sender_client, campai
     assert campaign.subject == "Hello {{ subscriber.name }}"
 
 
+def _unsaved_frame(browser, data: dict) -> str:
+    content = browser.post(reverse("campaigns:preview_unsaved"), data, **HTMX).content.decode()
+    return re.search(r'<iframe class="html-part" sandbox src="([^"]+)"', content).group(1).replace("&amp;", "&")
+
+
+def _says_to_preview_again(response) -> bool:
+    return response["Content-Type"].startswith("text/plain") and response.content.decode() == (
+        "This preview was replaced by a later one, or is too old: press Preview again."
+    )
+
+
 def test_an_outdated_preview_frame_says_to_preview_again(sender_client, news, server):
-    sender_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server), **HTMX)
+    older = _unsaved_frame(sender_client, _form_data(news, server, html_body="<p>Older</p>"))
+    latest = _unsaved_frame(sender_client, _form_data(news, server, html_body="<p>Latest</p>"))
 
-    response = sender_client.get(reverse("campaigns:preview_unsaved_html"), {"v": "an-older-one"})
+    assert _says_to_preview_again(sender_client.get(older))
+    assert _says_to_preview_again(sender_client.get(reverse("campaigns:preview_unsaved_html"), {"v": "made-up"}))
+    assert sender_client.get(latest).content.decode() == "<p>Latest</p>"
 
-    assert response["Content-Type"].startswith("text/plain")
-    assert response.content.decode() == "This preview was replaced by a later one: press Preview again."
+
+def test_an_unsaved_preview_is_kept_out_of_the_session_in_the_shared_cache_for_a_while(
+    sender_client, login_as, news, server, monkeypatch
+):
+    """The session is read on every request, polls included: a 1 MiB body does not belong
+    there. The frame may be asked for from another process: the cache is one they share."""
+    monkeypatch.setattr(preview, "PREVIEW_LIFETIME_S", 1)
+    frame = _unsaved_frame(sender_client, _form_data(news, server, html_body="<p>Kept apart</p>"))
+
+    assert "Kept apart" not in str(dict(sender_client.session))
+    assert not isinstance(caches["shared"], LocMemCache)
+    assert sender_client.get(frame).content.decode() == "<p>Kept apart</p>"
+    assert _says_to_preview_again(login_as("sender").get(frame))  # another session cannot see it
+    time.sleep(1.1)
+    assert _says_to_preview_again(sender_client.get(frame))
 
 
 def test_previewing_unsaved_is_a_post_for_senders(sender_client, viewer_client, news, server):
     assert sender_client.get(reverse("campaigns:preview_unsaved")).status_code == 405
     assert viewer_client.post(reverse("campaigns:preview_unsaved"), _form_data(news, server)).status_code == 403
+
+
+def _unsubscribe_tokens(*contents: str) -> set[str]:
+    """Every unsubscribe token in these pages, in a header shown or in a link of a part."""
+    path = reverse("unsubscribe", args=["TOKEN"]).split("TOKEN")[0]
+    return {token for content in contents for token in re.findall(rf"{re.escape(path)}([^/\"'<>\s]+)/", content)}
+
+
+def test_no_preview_carries_a_token_that_unsubscribes_anyone(viewer_client, sender_client, client, make_campaign, news):
+    """Whoever may look at a preview must not be able to unsubscribe the subscriber it is shown as."""
+    body = "<p>Hi {{ subscriber.name }}</p><a href='{{ unsubscribe_url }}'>Leave</a>"
+    campaign = make_campaign(html_body=body, text_body="Leave: {{ unsubscribe_url }}")
+    saved = [reverse(f"campaigns:{name}", args=[campaign.pk]) for name in ("preview", "preview_html")]
+    unsaved_urls = [reverse("campaigns:preview_unsaved"), reverse("campaigns:preview_unsaved_edit", args=[campaign.pk])]
+    contents = []
+    for email in ("", "ana@example.test", "ben@example.test"):
+        query = {"preview_as": email} if email else {}
+        contents += [viewer_client.get(url, query).content.decode() for url in saved]
+        for url in unsaved_urls:
+            data = _form_data(news, campaign.servers.get(), html_body=body, preview_as=email)
+            unsaved = sender_client.post(url, data, **HTMX).content.decode()
+            frame = re.search(r'<iframe class="html-part" sandbox src="([^"]+)"', unsaved).group(1)
+            contents += [unsaved, sender_client.get(frame.replace("&amp;", "&")).content.decode()]
+
+    tokens = _unsubscribe_tokens(*contents)
+
+    assert len(tokens) == 2  # a test's: the campaign's (saved or edited) and the new one's, whoever it is shown as
+    for token in tokens:
+        with pytest.raises(BadSignature):
+            read_unsubscribe_token(token)
+        page = client.post(reverse("unsubscribe", args=[token])).content.decode()
+        assert "Nothing was changed." in page
+    assert "(a test link: it unsubscribes nobody)" in contents[0]
+    assert not Subscriber.objects.exclude(status=Subscriber.Status.ACTIVE).exists()
+    assert not Suppression.objects.exists()

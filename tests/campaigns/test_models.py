@@ -24,13 +24,12 @@ PREDICATES = [
     "can_resume",
     "can_cancel",
     "can_retry_failed",
-    "is_live",
 ]
-# What a user may do, and what the page does, in each status: one row per status, in the order above.
+# What a user may do in each status: one row per status, in the order above.
 ALLOWED = {
     Status.DRAFT: {"is_editable", "is_deletable", "can_launch", "can_cancel"},
-    Status.SCHEDULED: {"is_editable", "can_cancel", "is_live"},
-    Status.RUNNING: {"can_pause", "can_cancel", "can_retry_failed", "is_live"},
+    Status.SCHEDULED: {"is_editable", "can_cancel"},
+    Status.RUNNING: {"can_pause", "can_cancel", "can_retry_failed"},
     Status.PAUSED: {"can_resume", "can_cancel", "can_retry_failed"},
     Status.CANCELLED: {"is_deletable"},
     Status.FINISHED: {"is_deletable", "can_retry_failed"},

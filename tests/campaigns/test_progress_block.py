@@ -156,7 +156,7 @@ def test_a_cancelled_campaign_shows_what_went_out_and_what_the_cancel_kept_back(
     assert '<progress max="100" value="12.0">' in html
     assert '<dt>Cancelled</dt><dd class="count-cancelled">44</dd>' in html
     assert '<dt>Skipped</dt><dd class="count-skipped">1</dd>' in html  # the subscriber who left
-    assert "hx-get" not in html
+    assert 'hx-trigger="every 60s"' in html  # bounce and complaint reports still come in
     listed = viewer_client.get(reverse("campaigns:list")).content.decode()
     assert 'value="12.0" title="Cancelled after 6 of 50; 44 not sent"' in listed
 
