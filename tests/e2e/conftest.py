@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Route, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "e2e"
@@ -219,17 +219,23 @@ def shots(request) -> Screenshots:
 def new_context(request, browser, stack, shots):
     """Open browser contexts (fresh profiles: no cookies) on the stack:
     `new_context(java_script_enabled=False)`. Any request to another host than the stack's
-    is refused, and fails the test. A failed test ends with a screenshot of each open page."""
-    opened, elsewhere = [], []
+    is refused, and fails the test, as does anything the Content-Security-Policy blocks (the
+    browser says so on the console). A failed test ends with a screenshot of each open page."""
+    opened, elsewhere, blocked = [], [], []
 
     def refuse(route: Route) -> None:
         elsewhere.append(route.request.url)
         route.abort()
 
+    def watch(message: ConsoleMessage) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            blocked.append(f"{message.page.url if message.page else '?'}: {message.text}")
+
     def open_context(**options) -> BrowserContext:
         context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900}, **options)
         context.set_default_timeout(15_000)
         context.route(re.compile(r"^(?!" + re.escape(stack.url) + r"(/|$))[a-z]+://"), refuse)
+        context.on("console", watch)
         opened.append(context)
         return context
 
@@ -240,6 +246,7 @@ def new_context(request, browser, stack, shots):
                 shots.take(page, "failed")
         context.close()
     assert not elsewhere, f"The browser tried to reach other hosts: {elsewhere}"
+    assert not blocked, "The Content-Security-Policy blocked:\n" + "\n".join(blocked)
 
 
 def log_in(context: BrowserContext, username: str, password: str) -> Page:
