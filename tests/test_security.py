@@ -164,6 +164,7 @@ def test_htmx_is_told_to_inject_no_style_settle_no_style_and_eval_nothing(admin_
     # brings, is an inline style the policy refuses (tests/e2e fail on such console errors).
     assert "style" not in config["attributesToSettle"]
     assert {"class", "width", "height"} <= set(config["attributesToSettle"])
+    assert "{#" not in html and "#}" not in html  # its comment is one, not page text
 
 
 def test_the_policy_finds_inline_code():
