@@ -3,7 +3,7 @@
 One stack for the whole suite (stopped once its last test is done, before the rest of a full
 run goes on), each part a process of its own as `make run` starts them:
 the dashboard (`runserver --noreload`), its worker (`qcluster`) and the SMTP sandbox with an
-SES-like cap per session, on random loopback ports, on a fresh SQLite file. Each test step
+SES-like cap per session and its inbox on, on random loopback ports, on a fresh SQLite file. Each test step
 saves a screenshot under var/e2e/<test>/ for a person to look at after the run; the
 processes' output goes to var/e2e/logs/.
 """
@@ -42,7 +42,11 @@ SES_CAP = 10  # messages per sandbox session before its 421: 500 messages on at 
 # As `make run` starts it, on any free port, with a cap per session the journey is sure to meet.
 # No cap on connections: what one test leaves open until its idle timeout (the pool's 20 after
 # the journey) must not refuse the next test's connection test.
-SANDBOX_OPTIONS = ["--port=0", f"--max-msgs-per-session={SES_CAP}", "--pipelining", "--quiet"]
+INBOX_KEEP = 1000  # the journey's campaign and test message, all kept for the sandbox inbox (/sandbox/)
+SANDBOX_OPTIONS = [
+    *("--port=0", f"--max-msgs-per-session={SES_CAP}", "--pipelining", "--quiet"),
+    f"--inbox={INBOX_KEEP}",  # where: SANDBOX_INBOX_DIR, the dashboard's too
+]
 START_TIMEOUT_S = 30
 STOP_WAIT_S = 10
 ADMIN = ("admin", "e2e-admin-password")
@@ -148,6 +152,9 @@ def stack(tmp_path_factory) -> Stack:
         "RELAYDECK_VAR_DIR": str(state),
         "SQLITE_PATH": str(state / "db.sqlite3"),
         "SITE_URL": url,  # the links in the messages lead back to this dashboard
+        # The sandbox writes what it receives here, where the dashboard's sandbox inbox reads it.
+        "SANDBOX_INBOX_DIR": str(state / "sandbox-inbox"),
+        "SANDBOX_INBOX_MESSAGES": str(INBOX_KEEP),
         # A message deferred by the sandbox's 421s goes again within seconds, not a minute:
         # the journey waits for the campaign to finish.
         "CAMPAIGN_RETRY_DELAY_S": "1",
