@@ -188,6 +188,9 @@ class SmtpServerForm(StoredPasswordForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # A new entry, blank or from a preset, sends through SMTP until told otherwise: with no
+        # choice ticked, the page would show the ESP fields beside the SMTP ones.
+        self.initial.setdefault("kind", self.instance.kind)
         if self.instance.is_esp:
             for name in self.extra_names():
                 self.initial.setdefault(name, self.instance.credentials.get(name, ""))

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", views.list_index, name="index"),
     path("new/", views.list_create, name="create"),
     path("<int:pk>/", views.list_detail, name="detail"),
+    path("<int:pk>/counts/", views.list_counts, name="counts"),
     path("<int:pk>/delete/", views.list_delete, name="delete"),
     path("<int:pk>/import/", views.import_upload, name="import"),
     path("imports/<int:import_pk>/", views.import_status, name="import_status"),

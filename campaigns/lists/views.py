@@ -18,6 +18,8 @@ from smtp_settings.models import Suppression
 
 SUBSCRIBERS_PER_PAGE = 50
 RECENT_IMPORTS = 5
+# A row's action says so to the list page, whose counts reload (_counts.html).
+MEMBERS_CHANGED = "members-changed"
 
 
 def _get_list_or_404(pk: int) -> MailingList:
@@ -64,11 +66,15 @@ def _subscribers_context(request: HtmxHttpRequest, mailing_list: MailingList) ->
     return {"mailing_list": mailing_list, "query": query, "page": page}
 
 
+def _counts(mailing_list: MailingList):
+    return _lists_with_counts().get(pk=mailing_list.pk)
+
+
 def _render_detail(
     request: HtmxHttpRequest, mailing_list: MailingList, import_form: ImportForm, status: int = 200
 ) -> HttpResponse:
     context = _subscribers_context(request, mailing_list) | {
-        "counts": _lists_with_counts().get(pk=mailing_list.pk),
+        "counts": _counts(mailing_list),
         "import_form": import_form,
         "imports": mailing_list.imports.all()[:RECENT_IMPORTS],
     }
@@ -82,6 +88,15 @@ def list_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "campaigns/lists/_subscribers.html", _subscribers_context(request, mailing_list))
     return _render_detail(request, mailing_list, ImportForm())
+
+
+@role_required(Role.VIEWER)
+@require_GET
+def list_counts(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The page's "N active of M subscribers": it reloads when an import ends or a row changes."""
+    mailing_list = _get_list_or_404(pk)
+    context = {"mailing_list": mailing_list, "counts": _counts(mailing_list)}
+    return render(request, "campaigns/lists/_counts.html", context)
 
 
 @role_required(Role.SENDER)
@@ -104,9 +119,10 @@ def list_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 def _render_row(request: HtmxHttpRequest, mailing_list: MailingList, subscriber: Subscriber) -> HttpResponse:
     if request.htmx:
-        return render(
-            request, "campaigns/lists/_subscriber_row.html", {"mailing_list": mailing_list, "subscriber": subscriber}
-        )
+        context = {"mailing_list": mailing_list, "subscriber": subscriber}
+        response = render(request, "campaigns/lists/_subscriber_row.html", context)
+        response["HX-Trigger"] = MEMBERS_CHANGED
+        return response
     return redirect("lists:detail", mailing_list.pk)
 
 
@@ -147,7 +163,7 @@ def remove_subscriber(request: HtmxHttpRequest, pk: int, subscriber_pk: int) -> 
     subscriber = _get_member_or_404(mailing_list, subscriber_pk)
     mailing_list.subscribers.remove(subscriber)
     if request.htmx:
-        return HttpResponse("")  # the row swaps itself out
+        return HttpResponse("", headers={"HX-Trigger": MEMBERS_CHANGED})  # the row swaps itself out
     messages.success(request, f"{subscriber.email} removed from “{mailing_list.name}”.")
     return redirect("lists:detail", mailing_list.pk)
 

@@ -3,7 +3,7 @@
 One stack for the whole suite (stopped once its last test is done, before the rest of a full
 run goes on), each part a process of its own as `make run` starts them:
 the dashboard (`runserver --noreload`), its worker (`qcluster`) and the SMTP sandbox with an
-SES-like cap per session, on random loopback ports, on a fresh SQLite file. Each test step
+SES-like cap per session and its inbox on, on random loopback ports, on a fresh SQLite file. Each test step
 saves a screenshot under var/e2e/<test>/ for a person to look at after the run; the
 processes' output goes to var/e2e/logs/.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Route, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "e2e"
@@ -42,7 +42,11 @@ SES_CAP = 10  # messages per sandbox session before its 421: 500 messages on at 
 # As `make run` starts it, on any free port, with a cap per session the journey is sure to meet.
 # No cap on connections: what one test leaves open until its idle timeout (the pool's 20 after
 # the journey) must not refuse the next test's connection test.
-SANDBOX_OPTIONS = ["--port=0", f"--max-msgs-per-session={SES_CAP}", "--pipelining", "--quiet"]
+INBOX_KEEP = 1000  # the journey's campaign and test message, all kept for the sandbox inbox (/sandbox/)
+SANDBOX_OPTIONS = [
+    *("--port=0", f"--max-msgs-per-session={SES_CAP}", "--pipelining", "--quiet"),
+    f"--inbox={INBOX_KEEP}",  # where: SANDBOX_INBOX_DIR, the dashboard's too
+]
 START_TIMEOUT_S = 30
 STOP_WAIT_S = 10
 ADMIN = ("admin", "e2e-admin-password")
@@ -148,6 +152,9 @@ def stack(tmp_path_factory) -> Stack:
         "RELAYDECK_VAR_DIR": str(state),
         "SQLITE_PATH": str(state / "db.sqlite3"),
         "SITE_URL": url,  # the links in the messages lead back to this dashboard
+        # The sandbox writes what it receives here, where the dashboard's sandbox inbox reads it.
+        "SANDBOX_INBOX_DIR": str(state / "sandbox-inbox"),
+        "SANDBOX_INBOX_MESSAGES": str(INBOX_KEEP),
         # A message deferred by the sandbox's 421s goes again within seconds, not a minute:
         # the journey waits for the campaign to finish.
         "CAMPAIGN_RETRY_DELAY_S": "1",
@@ -219,17 +226,23 @@ def shots(request) -> Screenshots:
 def new_context(request, browser, stack, shots):
     """Open browser contexts (fresh profiles: no cookies) on the stack:
     `new_context(java_script_enabled=False)`. Any request to another host than the stack's
-    is refused, and fails the test. A failed test ends with a screenshot of each open page."""
-    opened, elsewhere = [], []
+    is refused, and fails the test, as does anything the Content-Security-Policy blocks (the
+    browser says so on the console). A failed test ends with a screenshot of each open page."""
+    opened, elsewhere, blocked = [], [], []
 
     def refuse(route: Route) -> None:
         elsewhere.append(route.request.url)
         route.abort()
 
+    def watch(message: ConsoleMessage) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            blocked.append(f"{message.page.url if message.page else '?'}: {message.text}")
+
     def open_context(**options) -> BrowserContext:
         context = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900}, **options)
         context.set_default_timeout(15_000)
         context.route(re.compile(r"^(?!" + re.escape(stack.url) + r"(/|$))[a-z]+://"), refuse)
+        context.on("console", watch)
         opened.append(context)
         return context
 
@@ -240,6 +253,7 @@ def new_context(request, browser, stack, shots):
                 shots.take(page, "failed")
         context.close()
     assert not elsewhere, f"The browser tried to reach other hosts: {elsewhere}"
+    assert not blocked, "The Content-Security-Policy blocked:\n" + "\n".join(blocked)
 
 
 def log_in(context: BrowserContext, username: str, password: str) -> Page:

@@ -1,6 +1,7 @@
 """A new user's first campaign, start to end, in one browser: the journey of issue #14."""
 
 import re
+import time
 from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Page, expect
@@ -12,6 +13,8 @@ BAD_ROWS = {101: "not-an-address", 202: "two@@example.test", 303: "nobody@"}  # 
 GOOD = SUBSCRIBERS - len(BAD_ROWS)
 RATE = 50  # msg/s: a run of ten seconds, long enough to pause in the middle of it
 FROM = "Relaydeck journey <news@example.test>"
+PREVIEW_AS = "reader7@example.test"  # line 7 of the file: Reader 7
+TEST_TO = "me@example.test"
 
 
 def write_csv(path: Path) -> Path:
@@ -105,15 +108,13 @@ def step_4_import_csv(page: Page, shots: Screenshots, csv: Path) -> None:
     for row, line in zip(invalid.all(), BAD_ROWS, strict=True):
         expect(row.locator("td").first).to_have_text(str(line))
     expect(page.locator("#subscribers .pager")).to_contain_text(f"{GOOD} subscribers")
+    expect(page.locator("#list-counts")).to_have_text(f"{GOOD} active of {GOOD} subscribers.")  # no reload
     shots.take(page, "imported-3-invalid")
 
 
-def step_5_compose_preview_and_test_send(page: Page, shots: Screenshots) -> None:
-    """Compose, preview, send a test.
-
-    LEAD, after merging helper "page": preview the unsaved campaign from the compose form,
-    as a chosen subscriber, before "Create campaign"; for now the saved campaign's preview
-    page is what exists."""
+def step_5_compose_preview_and_test_send(page: Page, shots: Screenshots, tests_context: BrowserContext) -> None:
+    """Compose; preview the unsaved form as a chosen subscriber; save; send a test message and
+    find it in the sandbox inbox, its unsubscribe link saying it was a test."""
     page.get_by_role("link", name="Campaigns").click()
     page.get_by_role("link", name="New campaign").first.click()
     page.get_by_label("Name", exact=True).fill("Journey campaign")
@@ -127,27 +128,60 @@ def step_5_compose_preview_and_test_send(page: Page, shots: Screenshots) -> None
     page.get_by_role("group", name="Servers").get_by_label("Journey sandbox").check()
     page.get_by_label("Rate limit", exact=True).fill(str(RATE))
     shots.take(page, "composed")
+
+    htmx_ready(page)
+    page.get_by_label("Preview as").fill(PREVIEW_AS)
+    page.get_by_role("button", name="Preview", exact=True).click()
+    preview = page.locator("#unsaved-preview")
+    expect(preview).to_contain_text(f"As {PREVIEW_AS} would receive it")
+    expect(preview.locator(".message-headers .subject")).to_have_text("Hello Reader 7")
+    expect(preview.frame_locator("iframe.html-part").get_by_role("heading")).to_have_text("Hello Reader 7 in Lyon")
+    expect(preview.locator(".text-part")).to_contain_text("Hello Reader 7 in Lyon")
+    expect(page).to_have_url(re.compile(r"/campaigns/new/$"))  # previewed, not saved
+    shots.take(page, "previewed-before-saving")
+
     page.get_by_role("button", name="Create campaign").click()
     expect(page.get_by_role("heading", name="Journey campaign")).to_be_visible()
     expect(status(page)).to_have_text("Draft")
+    htmx_ready(page)
+    test_send = page.locator("section.test-send")
+    test_send.get_by_role("textbox").fill(TEST_TO)
+    test_send.get_by_role("button", name="Send test").click()
+    expect(page.locator("#test-send-result")).to_contain_text(f"Accepted for {TEST_TO}")
+    shots.take(page, "test-sent")
 
-    page.get_by_role("link", name="Preview").click()
-    headers = page.locator(".message-headers")
-    expect(headers.locator(".subject")).to_have_text("Hello Reader 2")
-    expect(headers).to_contain_text("reader2@example.test")
-    frame = page.frame_locator("iframe.html-part")
-    expect(frame.get_by_role("heading")).to_have_text("Hello Reader 2 in Lyon")
-    expect(page.locator(".text-part")).to_contain_text("Hello Reader 2 in Lyon")
-    shots.take(page, "previewed")
-    page.get_by_role("link", name="Back to the campaign").click()
+    link = unsubscribe_link_in_inbox(page, TEST_TO)
+    shots.take(page, "test-message-in-inbox")
+    reader = tests_context.new_page()
+    reader.goto(link)
+    expect(reader.get_by_role("heading", name="This was a test message")).to_be_visible()
+    expect(reader.locator(".unsubscribe")).to_contain_text("Nothing was changed")
+    shots.take(reader, "test-unsubscribe-link")
+    reader.close()
+    page.get_by_role("link", name="Campaigns").click()
+    page.get_by_role("link", name="Journey campaign").click()
     expect(status(page)).to_have_text("Draft")
     htmx_ready(page)
 
-    test_send = page.locator("section.test-send")
-    test_send.get_by_role("textbox").fill("me@example.test")
-    test_send.get_by_role("button", name="Send test").click()
-    expect(page.locator("#test-send-result")).to_contain_text("Accepted for me@example.test")
-    shots.take(page, "test-sent")
+
+def unsubscribe_link_in_inbox(page: Page, to: str) -> str:
+    """Open the newest message to `to` in the sandbox inbox and return the unsubscribe link its
+    page lists. The sandbox writes a message to the inbox just after accepting it: the inbox
+    is opened again until the message is there."""
+    deadline = time.monotonic() + 10
+    while True:
+        page.get_by_role("link", name="Sandbox inbox").click()
+        expect(page.get_by_role("heading", name="Sandbox inbox")).to_be_visible()
+        row = page.locator("#sandbox-inbox tbody tr", has=page.locator("td:nth-child(3)", has_text=to)).first
+        if row.count() or time.monotonic() > deadline:
+            break
+    expect(row).to_be_visible()
+    row.get_by_role("link").click()
+    expect(page.get_by_role("heading", name="Sandbox message")).to_be_visible()
+    expect(page.locator(".sandbox-note")).to_contain_text("delivers nothing further")
+    unsubscribe = page.locator("#message-links a[href*='/u/']").first
+    expect(unsubscribe).to_be_visible()
+    return unsubscribe.get_attribute("href")
 
 
 def step_6_launch(page: Page, shots: Screenshots) -> None:
@@ -196,24 +230,23 @@ def step_8_log_of_421s(page: Page, shots: Screenshots) -> None:
 
 
 def step_9_unsubscribe_logged_out(page: Page, shots: Screenshots, logged_out: BrowserContext) -> str:
-    """Follow a sent message's unsubscribe link in a browser that is not logged in; return the
-    address unsubscribed.
-
-    LEAD, after merging helper "firstrun": open the sandbox inbox (/sandbox/), pick a message
-    of the campaign and take its unsubscribe link from there. Until the inbox exists, the link
-    comes from the campaign's preview, whose List-Unsubscribe header is the one the message to
-    that subscriber carries."""
-    page.get_by_role("link", name="Campaigns").click()
-    page.get_by_role("link", name="Journey campaign").click()
-    page.get_by_role("link", name="Preview").click()
-    address = page.locator(".message-headers dt:text-is('To') + dd").inner_text()
-    header = page.locator(".message-headers dt:text-is('List-Unsubscribe') + dd").inner_text()
-    link = re.search(r"<(http[^>]+)>", header)[1]
+    """Open one of the campaign's messages in the sandbox inbox and follow its unsubscribe link
+    in a browser that is not logged in; return the address unsubscribed."""
+    page.get_by_role("link", name="Sandbox inbox").click()
+    rows = page.locator("#sandbox-inbox tbody tr", has_text="Hello Reader")
+    expect(rows.first).to_be_visible()
+    expect(page.locator("#sandbox-inbox tbody tr")).to_have_count(50)  # a page of the newest
+    address = re.search(r"reader\d+@example\.test", rows.nth(3).locator("td:nth-child(3)").inner_text())[0]
+    shots.take(page, "sandbox-inbox")
+    link = unsubscribe_link_in_inbox(page, address)
+    expect(page.locator(".message-preview")).to_contain_text(address)
+    shots.take(page, "sandbox-message")
 
     stranger = logged_out.new_page()
     stranger.goto(link)
     expect(stranger.get_by_role("button", name="Log out")).to_have_count(0)
     expect(stranger.get_by_role("heading", name="Unsubscribe?")).to_be_visible()
+    expect(stranger.locator(".unsubscribe")).to_contain_text(address)
     shots.take(stranger, "unsubscribe-asked")
     stranger.get_by_role("button", name="Unsubscribe").click()
     expect(stranger.get_by_role("heading", name="You are unsubscribed")).to_be_visible()
@@ -239,7 +272,7 @@ def test_a_new_users_first_campaign(stack, new_context, shots, tmp_path):
     step_2_add_server_from_preset(page, shots, stack)
     step_3_test_connection(page, shots)
     step_4_import_csv(page, shots, write_csv(tmp_path / "readers.csv"))
-    step_5_compose_preview_and_test_send(page, shots)
+    step_5_compose_preview_and_test_send(page, shots, new_context())
     step_6_launch(page, shots)
     step_7_pause_and_resume(page, shots)
     step_6_reaches_100_percent(page, shots)

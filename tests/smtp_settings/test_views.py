@@ -310,6 +310,23 @@ def test_presets_fill_the_documented_rates_and_quotas(admin_client, preset, rate
         assert documented in content
 
 
+def _checked_kinds(content: str) -> list[str]:
+    return re.findall(r'<input type="radio" name="kind" value="(\w+)"[^>]*\bchecked\b', content)
+
+
+def test_a_new_entry_sends_through_smtp_until_told_otherwise(admin_client):
+    """With no "Sends through" ticked, the page shows the ESP fields beside the SMTP ones."""
+    create = reverse("smtp_settings:create")
+    assert _checked_kinds(admin_client.get(create).content.decode()) == ["smtp"]
+    for preset in PRESETS:
+        for headers in ({}, HTMX):  # the page, and the form alone when a preset button swaps it in
+            content = admin_client.get(create, {"preset": preset.key}, **headers).content.decode()
+            assert _checked_kinds(content) == ["smtp"], preset.key
+    esp = SmtpServer.objects.create(name="Postmark", kind=SmtpServer.Kind.ESP, esp="postmark", host="", port=443)
+    edit = admin_client.get(reverse("smtp_settings:edit", args=[esp.pk])).content.decode()
+    assert _checked_kinds(edit) == ["esp"]
+
+
 def test_every_preset_saves_as_it_is_filled_in(admin_client):
     for preset in PRESETS:
         values = {"name": preset.label, "username": "me@example.test", "password": SECRET} | preset.initial()

@@ -59,6 +59,7 @@ def test_every_page_and_action_requires_login(client, news, ann):
     pages = [
         reverse("lists:index"),
         reverse("lists:detail", args=[news.pk]),
+        reverse("lists:counts", args=[news.pk]),
         reverse("lists:delete", args=[news.pk]),
         reverse("lists:import_status", args=[job.pk]),
     ]
@@ -95,6 +96,25 @@ def test_index_shows_each_list_with_active_and_total_counts(sender_client, news,
     rows = {item.name: (item.active, item.total) for item in response.context["lists"]}
     assert rows == {"News": (1, 2), "Offers": (0, 0)}
     assert b"The weekly letter" in response.content and b"New list" in response.content
+
+
+def test_the_list_pages_counts_reload_when_an_import_ends_or_a_row_changes(login_as, news, ann):
+    """An import's end (its status partial triggers subscribers-changed) and a row's action
+    (members-changed) reload the page's "N active of M subscribers", not only its table."""
+    page = login_as(Role.VIEWER).get(reverse("lists:detail", args=[news.pk])).content.decode()
+    counts = re.search(r'<p id="list-counts"[^>]*>', page)[0]
+    assert f'hx-get="{reverse("lists:counts", args=[news.pk])}"' in counts
+    assert 'hx-trigger="subscribers-changed from:body, members-changed from:body"' in counts
+    assert "1 active of 1 subscriber." in page
+
+    sender = login_as(Role.SENDER)
+    unsubscribed = sender.post(_row_url("unsubscribe", ann, news), **HTMX)
+    assert unsubscribed["HX-Trigger"] == "members-changed"
+    assert "0 active of 1 subscriber." in sender.get(reverse("lists:counts", args=[news.pk]), **HTMX).content.decode()
+    removed = sender.post(_row_url("remove", ann, news), **HTMX)
+    assert removed["HX-Trigger"] == "members-changed"
+    assert "0 active of 0 subscribers." in sender.get(reverse("lists:counts", args=[news.pk])).content.decode()
+    assert sender.get(reverse("lists:counts", args=[news.pk + 1000])).status_code == 404
 
 
 def test_create_list_redirects_to_it(sender_client):
@@ -287,7 +307,9 @@ def test_upload_with_htmx_queues_the_import_and_shows_its_status(
     assert "every 1s" not in body  # polling stops
     assert "<strong>1</strong> new" in body and "'bob@' is not a valid email address" not in body  # escaped:
     assert "&#x27;bob@&#x27; is not a valid email address" in body
-    assert status["HX-Trigger"] == "subscribers-changed"  # the table reloads once
+    assert status["HX-Trigger"] == "subscribers-changed"  # the table reloads once, and the counts with it
+    counts = sender_client.get(reverse("lists:counts", args=[news.pk]), **HTMX).content.decode()
+    assert counts.startswith('<p id="list-counts"') and "1 active of 1 subscriber." in counts
 
 
 def test_upload_without_htmx_redirects_to_the_import_page(sender_client, news, media, queued_tasks):
