@@ -21,6 +21,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, Delivery, Event, MailingList, Sender, Subscriber
 from campaigns.sending import loop, watchdog
 from smtp_settings.bounces.record import suppress
+from smtp_settings.deletion import ServerInUse
 from smtp_settings.models import SmtpServer, Suppression
 from smtp_settings.pool import close_all_pools
 
@@ -217,11 +218,11 @@ def test_a_server_disabled_mid_campaign_sends_nothing_after_the_message_in_fligh
     assert status_of(campaign) == "finished"
 
 
-def test_a_campaign_whose_only_server_is_deleted_mid_run_pauses_with_nothing_in_flight(smtp_sandbox, make_server):
+def test_a_campaign_whose_only_server_is_disabled_mid_run_pauses_with_nothing_in_flight(smtp_sandbox, make_server):
     sandbox = smtp_sandbox()
     server = make_server(port=sandbox.port, max_conns=1)
     campaign = make_campaign([server], 300)
-    sandbox.fault = _when_received(5, lambda: SmtpServer.objects.filter(pk=server.pk).delete())
+    sandbox.fault = _when_received(5, lambda: SmtpServer.objects.filter(pk=server.pk).update(enabled=False))
 
     start_sending(campaign)
 
@@ -229,6 +230,27 @@ def test_a_campaign_whose_only_server_is_deleted_mid_run_pauses_with_nothing_in_
     assert (campaign.status, campaign.pause_reason) == ("paused", "None of the campaign's SMTP servers is enabled.")
     assert len(sandbox.received) < 300 and set(received_by_address(sandbox).values()) == {1}
     assert set(campaign.deliveries.values_list("status", flat=True)) == {"sent", "pending"}
+
+
+def test_the_only_server_of_a_running_campaign_cannot_be_deleted_and_the_campaign_goes_on(smtp_sandbox, make_server):
+    sandbox = smtp_sandbox()
+    server = make_server(port=sandbox.port, max_conns=1)
+    campaign = make_campaign([server], 300)
+    refused = []
+
+    def delete_the_server():
+        try:
+            SmtpServer.objects.filter(pk=server.pk).delete()
+        except ServerInUse as error:
+            refused.append(str(error))
+
+    sandbox.fault = _when_received(5, delete_the_server)
+
+    start_sending(campaign)
+
+    assert len(refused) == 1 and SmtpServer.objects.filter(pk=server.pk).exists()
+    assert status_of(campaign) == "finished"
+    assert len(sandbox.received) == 300 and set(received_by_address(sandbox).values()) == {1}
 
 
 def test_subscribers_who_left_before_their_turn_are_skipped(smtp_sandbox, make_server):
