@@ -22,7 +22,7 @@ the recovery of a dead sender's rows.
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django import db
 from django.conf import settings
@@ -251,8 +251,8 @@ def judge(row, result, server, now, retries: int, retry_delay_s: float) -> None:
     row.server = server
     row.last_code, row.last_reply = result.code, result.text[:2000]
     row.updated_at = now
-    if result.status == SENT:
-        row.status, row.sent_at, row.ambiguous = SENT, now, result.ambiguous
+    if result.status == SENT:  # at its own moment, not the batch's: the charts count per second
+        row.status, row.sent_at, row.ambiguous = SENT, datetime.fromtimestamp(result.at, UTC), result.ambiguous
     elif result.status == FAILED or row.attempts > retries:
         row.status = FAILED
     else:

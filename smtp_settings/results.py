@@ -12,6 +12,7 @@ sender or the message, and an ESP's API says nothing in SMTP terms.
 Callers that keep their own books (campaigns) read these, never the backend's internals.
 """
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +45,7 @@ class SmtpResult:
     recipients: dict[str, RecipientResult] = field(default_factory=dict)
     stopped: bool = False  # not tried, or held back before its dot: the batch was stopped (StopBatch, MustWait)
     resume_at: float | None = None  # stopped by a full quota window: when it has room (seconds since the epoch)
+    at: float = field(default_factory=time.time)  # when the outcome was known (seconds since the epoch)
 
     @property
     def enhanced_code(self) -> str:

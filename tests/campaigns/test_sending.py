@@ -253,6 +253,20 @@ def test_the_only_server_of_a_running_campaign_cannot_be_deleted_and_the_campaig
     assert len(sandbox.received) == 300 and set(received_by_address(sandbox).values()) == {1}
 
 
+def test_each_delivery_is_sent_at_its_own_moment_not_its_batchs(smtp_sandbox, make_server, settings):
+    """The charts count messages per second from `sent_at`: one batch sent at 20 msg/s spreads
+    over a second, as the server saw it, instead of piling up at the batch's start."""
+    settings.CAMPAIGN_BATCH_SIZE = 100
+    sandbox = smtp_sandbox()
+    campaign = make_campaign([make_server(port=sandbox.port, max_conns=1)], 20, rate_limit=20)
+
+    start_sending(campaign)
+
+    sent_at = sorted(campaign.deliveries.values_list("sent_at", flat=True))
+    assert len(sent_at) == 20 and len(sandbox.received) == 20
+    assert (sent_at[-1] - sent_at[0]).total_seconds() >= 0.8  # 19 gaps of 1/20 s
+
+
 def test_subscribers_who_left_before_their_turn_are_skipped(smtp_sandbox, make_server):
     sandbox = smtp_sandbox()
     campaign = make_campaign([make_server(port=sandbox.port)], 5)
