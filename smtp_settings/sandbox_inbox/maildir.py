@@ -25,7 +25,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 
-from smtp_settings.outbox.reading import PARSED_BYTES, Reading, decoded, read
+from smtp_settings.outbox.reading import CONTROL, PARSED_BYTES, Reading, decoded, read
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,10 @@ MAX_WAITING = 1000  # messages waiting to be written; beyond, the sandbox leaves
 ENVELOPE_RECIPIENTS = 100  # Delivered-To lines, at most
 LISTED = 200  # characters of a header shown in the list
 NAME = re.compile(r"\d{20}\.P\d{1,10}Q\d{1,20}\.relaydeck")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _envelope_line(name: str, address: str) -> bytes:
-    return f"{name}: <{_CONTROL.sub('', address)[:1000]}>\r\n".encode("utf-8", "replace")
+    return f"{name}: <{CONTROL.sub('', address)[:1000]}>\r\n".encode("utf-8", "replace")
 
 
 class InboxWriter:
@@ -148,7 +147,7 @@ def page(directory: Path, before: str | None, size: int) -> Page:
 
         def shown(header: str, headers=headers) -> str:
             value = headers.get(header)
-            return "" if value is None else _CONTROL.sub(" ", decoded(header, str(value)))[:LISTED]
+            return "" if value is None else CONTROL.sub(" ", decoded(header, str(value)))[:LISTED]
 
         rows.append(Listed(name, _received_at(name), shown("From"), shown("To"), shown("Subject")))
     return Page(rows, names[size - 1] if len(names) > size else None)
