@@ -3,7 +3,10 @@ process writes), and /sandbox/ shows them: a list, newest first, and each messag
 HTML (in a sandboxed frame), text and headers, bounded and escaped whatever came in."""
 
 import re
+import resource
+import signal
 import smtplib
+import stat
 from email.message import EmailMessage
 from email.policy import SMTP
 
@@ -11,7 +14,7 @@ import pytest
 from django.urls import reverse
 
 from project.roles import Role
-from smtp_settings.sandbox_inbox.maildir import STORED_BYTES
+from smtp_settings.sandbox_inbox.maildir import STORED_BYTES, InboxWriter
 from tests.test_security import inline_code
 
 pytestmark = pytest.mark.django_db
@@ -253,3 +256,45 @@ def test_the_html_part_is_served_as_sent_under_a_policy_of_its_own(inbox, smtp_s
     assert admin.get(f"{LIST}{without}/").headers["X-Frame-Options"] == "DENY"
     assert admin.get(f"{LIST}{without}/html/").status_code == 404
     assert viewer_client.get(f"{LIST}{with_html}/html/").status_code == 403
+
+
+class Counts(dict):
+    def __call__(self, name: str) -> None:
+        self[name] = self.get(name, 0) + 1
+
+
+def test_messages_waiting_to_be_written_are_bounded_in_bytes(inbox, monkeypatch):
+    monkeypatch.setattr("smtp_settings.sandbox_inbox.maildir.MAX_WAITING_BYTES", 2500)
+    counts = Counts()
+    writer = InboxWriter(inbox, keep=10, count=counts)
+
+    for n in range(3):  # the writer not started yet: they all wait
+        writer.put("a@example.test", ("b@example.test",), plain(f"message {n}").ljust(1000, b"x"))
+    writer.start()
+    writer.stop()
+
+    assert counts == {"inbox_left_out": 1, "inbox_written": 2}
+
+
+def test_a_failed_write_leaves_nothing_half_written_and_the_writer_goes_on(inbox):
+    counts = Counts()
+    writer = InboxWriter(inbox, keep=10, count=counts)
+    (inbox / "tmp").mkdir(parents=True)
+    (inbox / "tmp" / "00000000000000000001.P1Q1.relaydeck").write_bytes(b"half written by a killed sandbox")
+    writer.put("a@example.test", ("b@example.test",), plain("too big for the disk", "x" * 200_000))
+    writer.put("a@example.test", ("b@example.test",), plain("fits"))
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))  # a disk that fills up: writes fail
+    try:
+        writer.start()
+        writer.stop()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+    assert counts == {"inbox_left_out": 1, "inbox_written": 1}
+    assert list((inbox / "tmp").iterdir()) == []
+    [written] = (inbox / "new").iterdir()
+    assert b"Subject: fits" in written.read_bytes()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert {stat.S_IMODE((inbox / folder).stat().st_mode) for folder in (".", "new", "tmp")} == {0o700}
