@@ -63,6 +63,7 @@ def free_port() -> int:
 class Sink:
     def __init__(self, kind: str, latency_ms: float, inbox: int):
         self.port = free_port()
+        self.inbox: tempfile.TemporaryDirectory | None = None
         if kind == "smtp-sink":
             binary, env = postfix.tool("smtp-sink")
             user = ["-u", "nobody"] if os.geteuid() == 0 else []
@@ -71,6 +72,9 @@ class Sink:
             env = os.environ
             command = [sys.executable, str(ROOT / "manage.py"), "smtp_sandbox", "--port", str(self.port)]
             command += ["--pipelining", "--quiet", "--latency", str(latency_ms), "--inbox", str(inbox)]
+            # An inbox of its own: not the one `make run`'s sandbox keeps, and gone after the run.
+            self.inbox = tempfile.TemporaryDirectory(prefix="relaydeck-bench-inbox-")
+            command += ["--inbox-dir", self.inbox.name]
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
         self._wait_ready()
 
@@ -86,6 +90,8 @@ class Sink:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait()
+        if self.inbox is not None:
+            self.inbox.cleanup()
 
 
 def messages(count: int) -> list[EmailMessage]:

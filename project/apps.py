@@ -7,7 +7,6 @@ class ProjectConfig(AppConfig):
     name = "project"
 
     def ready(self):
-        from project import password_change  # noqa: F401 (connects its login receiver)
         from project.roles import sync_role_groups
 
         def sync_roles(sender, using, apps=installed_apps, **kwargs):  # flush sends no `apps`

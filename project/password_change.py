@@ -1,28 +1,24 @@
 """A one-time password is good for one thing: setting a new one.
 
 An account flagged `PasswordChangeRequired` (ensure_admin's generated password) is sent from
-every page to the password change page until its owner has set a password of their own; logging
-out stays open. The flag is read from the database at login and kept in the session. A password
-set elsewhere (`ensure_admin` from the environment, the Django admin) drops the flag, and Django
-logs out the sessions that knew the old one."""
+every page that needs a login to the password change page until its owner has set a password of
+their own; logging out stays open, and so do the pages open without a login (unsubscribe, the
+API, webhooks). The flag is read on each request, and holds only while the account's password
+is the one it was made for: a password set anywhere else (`ensure_admin` from the environment,
+the Django admin, `changepassword`) ends it, and Django logs out the sessions that knew the old
+one. The new password must differ from the one it replaces."""
 
+from django import forms
 from django.contrib import messages
-from django.contrib.auth import user_logged_in
+from django.contrib.auth.forms import PasswordChangeForm
 from django.contrib.auth.views import PasswordChangeView
-from django.dispatch import receiver
-from django.urls import reverse, reverse_lazy
+from django.urls import reverse_lazy
 
 from project.htmx import HtmxHttpRequest, redirect_to
 from project.models import PasswordChangeRequired
 from project.roles import Role, role_required
 
-SESSION_KEY = "relaydeck_must_change_password"
-
-
-@receiver(user_logged_in, dispatch_uid="project.password_change.note_at_login")
-def _note_at_login(sender, request, user, **kwargs) -> None:
-    if request is not None and PasswordChangeRequired.objects.filter(user_id=user.pk).exists():
-        request.session[SESSION_KEY] = True
+EXEMPT = ("password_change", "logout")  # URL names a flagged account may still open
 
 
 class PasswordChangeRequiredMiddleware:
@@ -30,26 +26,42 @@ class PasswordChangeRequiredMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HtmxHttpRequest):
-        exempt = (reverse("password_change"), reverse("logout"))
-        # The user first: a session whose password changed elsewhere is logged out (and emptied) there.
-        if request.user.is_authenticated and request.session.get(SESSION_KEY) and request.path_info not in exempt:
-            return redirect_to(request, "password_change")
         return self.get_response(request)
+
+    def process_view(self, request: HtmxHttpRequest, view_func, view_args, view_kwargs):
+        if (
+            getattr(view_func, "login_required", True)  # `login_not_required` views are everyone's
+            and request.resolver_match.view_name not in EXEMPT
+            and request.user.is_authenticated
+            and PasswordChangeRequired.holds_for(request.user)
+        ):
+            return redirect_to(request, "password_change")
+        return None
+
+
+class _NewPasswordForm(PasswordChangeForm):
+    def clean(self):
+        cleaned = super().clean()
+        new = cleaned.get("new_password1")
+        if new and self.user.check_password(new):
+            self.add_error("new_password1", forms.ValidationError("Choose a password other than the current one."))
+        return cleaned
 
 
 class _ChangePassword(PasswordChangeView):
     template_name = "registration/password_change.html"
     success_url = reverse_lazy("home")
+    form_class = _NewPasswordForm
 
     def form_valid(self, form):
         response = super().form_valid(form)  # keeps this session logged in
         PasswordChangeRequired.objects.filter(user_id=self.request.user.pk).delete()
-        self.request.session.pop(SESSION_KEY, None)
         messages.success(self.request, "Your password is changed.")
         return response
 
     def get_context_data(self, **kwargs):
-        return super().get_context_data(**kwargs) | {"required": bool(self.request.session.get(SESSION_KEY))}
+        required = PasswordChangeRequired.holds_for(self.request.user)
+        return super().get_context_data(**kwargs) | {"required": required}
 
 
 change_password = role_required(Role.VIEWER)(_ChangePassword.as_view())

@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from project.models import PasswordChangeRequired
+from project.roles import Role
 
 pytestmark = pytest.mark.django_db
 CHANGE = "/password/"
@@ -90,3 +91,39 @@ def test_a_password_set_from_the_environment_frees_a_waiting_session(one_time_pa
 def test_accounts_without_the_flag_are_never_sent_there(viewer_client):
     assert viewer_client.get(reverse("campaigns:list")).status_code == 200
     assert viewer_client.get(CHANGE).status_code == 200  # anyone may change their own
+
+
+def test_the_one_time_password_cannot_be_chosen_again(one_time_password):
+    browser = logged_in(one_time_password)
+
+    same = one_time_password
+    response = browser.post(CHANGE, {"old_password": same, "new_password1": same, "new_password2": same})
+
+    assert response.status_code == 200
+    assert "New password: Choose a password other than the current one." in response.content.decode()
+    assert PasswordChangeRequired.objects.exists() and browser.get("/").url == CHANGE
+
+
+@pytest.mark.parametrize("elsewhere", ["changepassword", "the Django admin"])
+def test_a_password_set_elsewhere_ends_the_flag(one_time_password, elsewhere, django_user_model, login_as):
+    admin = django_user_model.objects.get(username="admin")
+    if elsewhere == "changepassword":
+        admin.set_password(NEW)  # as `manage.py changepassword` does
+        admin.save()
+    else:
+        form = login_as(Role.ADMIN).post(
+            reverse("admin:auth_user_password_change", args=[admin.pk]),
+            {"password1": NEW, "password2": NEW, "usable_password": "true"},
+        )
+        assert form.status_code == 302
+
+    assert logged_in(NEW).get(reverse("campaigns:list")).status_code == 200
+
+
+def test_pages_open_without_a_login_stay_open_to_a_flagged_session(one_time_password):
+    browser = logged_in(one_time_password)
+
+    # An unsubscribe link clicked in the same browser reaches its page.
+    unsubscribe = browser.get(reverse("unsubscribe", args=["not-a-token"]))
+    assert unsubscribe.status_code == 404 and "This unsubscribe link is not valid" in unsubscribe.content.decode()
+    assert browser.get(reverse("campaigns:list")).url == CHANGE

@@ -1,6 +1,8 @@
 """What a message page shows of a message's bytes: its headers, decoded, the size of each
 part, its plain text, its HTML and the links in it. The outbox page never renders the HTML
 part, only names it; the sandbox inbox shows it in a sandboxed frame, and lists its links.
+A link is read as a browser reads an address: spaces and control characters at its ends, and
+tabs and line breaks anywhere in it, dropped.
 
 The bytes are the client's, up to RELAY_MAX_MESSAGE_BYTES of MIME however it is made, so a
 page parses only the first PARSED_BYTES of them, shows at most SHOWN headers and parts, and
@@ -18,13 +20,16 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 PARSED_BYTES = 256 * 1024  # of a message, at most, are parsed for its page
-SHOWN = 100  # headers, and parts, at most
+SHOWN = 100  # headers, and parts, at most (and Delivered-To lines, on top: they never crowd out the rest)
 TEXT_SHOWN = 100_000  # characters of the text part, at most
 HTML_SHOWN = 200_000  # characters of the HTML part, at most
 LINKS_SHOWN = 100
 LINK_CHARS = 2000  # of a link, at most
 OPENABLE = ("http", "https", "mailto")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # browsers drop these from links: so is a link judged
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never shown as they came
+_ENDS = "".join(map(chr, range(0x21)))  # controls and space: browsers strip them from a link's ends
+_TAB_OR_NEWLINE = re.compile(r"[\t\r\n]")  # and drop these anywhere in it
+_TO_ENCODE = re.compile(r"[\x00-\x20\x7f]")  # the rest of which a browser percent-encodes
 _TEXT_LINK = re.compile(r"https?://[^\s<>\"'()\[\]]+")
 _HEADER_LINK = re.compile(r"<([^<>]+)>")
 # href="…" in any tag, bounded and never backtracking far: linear in the HTML, however hostile
@@ -35,13 +40,22 @@ _HREF = re.compile(rf"""\bhref\s{{0,20}}=\s{{0,20}}(?:"([^"]{_VALUE})|'([^']{_VA
 
 @dataclass(frozen=True)
 class Link:
-    url: str  # without spaces and control characters
+    url: str  # as a browser reads it (see `_cleaned`)
     found_in: str  # "List-Unsubscribe", "HTML part" or "text part"
 
     @property
+    def href(self) -> str:
+        """The address to link to: its inner spaces and control characters percent-encoded."""
+        return _TO_ENCODE.sub(lambda match: f"%{ord(match.group()):02X}", self.url)
+
+    @property
     def openable(self) -> bool:
-        """A web or mail address: safe to offer as a link (never javascript: or data:)."""
-        return urlsplit(self.url).scheme.lower() in OPENABLE
+        """A web or mail address: safe to offer as a link (never javascript: or data:, nor an
+        address that cannot be read, such as `http://[x`)."""
+        try:
+            return urlsplit(self.url).scheme.lower() in OPENABLE
+        except ValueError:
+            return False
 
 
 @dataclass
@@ -51,8 +65,10 @@ class Reading:
     text: str | None = None  # the plain text part, cut at TEXT_SHOWN characters
     text_cut: bool = False
     html: str | None = None  # the HTML part, cut at HTML_SHOWN characters
+    html_cut: bool = False
     links: list[Link] = field(default_factory=list)
-    cut: bool = False  # only the first PARSED_BYTES were read, or SHOWN headers or parts shown
+    headers_left_out: int = 0  # headers beyond SHOWN (Delivered-To lines beyond SHOWN, counted apart)
+    cut: bool = False  # only the first PARSED_BYTES were read, or SHOWN parts shown
     unreadable: bool = False  # the email package could not read it: nothing else is shown
 
 
@@ -64,11 +80,15 @@ def decoded(name: str, value: str) -> str:
         return value
 
 
+def _cleaned(url: str) -> str:
+    return _TAB_OR_NEWLINE.sub("", url.strip(_ENDS))[:LINK_CHARS]
+
+
 def _links(found: list[tuple[str, str]]) -> list[Link]:
     """The (place, address) found, cleaned, each once, at most LINKS_SHOWN."""
     links = {}
     for found_in, url in found:
-        url = _CONTROL.sub("", url)[:LINK_CHARS]
+        url = _cleaned(url)
         if url and url not in links and len(links) < LINKS_SHOWN:
             links[url] = Link(url, found_in)
     return list(links.values())
@@ -91,9 +111,15 @@ def read(data: bytes) -> Reading:
 
 def _read(data: bytes) -> Reading:
     message = BytesParser(policy=default).parsebytes(data[:PARSED_BYTES])
-    headers = list(message.raw_items())
-    reading = Reading(headers=[(name, decoded(name, value)) for name, value in headers[:SHOWN]])
-    reading.cut = len(data) > PARSED_BYTES or len(headers) > SHOWN
+    reading = Reading(cut=len(data) > PARSED_BYTES)
+    shown = {True: 0, False: 0}  # Delivered-To lines, and the others
+    for name, value in message.raw_items():
+        envelope = name.lower() == "delivered-to"
+        if shown[envelope] == SHOWN:
+            reading.headers_left_out += 1
+            continue
+        shown[envelope] += 1
+        reading.headers.append((name, decoded(name, value)))
     for part in message.walk():
         if not part.is_multipart():
             if len(reading.parts) == SHOWN:
@@ -103,7 +129,8 @@ def _read(data: bytes) -> Reading:
     found = [("List-Unsubscribe", url) for url in _HEADER_LINK.findall(str(message.get("List-Unsubscribe", "")))]
     html = message.get_body(preferencelist=("html",))
     if html is not None:
-        reading.html = _content(html)[:HTML_SHOWN]
+        content = _content(html)
+        reading.html, reading.html_cut = content[:HTML_SHOWN], len(content) > HTML_SHOWN
         found += [("HTML part", unescape("".join(match))) for match in _HREF.findall(reading.html)]
     body = message.get_body(preferencelist=("plain",))
     if body is not None:

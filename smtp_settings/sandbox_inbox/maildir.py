@@ -1,11 +1,13 @@
 """The sandbox's inbox: the last messages it received, as a Maildir (the `new/` and `tmp/`
 folders any mail client reads) that the sandbox process writes and the dashboard reads.
 
-The sandbox never waits on it: messages go to a writer thread through a bounded queue (a
-message beyond MAX_WAITING is counted and left out), and the SQLite database the dashboard
-writes is not touched. Each file is written to `tmp/` and renamed into `new/`, so a reader
-never sees half a message; it holds `Return-Path` and `Delivered-To` lines for the envelope,
-then the message's first STORED_BYTES. Only the newest `keep` files stay.
+The sandbox never waits on it: messages go to a writer thread through a queue bounded in bytes
+(a message beyond MAX_WAITING_BYTES is counted and left out), and the SQLite database the
+dashboard writes is not touched. Each file is written to `tmp/` and renamed into `new/`, so a
+reader never sees half a message; it holds `Return-Path` and `Delivered-To` lines for the
+envelope, then the message's first STORED_BYTES. Only the newest `keep` files stay. A write that
+fails (a full disk) leaves nothing behind in `tmp/`, and `tmp/` is emptied of what a killed
+sandbox left there at start. Only the sandbox's user may read the inbox (0o700, 0o600).
 
 File names start with the time received in nanoseconds, 20 digits: sorted by name is sorted by
 time. The dashboard opens only names of that shape, inside the inbox's `new/`."""
@@ -25,21 +27,20 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 
-from smtp_settings.outbox.reading import PARSED_BYTES, Reading, decoded, read
+from smtp_settings.outbox.reading import CONTROL, PARSED_BYTES, Reading, decoded, read
 
 log = logging.getLogger(__name__)
 
 STORED_BYTES = 1024 * 1024  # of each message, at most, are kept
 HEADER_BYTES = 64 * 1024  # of a message, at most, are read for its line in the list
-MAX_WAITING = 1000  # messages waiting to be written; beyond, the sandbox leaves them out
+MAX_WAITING_BYTES = 64 * 1024 * 1024  # of messages waiting to be written; beyond, the sandbox leaves them out
 ENVELOPE_RECIPIENTS = 100  # Delivered-To lines, at most
 LISTED = 200  # characters of a header shown in the list
 NAME = re.compile(r"\d{20}\.P\d{1,10}Q\d{1,20}\.relaydeck")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _envelope_line(name: str, address: str) -> bytes:
-    return f"{name}: <{_CONTROL.sub('', address)[:1000]}>\r\n".encode("utf-8", "replace")
+    return f"{name}: <{CONTROL.sub('', address)[:1000]}>\r\n".encode("utf-8", "replace")
 
 
 class InboxWriter:
@@ -50,13 +51,21 @@ class InboxWriter:
         self.keep = keep
         self.count = count
         self._waiting: queue.Queue = queue.Queue()
+        self._waiting_bytes = 0
+        self._lock = threading.Lock()  # of _waiting_bytes
         self._kept: deque[str] = deque()
         self._written = 0
         self._thread = threading.Thread(target=self._run, name="smtp-sandbox-inbox", daemon=True)
 
     def start(self) -> None:
         for folder in (self.new, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in (self.new.parent, self.new, self.tmp):  # also those made before, by another umask
+            folder.chmod(0o700)
+        for name in os.listdir(self.tmp):
+            if NAME.fullmatch(name):  # half written when a sandbox was killed
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.tmp / name)
         self._kept.extend(sorted(name for name in os.listdir(self.new) if NAME.fullmatch(name)))
         self._prune()
         self._thread.start()
@@ -67,10 +76,13 @@ class InboxWriter:
         self._thread.join(timeout=30)
 
     def put(self, mail_from: str, recipients: tuple[str, ...], data: bytes) -> None:
-        if self._waiting.qsize() >= MAX_WAITING:
-            self.count("inbox_left_out")
-            return
-        self._waiting.put((mail_from, recipients, data[:STORED_BYTES]))
+        data = data[:STORED_BYTES]
+        with self._lock:
+            if self._waiting_bytes + len(data) > MAX_WAITING_BYTES:
+                self.count("inbox_left_out")
+                return
+            self._waiting_bytes += len(data)
+        self._waiting.put((mail_from, recipients, data))
 
     def _run(self) -> None:
         while (waiting := self._waiting.get()) is not None:
@@ -79,8 +91,14 @@ class InboxWriter:
             except OSError as error:
                 log.warning("Sandbox: a message could not be written to the inbox in %s: %s", self.new.parent, error)
                 self.count("inbox_left_out")
+            except Exception:  # whatever it is, the next message is written
+                log.exception("Sandbox: a message could not be written to the inbox in %s", self.new.parent)
+                self.count("inbox_left_out")
             else:
                 self.count("inbox_written")
+            finally:
+                with self._lock:
+                    self._waiting_bytes -= len(waiting[2])
 
     def _write(self, mail_from: str, recipients: tuple[str, ...], data: bytes) -> None:
         self._written += 1
@@ -88,9 +106,14 @@ class InboxWriter:
         envelope = _envelope_line("Return-Path", mail_from) + b"".join(
             _envelope_line("Delivered-To", address) for address in recipients[:ENVELOPE_RECIPIENTS]
         )
-        with open(self.tmp / name, "wb") as file:
-            file.write(envelope + data)
-        os.replace(self.tmp / name, self.new / name)
+        try:
+            with open(os.open(self.tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+                file.write(envelope + data)
+            os.replace(self.tmp / name, self.new / name)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp / name)
+            raise
         self._kept.append(name)
         self._prune()
 
@@ -148,7 +171,7 @@ def page(directory: Path, before: str | None, size: int) -> Page:
 
         def shown(header: str, headers=headers) -> str:
             value = headers.get(header)
-            return "" if value is None else _CONTROL.sub(" ", decoded(header, str(value)))[:LISTED]
+            return "" if value is None else CONTROL.sub(" ", decoded(header, str(value)))[:LISTED]
 
         rows.append(Listed(name, _received_at(name), shown("From"), shown("To"), shown("Subject")))
     return Page(rows, names[size - 1] if len(names) > size else None)

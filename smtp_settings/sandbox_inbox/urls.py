@@ -6,4 +6,5 @@ app_name = "sandbox_inbox"
 urlpatterns = [
     path("", views.message_list, name="list"),
     path("<str:name>/", views.message_detail, name="detail"),
+    path("<str:name>/html/", views.message_html, name="html"),
 ]

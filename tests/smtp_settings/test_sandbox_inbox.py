@@ -3,14 +3,18 @@ process writes), and /sandbox/ shows them: a list, newest first, and each messag
 HTML (in a sandboxed frame), text and headers, bounded and escaped whatever came in."""
 
 import re
+import resource
+import signal
 import smtplib
+import stat
 from email.message import EmailMessage
+from email.policy import SMTP
 
 import pytest
 from django.urls import reverse
 
 from project.roles import Role
-from smtp_settings.sandbox_inbox.maildir import STORED_BYTES
+from smtp_settings.sandbox_inbox.maildir import STORED_BYTES, InboxWriter
 from tests.test_security import inline_code
 
 pytestmark = pytest.mark.django_db
@@ -98,7 +102,7 @@ def test_the_list_pages_through_older_messages(inbox, smtp_sandbox, admin, monke
         ["message 0"],
     )
     assert 'rel="next"' not in last
-    assert admin.get(f"{LIST}?before=../../etc").status_code == 200  # not a name: the newest
+    assert subjects(admin.get(f"{LIST}?before=../../etc").content.decode()) == subjects(first)  # not a name: ignored
 
 
 def test_an_empty_inbox_says_what_would_show_there(inbox, admin):
@@ -133,7 +137,7 @@ def test_a_message_shows_its_links_its_html_in_a_sandboxed_frame_its_text_and_he
     assert response.status_code == 200 and inline_code(page) == []
     assert "Grüße &lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
     frame = re.search(r'<iframe class="html-part" sandbox="allow-popups allow-popups-to-escape-sandbox"[^>]*>', page)
-    assert 'srcdoc="&lt;p class=&quot;x&quot;&gt;Hello &quot;you&quot; &lt;script&gt;' in frame.group(0)
+    assert f'src="{LIST}{name}/html/"' in frame.group(0)
     links = page[page.index('<ul id="message-links">') :]
     links = links[: links.index("</ul>")]
     opened = re.findall(r'<a href="([^"]+)" target="_blank" rel="noopener noreferrer">', links)
@@ -157,15 +161,20 @@ def test_hostile_messages_are_kept_bounded_and_shown_escaped(inbox, smtp_sandbox
         b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64\xff\r\n"
     )
     nested = b"Subject: deep\r\n" + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" * 3000
-    received(inbox, smtp_sandbox, huge, control, bad_charset, nested)
+    unreadable_links = (
+        b"From: a@example.test\r\nSubject: bad links\r\nList-Unsubscribe: <http://[x>\r\n"
+        b'Content-Type: text/html\r\n\r\n<a href="http://[x">x</a>\r\n'
+    )
+    received(inbox, smtp_sandbox, huge, control, bad_charset, nested, unreadable_links)
 
     listed = admin.get(LIST).content.decode()
     # Newest first; control characters as spaces, encoded words decoded, bytes that are no text as U+FFFD.
-    assert subjects(listed) == ["deep", "bad charset", " [31mred  Grüße \ufffd\ufffd", "huge"]
-    nested_page, bad_page, control_page, huge_page = (
+    assert subjects(listed) == ["bad links", "deep", "bad charset", " [31mred  Grüße \ufffd\ufffd", "huge"]
+    links_page, nested_page, bad_page, control_page, huge_page = (
         admin.get(f"{LIST}{path.name}/") for path in sorted((inbox / "new").iterdir(), reverse=True)
     )
-    assert all(page.status_code == 200 for page in (nested_page, bad_page, control_page, huge_page))
+    assert all(page.status_code == 200 for page in (links_page, nested_page, bad_page, control_page, huge_page))
+    assert '<code>http://[x</code> <small class="help">(not a web' in links_page.content.decode()
     assert "Grüße" in control_page.content.decode() and "\x1b" not in listed
     assert "x-nonsense" in bad_page.content.decode()
     assert "Only the beginning of this message is shown." in huge_page.content.decode()
@@ -173,9 +182,14 @@ def test_hostile_messages_are_kept_bounded_and_shown_escaped(inbox, smtp_sandbox
     assert len(huge) > 3_000_000
 
 
-@pytest.mark.parametrize("name", ["..%2F..%2Fetc%2Fpasswd", "00000000000000000001.P1Q1.relaydeck", "x"])
+@pytest.mark.parametrize("name", ["..", "00000000000000000001.P1Q1.relaydeck", "x"])
 def test_only_messages_in_the_inbox_open(inbox, admin, name):
+    (inbox / "new").mkdir(parents=True)
+    (inbox / "secret").write_text("not a message")  # what `..` names, from new/
+    (inbox / "new" / "x").write_text("not a message either")  # in new/, not a message's name
+
     assert admin.get(f"{LIST}{name}/").status_code == 404
+    assert admin.get(f"{LIST}{name}/html/").status_code == 404
 
 
 def test_viewers_see_the_list_but_not_the_messages(inbox, smtp_sandbox, viewer_client):
@@ -196,3 +210,91 @@ def test_the_sandbox_server_entry_says_it_delivers_nothing_further(make_server, 
 
     assert page.count("it delivers nothing further, so mail sent to it never reaches anyone") == 1
     assert f'href="{reverse("sandbox_inbox:list")}"' in page
+
+
+def test_links_are_read_as_a_browser_reads_them_and_what_is_left_out_is_said(inbox, smtp_sandbox, admin):
+    message = EmailMessage()
+    message["From"], message["Subject"] = "a@example.test", "many headers"
+    for n in range(150):
+        message[f"X-Header-{n}"] = "x"
+    message.set_content("Hi")
+    message.add_alternative(
+        '<a href=" https://example.test/a b\t/c\n ">spaced</a>' + ("x" * 99 + "\n") * 2001,
+        subtype="html",
+    )
+    sandbox = smtp_sandbox(inbox=inbox, inbox_keep=10)
+    with smtplib.SMTP("127.0.0.1", sandbox.port) as smtp:  # 120 recipients: 100 Delivered-To lines kept
+        smtp.sendmail("news@example.test", [f"r{n}@example.test" for n in range(120)], message.as_bytes(policy=SMTP))
+    sandbox.stop()
+    [name] = [path.name for path in (inbox / "new").iterdir()]
+
+    page = admin.get(f"{LIST}{name}/").content.decode()
+
+    # Spaces at the ends and tabs and line breaks dropped, an inner space kept (encoded in the link).
+    assert '<a href="https://example.test/a%20b/c" target="_blank"' in page
+    assert ">https://example.test/a b/c</a>" in page
+    # The 100 Delivered-To lines do not crowd out the message's own headers; what is left out is said.
+    assert page.count('<th scope="row">Delivered-To</th>') == 100
+    assert '<th scope="row">Subject</th><td>many headers</td>' in page
+    assert "55 more headers not shown." in page  # Return-Path, From, Subject, 150 X-Header-n, 2 of MIME
+    assert "Cut here: the HTML part goes on." in page
+
+
+def test_the_html_part_is_served_as_sent_under_a_policy_of_its_own(inbox, smtp_sandbox, admin, viewer_client):
+    received(inbox, smtp_sandbox, campaign_like(), plain("no html"))
+    with_html, without = sorted(path.name for path in (inbox / "new").iterdir())
+
+    response = admin.get(f"{LIST}{with_html}/html/")
+
+    # As sent (its styles, its script kept from running by the policy), links to a new tab first.
+    assert response.content.decode().startswith('<base target="_blank"><p class="x">Hello "you" <script>')
+    policy = response.headers["Content-Security-Policy"]
+    assert "sandbox allow-popups allow-popups-to-escape-sandbox" in policy
+    assert "default-src 'none'" in policy and "style-src 'unsafe-inline'" in policy and "img-src data:" in policy
+    assert "frame-ancestors 'self'" in policy and "allow-scripts" not in policy and "allow-same-origin" not in policy
+    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert admin.get(f"{LIST}{without}/").headers["X-Frame-Options"] == "DENY"
+    assert admin.get(f"{LIST}{without}/html/").status_code == 404
+    assert viewer_client.get(f"{LIST}{with_html}/html/").status_code == 403
+
+
+class Counts(dict):
+    def __call__(self, name: str) -> None:
+        self[name] = self.get(name, 0) + 1
+
+
+def test_messages_waiting_to_be_written_are_bounded_in_bytes(inbox, monkeypatch):
+    monkeypatch.setattr("smtp_settings.sandbox_inbox.maildir.MAX_WAITING_BYTES", 2500)
+    counts = Counts()
+    writer = InboxWriter(inbox, keep=10, count=counts)
+
+    for n in range(3):  # the writer not started yet: they all wait
+        writer.put("a@example.test", ("b@example.test",), plain(f"message {n}").ljust(1000, b"x"))
+    writer.start()
+    writer.stop()
+
+    assert counts == {"inbox_left_out": 1, "inbox_written": 2}
+
+
+def test_a_failed_write_leaves_nothing_half_written_and_the_writer_goes_on(inbox):
+    counts = Counts()
+    writer = InboxWriter(inbox, keep=10, count=counts)
+    (inbox / "tmp").mkdir(parents=True)
+    (inbox / "tmp" / "00000000000000000001.P1Q1.relaydeck").write_bytes(b"half written by a killed sandbox")
+    writer.put("a@example.test", ("b@example.test",), plain("too big for the disk", "x" * 200_000))
+    writer.put("a@example.test", ("b@example.test",), plain("fits"))
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))  # a disk that fills up: writes fail
+    try:
+        writer.start()
+        writer.stop()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+    assert counts == {"inbox_left_out": 1, "inbox_written": 1}
+    assert list((inbox / "tmp").iterdir()) == []
+    [written] = (inbox / "new").iterdir()
+    assert b"Subject: fits" in written.read_bytes()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert {stat.S_IMODE((inbox / folder).stat().st_mode) for folder in (".", "new", "tmp")} == {0o700}
