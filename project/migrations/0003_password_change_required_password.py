@@ -11,7 +11,7 @@ def _hash_of_the_current_password(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("project", "0001_password_change_required")]
+    dependencies = [("project", "0002_shared_cache_table")]
 
     operations = [
         migrations.AddField(
