@@ -151,4 +151,15 @@ def form_test(request: HtmxHttpRequest) -> HttpResponse:
     if form.is_valid():
         test = {key: form.cleaned_data[key] for key in ("to_email", "from_email")}
         result = _test(form.instance, **test)
-    return _render_test_result(request, form.instance, form, result, "test-result-form")
+    if request.htmx:
+        return _render_test_result(request, form.instance, form, result, "test-result-form")
+    # Without JavaScript: the whole form again, as it was typed (passwords aside), with the result in it.
+    context = {
+        "form": SmtpServerForm(request.POST, instance=stored),
+        "test_form": form,
+        "server": stored,
+        "presets": PRESETS,
+        "result": result,
+        "target": "test-result-form",
+    }
+    return render(request, "smtp_settings/form.html", context, status=200 if result else 400)

@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
+from smtp_settings.models import SmtpServer
 from tests.smtp_settings.test_views import HTMX, SECRET, _form_data
 
 pytestmark = pytest.mark.django_db(transaction=True)  # sending threads use connections of their own
@@ -156,3 +157,20 @@ def test_server_cards_keep_their_own_height():
     """A test result in one card must not stretch the card beside it."""
     css = (settings.BASE_DIR / "static/css/relaydeck.css").read_text()
     assert re.search(r"^\.cards \{[^}]*align-items: start;", css, flags=re.MULTILINE)
+
+
+def test_without_javascript_the_form_comes_back_as_typed_with_the_result_and_no_password(admin_client, smtp_sandbox):
+    sandbox = smtp_sandbox(auth="relay:s3cret-typed")
+    data = _form_data(
+        name="Typed name", host="127.0.0.1", port=str(sandbox.port), tls="none", auth_protocol="plain", username="relay"
+    )
+    response = admin_client.post(
+        reverse("smtp_settings:form_test"), {**data, "password": "s3cret-typed", "to_email": "me@example.test"}
+    )
+
+    content = response.content.decode()
+    assert response.status_code == 200 and 'id="server-form"' in content
+    assert 'value="Typed name"' in content and 'value="me@example.test"' in content
+    assert 'id="test-result-form"' in content and "Connection works" in content
+    assert "s3cret-typed" not in content
+    assert SmtpServer.objects.count() == 0  # tested, not saved
