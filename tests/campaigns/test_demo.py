@@ -8,6 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 
 from campaigns.demo import DEMO_SANDBOX_PORT, SERVER_NAME, SES_CAP
@@ -266,3 +267,18 @@ def test_with_the_shared_limits_store_out_of_reach_the_reset_says_so_and_the_dat
     assert fresh.status == "draft" and response.status_code == 200
     page = response.content.decode()
     assert "is a fresh draft: launch it" in page and "The shared limits store is out of reach" in page
+
+
+def test_upgrading_marks_the_campaigns_the_demo_made_and_no_other():
+    demo()
+    made = Campaign.objects.get()
+    before = ("campaigns", "0014_rate_limit_blank_and_active_time")
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("campaigns")
+    executor.migrate([before])
+    old = executor.loader.project_state([before]).apps.get_model("campaigns", "Campaign")
+    mine = old.objects.create(name=made.name, subject="Our own demo", from_email=made.from_email, status="finished")
+
+    MigrationExecutor(connection).migrate(latest)
+
+    assert set(Campaign.objects.values_list("pk", "is_demo")) == {(made.pk, True), (mine.pk, False)}
