@@ -1,12 +1,18 @@
 """Demo data: a sandbox server entry that behaves like SES, a list of fake subscribers on the
 reserved example.test domain, and a draft campaign to launch."""
 
+import logging
+from dataclasses import dataclass, field
+
 from django.db import transaction
 
 from campaigns.models import Campaign, MailingList, Subscriber
 from smtp_settings import sandbox
+from smtp_settings.limit_stores import STORE_ERRORS
 from smtp_settings.models import SmtpServer
 from smtp_settings.shared_limits import forget_learned
+
+log = logging.getLogger(__name__)
 
 DEMO_SANDBOX_PORT = sandbox.PORT
 SES_CAP = 350  # messages per session before the 421, as SES was seen to do
@@ -39,71 +45,90 @@ DEMO_SERVER = {
     "max_msgs_per_conn": 0,  # let the pool find the cap from the 421s
     "idle_timeout": 15,
 }
-UNLEARNED = {
-    "learned_msgs_per_conn": None,
-    "learned_msgs_per_conn_at": None,
-    "learned_max_conns": None,
-    "learned_max_conns_at": None,
-}
 
 
 def _email(n: int) -> str:
     return f"reader{n:06d}@example.test"
 
 
-@transaction.atomic
-def create_demo(subscribers: int) -> Campaign:
+@dataclass
+class Demo:
+    campaign: Campaign
+    notes: list[str] = field(default_factory=list)  # what could not be made ready again, and why
+
+
+def create_demo(subscribers: int) -> Demo:
     """Create the demo data, or make it ready to run again: safe to call any number of times.
 
     Tops the demo list up to `subscribers` (0: leaves it as it is). Unless the demo campaign is
     under way (scheduled, running or paused: returned as it is, and nothing else changes), a
     finished or cancelled demo campaign makes way for one fresh draft (an existing draft is
     kept), and the sandbox server entry forgets what its pools learned, so the next launch meets
-    the sandbox's 421s again."""
-    demo_campaigns = Campaign.objects.select_for_update().filter(name=CAMPAIGN_NAME)
-    under_way = next((c for c in demo_campaigns.order_by("-pk") if c.status in Campaign.UNDER_WAY), None)
-    if under_way is not None:
-        return under_way
-    server, created = SmtpServer.objects.get_or_create(name=SERVER_NAME, defaults=DEMO_SERVER | UNLEARNED)
-    if not created:
-        _unlearn(server)
-    mailing_list, _ = MailingList.objects.get_or_create(
-        name=LIST_NAME, defaults={"description": "Fake subscribers on the reserved example.test domain."}
-    )
-    _add_subscribers(mailing_list, subscribers)
-    campaign = Campaign.objects.filter(name=CAMPAIGN_NAME, status=Campaign.Status.DRAFT).order_by("-pk").first()
-    Campaign.objects.filter(name=CAMPAIGN_NAME, status__in=Campaign.DELETABLE).exclude(
-        pk=campaign.pk if campaign else None
-    ).delete()
-    if campaign is None:
-        campaign = Campaign.objects.create(
-            name=CAMPAIGN_NAME,
-            subject="Hello {{ subscriber.name }}, a demo from Relaydeck",
-            from_email="Relaydeck demo <demo@example.test>",
-            html_body=HTML,
+    the sandbox's 421s again. Only campaigns the demo made are replaced (`is_demo`)."""
+    with transaction.atomic():
+        demo_campaigns = Campaign.objects.select_for_update().filter(is_demo=True)
+        under_way = next((c for c in demo_campaigns.order_by("-pk") if c.status in Campaign.UNDER_WAY), None)
+        if under_way is not None:
+            return Demo(under_way)
+        server, created = SmtpServer.objects.get_or_create(name=SERVER_NAME, defaults=DEMO_SERVER)
+        unlearned = created or server.forget_learned_limits()
+        mailing_list, _ = MailingList.objects.get_or_create(
+            name=LIST_NAME, defaults={"description": "Fake subscribers on the reserved example.test domain."}
         )
-        campaign.lists.add(mailing_list)
-        campaign.servers.add(server)
-    return campaign
+        _add_subscribers(mailing_list, subscribers)
+        campaign = demo_campaigns.filter(status=Campaign.Status.DRAFT).order_by("-pk").first()
+        others = demo_campaigns.exclude(pk=campaign.pk if campaign else None)
+        for pk in others.filter(status__in=Campaign.DELETABLE).values_list("pk", flat=True):
+            _delete_if_deletable(pk)
+        if campaign is None:
+            campaign = Campaign.objects.create(
+                name=CAMPAIGN_NAME,
+                subject="Hello {{ subscriber.name }}, a demo from Relaydeck",
+                from_email="Relaydeck demo <demo@example.test>",
+                html_body=HTML,
+                is_demo=True,
+            )
+            campaign.lists.add(mailing_list)
+            campaign.servers.add(server)
+    if not unlearned:
+        kept = f"“{server.name}” kept the limits it learned: a campaign sending through it is under way."
+        return Demo(campaign, [kept])
+    return Demo(campaign, [] if created else _forget_shared(server))
+
+
+def _delete_if_deletable(pk: int) -> bool:
+    """Delete the campaign, with its deliveries, if it is a draft, finished or cancelled: its
+    row is locked on that condition in one statement, so a launch (or a retry) racing this
+    either changed it first, and it stays, or waits for this transaction and finds it gone."""
+    campaign = Campaign.objects.select_for_update().filter(pk=pk, status__in=Campaign.DELETABLE).first()
+    return campaign is not None and campaign.delete()[0] > 0
+
+
+def finished_runs():
+    """The demo campaigns that have run (finished or cancelled): what running it again replaces."""
+    return Campaign.objects.filter(is_demo=True, status__in=(Campaign.Status.FINISHED, Campaign.Status.CANCELLED))
 
 
 def can_run_again() -> bool:
-    """The demo campaign has run (finished or cancelled), and no demo campaign is under way."""
-    statuses = set(Campaign.objects.filter(name=CAMPAIGN_NAME).values_list("status", flat=True))
-    return bool(statuses & {Campaign.Status.FINISHED, Campaign.Status.CANCELLED}) and not (
-        statuses & set(Campaign.UNDER_WAY)
+    """The demo campaign has run, and no demo campaign is under way."""
+    return (
+        finished_runs().exists() and not Campaign.objects.filter(is_demo=True, status__in=Campaign.UNDER_WAY).exists()
     )
 
 
-def _unlearn(server: SmtpServer) -> None:
-    """The demo server's limits as the demo made them: what was learned is forgotten, on the
-    entry and in the cluster's shared limits, and a learned cap that was applied is dropped.
-    Saving it changes `updated_at`, so every process rebuilds its pool, and its learner."""
-    for name, value in (UNLEARNED | {name: DEMO_SERVER[name] for name in ("max_conns", "max_msgs_per_conn")}).items():
-        setattr(server, name, value)
-    server.save()
-    server_id = server.pk
-    transaction.on_commit(lambda: forget_learned(server_id))
+def _forget_shared(server: SmtpServer) -> list[str]:
+    """What the cluster learned about the server, forgotten after the entry's commit: a store
+    out of reach (Redis down) is said, not raised; the database's part stays done."""
+    try:
+        if forget_learned(server.pk):
+            return []
+        return [f"“{server.name}” met a throttle reply meanwhile: its lowered rate stays until it recovers."]
+    except STORE_ERRORS as error:
+        log.warning("server %s: could not reset the shared limits", server.pk, exc_info=True)
+        return [
+            f"The shared limits store is out of reach ({type(error).__name__}): the cluster may remember a lowered "
+            f"connection ceiling or rate for “{server.name}” until it recovers; run the demo again once it is back."
+        ]
 
 
 def _add_subscribers(mailing_list: MailingList, subscribers: int) -> None:

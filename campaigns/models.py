@@ -183,6 +183,8 @@ class Campaign(models.Model):
     populated_at = models.DateTimeField(null=True, blank=True)
     # Sending tasks asked for by its senders and not started yet (see sending/loop.py, recruit).
     senders_asked = models.PositiveSmallIntegerField(default=0)
+    # Made by `manage.py demo` (campaigns/demo.py), which may replace it once it has run.
+    is_demo = models.BooleanField(default=False, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

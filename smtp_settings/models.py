@@ -242,6 +242,9 @@ class SmtpServer(BoundPassword, models.Model):
         help_text="The concurrency the server accepted before refusing connections with 421.",
     )
     learned_max_conns_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # What applying learned limits replaced, so forgetting them can put it back:
+    # {"max_conns": [before, applied], ...} (see apply_learned_limits).
+    before_learning = models.JSONField(default=dict, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -326,14 +329,37 @@ class SmtpServer(BoundPassword, models.Model):
             setattr(self, name, field_value)
 
     def apply_learned_limits(self) -> None:
-        """Make the learned limits the configured ones, and forget them as learned."""
-        if self.learned_msgs_per_conn:
-            self.max_msgs_per_conn = self.learned_msgs_per_conn
-        if self.learned_max_conns:
-            self.max_conns = self.learned_max_conns
+        """Make the learned limits the configured ones, and forget them as learned; what they
+        replaced is kept, for forget_learned_limits."""
+        applied = {"max_msgs_per_conn": self.learned_msgs_per_conn, "max_conns": self.learned_max_conns}
+        for name, value in applied.items():
+            if value:
+                before, earlier = self.before_learning.get(name, (None, None))
+                if getattr(self, name) != earlier:  # not applied before, or edited since: this is what it was
+                    before = getattr(self, name)
+                self.before_learning = {**self.before_learning, name: [before, value]}
+                setattr(self, name, value)
         self.learned_msgs_per_conn = self.learned_max_conns = None
         self.learned_msgs_per_conn_at = self.learned_max_conns_at = None
         self.save()
+
+    def forget_learned_limits(self) -> bool:
+        """Forget what the pools learned, on this entry, and undo what applying it changed: a
+        limit it set goes back to what it was (unless edited since); the rest stays as the admin
+        set it. Not while a campaign sending through the server is scheduled, running or paused
+        (its pools would be rebuilt mid-run): then nothing changes and it returns False. Saving
+        changes `updated_at`, so every process rebuilds its pool, and its learner. (What the
+        cluster learned: shared_limits.forget_learned.)"""
+        if self.campaigns.filter(status__in=self.campaigns.model.UNDER_WAY).exists():
+            return False
+        for name, (before, applied) in self.before_learning.items():
+            if getattr(self, name) == applied:
+                setattr(self, name, before)
+        self.before_learning = {}
+        self.learned_msgs_per_conn = self.learned_max_conns = None
+        self.learned_msgs_per_conn_at = self.learned_max_conns_at = None
+        self.save()
+        return True
 
 
 # -- where the database keeps the cluster's shared limits (smtp_settings/limit_stores.py) --

@@ -87,13 +87,14 @@ def effective_ceiling(config, state: State) -> int:
     return max(1, min(config.max_conns, learned))
 
 
-def forget_learned(server_id: int) -> None:
+def forget_learned(server_id: int) -> bool:
     """Drop what the cluster learned about the server's limits (a lowered connection ceiling,
-    a throttled rate), as if its pools had never met a 421 or a throttle reply."""
+    a throttled rate), as if its pools had never met a 421 or a throttle reply. False if a
+    throttle reply lowered the rate again meanwhile (then that stays). Raises STORE_ERRORS."""
     now = time.time()
     limit_store = store()
     limit_store.set_ceiling(server_id, None)
-    limit_store.set_throttle(server_id, None, unchanged_since=now, now=now)
+    return limit_store.set_throttle(server_id, None, unchanged_since=now, now=now)
 
 
 @receiver(post_delete, sender="smtp_settings.SmtpServer", dispatch_uid="smtp_settings.shared_limits.forget")

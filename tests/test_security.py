@@ -62,7 +62,7 @@ def data(make_server, tmp_path, settings):
     """One of everything a page shows: a campaign with sent mail and events (for the chart),
     its list and subscribers, an import with a rejected row, a server, a message in the
     sandbox inbox (its HTML with inline code, which only its frame may hold)."""
-    campaign = create_demo(subscribers=3)
+    campaign = create_demo(subscribers=3).campaign
     subscriber = campaign.lists.get().subscribers.first()
     now = timezone.now()
     Delivery.objects.create(campaign=campaign, subscriber=subscriber, status="sent", sent_at=now)

@@ -23,7 +23,8 @@ class Command(BaseCommand):
     def handle(self, *args, subscribers, **options):
         if subscribers < 1:
             raise CommandError("--subscribers must be at least 1")
-        campaign = create_demo(subscribers)
+        demo = create_demo(subscribers)
+        campaign = demo.campaign
         if campaign.status in campaign.UNDER_WAY:
             self.stdout.write(
                 f"The demo campaign {campaign.pk} is {campaign.get_status_display().lower()}: left as it is. "
@@ -31,9 +32,12 @@ class Command(BaseCommand):
             )
             return
         recipients = Subscriber.objects.filter(lists__campaigns=campaign).distinct().count()
+        learned = "" if demo.notes else ", which has forgotten any limits it learned"
         self.stdout.write(
             f"Demo ready: campaign {campaign.pk} “{campaign.name}”, a draft, to {recipients} subscribers through "
-            f"the sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT}, which has forgotten any limits it learned (`make run` "
+            f"the sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT}{learned} (`make run` "
             f"starts it; or `python manage.py smtp_sandbox --port {DEMO_SANDBOX_PORT} --max-msgs-per-session 350 "
             "--max-conns 20`)."
         )
+        for note in demo.notes:
+            self.stdout.write(f"Note: {note}")
