@@ -2,12 +2,14 @@
 a campaign's events and chart; server text shown as text, never as HTML."""
 
 import csv
+import dataclasses
 import io
 import re
 from datetime import timedelta
 from html import unescape
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -672,7 +674,14 @@ def test_a_poll_of_an_unchanged_campaign_panel_neither_counts_nor_draws_again(vi
     assert "SUM(" not in sql.upper() and "GROUP BY" not in sql.upper()
 
 
-def test_the_panel_adds_new_events_at_once_and_redraws_the_chart_each_minute(viewer_client, campaign, monkeypatch):
+def aged(campaign, seconds: float) -> None:
+    """The campaign's kept panel as it is `seconds` later."""
+    key = panel.panel_key(campaign)
+    kept = cache.get(key)
+    cache.set(key, dataclasses.replace(kept, at=kept.at - seconds))
+
+
+def test_the_panel_adds_new_events_at_once_and_redraws_a_cheap_chart_after_two_seconds(viewer_client, campaign):
     at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
     send_at(campaign, [at])
     make_events(2, kind=Kind.SESSION_CLOSED_421, campaign=campaign)
@@ -682,11 +691,31 @@ def test_the_panel_adds_new_events_at_once_and_redraws_the_chart_each_minute(vie
     make_events(kind=Kind.RECONNECT, campaign=campaign)
     send_at(campaign, [at + timedelta(minutes=1)])
     added, sql = panel_of(viewer_client, campaign)
-    assert added == [("421", 7), ("reconnect", 1), "1 sent"]  # the chart is drawn at most once a minute
+    assert added == [("421", 7), ("reconnect", 1), "1 sent"]  # the chart is not drawn twice within 2 s
     assert "SUM(" in sql.upper() and '"id" >' in sql  # only the new events were counted
 
-    monkeypatch.setattr(panel, "REFRESH_S", 0)
+    aged(campaign, 2)  # the demo's 35 s run is polled every 2 s: its chart follows every poll
     assert panel_of(viewer_client, campaign)[0] == [("421", 7), ("reconnect", 1), "1 sent", "1 sent"]
+
+
+def test_a_costly_chart_is_redrawn_at_most_once_per_twenty_times_what_it_took_and_within_a_minute():
+    assert panel.redraw_after(0.004) == 2  # a small campaign: every poll
+    assert panel.redraw_after(0.55) == pytest.approx(11)  # 200,000 events: a twentieth of the time drawing
+    assert panel.redraw_after(5) == 60
+
+
+def test_a_chart_kept_for_what_it_cost_is_not_redrawn_before(viewer_client, campaign):
+    at = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    send_at(campaign, [at])
+    panel_of(viewer_client, campaign)
+    key = panel.panel_key(campaign)
+    cache.set(key, dataclasses.replace(cache.get(key), cost_s=1.0))  # as a 200,000-event campaign's
+
+    send_at(campaign, [at + timedelta(minutes=1)])
+    aged(campaign, 19)
+    assert panel_of(viewer_client, campaign)[0] == ["1 sent"]
+    aged(campaign, 1)
+    assert panel_of(viewer_client, campaign)[0] == ["1 sent", "1 sent"]
 
 
 def test_the_panel_is_worked_out_afresh_when_the_status_changes_or_old_events_go(viewer_client, campaign):
