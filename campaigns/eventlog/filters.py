@@ -256,20 +256,27 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
 def campaign_timeline(campaign: Campaign) -> Timeline | None:
     """The campaign's last day of sending, with its 421s, reconnects and rotations ("sent",
     "closed_421", "reconnects" and "rotations" per bucket, each mark with one of the server's
-    replies); None before it sent or heard anything."""
+    replies), from its launch once launched (what came before, its test messages, left out);
+    None before it sent or heard anything."""
     sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
     events = Event.objects.filter(campaign=campaign)
+    if campaign.started_at is not None:
+        sent, events = sent.filter(sent_at__gte=campaign.started_at), events.filter(at__gte=campaign.started_at)
     ends = [
         sent.order_by("-sent_at").values_list("sent_at", flat=True).first(),
         events.order_by("-id").values_list("last_at", flat=True).first(),
     ]
-    starts = [
-        sent.order_by("sent_at").values_list("sent_at", flat=True).first(),
-        events.order_by("id").values_list("at", flat=True).first(),
-    ]
     if not any(ends):
         return None
-    timeline = Timeline.covering(min(moment for moment in starts if moment), max(moment for moment in ends if moment))
+    start = campaign.started_at or min(
+        moment
+        for moment in (
+            sent.order_by("sent_at").values_list("sent_at", flat=True).first(),
+            events.order_by("id").values_list("at", flat=True).first(),
+        )
+        if moment
+    )
+    timeline = Timeline.covering(start, max(moment for moment in ends if moment))
     per_moment = sent.filter(sent_at__gte=timeline.start).annotate(moment=timeline.moment_of("sent_at"))
     timeline.add("sent", per_moment.order_by().values_list("moment").annotate(n=Count("id")))
     names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}

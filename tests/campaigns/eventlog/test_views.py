@@ -643,6 +643,22 @@ def test_the_chart_covers_the_last_day_in_at_most_120_bars(make_server):
     assert timeline.start > now - timedelta(hours=24, minutes=15)
 
 
+def test_a_launched_campaigns_chart_starts_at_its_launch_not_at_a_test_message_the_day_before(make_server):
+    campaign = make_campaign([make_server()], 5)
+    launched = timezone.now().replace(microsecond=0) - timedelta(minutes=5)
+    tested = launched - timedelta(days=1)
+    make_events(at=tested, kind=Kind.CONNECT, campaign=campaign)  # the test message's connection
+    make_events(at=tested, kind=Kind.SESSION_CLOSED_421, campaign=campaign)
+    Campaign.objects.filter(pk=campaign.pk).update(started_at=launched, status="running")
+    campaign.refresh_from_db()
+    send_at(campaign, [launched + timedelta(seconds=3), launched + timedelta(seconds=30)])
+
+    timeline = filters.campaign_timeline(campaign)
+
+    assert timeline.seconds == 1 and timeline.start == launched  # 30 s: a bar per second, not 15 minutes
+    assert timeline.total("sent") == 2 and timeline.total("closed_421") == 0
+
+
 def test_the_log_shows_the_chart_when_a_campaign_is_chosen(viewer_client, campaign):
     send_at(campaign, [timezone.now() - timedelta(minutes=3)])
     assert "<svg" not in viewer_client.get(LOG).content.decode()
