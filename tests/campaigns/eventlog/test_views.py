@@ -9,6 +9,7 @@ from datetime import timedelta
 from html import unescape
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -746,6 +747,13 @@ def test_the_panel_is_worked_out_afresh_when_the_status_changes_or_old_events_go
 
     oldest.delete()  # as retention prunes
     assert panel_of(viewer_client, campaign)[0] == [("connect", 2), "1 sent", "1 sent"]
+
+
+def test_the_event_tables_headers_do_not_break_inside_a_word(viewer_client):
+    assert 'class="list-table event-table"' in viewer_client.get(LOG).content.decode()
+    stylesheet = (settings.BASE_DIR / "static/css/relaydeck.css").read_text()
+    [rule] = re.findall(r"^\.event-table th \{([^}]*)\}", stylesheet, re.M)
+    assert "white-space: nowrap" in rule and "overflow-wrap: normal" in rule  # .list-table's is "anywhere"
 
 
 # A real campaign
