@@ -24,7 +24,7 @@ from campaigns.models import Campaign, Delivery, Event
 from project import csv_files
 from project.charts import NOTE_CHARS, Timeline
 from project.forms import TimeRangeForm
-from smtp_settings.events import Kind
+from smtp_settings.events import Kind, connection_label
 from smtp_settings.models import SmtpServer
 
 PAGE_SIZE = 50
@@ -41,7 +41,7 @@ EXPORT_COLUMNS = [
     "server",
     "campaign",
     "outbox_message_id",
-    "connection_id",
+    "connection",  # as the log shows it ("104b9dbd·10"), to match rows by
     "messages_on_connection",
     "stage",
     "code",
@@ -239,12 +239,13 @@ def export_name(cleaned: dict) -> str:
 def csv_chunks(events: QuerySet) -> Iterator[str]:
     """The events as CSV, newest first, EXPORT_CHUNK rows a piece read by keyset: never the
     whole table in memory."""
-    columns = [name for name in EXPORT_COLUMNS if name not in ("kind_name", "server", "campaign")]
-    rows = events.values(*columns, "server_name", "campaign__name", "id")
+    columns = [name for name in EXPORT_COLUMNS if name not in ("kind_name", "server", "campaign", "connection")]
+    rows = events.values(*columns, "server_name", "campaign__name", "connection_id", "id")
 
     def cells(row: dict) -> list:
         row["kind_name"] = Event.name_of(row["kind"])
         row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
+        row["connection"] = connection_label(row["connection_id"]) if row["connection_id"] else ""
         return [row[name] for name in EXPORT_COLUMNS]
 
     return csv_files.csv_chunks(rows, EXPORT_COLUMNS, cells, EXPORT_CHUNK)
