@@ -753,6 +753,16 @@ def test_the_panel_is_worked_out_afresh_when_the_status_changes_or_old_events_go
     assert panel_of(viewer_client, campaign)[0] == [("connect", 2), "1 sent", "1 sent"]
 
 
+def test_a_learned_ceiling_and_a_close_say_what_the_pool_made_of_them(viewer_client):
+    make_events(kind=Kind.LEARNED_LIMIT, code=421, text="421 4.3.2 Too many", detail={"limit": "max_conns", "value": 4})
+    make_events(kind=Kind.CLOSE, connection_id=5, detail={"reason": "broken off"})
+
+    html = viewer_client.get(LOG).content.decode()
+
+    assert '<span class="outcome">learned: at most 4 connections at once (the server refused one more)</span>' in html
+    assert '<span class="outcome">closed: broken off</span>' in html and "421 4.3.2 Too many" in html
+
+
 def test_the_event_tables_headers_do_not_break_inside_a_word(viewer_client):
     assert 'class="list-table event-table"' in viewer_client.get(LOG).content.decode()
     stylesheet = (settings.BASE_DIR / "static/css/relaydeck.css").read_text()
@@ -786,3 +796,5 @@ def test_a_capped_servers_421s_reconnects_and_rotations_show_in_the_log(viewer_c
     assert 'class="mark-421"' in html  # and the chart marks them
     by_kind = viewer_client.get(f"{LOG}?campaign={campaign.pk}&kind=421")
     assert {event.kind for event in by_kind.context["page"].events} == {"421"}
+    learned = viewer_client.get(f"{LOG}?campaign={campaign.pk}&kind=learned_limit").content.decode()
+    assert '<span class="outcome">learned: 45 messages per connection (the server closed after 50)</span>' in learned
