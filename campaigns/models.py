@@ -14,7 +14,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from project.numbers import number, whole_number
-from smtp_settings.events import connection_label
+from smtp_settings.events import Kind, connection_label
 from smtp_settings.models import SmtpServer
 
 
@@ -527,3 +527,18 @@ class Event(models.Model):
     @property
     def connection_label(self) -> str:
         return connection_label(self.connection_id) if self.connection_id else ""
+
+    @property
+    def outcome(self) -> str:
+        """What the pool made of it, where the server's text does not say: the limit a learned
+        limit adopted (with what taught it), why a connection was closed; "" otherwise."""
+        detail = self.detail or {}
+        value, limit = detail.get("value"), detail.get("limit")
+        if self.kind == Kind.LEARNED_LIMIT and limit == "msgs_per_conn" and value:
+            lengths = detail.get("session_lengths") or [self.messages_on_connection]
+            return f"learned: {value:,} messages per connection (the server closed after {min(lengths):,})"
+        if self.kind == Kind.LEARNED_LIMIT and limit == "max_conns" and value:
+            return f"learned: at most {value:,} connections at once (the server refused one more)"
+        if self.kind == Kind.CLOSE and detail.get("reason"):
+            return f"closed: {detail['reason']}"
+        return ""

@@ -120,6 +120,7 @@ RIGHT = WIDTH - 8
 LEGEND_Y = 12
 FIRST_LANE_Y = 32
 LANE_STEP = 18
+LANES_TO_PLOT = 20  # from the last lane to the plot's top: its label clear of the y axis' top label
 PLOT_HEIGHT = 108
 X_TICKS = 6
 X_LABEL_HALF_WIDTH = 24
@@ -262,7 +263,7 @@ def bar_chart(
 ) -> Chart:
     """The picture of `timeline`: a stack of `bars` per bucket (counting `unit`, the y axis'
     caption), and a lane of `marks` each, whose tooltips carry what the server said."""
-    top = FIRST_LANE_Y + LANE_STEP * len(marks) - 6
+    top = FIRST_LANE_Y + LANE_STEP * (len(marks) - 1) + LANES_TO_PLOT if marks else FIRST_LANE_Y - 6
     with_seconds = timeline.seconds < 60
     chart = Chart(
         title,

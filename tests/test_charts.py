@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from project.charts import MAX_BARS, Series, Timeline, bar_chart, per_bucket
+from campaigns.eventlog.charts import MARKS, SENT
+from project.charts import LANE_STEP, MAX_BARS, Series, Timeline, bar_chart, per_bucket
 
 START = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 
@@ -55,3 +56,14 @@ def test_a_mark_keeps_the_first_text_bounded_and_its_total():
     [mark] = chart.lanes[0].marks
     assert mark.title.startswith("10:00:00: 5 × 421: 421 first yyy") and len(mark.title.split(": ", 2)[2]) == 200
     assert mark.path.startswith("M") and mark.path.endswith("z")
+
+
+def test_the_lanes_labels_stand_clear_of_the_y_axis_labels():
+    timeline = Timeline.covering(START, START + timedelta(seconds=20))
+    timeline.add("sent", [(START, 1000)])
+    chart = bar_chart(timeline, "t", "d", [SENT], MARKS, unit="messages")
+
+    # Both labels sit 4 px below their y: "rotation" over "1,000" as far apart as the lanes' own labels.
+    [*_, rotation], [*_, top] = chart.lanes, chart.y_ticks
+    assert rotation.label == "rotation" and top.label == "1,000"
+    assert top.at - rotation.y >= LANE_STEP

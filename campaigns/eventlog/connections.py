@@ -163,7 +163,7 @@ def lane_page(cleaned: dict, after: int | None = None, now: datetime | None = No
 
 WIDTH = 720
 GUTTER = 92  # the lanes' labels
-RIGHT = WIDTH - 48  # room for the message count after a lane
+RIGHT = WIDTH - 96  # room after a lane for its message count, and why a `close` closed it
 LEGEND_Y = 12
 AXIS_Y = 32
 FIRST_LANE_Y = 44
@@ -180,7 +180,7 @@ class DrawnLane:
     css: str
     path: str  # the end's mark
     label: str
-    messages: str
+    messages: str  # its count, and why a `close` closed it
     count_x: float
     title: str
 
@@ -224,6 +224,7 @@ def picture(page: LanePage) -> Picture | None:
         left, right = x_of(lane.opened), x_of(lane.until)
         _, css, shape = lane.style
         messages = count(lane.messages) if lane.end_kind else f"≥ {count(lane.messages)}"
+        why = lane.detail.get("reason", "") if lane.end_kind == Kind.CLOSE else ""
         title = (
             f"Connection {lane.label} to {lane.server_name}: opened {clock(lane.opened, True)}, "
             f"{messages} message{'' if lane.messages == 1 else 's'}, "
@@ -237,7 +238,7 @@ def picture(page: LanePage) -> Picture | None:
                 css,
                 shape_path(shape, right, y + LANE_HEIGHT // 2) if shape else "",
                 lane.label,
-                messages,
+                f"{messages} · {why}" if why else messages,
                 round(max(right, left + 2) + 9, 1),
                 title,
             )

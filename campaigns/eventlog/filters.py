@@ -24,7 +24,7 @@ from campaigns.models import Campaign, Delivery, Event
 from project import csv_files
 from project.charts import NOTE_CHARS, Timeline
 from project.forms import TimeRangeForm
-from smtp_settings.events import Kind
+from smtp_settings.events import Kind, connection_label
 from smtp_settings.models import SmtpServer
 
 PAGE_SIZE = 50
@@ -41,7 +41,7 @@ EXPORT_COLUMNS = [
     "server",
     "campaign",
     "outbox_message_id",
-    "connection_id",
+    "connection",  # as the log shows it ("104b9dbd·10"), to match rows by
     "messages_on_connection",
     "stage",
     "code",
@@ -239,12 +239,13 @@ def export_name(cleaned: dict) -> str:
 def csv_chunks(events: QuerySet) -> Iterator[str]:
     """The events as CSV, newest first, EXPORT_CHUNK rows a piece read by keyset: never the
     whole table in memory."""
-    columns = [name for name in EXPORT_COLUMNS if name not in ("kind_name", "server", "campaign")]
-    rows = events.values(*columns, "server_name", "campaign__name", "id")
+    columns = [name for name in EXPORT_COLUMNS if name not in ("kind_name", "server", "campaign", "connection")]
+    rows = events.values(*columns, "server_name", "campaign__name", "connection_id", "id")
 
     def cells(row: dict) -> list:
         row["kind_name"] = Event.name_of(row["kind"])
         row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
+        row["connection"] = connection_label(row["connection_id"]) if row["connection_id"] else ""
         return [row[name] for name in EXPORT_COLUMNS]
 
     return csv_files.csv_chunks(rows, EXPORT_COLUMNS, cells, EXPORT_CHUNK)
@@ -256,20 +257,27 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
 def campaign_timeline(campaign: Campaign) -> Timeline | None:
     """The campaign's last day of sending, with its 421s, reconnects and rotations ("sent",
     "closed_421", "reconnects" and "rotations" per bucket, each mark with one of the server's
-    replies); None before it sent or heard anything."""
+    replies), from its launch once launched (what came before, its test messages, left out);
+    None before it sent or heard anything."""
     sent = Delivery.objects.filter(campaign=campaign, sent_at__isnull=False)
     events = Event.objects.filter(campaign=campaign)
+    if campaign.started_at is not None:
+        sent, events = sent.filter(sent_at__gte=campaign.started_at), events.filter(at__gte=campaign.started_at)
     ends = [
         sent.order_by("-sent_at").values_list("sent_at", flat=True).first(),
         events.order_by("-id").values_list("last_at", flat=True).first(),
     ]
-    starts = [
-        sent.order_by("sent_at").values_list("sent_at", flat=True).first(),
-        events.order_by("id").values_list("at", flat=True).first(),
-    ]
     if not any(ends):
         return None
-    timeline = Timeline.covering(min(moment for moment in starts if moment), max(moment for moment in ends if moment))
+    start = campaign.started_at or min(
+        moment
+        for moment in (
+            sent.order_by("sent_at").values_list("sent_at", flat=True).first(),
+            events.order_by("id").values_list("at", flat=True).first(),
+        )
+        if moment
+    )
+    timeline = Timeline.covering(start, max(moment for moment in ends if moment))
     per_moment = sent.filter(sent_at__gte=timeline.start).annotate(moment=timeline.moment_of("sent_at"))
     timeline.add("sent", per_moment.order_by().values_list("moment").annotate(n=Count("id")))
     names = {Kind.SESSION_CLOSED_421: "closed_421", Kind.RECONNECT: "reconnects", Kind.ROTATION: "rotations"}

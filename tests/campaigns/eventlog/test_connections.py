@@ -74,6 +74,7 @@ def test_each_lane_says_how_its_connection_ended(viewer_client):
     assert "<b>" not in html  # escaped
     assert lanes[2][1].endswith("closed after 30 s idle") and lanes[3][1].endswith("network error at DATA: reset")
     assert lanes[4][1].endswith("closed: surplus")
+    assert '<text class="count" x="' in html and ">7 · surplus</text>" in html  # why, without hovering
     assert "≥ 0 messages" in lanes[5][1]
     assert lanes[5][1].endswith("no end reported yet: still open, or its process stopped")
     assert re.search(r"<dt>421</dt><dd>1</dd>", html) and "<dt>rotation at the cap</dt><dd>1</dd>" in html
@@ -170,4 +171,9 @@ def test_a_real_campaign_through_a_capped_server_has_a_lane_per_session(viewer_c
     # a rotation comes at the learned cap (45), or later on a session that passed it before the cap was learned
     assert all(45 <= lane.messages <= 50 for lane in lanes if lane.end_kind == Kind.ROTATION)
     assert all("Maximum message count" in lane.how for lane in lanes if lane.end_kind == Kind.SESSION_CLOSED_421)
+    closed = viewer_client.get(f"{TIMELINE}?campaign={campaign.pk}").content.decode()
+    shut = [lane for lane in lanes if lane.end_kind == Kind.CLOSE]
+    assert shut and re.findall(r'<text class="count" [^>]+>(\d+ · shutdown)</text>', closed) == [
+        f"{lane.messages} · shutdown" for lane in shut
+    ]
     assert dict(page.ends)["421"] == sandbox.summary()["replied_421"]
