@@ -19,6 +19,9 @@ from project.models import PasswordChangeRequired
 from project.roles import Role, role_required
 
 EXEMPT = ("password_change", "logout")  # URL names a flagged account may still open
+# The session's note that its account had no flag while its password was the one it is now
+# (a flag is only ever made with a new password): most requests, polls included, need no query.
+UNFLAGGED = "password_change_unflagged"
 
 
 class PasswordChangeRequiredMiddleware:
@@ -29,13 +32,18 @@ class PasswordChangeRequiredMiddleware:
         return self.get_response(request)
 
     def process_view(self, request: HtmxHttpRequest, view_func, view_args, view_kwargs):
-        if (
+        if not (
             getattr(view_func, "login_required", True)  # `login_not_required` views are everyone's
             and request.resolver_match.view_name not in EXEMPT
             and request.user.is_authenticated
-            and PasswordChangeRequired.holds_for(request.user)
         ):
+            return None
+        password = request.user.get_session_auth_hash()
+        if request.session.get(UNFLAGGED) == password:
+            return None
+        if PasswordChangeRequired.holds_for(request.user):
             return redirect_to(request, "password_change")
+        request.session[UNFLAGGED] = password
         return None
 
 

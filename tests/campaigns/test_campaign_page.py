@@ -91,6 +91,7 @@ def test_before_the_launch_a_poll_redraws_nothing_until_the_status_changes(
 ):
     """Its reach is counted when the page shows it, or its status changes: not every poll."""
     _status(campaign, status, scheduled_at=timezone.now() + timedelta(days=1) if status == "scheduled" else None)
+    viewer_client.get(reverse("campaigns:detail", args=[campaign.pk]))  # a poll follows the page
 
     with django_assert_max_num_queries(4):  # the session, its user, its role, the campaign
         unchanged = _progress(viewer_client, campaign, shown=status)
