@@ -99,21 +99,29 @@ def test_index_shows_each_list_with_active_and_total_counts(sender_client, news,
 
 
 def test_the_list_pages_counts_reload_when_an_import_ends_or_a_row_changes(login_as, news, ann):
-    """An import's end (its status partial triggers subscribers-changed) and a row's action
-    (members-changed) reload the page's "N active of M subscribers", not only its table."""
-    page = login_as(Role.VIEWER).get(reverse("lists:detail", args=[news.pk])).content.decode()
+    """An import's end and a Remove (subscribers-changed) reload the table, with its "N matches"
+    and pager, and the page's "N active of M subscribers"; a status change (members-changed),
+    which keeps the row in the table, reloads the counts alone."""
+    page = login_as(Role.VIEWER).get(reverse("lists:detail", args=[news.pk]), {"q": "ann"}).content.decode()
     counts = re.search(r'<p id="list-counts"[^>]*>', page)[0]
     assert f'hx-get="{reverse("lists:counts", args=[news.pk])}"' in counts
     assert 'hx-trigger="subscribers-changed from:body, members-changed from:body"' in counts
-    assert "1 active of 1 subscriber." in page
+    table = re.search(r'<div id="subscribers"[^>]*>', page)[0]
+    assert 'hx-get="{}?q=ann&amp;page=1"'.format(reverse("lists:detail", args=[news.pk])) in table
+    assert 'hx-trigger="subscribers-changed from:body"' in table
+    assert "1 active of 1 subscriber." in page and "1 match." in page
 
     sender = login_as(Role.SENDER)
     unsubscribed = sender.post(_row_url("unsubscribe", ann, news), **HTMX)
     assert unsubscribed["HX-Trigger"] == "members-changed"
     assert "0 active of 1 subscriber." in sender.get(reverse("lists:counts", args=[news.pk]), **HTMX).content.decode()
+    blocklisted = sender.post(_row_url("blocklist", ann, news), **HTMX)
+    assert blocklisted["HX-Trigger"] == "members-changed"
     removed = sender.post(_row_url("remove", ann, news), **HTMX)
-    assert removed["HX-Trigger"] == "members-changed"
+    assert removed["HX-Trigger"] == "subscribers-changed"
     assert "0 active of 0 subscribers." in sender.get(reverse("lists:counts", args=[news.pk])).content.decode()
+    reloaded = sender.get(reverse("lists:detail", args=[news.pk]), {"q": "ann", "page": 1}, **HTMX).content.decode()
+    assert "No subscriber matches “ann”." in reloaded and "match." not in reloaded
     assert sender.get(reverse("lists:counts", args=[news.pk + 1000])).status_code == 404
 
 
