@@ -269,6 +269,16 @@ class SmtpServer(BoundPassword, models.Model):
             raise ValidationError({"api_url": f"{esp.label} runs on your own server: enter its API URL."})
 
     @property
+    def rate_unit(self) -> str:
+        """What the rates count, as the pluralize filter takes it: "message,messages"."""
+        return f"{self.rate_counts[:-1]},{self.rate_counts}"
+
+    @property
+    def quota_unit(self) -> str:
+        """What the quotas count, as the pluralize filter takes it: "recipient,recipients"."""
+        return f"{self.quota_counts[:-1]},{self.quota_counts}"
+
+    @property
     def is_esp(self) -> bool:
         return self.kind == self.Kind.ESP
 

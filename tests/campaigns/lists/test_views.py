@@ -125,6 +125,26 @@ def test_the_list_pages_counts_reload_when_an_import_ends_or_a_row_changes(login
     assert sender.get(reverse("lists:counts", args=[news.pk + 1000])).status_code == 404
 
 
+def test_counts_of_a_thousand_and_more_have_thousands_separators(sender_client, news):
+    """Issue #14: "20000 / 20002" read badly; every count on the list pages is written 20,000."""
+    many = Subscriber.objects.bulk_create(Subscriber(email=f"user{i:04}@example.com") for i in range(1_201))
+    news.subscribers.add(*many)
+    Subscriber.objects.filter(email="user0000@example.com").update(status=Subscriber.Status.UNSUBSCRIBED)
+    SubscriberImport.objects.create(
+        mailing_list=news, original_name="big.csv", status="done", rows_read=12_345, created=10_000, merged=2_000,
+        invalid=345, errors=[{"line": 2, "reason": "no email"}],
+    )  # fmt: skip
+
+    index = sender_client.get(reverse("lists:index")).content.decode()
+    detail = sender_client.get(reverse("lists:detail", args=[news.pk])).content.decode()
+
+    assert '<td class="num">1,200</td>' in index and '<td class="num">1,201</td>' in index
+    assert "1,200 active of 1,201 subscribers." in detail
+    assert "Page 1 of 25 · 1,201 subscribers" in detail
+    assert "12,345 rows read" in detail and "<strong>10,000</strong> new, <strong>2,000</strong> merged" in detail
+    assert "(the first 1 of 345)" in detail
+
+
 def test_create_list_redirects_to_it(sender_client):
     response = sender_client.post(reverse("lists:create"), {"name": "Offers", "description": ""})
     offers = MailingList.objects.get(name="Offers")
