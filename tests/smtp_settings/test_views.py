@@ -206,19 +206,26 @@ def test_the_error_summary_follows_the_order_of_the_page(admin_client):
     assert listed[0] == "id_name" and listed[-1] == "id_custom_headers" and len(listed) == 8
 
 
-def test_only_the_wrong_custom_header_row_is_marked(admin_client):
+def test_only_the_wrong_input_of_a_custom_header_row_is_marked(admin_client):
+    """A wrong name marks the name, not the value beside it (and the other way round); blank rows never."""
     headers = {
-        "custom_headers_name": ["X-Fine", "Bcc", "", ""],
-        "custom_headers_value": ["1", "x@example.test", "", ""],
+        "custom_headers_name": ["X-Fine", "Bcc", "X-Bad Header:", "X-Two-Lines", "", ""],
+        "custom_headers_value": ["1", "x@example.test", "", "a\r\nb", "", ""],
     }
     response = admin_client.post(reverse("smtp_settings:create"), _form_data(**headers))
 
     content = response.content.decode()
-    rows = re.findall(
-        r'<div class="pair( invalid)?">\s*<input type="text" name="custom_headers_name" value="([^"]*)"', content
+    marked = re.findall(
+        r'<input type="text" name="custom_headers_(name|value)" value="([^"]*)"[^>]*?( aria-invalid="true")?>', content
     )
-    assert rows == [("", "X-Fine"), (" invalid", "Bcc"), ("", ""), ("", "")]
-    assert content.count('aria-invalid="true"') == 2  # the wrong row's name and value
+    assert marked == [
+        ("name", "X-Fine", ""), ("value", "1", ""),
+        ("name", "Bcc", ' aria-invalid="true"'), ("value", "x@example.test", ""),
+        ("name", "X-Bad Header:", ' aria-invalid="true"'), ("value", "", ""),
+        ("name", "X-Two-Lines", ""), ("value", "a\r\nb", ' aria-invalid="true"'),
+        ("name", "", ""), ("value", "", ""),
+        ("name", "", ""), ("value", "", ""),
+    ]  # fmt: skip
     assert "Custom headers</a>: Header Bcc is set by Relaydeck itself" in content
 
 
