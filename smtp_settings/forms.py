@@ -63,18 +63,19 @@ class HeaderPairsWidget(forms.Widget):
 
     def get_context(self, name, value, attrs):
         context = super().get_context(name, value, attrs)
-        rows = [(*pair, not _is_valid_header(pair)) for pair in value or []]
-        context["widget"]["rows"] = [*rows, *([("", "", False)] * self.blank_rows)]
+        rows = [(*pair, *_wrong_inputs(pair)) for pair in value or []]
+        context["widget"]["rows"] = [*rows, *([("", "", False, False)] * self.blank_rows)]
         return context
 
 
-def _is_valid_header(pair) -> bool:
-    """Whether a row may stay as it is: only a wrong one is marked (blank rows never are)."""
+def _wrong_inputs(pair) -> tuple[bool, bool]:
+    """Whether to mark a row's name input, and its value input: only the wrong one is marked
+    (blank rows never are)."""
     try:
         validate_custom_header(pair)
-    except ValidationError:
-        return False
-    return True
+    except ValidationError as error:
+        return error.code != "header_value", error.code != "header_name"
+    return False, False
 
 
 class HeaderPairsField(forms.Field):

@@ -13,6 +13,7 @@ from project.sqlite_writes import one_writer
 from smtp_settings.bounces import verp
 from smtp_settings.esp.registry import ESPS_BY_KEY, parse_credentials
 from smtp_settings.fields import EncryptedTextField
+from smtp_settings.learning import LimitLearner
 from smtp_settings.validators import validate_api_url, validate_custom_headers, validate_host
 
 RATE_MESSAGE = "Enter 0 (unlimited) or a rate from 0.001 to 100,000 messages a second."
@@ -269,6 +270,16 @@ class SmtpServer(BoundPassword, models.Model):
             raise ValidationError({"api_url": f"{esp.label} runs on your own server: enter its API URL."})
 
     @property
+    def rate_unit(self) -> str:
+        """What the rates count, as the pluralize filter takes it: "message,messages"."""
+        return f"{self.rate_counts[:-1]},{self.rate_counts}"
+
+    @property
+    def quota_unit(self) -> str:
+        """What the quotas count, as the pluralize filter takes it: "recipient,recipients"."""
+        return f"{self.quota_counts[:-1]},{self.quota_counts}"
+
+    @property
     def is_esp(self) -> bool:
         return self.kind == self.Kind.ESP
 
@@ -316,6 +327,12 @@ class SmtpServer(BoundPassword, models.Model):
         from smtp_settings.sandbox import PORT
 
         return not self.is_esp and self.host in ("127.0.0.1", "localhost", "::1") and self.port == PORT
+
+    @property
+    def learned_cap_margin_percent(self) -> int:
+        """How far below the shortest session the server closed with a 421 the learned
+        per-connection cap is kept (LimitLearner.LEARN_MARGIN, as a percentage)."""
+        return round((1 - LimitLearner.LEARN_MARGIN) * 100)
 
     @property
     def has_learned_limits(self) -> bool:

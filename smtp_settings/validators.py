@@ -138,7 +138,8 @@ def validate_custom_headers(value) -> None:
 
 
 def validate_custom_header(pair) -> None:
-    """One [name, value] pair of custom headers: the form marks the row that fails this."""
+    """One [name, value] pair of custom headers. The form marks the input a failure is about,
+    by its code: "header_name" or "header_value" (neither: the pair as a whole)."""
     if not (isinstance(pair, list | tuple) and len(pair) == 2):
         raise ValidationError("Each custom header must be a name/value pair.")
     name, text = pair
@@ -146,21 +147,24 @@ def validate_custom_header(pair) -> None:
         raise ValidationError(
             "Header name %(name)r is not valid: use printable ASCII without spaces or colons.",
             params={"name": shown(name)},
+            code="header_name",
         )
     name = shown(name)  # for the messages below: a valid name may still be any length
     if name.lower() in RESERVED_HEADERS:
         raise ValidationError(
             "Header %(name)s is set by Relaydeck itself and cannot be overridden.",
             params={"name": name},
+            code="header_name",
         )
     if not isinstance(text, str):
-        raise ValidationError("The value of header %(name)s must be text.", params={"name": name})
+        raise ValidationError("The value of header %(name)s must be text.", params={"name": name}, code="header_value")
     character = unsafe_header_character(text)
     if character:
         raise ValidationError(
             "The value of header %(name)s must be one line of text: remove the line break or "
             "control character %(character)s.",
             params={"name": name, "character": character},
+            code="header_value",
         )
 
 

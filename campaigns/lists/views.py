@@ -18,8 +18,10 @@ from smtp_settings.models import Suppression
 
 SUBSCRIBERS_PER_PAGE = 50
 RECENT_IMPORTS = 5
-# A row's action says so to the list page, whose counts reload (_counts.html).
+# A row's status change says so to the list page, whose counts reload (_counts.html); a change of
+# who is on the list (an import's end, a Remove) reloads the table too, with its "N matches" and pager.
 MEMBERS_CHANGED = "members-changed"
+SUBSCRIBERS_CHANGED = "subscribers-changed"
 
 
 def _get_list_or_404(pk: int) -> MailingList:
@@ -163,7 +165,7 @@ def remove_subscriber(request: HtmxHttpRequest, pk: int, subscriber_pk: int) -> 
     subscriber = _get_member_or_404(mailing_list, subscriber_pk)
     mailing_list.subscribers.remove(subscriber)
     if request.htmx:
-        return HttpResponse("", headers={"HX-Trigger": MEMBERS_CHANGED})  # the row swaps itself out
+        return HttpResponse("", headers={"HX-Trigger": SUBSCRIBERS_CHANGED})  # the row swaps itself out
     messages.success(request, f"{subscriber.email} removed from “{mailing_list.name}”.")
     return redirect("lists:detail", mailing_list.pk)
 
@@ -197,5 +199,5 @@ def import_status(request: HtmxHttpRequest, import_pk: int) -> HttpResponse:
         return render(request, "campaigns/lists/import.html", {"job": job})
     response = render(request, "campaigns/lists/_import_status.html", {"job": job})
     if job.is_finished and request.GET.get("polling"):
-        response["HX-Trigger"] = "subscribers-changed"  # the list page refreshes its table once
+        response["HX-Trigger"] = SUBSCRIBERS_CHANGED  # the list page refreshes its table once
     return response

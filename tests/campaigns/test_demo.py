@@ -15,7 +15,7 @@ from campaigns.demo import DEMO_SANDBOX_PORT, SERVER_NAME, SES_CAP
 from campaigns.models import Campaign, Delivery, Subscriber
 from project.roles import Role
 from smtp_settings.limit_stores import store
-from smtp_settings.models import SmtpServer
+from smtp_settings.models import SmtpServer, Suppression
 from tests.campaigns.test_sending import start_sending
 
 # The second run sends through a real sandbox, from the backend's threads: committed data.
@@ -38,6 +38,20 @@ def test_demo_creates_a_sandbox_server_a_list_and_a_draft_campaign_once():
     assert campaign.status == "draft" and list(campaign.servers.all()) == [server]
     assert Subscriber.objects.filter(lists__campaigns=campaign, email__endswith="@example.test").count() == 30
     assert f"campaign {campaign.pk}" in out and str(SES_CAP) in out and "to 30 subscribers" in out
+
+
+def test_demo_says_the_reach_the_campaign_page_says(sender_client):
+    """The active subscribers, less the suppressed: what "Will go to" says, formatted the same."""
+    demo(1_002)
+    Subscriber.objects.filter(email="reader000001@example.test").update(status=Subscriber.Status.BLOCKLISTED)
+    Suppression.objects.create(email="reader000002@example.test", reason=Suppression.Reason.MANUAL)
+
+    out = demo(1_002)
+
+    campaign = Campaign.objects.get()
+    assert "to 1,000 subscribers" in out
+    page = sender_client.get(reverse("campaigns:detail", args=[campaign.pk])).content.decode()
+    assert "Will go to <strong>1,000</strong> subscribers" in page
 
 
 def test_a_second_run_after_the_demo_finished_shows_the_421s_again(smtp_sandbox):

@@ -120,3 +120,19 @@ def test_the_ceiling_is_the_lowest_of_configured_learned_and_lowered(
 )
 def test_the_rate_a_minute_is_the_stricter_of_the_two(make_server, per_second, per_minute, expected):
     assert rate_per_minute(make_server(rate_limit=per_second, rate_per_minute=per_minute)) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_of_a_kind_is_said_in_the_singular(viewer_client, make_server, forgotten):
+    """Not "1 messages": the unit agrees with the number it follows."""
+    server = make_server(max_conns=1, quota_per_hour=1, rate_counts="recipients")
+    forgotten(server)
+    limits, now = store(), time.time()
+    limits.take_slot(server.pk, "worker:7", 1, now + 30, now)
+    limits.count_sent(server.pk, 1, now)
+
+    text = _live(viewer_client, server)
+
+    assert "Open now 1 of 1 connection " in text
+    assert "Last minute 1 recipient, rate unlimited" in text
+    assert "Hour 0 of 1 message " in text

@@ -206,19 +206,26 @@ def test_the_error_summary_follows_the_order_of_the_page(admin_client):
     assert listed[0] == "id_name" and listed[-1] == "id_custom_headers" and len(listed) == 8
 
 
-def test_only_the_wrong_custom_header_row_is_marked(admin_client):
+def test_only_the_wrong_input_of_a_custom_header_row_is_marked(admin_client):
+    """A wrong name marks the name, not the value beside it (and the other way round); blank rows never."""
     headers = {
-        "custom_headers_name": ["X-Fine", "Bcc", "", ""],
-        "custom_headers_value": ["1", "x@example.test", "", ""],
+        "custom_headers_name": ["X-Fine", "Bcc", "X-Bad Header:", "X-Two-Lines", "", ""],
+        "custom_headers_value": ["1", "x@example.test", "", "a\r\nb", "", ""],
     }
     response = admin_client.post(reverse("smtp_settings:create"), _form_data(**headers))
 
     content = response.content.decode()
-    rows = re.findall(
-        r'<div class="pair( invalid)?">\s*<input type="text" name="custom_headers_name" value="([^"]*)"', content
+    marked = re.findall(
+        r'<input type="text" name="custom_headers_(name|value)" value="([^"]*)"[^>]*?( aria-invalid="true")?>', content
     )
-    assert rows == [("", "X-Fine"), (" invalid", "Bcc"), ("", ""), ("", "")]
-    assert content.count('aria-invalid="true"') == 2  # the wrong row's name and value
+    assert marked == [
+        ("name", "X-Fine", ""), ("value", "1", ""),
+        ("name", "Bcc", ' aria-invalid="true"'), ("value", "x@example.test", ""),
+        ("name", "X-Bad Header:", ' aria-invalid="true"'), ("value", "", ""),
+        ("name", "X-Two-Lines", ""), ("value", "a\r\nb", ' aria-invalid="true"'),
+        ("name", "", ""), ("value", "", ""),
+        ("name", "", ""), ("value", "", ""),
+    ]  # fmt: skip
     assert "Custom headers</a>: Header Bcc is set by Relaydeck itself" in content
 
 
@@ -395,11 +402,37 @@ def test_admin_registers_servers_with_a_write_only_password(admin_client, server
     assert 'type="password"' in response.content.decode()
 
 
+def _card_text(client, server) -> str:
+    content = client.get(reverse("smtp_settings:list")).content.decode()
+    card = re.search(rf'<article class="card[^"]*" id="server-{server.pk}">.*?</article>', content, re.S)[0]
+    return " ".join(re.sub(r"<[^>]+>", " ", card).split())
+
+
+def test_the_card_says_the_connection_security_and_login_in_words(viewer_client, make_server):
+    plain = make_server(host="mx.example.com", port=25, tls="none", auth_protocol="none")
+    secured = make_server(host="smtp.example.com", port=587, tls="starttls", auth_protocol="login", username="u")
+
+    assert "mx.example.com:25 · plain text, no TLS · no login" in _card_text(viewer_client, plain)
+    assert "None" not in _card_text(viewer_client, plain)
+    assert "smtp.example.com:587 · STARTTLS · login LOGIN as u" in _card_text(viewer_client, secured)
+
+
+def test_the_cards_limits_have_thousands_separators(viewer_client, make_server):
+    server = make_server(max_conns=1_000, max_msgs_per_conn=10_000)
+    assert "Connections 1,000 Msgs/conn 10,000" in _card_text(viewer_client, server)
+
+
 def test_learned_limits_show_on_the_card_and_apply_in_one_click(admin_client, server):
     server.record_learned("msgs_per_conn", 45)
     server.record_learned("max_conns", 5)
     content = admin_client.get(reverse("smtp_settings:list")).content.decode()
     assert "45 messages per connection" in content and "5 connections" in content
+    card = _card_text(admin_client, server)
+    assert re.search(
+        r"45 messages per connection \(\d{4}-\d\d-\d\d \d\d:\d\d\): kept 10% below the fewest messages the server "
+        r"took in a session before closing it with a 421",
+        card,
+    )
     response = admin_client.post(reverse("smtp_settings:apply_learned", args=[server.pk]), **HTMX)
     assert response.content.decode().lstrip().startswith(f'<article class="card" id="server-{server.pk}"')
     server.refresh_from_db()

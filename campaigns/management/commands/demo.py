@@ -1,7 +1,9 @@
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from campaigns.demo import DEMO_SANDBOX_PORT, create_demo
-from campaigns.models import Subscriber
+from campaigns.progress import reach_by_campaign
 
 
 class Command(BaseCommand):
@@ -31,11 +33,11 @@ class Command(BaseCommand):
                 "Cancel it (or let it finish) and run `manage.py demo` again for a fresh one."
             )
             return
-        recipients = Subscriber.objects.filter(lists__campaigns=campaign).distinct().count()
+        reach = reach_by_campaign([campaign.pk])[campaign.pk]  # as its page says "Will go to"
         learned = "" if demo.notes else ", which has forgotten any limits it learned"
         self.stdout.write(
-            f"Demo ready: campaign {campaign.pk} “{campaign.name}”, a draft, to {recipients} subscribers through "
-            f"the sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT}{learned} (`make run` "
+            f"Demo ready: campaign {campaign.pk} “{campaign.name}”, a draft, to {intcomma(reach)} "
+            f"subscriber{pluralize(reach)} through the sandbox on 127.0.0.1:{DEMO_SANDBOX_PORT}{learned} (`make run` "
             f"starts it; or `python manage.py smtp_sandbox --port {DEMO_SANDBOX_PORT} --max-msgs-per-session 350 "
             "--max-conns 20`)."
         )

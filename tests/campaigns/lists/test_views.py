@@ -99,22 +99,50 @@ def test_index_shows_each_list_with_active_and_total_counts(sender_client, news,
 
 
 def test_the_list_pages_counts_reload_when_an_import_ends_or_a_row_changes(login_as, news, ann):
-    """An import's end (its status partial triggers subscribers-changed) and a row's action
-    (members-changed) reload the page's "N active of M subscribers", not only its table."""
-    page = login_as(Role.VIEWER).get(reverse("lists:detail", args=[news.pk])).content.decode()
+    """An import's end and a Remove (subscribers-changed) reload the table, with its "N matches"
+    and pager, and the page's "N active of M subscribers"; a status change (members-changed),
+    which keeps the row in the table, reloads the counts alone."""
+    page = login_as(Role.VIEWER).get(reverse("lists:detail", args=[news.pk]), {"q": "ann"}).content.decode()
     counts = re.search(r'<p id="list-counts"[^>]*>', page)[0]
     assert f'hx-get="{reverse("lists:counts", args=[news.pk])}"' in counts
     assert 'hx-trigger="subscribers-changed from:body, members-changed from:body"' in counts
-    assert "1 active of 1 subscriber." in page
+    table = re.search(r'<div id="subscribers"[^>]*>', page)[0]
+    assert 'hx-get="{}?q=ann&amp;page=1"'.format(reverse("lists:detail", args=[news.pk])) in table
+    assert 'hx-trigger="subscribers-changed from:body"' in table
+    assert "1 active of 1 subscriber." in page and "1 match." in page
 
     sender = login_as(Role.SENDER)
     unsubscribed = sender.post(_row_url("unsubscribe", ann, news), **HTMX)
     assert unsubscribed["HX-Trigger"] == "members-changed"
     assert "0 active of 1 subscriber." in sender.get(reverse("lists:counts", args=[news.pk]), **HTMX).content.decode()
+    blocklisted = sender.post(_row_url("blocklist", ann, news), **HTMX)
+    assert blocklisted["HX-Trigger"] == "members-changed"
     removed = sender.post(_row_url("remove", ann, news), **HTMX)
-    assert removed["HX-Trigger"] == "members-changed"
+    assert removed["HX-Trigger"] == "subscribers-changed"
     assert "0 active of 0 subscribers." in sender.get(reverse("lists:counts", args=[news.pk])).content.decode()
+    reloaded = sender.get(reverse("lists:detail", args=[news.pk]), {"q": "ann", "page": 1}, **HTMX).content.decode()
+    assert "No subscriber matches “ann”." in reloaded and "match." not in reloaded
     assert sender.get(reverse("lists:counts", args=[news.pk + 1000])).status_code == 404
+
+
+def test_counts_of_a_thousand_and_more_have_thousands_separators(sender_client, news):
+    """Issue #14: "20000 / 20002" read badly; every count on the list pages is written 20,000."""
+    many = Subscriber.objects.bulk_create(Subscriber(email=f"user{i:04}@example.com") for i in range(1_201))
+    news.subscribers.add(*many)
+    Subscriber.objects.filter(email="user0000@example.com").update(status=Subscriber.Status.UNSUBSCRIBED)
+    SubscriberImport.objects.create(
+        mailing_list=news, original_name="big.csv", status="done", rows_read=12_345, created=10_000, merged=2_000,
+        invalid=345, errors=[{"line": 2, "reason": "no email"}],
+    )  # fmt: skip
+
+    index = sender_client.get(reverse("lists:index")).content.decode()
+    detail = sender_client.get(reverse("lists:detail", args=[news.pk])).content.decode()
+
+    assert '<td class="num">1,200</td>' in index and '<td class="num">1,201</td>' in index
+    assert "1,200 active of 1,201 subscribers." in detail
+    assert "Page 1 of 25 · 1,201 subscribers" in detail
+    assert "12,345 rows read" in detail and "<strong>10,000</strong> new, <strong>2,000</strong> merged" in detail
+    assert "(the first 1 of 345)" in detail
 
 
 def test_create_list_redirects_to_it(sender_client):

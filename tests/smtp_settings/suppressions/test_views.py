@@ -160,6 +160,13 @@ def test_pages_hold_50_addresses_and_lead_to_older_ones_with_the_filters(viewer_
     assert "Older" not in third.content.decode() and "Newest" in third.content.decode()
 
 
+def test_the_counts_per_reason_have_thousands_separators(viewer_client):
+    Suppression.objects.bulk_create(
+        [Suppression(email=f"user{n:04}@example.test", reason=Reason.IMPORT) for n in range(1_234)]
+    )
+    assert re.search(r">Import</a></dt><dd>1,234</dd>", viewer_client.get(LIST).content.decode())
+
+
 @pytest.mark.parametrize(
     ("query", "error"),
     [
@@ -413,7 +420,8 @@ def test_an_export_imports_back_as_the_same_addresses_even_those_starting_like_a
 
 def imported(response) -> tuple[str, ...]:
     text = re.sub(r"<[^>]+>", "", response.content.decode())
-    return re.search(r"(\d+) rows? read:\s+(\d+) added, (\d+) on the list already.*?(\d+) invalid", text, re.S).groups()
+    counts = r"([\d,]+) rows? read:\s+([\d,]+) added, ([\d,]+) on the list already.*?([\d,]+) invalid"
+    return re.search(counts, text, re.S).groups()
 
 
 def invalid_rows(response) -> dict[str, str]:
@@ -569,6 +577,6 @@ def test_an_import_a_hundred_thousand_rows_long_takes_seconds(sender_client):
 
     response = sender_client.post(IMPORT, {"file": upload(content)})
 
-    assert imported(response) == ("100000", "100000", "0", "0")
+    assert imported(response) == ("100,000", "100,000", "0", "0")
     assert timezone.now() - started < timedelta(seconds=15)
     assert listed(sender_client.get(LIST, {"q": "user99999@"})) == ["user99999@example.test"]
