@@ -162,6 +162,7 @@ def test_the_rules_are_the_ones_the_roles_promise():
         "campaigns:links",
         "lists:index",
         "lists:detail",
+        "lists:counts",
         "lists:import_status",
         "logs:list",
         "logs:export",
