@@ -47,6 +47,13 @@ class PasswordChangeRequiredMiddleware:
         return None
 
 
+def note_unflagged_at_login(sender, request, user, **kwargs) -> None:
+    """`user_logged_in`: the login writes the session anyway, so the first page after it needs
+    no query of its own either."""
+    if request is not None and hasattr(request, "session") and not PasswordChangeRequired.holds_for(user):
+        request.session[UNFLAGGED] = user.get_session_auth_hash()
+
+
 class _NewPasswordForm(PasswordChangeForm):
     def clean(self):
         cleaned = super().clean()
