@@ -9,7 +9,6 @@ the session knows: the latest one only, and never in the session, which every re
 import secrets
 from urllib.parse import urlencode
 
-from csp.constants import NONE, SELF, UNSAFE_INLINE
 from csp.decorators import csp
 from django.core.cache import caches
 from django.core.mail import EmailMultiAlternatives, make_msgid
@@ -24,6 +23,7 @@ from campaigns.models import Campaign, Subscriber
 from campaigns.rendering import CampaignRenderer, RenderError, message_domain, subscriber_to_preview
 from campaigns.views import get_campaign_or_404
 from project.htmx import HtmxHttpRequest
+from project.message_frames import MESSAGE_POLICY
 from project.roles import Role, role_required
 
 # The form's fields a message is made of: errors in the others (lists, servers…) do not keep
@@ -31,19 +31,6 @@ from project.roles import Role, role_required
 MESSAGE_FIELDS = ("subject", "from_email", "reply_to", "html_body", "text_body")
 SESSION_KEY = "campaigns.draft_preview_token"
 PREVIEW_LIFETIME_S = 15 * 60  # a frame reloaded later than that asks to preview again
-
-# The HTML part shows as a mail client would show it, with its inline styles and remote images,
-# which the dashboard's own policy forbids; nothing in it runs, and the sandbox directive holds
-# even when the address is opened outside the preview page's frame.
-MESSAGE_POLICY = {
-    "default-src": [NONE],
-    "style-src": [UNSAFE_INLINE],
-    "img-src": ["https:", "data:"],
-    "base-uri": [NONE],
-    "form-action": [NONE],
-    "frame-ancestors": [SELF],
-    "sandbox": True,
-}
 
 
 def _sample_message(campaign: Campaign, subscriber: Subscriber) -> tuple[EmailMultiAlternatives, str | None]:

@@ -2,9 +2,9 @@
 and each message's headers, text, HTML (in a sandboxed frame) and links.
 
 The HTML part is served from an address of its own, as the campaign preview's is, under the
-preview's policy (campaigns/views/preview.py) with two changes: nothing is fetched from elsewhere
-(a received message's remote images are its sender's trackers), and its links may open, in a new
-tab, outside the frame's sandbox (our pages refuse to be framed)."""
+message-frame policy (project/message_frames.py) with two changes: nothing is fetched from
+elsewhere (a received message's remote images are its sender's trackers), and its links may
+open, in a new tab, outside the frame's sandbox (our pages refuse to be framed)."""
 
 from csp.decorators import csp
 from django.conf import settings
@@ -13,8 +13,8 @@ from django.shortcuts import render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET
 
-from campaigns.views.preview import MESSAGE_POLICY
 from project.htmx import HtmxHttpRequest
+from project.message_frames import MESSAGE_POLICY
 from project.roles import Role, role_required
 from smtp_settings.sandbox_inbox import maildir
 
