@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Delivery, Subscriber
 from smtp_settings.models import SmtpServer, Suppression
-from smtp_settings.shared_limits import figures
+from smtp_settings.shared_limits import open_connections
 
 RATE_WINDOW_S = 60
 LAST_ERRORS = 5
@@ -222,7 +222,7 @@ def shared_servers(campaign: Campaign) -> list[Sharing]:
 def connections_open(campaign: Campaign) -> int:
     """Connections open to the campaign's enabled servers, from every process (other
     campaigns' and the outbox's among them, if they share a server)."""
-    return sum(figures(server).open for server in campaign.servers.filter(enabled=True))
+    return sum(open_connections(server) for server in campaign.servers.filter(enabled=True))
 
 
 def progress(campaign: Campaign) -> Progress:

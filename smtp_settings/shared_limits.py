@@ -69,6 +69,11 @@ def figures(server) -> Figures:
     return store().figures(server.pk, windows_of(server), time.time())
 
 
+def open_connections(server) -> int:
+    """Connections open to the server now, from every process (`figures().open`, alone)."""
+    return sum(store().holders(server.pk, time.time()).values())
+
+
 def configured_rate(config) -> float:
     """Units a second the server's rates allow, the stricter if both are set; 0 for no rate."""
     rates = [rate for rate in (config.rate_limit, config.rate_per_minute / 60) if rate > 0]
