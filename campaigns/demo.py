@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from campaigns.models import Campaign, MailingList, Subscriber
-from smtp_settings import sandbox
 from smtp_settings.limit_stores import STORE_ERRORS
 from smtp_settings.models import SmtpServer
+from smtp_settings.presets import SANDBOX_PORT
 from smtp_settings.shared_limits import forget_learned
 
 log = logging.getLogger(__name__)
 
-DEMO_SANDBOX_PORT = sandbox.PORT
+DEMO_SANDBOX_PORT = SANDBOX_PORT
 SES_CAP = 350  # messages per session before the 421, as SES was seen to do
 SANDBOX_CONNS = 20
 DEMO_SANDBOX_OPTIONS = [

@@ -14,6 +14,7 @@ from smtp_settings.bounces import verp
 from smtp_settings.esp.registry import ESPS_BY_KEY, parse_credentials
 from smtp_settings.fields import EncryptedTextField
 from smtp_settings.learning import LimitLearner
+from smtp_settings.presets import SANDBOX_PORT
 from smtp_settings.validators import validate_api_url, validate_custom_headers, validate_host
 
 RATE_MESSAGE = "Enter 0 (unlimited) or a rate from 0.001 to 100,000 messages a second."
@@ -324,9 +325,7 @@ class SmtpServer(BoundPassword, models.Model):
     @property
     def is_local_sandbox(self) -> bool:
         """Relaydeck's SMTP sandbox on this machine, on its port: it delivers nothing further."""
-        from smtp_settings.sandbox import PORT
-
-        return not self.is_esp and self.host in ("127.0.0.1", "localhost", "::1") and self.port == PORT
+        return not self.is_esp and self.host in ("127.0.0.1", "localhost", "::1") and self.port == SANDBOX_PORT
 
     @property
     def learned_cap_margin_percent(self) -> int:

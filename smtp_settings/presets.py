@@ -4,6 +4,8 @@ says where its numbers come from."""
 
 from dataclasses import dataclass, field
 
+SANDBOX_PORT = 2525  # `manage.py smtp_sandbox`'s, and the demo's
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -129,7 +131,7 @@ PRESETS = [
         key="sandbox",
         label="Local sandbox",
         host="127.0.0.1",
-        port=2525,
+        port=SANDBOX_PORT,
         tls="none",
         auth_protocol="none",
         limits={"max_conns": 20, "max_msgs_per_conn": 0, "idle_timeout": 15},

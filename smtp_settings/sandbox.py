@@ -48,7 +48,6 @@ from smtp_settings.sandbox_inbox.maildir import InboxWriter
 log = logging.getLogger(__name__)
 
 SES_421 = "421 Connection closed by server. Maximum message count per session reached."
-PORT = 2525  # `manage.py smtp_sandbox`'s, and the demo's
 EXCHANGE_421 = (
     "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, closing transmission channel"
 )

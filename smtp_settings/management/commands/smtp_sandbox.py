@@ -7,8 +7,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from smtp_settings.presets import SANDBOX_PORT
 from smtp_settings.relay import listen_address
-from smtp_settings.sandbox import PORT, SandboxServer
+from smtp_settings.sandbox import SandboxServer
 
 
 class Command(BaseCommand):
@@ -21,7 +22,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
-        parser.add_argument("--port", type=int, default=PORT, help=f"Port to listen on (default {PORT}; 0 = any free).")
+        parser.add_argument(
+            "--port", type=int, default=SANDBOX_PORT, help=f"Port to listen on (default {SANDBOX_PORT}; 0 = any free)."
+        )
         parser.add_argument(
             "--max-msgs-per-session",
             type=int,
