@@ -201,7 +201,7 @@ class Picture:
     height: int
     width: int = WIDTH
     gutter: int = GUTTER
-    right: int = RIGHT
+    legend_y: int = LEGEND_Y
     axis_y: int = AXIS_Y
 
 
