@@ -5,8 +5,9 @@ carried and how it ended) for a campaign or a time range, as a picture drawn by
 It is built from the pool's events (smtp_settings/events.py): a connection's `connect`, then
 the one event of CONNECTION_ENDS that says how it ended, both carrying its id. Thousands of
 connections are read a page at a time: at most PAGE_LANES, the oldest first after `after` (a
-keyset on the connect's id, never OFFSET). A page costs four bounded queries: its connects
-(the (kind, id) or (campaign, id) index, the time range as an id range), their ends and what
+keyset on the connect's id, never OFFSET). A page costs five bounded queries: the time
+range's ids (once, from the `at` index), its connects (the (kind, id) or (campaign, id)
+index, within those ids), their ends and what
 the ones without an end carried so far (the (connection_id, id) index), and the scope's ends
 (of connections seen opening) counted per kind.
 """
@@ -106,8 +107,9 @@ class LanePage:
     until: datetime | None
 
 
-def _scoped(cleaned: dict, kinds, since, until):
-    events = Event.objects.filter(kind__in=kinds, connection_id__isnull=False)
+def _scoped(cleaned: dict, since, until):
+    """Connection events in the scope: its range of ids is read once, for lanes and totals."""
+    events = Event.objects.filter(connection_id__isnull=False)
     if cleaned.get("server"):
         events = events.filter(server=cleaned["server"])
     if cleaned.get("campaign"):
@@ -117,7 +119,8 @@ def _scoped(cleaned: dict, kinds, since, until):
 
 def lane_page(cleaned: dict, after: int | None = None, now: datetime | None = None) -> LanePage:
     since, until = time_window(cleaned, now, DEFAULT_WINDOW)
-    connects = _scoped(cleaned, [Kind.CONNECT], since, until)
+    scoped = _scoped(cleaned, since, until)
+    connects = scoped.filter(kind=Kind.CONNECT)
     if after is not None:
         connects = connects.filter(id__gt=after)
     rows = connects.order_by("id").values_list("id", "connection_id", "server_name", "at")[: PAGE_LANES + 1]
@@ -144,7 +147,7 @@ def lane_page(cleaned: dict, after: int | None = None, now: datetime | None = No
     # Only the ends of connections seen opening: an ESP's API session reports its errors with
     # its id but no connect, and has no lane.
     opened = Event.objects.filter(connection_id=OuterRef("connection_id"), kind=Kind.CONNECT)
-    totals = _scoped(cleaned, CONNECTION_ENDS, since, until).filter(Exists(opened))
+    totals = scoped.filter(kind__in=CONNECTION_ENDS).filter(Exists(opened))
     totals = totals.order_by().values_list("kind").annotate(n=Count("id"))
     ends: dict[str, int] = {}
     for kind, n in totals:
