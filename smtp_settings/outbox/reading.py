@@ -101,15 +101,17 @@ def _content(part) -> str:
         return part.get_payload(decode=True).decode("utf-8", "replace")
 
 
-def read(data: bytes) -> Reading:
+def read(data: bytes, *, html: bool = False) -> Reading:
+    """What a message page shows of `data`: headers, parts and text, and with `html` also the
+    HTML part and the links (the sandbox inbox's page shows them; the outbox's does not)."""
     try:
-        return _read(data)
+        return _read(data, html)
     except Exception:
         log.warning("A message page could not read a message of %d bytes", len(data), exc_info=True)
         return Reading(unreadable=True)
 
 
-def _read(data: bytes) -> Reading:
+def _read(data: bytes, with_html: bool) -> Reading:
     message = BytesParser(policy=default).parsebytes(data[:PARSED_BYTES])
     reading = Reading(cut=len(data) > PARSED_BYTES)
     shown = {True: 0, False: 0}  # Delivered-To lines, and the others
@@ -126,16 +128,19 @@ def _read(data: bytes) -> Reading:
                 reading.cut = True
                 break
             reading.parts.append((part.get_content_type(), len(part.get_payload(decode=True) or b"")))
+    body = message.get_body(preferencelist=("plain",))
+    if body is not None:
+        text = _content(body).replace("\r\n", "\n")  # as on the wire; one line break is enough on a page
+        reading.text, reading.text_cut = text[:TEXT_SHOWN], len(text) > TEXT_SHOWN
+    if not with_html:
+        return reading
     found = [("List-Unsubscribe", url) for url in _HEADER_LINK.findall(str(message.get("List-Unsubscribe", "")))]
     html = message.get_body(preferencelist=("html",))
     if html is not None:
         content = _content(html)
         reading.html, reading.html_cut = content[:HTML_SHOWN], len(content) > HTML_SHOWN
         found += [("HTML part", unescape("".join(match))) for match in _HREF.findall(reading.html)]
-    body = message.get_body(preferencelist=("plain",))
-    if body is not None:
-        text = _content(body).replace("\r\n", "\n")  # as on the wire; one line break is enough on a page
-        reading.text, reading.text_cut = text[:TEXT_SHOWN], len(text) > TEXT_SHOWN
-        found += [("text part", url) for url in _TEXT_LINK.findall(reading.text[:TEXT_SHOWN])]
+    if reading.text is not None:
+        found += [("text part", url) for url in _TEXT_LINK.findall(reading.text)]
     reading.links = _links(found)
     return reading

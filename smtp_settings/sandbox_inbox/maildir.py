@@ -193,4 +193,4 @@ def message(directory: Path, name: str) -> Message | None:
     if head is None:
         return None
     data, size = head
-    return Message(name, _received_at(name), size, read(data))
+    return Message(name, _received_at(name), size, read(data, html=True))
