@@ -526,7 +526,7 @@ class Event(models.Model):
 
     @property
     def connection_label(self) -> str:
-        return connection_label(self.connection_id) if self.connection_id else ""
+        return connection_label(self.connection_id)
 
     @property
     def outcome(self) -> str:

@@ -95,8 +95,11 @@ class ConnectionIds:
 connection_ids = ConnectionIds()
 
 
-def connection_label(connection_id: int) -> str:
-    """A connection id as people read it: its process' prefix, then its number there ("3fa2c1·12")."""
+def connection_label(connection_id: int | None) -> str:
+    """A connection id as people read it: its process' prefix, then its number there ("3fa2c1·12");
+    "" for none."""
+    if not connection_id:
+        return ""
     return f"{connection_id >> ConnectionIds.COUNT_BITS:x}·{connection_id & ((1 << ConnectionIds.COUNT_BITS) - 1)}"
 
 

@@ -245,7 +245,7 @@ def csv_chunks(events: QuerySet) -> Iterator[str]:
     def cells(row: dict) -> list:
         row["kind_name"] = Event.name_of(row["kind"])
         row["server"], row["campaign"] = row["server_name"], row["campaign__name"]
-        row["connection"] = connection_label(row["connection_id"]) if row["connection_id"] else ""
+        row["connection"] = connection_label(row["connection_id"])
         return [row[name] for name in EXPORT_COLUMNS]
 
     return csv_files.csv_chunks(rows, EXPORT_COLUMNS, cells, EXPORT_CHUNK)
