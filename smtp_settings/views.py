@@ -24,10 +24,13 @@ def _render_card(request: HtmxHttpRequest, server: SmtpServer) -> HttpResponse:
     return render(request, "smtp_settings/_server_card.html", context)
 
 
-def _render_form(request: HtmxHttpRequest, form: SmtpServerForm, server: SmtpServer | None, preset=None):
-    context = {"form": form, "server": server, "presets": PRESETS, "preset": preset}
+def _render_form(
+    request: HtmxHttpRequest, form: SmtpServerForm, server: SmtpServer | None, preset=None, *, tested=None, status=200
+):
+    """The add/edit form; `tested`: a connection test's context, shown under it."""
+    context = {"form": form, "server": server, "presets": PRESETS, "preset": preset, **(tested or {})}
     template = "smtp_settings/_server_form.html" if request.htmx else "smtp_settings/form.html"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 def _test(server: SmtpServer, **test):
@@ -154,12 +157,6 @@ def form_test(request: HtmxHttpRequest) -> HttpResponse:
     if request.htmx:
         return _render_test_result(request, form.instance, form, result, "test-result-form")
     # Without JavaScript: the whole form again, as it was typed (passwords aside), with the result in it.
-    context = {
-        "form": SmtpServerForm(request.POST, instance=stored),
-        "test_form": form,
-        "server": stored,
-        "presets": PRESETS,
-        "result": result,
-        "target": "test-result-form",
-    }
-    return render(request, "smtp_settings/form.html", context, status=200 if result else 400)
+    tested = {"test_form": form, "result": result, "target": "test-result-form"}
+    typed = SmtpServerForm(request.POST, instance=stored)
+    return _render_form(request, typed, stored, tested=tested, status=200 if result else 400)
